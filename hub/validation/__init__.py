@@ -1,0 +1,1 @@
+"""Schema registry, business rules and the validation verdict for KITH messages."""

@@ -38,8 +38,6 @@ APPREC_ERRORS: dict[str, str] = {
     "E32": "Pasientens navn mangler",
     "E35": "Pasienten finnes ikke i mottakersystemet",
     "E36": "Pasientopplysninger er mangelfulle",
-    "E53": "Ugyldig meldingstype",
-    "E54": "Ugyldig dato",
     "X99": "Annen feil",
 }
 

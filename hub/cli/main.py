@@ -33,6 +33,7 @@ _AREAS = [
     "hub.cli.validate",
     "hub.cli.security",
     "hub.cli.ebxml",
+    "hub.cli.registry",
     "hub.cli.queue",
     "hub.cli.serve",
     "hub.cli.conformance",

@@ -1,0 +1,113 @@
+"""`hub registry list|show|lookup`: the address register as the relay sees it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import typer
+
+from hub.cli.common import fail, print_json, print_table
+from hub.config import home, load_settings
+from hub.relay.register import Register, RegisterError, load
+
+registry_app = typer.Typer(help="The address register: parties by HER-id, endpoints, certificates.")
+
+RegisterOpt = typer.Option(None, "--register", "-r", help="Register file or folder (TOML / NHN XML).")
+
+
+def open_register(paths: list[Path] | None) -> Register:
+    if not paths:
+        configured = load_settings().get("register")
+        default = home() / "register.toml"
+        paths = [Path(configured)] if configured else [default]
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        fail(f"register not found: {', '.join(map(str, missing))} (use --register or settings 'register')")
+    try:
+        return load(paths)
+    except RegisterError as exc:
+        fail(str(exc))
+        raise  # unreachable; keeps type checkers calm
+
+
+def _public(p: object) -> dict:
+    d = asdict(p)  # type: ignore[call-overload]
+    d.pop("token_sha256", None)  # a credential hash is nobody's business in a listing
+    return d
+
+
+@registry_app.command("list")
+def list_(
+    register: list[Path] = RegisterOpt,
+    kind: str = typer.Option(None, help="Only parties of this kind (gp, hospital, lab, nursing ...)."),
+    as_json: bool = typer.Option(False, "--json", help="JSON for scripts."),
+) -> None:
+    """List every party."""
+    reg = open_register(register)
+    parties = [p for p in reg if kind is None or reg.resolve(p.her_id).kind == kind]
+    if as_json:
+        print_json([_public(reg.resolve(p.her_id)) for p in parties])
+        return
+    rows = []
+    for p in parties:
+        r = reg.resolve(p.her_id)
+        rows.append(
+            (
+                r.her_id,
+                r.name,
+                r.kind,
+                r.level,
+                r.parent_her_id,
+                "local" if r.local else "network",
+                r.endpoint,
+            )
+        )
+    print_table(
+        f"{len(rows)} parties", ["HER-id", "Name", "Kind", "Level", "Parent", "Where", "Endpoint"], rows
+    )
+
+
+@registry_app.command("show")
+def show(
+    her_id: int = typer.Argument(..., help="HER-id of the party."),
+    register: list[Path] = RegisterOpt,
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Everything the register says about one party, with what it inherits from its parents."""
+    reg = open_register(register)
+    party = reg.resolve(her_id)
+    if party is None:
+        fail(f"HER-id {her_id} is not in the register", 1)
+    chain = [p.her_id for p in reg.chain(her_id)]
+    if as_json:
+        print_json({**_public(party), "chain": chain})
+        return
+    rows = [(k, v) for k, v in _public(party).items() if v not in (None, (), {})]
+    rows.append(("chain", " -> ".join(map(str, chain))))
+    print_table(f"{party.name} (HER {party.her_id})", ["Field", "Value"], rows)
+
+
+@registry_app.command("lookup")
+def lookup(
+    text: str = typer.Argument(..., help="HER-id, organisation number or part of a name."),
+    register: list[Path] = RegisterOpt,
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Find parties by HER-id, organisation number or name."""
+    reg = open_register(register)
+    hits = reg.find(text)
+    if as_json:
+        print_json([_public(reg.resolve(p.her_id)) for p in hits])
+    else:
+        print_table(
+            f"{len(hits)} match(es) for {text!r}",
+            ["HER-id", "Name", "Kind", "Org.no."],
+            [(p.her_id, p.name, p.kind, p.org_no) for p in hits],
+        )
+    if not hits:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(registry_app, name="registry")

@@ -1,0 +1,248 @@
+"""The test catalogue: per message type and version, the Sending (S) and Mottak (M) cases.
+
+S (Sending): the system under test produces the message; the runner judges what arrives with the
+relay's own Validator (schema + business rules), its security and ebXML code, and the content the
+message type requires (an Epikrise needs a discharge diagnosis, a Henvisning a reason for referral).
+M (Mottak): the runner sends the system a valid message and a battery of broken ones and checks the
+AppRec each one gets back (status, error code, in time). The battery is the official AppRec test sheet
+made executable; the sheet's own rows and the acceptance-test packs load as further M cases when the
+reference material is present (hub.conformance.official).
+
+Message types come from `hub.messages.families.ELIN_K_MESSAGES` (the 2007 matrix rows) plus the PLO
+messages of the nursing systems; there is no second table of families here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hub.messages import families as fam
+
+# --- message types ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MessageType:
+    """One row of the matrix: the name vendors were approved for, and the family that carries it."""
+
+    name: str  # as in the 2007 table, e.g. "Svarrapport Mikrobiologi"
+    version: str  # as in the 2007 table, e.g. "1.2"
+    family: str  # hub.messages.families name, e.g. "Svarrapport"
+    family_version: str
+    build_args: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    group: str = "elin-k"  # elin-k | plo
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}:{self.version}"
+
+    @property
+    def is_apprec(self) -> bool:
+        return self.family == "AppRec"
+
+
+# Builder arguments that make the fixture builder produce a row's variant (its discriminator value).
+_VARIANT_OF_DISCRIMINATOR = {
+    "CLIN": "biokjemi", "LAB": "biokjemi", "MBIO": "mikrobiologi", "HIST": "patologi", "CYTO": "patologi",
+    "CT": "radiologi", "MR": "radiologi", "UL": "radiologi", "RTG": "radiologi",
+}
+
+
+def _build_args(row: fam.MatrixMessage) -> dict[str, Any]:
+    if not row.discriminator_values or row.family_name not in ("Svarrapport", "Rekvisisjon"):
+        return {}
+    variant = _VARIANT_OF_DISCRIMINATOR.get(row.discriminator_values[0])
+    return {"variant": variant} if variant else {}
+
+
+def message_types() -> list[MessageType]:
+    """The matrix rows, in the order of the 2007 table, then the PLO messages."""
+    out = [MessageType(row.name, row.version, row.family_name, row.family_version, _build_args(row))
+           for row in fam.ELIN_K_MESSAGES.values()]
+    return out + _plo_types()
+
+
+def matrix_row(mt: MessageType) -> fam.MatrixMessage | None:
+    """The ELIN-k row of a message type: its discriminator tells whether a message is of this row."""
+    return fam.ELIN_K_MESSAGES.get((mt.name, mt.version)) if mt.group == "elin-k" else None
+
+
+def _plo_types() -> list[MessageType]:
+    """PLO messages the nursing systems exchange (family names as hub.messages.families has them)."""
+    return [MessageType(f.name, f.version, f.name, f.version, group="plo")
+            for f in fam.FAMILIES if "/po/" in f.namespace and f.version == "1.5"]
+
+
+def message_type(key: str) -> MessageType:
+    """'Epikrise:1.0' (or 'Epikrise 1.0') -> its MessageType."""
+    norm = key.replace(" ", ":", 1) if ":" not in key else key
+    name, _, version = norm.rpartition(":")
+    for mt in message_types():
+        if mt.key == key or (mt.name.lower() == name.lower() and mt.version == version):
+            return mt
+    raise KeyError(f"unknown message type {key!r}")
+
+
+# --- required content (S) -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Content:
+    """Something the message type must carry beyond its schema.
+
+    element: local name of the element the requirement is about; `path` the local names below it
+    that must be present too (a Diagnosis needs its coded Concept).
+    """
+
+    id: str
+    title: str
+    element: str
+    path: tuple[str, ...] = ()
+
+    @property
+    def xpath(self) -> str:
+        return "//" + "/".join(f"*[local-name()='{n}']" for n in (self.element, *self.path))
+
+
+CONTENT: dict[str, tuple[Content, ...]] = {
+    "Epikrise": (Content("discharge-diagnosis", "Discharge diagnosis (utskrivningsdiagnose)",
+                         "Diagnosis", ("Concept",)),),
+    "Henvisning": (Content("referral-reason", "Reason for referral (henvisningsårsak)", "ReasonAsText"),),
+    "Rekvisisjon": (Content("requested-investigation", "Requested investigation (rekvirert analyse)",
+                            "ReqInvestigation", ("Investigation",)),),
+    "Svarrapport": (Content("result", "At least one result item", "ResultItem"),),
+}
+
+
+def content_for(mt: MessageType) -> tuple[Content, ...]:
+    return CONTENT.get(mt.family, ())
+
+
+# --- cases ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Expect:
+    """The AppRec a case expects. status None: no AppRec at all (ignored / unknown receiver)."""
+
+    status: str | None
+    codes: tuple[str, ...] = ()  # any one of these error codes is right (the sheet allows T01/T02/T99)
+
+    def describe(self) -> str:
+        if self.status is None:
+            return "no AppRec"
+        text = {"1": "OK", "2": "Avvist", "3": "OK, feil i delmelding"}.get(self.status, self.status)
+        return f"{self.status} {text}" + (f" {'/'.join(self.codes)}" if self.codes else "")
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    direction: str  # S | M
+    title: str
+    source: str = "builtin"  # builtin | apprec-sheet#N | akseptansetest/<path>
+    # S: which check judges the delivered message (see hub.conformance.runner.S_CHECKS)
+    check: str | None = None
+    # M: which message to send (a battery variant name, or a file for official cases)
+    variant: str | None = None
+    file: Path | None = None
+    expect: Expect | None = None
+    requires: str | None = None  # a hub part the case needs: "security" | "ebxml"
+    manual: bool = False  # needs a human (96 h timeout, manual matching): listed, not run
+
+
+# S checks: (check id, title). The Validator's problems are sorted into them by AppRec code / rule.
+S_CHECKS: tuple[tuple[str, str], ...] = (
+    ("delivered", "The system produces the message and delivers it to the test endpoint in time"),
+    ("wellformed", "Well-formed XML in a supported encoding (T01)"),
+    ("schema", "Valid against the message version's schema, right namespace and version (T02/T10)"),
+    ("msgid", "MsgId present and a UUID (E10)"),
+    ("addressing", "Sender and receiver identified by HER-id (E21)"),
+    ("patient", "Patient identified: name and a valid FNR/DNR (E30/E31/E32/E36)"),
+    ("rules", "Other business rules of the standard (code lists, identifiers, dates)"),
+)
+S_SECURITY_CHECKS: tuple[tuple[str, str, str], ...] = (
+    ("signature", "Signed, and the signature verifies (S01)", "security"),
+    ("certificate", "Signed with a valid, unrevoked certificate (S02/S03)", "security"),
+    ("ebxml", "ebXML envelope and CPA: Service/Action/Role, PartyIds, signature (ebMS)", "ebxml"),
+)
+# AppRec S: what the unit sheet (Enhetstest apprec #1-#8) asks of every AppRec the system writes.
+APPREC_CHECKS: tuple[tuple[str, str, str], ...] = (
+    ("apprec.delivered", "An AppRec comes back for each message sent, in time", "#1"),
+    ("apprec.valid", "The AppRec validates against the AppRec schema", "#1"),
+    ("apprec.original-id", "OriginalMsgId/Id is the original's MsgId", "#2"),
+    ("apprec.msgtype", "OriginalMsgId/MsgType is the original's type", "#3"),
+    ("apprec.issue-date", "OriginalMsgId/IssueDate is the original's GenDate", "#4"),
+    ("apprec.status", "Status from code list 8258: OK for the valid message, Avvist for the broken", "#5-#6"),
+    ("apprec.error", "Errors coded from code list 8221 for the broken message", "#7-#8"),
+)
+
+# M battery: the official AppRec system test sheet, made executable. (variant, title, expect, sheet #)
+M_BATTERY: tuple[tuple[str, str, Expect, str, str | None], ...] = (
+    ("valid", "A correct message is accepted", Expect("1"), "1", None),
+    ("not-well-formed", "Not well-formed XML is rejected", Expect("2", ("T01",)), "34", None),
+    ("hostile-dtd", "A DOCTYPE with entity expansion (hostile XML) is rejected unread",
+     Expect("2", ("T01",)), "16", None),
+    ("schema-invalid", "A message that does not validate against its schema is rejected",
+     Expect("2", ("T02",)), "32", None),
+    ("wrong-namespace", "A message in an unknown namespace is rejected", Expect("2", ("T10",)), "33", None),
+    ("unknown-version", "A known standard in a version the system does not support is rejected",
+     Expect("2", ("T10",)), "33", None),
+    ("msgid-not-uuid", "A MsgId that is not a UUID is rejected", Expect("2", ("E10",)), "28", None),
+    ("unknown-service", "Known organisation, unknown service (level 2 HER-id)",
+     Expect("2", ("E21",)), "20", None),
+    ("unknown-receiver", "Unknown HER-id on both levels: no AppRec at all", Expect(None), "21", None),
+    ("fnr-missing", "Patient without national identity number", Expect("2", ("E30", "E36")), "24", None),
+    ("fnr-invalid", "Patient FNR with wrong check digits", Expect("2", ("E31",)), "24", None),
+    ("unknown-patient", "Patient not known to the receiving system", Expect("2", ("E35",)), "23", None),
+    ("duplicate", "The same message twice: one AppRec, the duplicate is ignored", Expect("1"), "12", None),
+    ("bad-signature", "A message whose signature does not verify", Expect("2", ("S01",)), "29", "security"),
+    ("expired-certificate", "A message signed with an expired certificate", Expect("2", ("S02",)), "30",
+     "security"),
+    ("revoked-certificate", "A message signed with a revoked certificate", Expect("2", ("S03",)), "31",
+     "security"),
+)
+
+
+
+
+def cases_for(mt: MessageType, direction: str, *, parts: frozenset[str] = frozenset(),
+              official: bool = False) -> list[Case]:
+    """The cases of one cell. `parts`: the optional hub parts present ("security", "ebxml"); cases
+    that need a missing part are listed with `requires` so the runner reports them as skipped."""
+    if direction == "S":
+        return _s_cases(mt)
+    cases = _m_cases(mt)
+    if official:
+        from hub.conformance.official import official_cases
+
+        cases += official_cases(mt)
+    return cases
+
+
+def _s_cases(mt: MessageType) -> list[Case]:
+    if mt.is_apprec:
+        return [Case(f"S.{cid}", "S", title, source=f"apprec-unit-sheet{ref}", check=cid)
+                for cid, title, ref in APPREC_CHECKS]
+    out = [Case(f"S.{cid}", "S", title, check=cid) for cid, title in S_CHECKS]
+    out += [Case(f"S.content.{c.id}", "S", c.title, check=f"content.{c.id}") for c in content_for(mt)]
+    out += [Case(f"S.{cid}", "S", title, check=cid, requires=req) for cid, title, req in S_SECURITY_CHECKS]
+    return out
+
+
+def _m_cases(mt: MessageType) -> list[Case]:
+    out = []
+    for variant, title, expect, sheet, requires in M_BATTERY:
+        out.append(Case(f"M.{variant}", "M", title, source=f"apprec-sheet#{sheet}", variant=variant,
+                        expect=expect, requires=requires))
+    out.append(Case("M.ebms-ack", "M", "Each message is acknowledged at the ebXML level (Acknowledgment)",
+                    source="builtin", variant="valid", expect=Expect("1"), requires="ebxml"))
+    return out
+
+
+def catalogue(group: str | None = None) -> dict[str, dict[str, list[Case]]]:
+    """Message key -> direction -> cases: the whole catalogue (the built-in cases)."""
+    return {mt.key: {d: cases_for(mt, d) for d in ("S", "M")}
+            for mt in message_types() if group is None or mt.group == group}

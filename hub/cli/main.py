@@ -37,6 +37,7 @@ _AREAS = [
     "hub.cli.queue",
     "hub.cli.serve",
     "hub.cli.conformance",
+    "hub.cli.fixtures",
 ]
 
 for _mod in _AREAS:

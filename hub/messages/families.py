@@ -279,7 +279,8 @@ ELIN_K_MESSAGES: dict[tuple[str, str], MatrixMessage] = {
                            "published as Epikrise 1.0, whose ServRprt is documented as feedback 'etter helt "
                            "eller delvis utført behandling eller som svar på en forespørsel'. A "
                            "Tilbakemelding på henvisning is such a message that refers back to the referral "
-                           "in ServRprt/ServReq; 0.9 has no schema of its own, so Epikrise 1.0 is the closest."),
+                           "in ServRprt/ServReq; 0.9 has no schema of its own, so Epikrise 1.0 is the "
+                           "closest."),
     )
 }
 

@@ -1,0 +1,62 @@
+"""The durable store of messages, their timelines, duplicate-elimination records and the audit log.
+
+`open_store(url)`:
+- `sqlite:///var/hub.sqlite` (relative path), `sqlite:////srv/hub/hub.sqlite` (absolute), or a plain path;
+- `postgresql://user@host:5432/db` (also `postgres://`); `?schema=name` keeps the hub's tables in
+  that schema (created if missing); other query parameters go to libpq.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from hub.config import home
+from hub.store.base import (
+    APPREC_LIMIT,
+    DEFAULT_LEASE,
+    ORIGINAL,
+    AuditEntry,
+    ErrorInfo,
+    LeaseLost,
+    Message,
+    MessageMeta,
+    NotFound,
+    SeenRecord,
+    Store,
+    StoreError,
+    Swept,
+    TimelineEntry,
+)
+
+__all__ = [
+    "APPREC_LIMIT", "DEFAULT_LEASE", "ORIGINAL", "AuditEntry", "ErrorInfo", "LeaseLost", "Message",
+    "MessageMeta", "NotFound", "SeenRecord", "Store", "StoreError", "Swept", "TimelineEntry",
+    "default_url", "open_store",
+]
+
+
+def default_url() -> str:
+    return f"sqlite:///{home() / 'hub.sqlite'}"
+
+
+def open_store(url: str | None = None) -> Store:
+    """Open (creating and migrating as needed) the store at `url`; default: HUB_HOME/hub.sqlite."""
+    url = url or default_url()
+    parts = urlsplit(url)
+    if parts.scheme in ("postgresql", "postgres"):
+        from hub.store.postgres import PostgresStore
+
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        schema = next((v for k, v in query if k == "schema"), None)
+        rest = urlencode([(k, v) for k, v in query if k != "schema"])
+        return PostgresStore(urlunsplit(parts._replace(query=rest)), schema=schema)
+    from hub.store.sqlite import SQLiteStore
+
+    if parts.scheme == "sqlite":
+        if not url.startswith("sqlite:///"):
+            raise ValueError(f"SQLite URLs look like sqlite:///relative/path or sqlite:////abs/path: {url!r}")
+        return SQLiteStore(Path(url[len("sqlite:///"):]))
+    if parts.scheme and len(parts.scheme) > 1:  # "C:" is a drive, not a scheme
+        raise ValueError(f"unsupported store URL {url!r} (sqlite:///... or postgresql://...)")
+    return SQLiteStore(Path(url))

@@ -1,0 +1,987 @@
+"""The durable store: records, schema and every operation, shared by the SQLite and PostgreSQL backends.
+
+A backend supplies only connections and transactions (`_write`, `_write_async`, `_read`) and its SQL
+dialect; the operations here are written once against the small `Tx` interface, with `?` placeholders.
+
+Rules the operations keep:
+- A message's state changes only in `_apply()`, which asks `hub.relay.lifecycle.next_state()` inside
+  the write transaction that has the row locked, and appends the step to the timeline.
+- The original bytes are written once (`blobs` kind "original") and never updated.
+- Writes return only after their transaction has committed (SQLite: the batch containing them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol, TypeVar
+
+from hub.relay import lifecycle
+from hub.relay.lifecycle import Event, IllegalTransition, RetryPolicy, State
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+APPREC_LIMIT = timedelta(hours=96)  # HIS 80415 / HITS 1168: no AppRec 96 h after GenDate = alert
+DEFAULT_LEASE = timedelta(minutes=5)
+ORIGINAL = "original"
+
+Row = dict[str, Any]
+
+
+class StoreError(RuntimeError):
+    pass
+
+
+class NotFound(StoreError, KeyError):
+    def __str__(self) -> str:
+        return f"no message {self.args[0]!r}"
+
+
+class LeaseLost(StoreError):
+    """The node's claim on a message has expired and the message has moved on without it."""
+
+
+class Tx(Protocol):
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int: ...
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
+    def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None: ...
+
+
+# --- records ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    code: str
+    text: str
+    permanent: bool
+
+
+@dataclass(frozen=True)
+class MessageMeta:
+    """What the relay learns about a message; every part optional (intake stores before it parses)."""
+
+    direction: str | None = None  # "in" from the network, "out" to the network, "local" both ends local
+    channel: str | None = None  # smtp, http, folder, submit, hub (generated)
+    ebxml_message_id: str | None = None  # eb:MessageId of the envelope we received
+    out_message_id: str | None = None  # eb:MessageId of the envelope we send onwards
+    conversation_id: str | None = None
+    cpa_id: str | None = None
+    service: str | None = None
+    action: str | None = None
+    kith_msg_id: str | None = None  # MsgHead MsgInfo/MsgId (AppRec OriginalMsgId/Id points here)
+    msg_type: str | None = None  # MsgInfo/Type or Message/Type, e.g. DIALOG_NOTAT, APPREC
+    family: str | None = None
+    version: str | None = None
+    gen_date: datetime | None = None
+    sender_her: str | None = None
+    receiver_her: str | None = None
+    max_retries: int | None = None  # from the CPA (None: HIS 1037 default)
+    retry_interval_s: int | None = None
+    expires_at: datetime | None = None  # eb:TimeToLive
+    apprec_due_at: datetime | None = None  # default: gen_date + 96 h
+
+
+META_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(MessageMeta))
+# Columns a transition may set besides the state (never state, attempts or the lease).
+TRANSITION_FIELDS = frozenset(META_FIELDS) | {"next_attempt_at", "apprec_status"}
+
+
+@dataclass(frozen=True)
+class Message:
+    id: str  # full id, a time-ordered UUID
+    short_id: str  # 10 characters for operators
+    state: State
+    attempts: int
+    max_retries: int
+    retry_interval_s: int
+    size: int
+    sha256: str  # of the original bytes
+    created_at: datetime
+    updated_at: datetime
+    direction: str | None = None
+    channel: str | None = None
+    ebxml_message_id: str | None = None
+    out_message_id: str | None = None
+    conversation_id: str | None = None
+    cpa_id: str | None = None
+    service: str | None = None
+    action: str | None = None
+    kith_msg_id: str | None = None
+    msg_type: str | None = None
+    family: str | None = None
+    version: str | None = None
+    gen_date: datetime | None = None
+    sender_her: str | None = None
+    receiver_her: str | None = None
+    expires_at: datetime | None = None
+    apprec_due_at: datetime | None = None
+    apprec_status: str | None = None
+    next_attempt_at: datetime | None = None
+    lease_owner: str | None = None
+    lease_until: datetime | None = None
+    last_error_code: str | None = None
+    last_error_text: str | None = None
+    last_error_permanent: bool | None = None
+    parent_id: str | None = None
+
+    @property
+    def policy(self) -> RetryPolicy:
+        return RetryPolicy(retries=self.max_retries, interval=timedelta(seconds=self.retry_interval_s))
+
+    @property
+    def last_error(self) -> ErrorInfo | None:
+        if self.last_error_code is None and self.last_error_text is None:
+            return None
+        return ErrorInfo(
+            self.last_error_code or "", self.last_error_text or "", bool(self.last_error_permanent)
+        )
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Message:
+        names = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in row.items() if k in names}
+        kw["state"] = State(kw["state"])
+        if kw.get("last_error_permanent") is not None:
+            kw["last_error_permanent"] = bool(kw["last_error_permanent"])
+        return cls(**kw)
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    seq: int
+    at: datetime
+    event: str
+    from_state: str | None
+    to_state: str
+    reason: str
+    actor: str
+
+
+@dataclass(frozen=True)
+class SeenRecord:
+    """ebMS duplicate elimination: what we answered the first time, to answer a duplicate byte for byte."""
+
+    message_id: str
+    digest: str
+    response: bytes
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    seq: int
+    at: datetime
+    actor: str
+    action: str
+    target: str | None
+    detail: str | None
+
+
+@dataclass(frozen=True)
+class Swept:
+    message: Message
+    events: list[Event] = field(default_factory=list)
+
+
+# --- ids and time ----------------------------------------------------------------------------------
+
+_CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
+
+
+def new_ids() -> tuple[str, str]:
+    """A time-ordered UUID (version 7 layout) and a short id from 50 of its random bits."""
+    ms = time.time_ns() // 1_000_000
+    rand = secrets.randbits(74)
+    value = ((ms & ((1 << 48) - 1)) << 80) | (0x7 << 76) | ((rand >> 62) << 64) | (0b10 << 62)
+    value |= rand & ((1 << 62) - 1)
+    r50 = rand & ((1 << 50) - 1)
+    short = "".join(_CROCKFORD[(r50 >> (5 * i)) & 31] for i in reversed(range(10)))
+    return str(uuid.UUID(int=value)), short
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def aware(dt: datetime | None, what: str = "time") -> datetime | None:
+    if dt is None:
+        return None
+    if dt.tzinfo is None:
+        raise ValueError(f"{what} must carry a time zone: {dt!r}")
+    return dt.astimezone(UTC)
+
+
+def _her(v: object) -> str | None:
+    return None if v is None else str(v)
+
+
+# --- schema ----------------------------------------------------------------------------------------
+
+# {ts} time, {blob} bytes, {serial} auto-increment primary key: filled in per dialect.
+MIGRATIONS: dict[int, list[str]] = {
+    1: [
+        """CREATE TABLE messages (
+            id TEXT PRIMARY KEY,
+            short_id TEXT NOT NULL UNIQUE,
+            direction TEXT, channel TEXT,
+            ebxml_message_id TEXT, out_message_id TEXT, conversation_id TEXT, cpa_id TEXT,
+            service TEXT, action TEXT,
+            kith_msg_id TEXT, msg_type TEXT, family TEXT, version TEXT, gen_date {ts},
+            sender_her TEXT, receiver_her TEXT,
+            state TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            max_retries INTEGER NOT NULL,
+            retry_interval_s INTEGER NOT NULL,
+            next_attempt_at {ts}, lease_owner TEXT, lease_until {ts},
+            expires_at {ts}, apprec_due_at {ts}, apprec_status TEXT,
+            last_error_code TEXT, last_error_text TEXT, last_error_permanent INTEGER,
+            parent_id TEXT,
+            size INTEGER NOT NULL, sha256 TEXT NOT NULL,
+            created_at {ts} NOT NULL, updated_at {ts} NOT NULL
+        )""",
+        "CREATE INDEX messages_due ON messages (state, next_attempt_at)",
+        "CREATE INDEX messages_ebxml ON messages (ebxml_message_id)",
+        "CREATE INDEX messages_out ON messages (out_message_id)",
+        "CREATE INDEX messages_kith ON messages (kith_msg_id)",
+        "CREATE INDEX messages_receiver ON messages (receiver_her, created_at)",
+        "CREATE INDEX messages_sender ON messages (sender_her, created_at)",
+        "CREATE INDEX messages_created ON messages (created_at)",
+        "CREATE INDEX messages_parent ON messages (parent_id)",
+        """CREATE TABLE blobs (
+            message_id TEXT NOT NULL REFERENCES messages (id),
+            kind TEXT NOT NULL,
+            data {blob} NOT NULL,
+            sha256 TEXT NOT NULL,
+            created_at {ts} NOT NULL,
+            PRIMARY KEY (message_id, kind)
+        )""",
+        """CREATE TABLE events (
+            seq {serial},
+            message_id TEXT NOT NULL REFERENCES messages (id),
+            at {ts} NOT NULL,
+            event TEXT NOT NULL,
+            from_state TEXT,
+            to_state TEXT NOT NULL,
+            reason TEXT NOT NULL DEFAULT '',
+            actor TEXT NOT NULL DEFAULT ''
+        )""",
+        "CREATE INDEX events_message ON events (message_id, seq)",
+        """CREATE TABLE seen (
+            message_id TEXT PRIMARY KEY,
+            digest TEXT NOT NULL,
+            response {blob} NOT NULL,
+            created_at {ts} NOT NULL
+        )""",
+        """CREATE TABLE audit (
+            seq {serial},
+            at {ts} NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            target TEXT,
+            detail TEXT
+        )""",
+    ],
+}
+
+_VERSION_TABLE = (
+    "CREATE TABLE IF NOT EXISTS hub_schema (version INTEGER PRIMARY KEY, applied_at {ts} NOT NULL)"
+)
+
+
+def migrate(tx: Tx, types: Mapping[str, str], now: datetime) -> int:
+    """Bring the schema to SCHEMA_VERSION; the caller holds the migration lock. Idempotent."""
+    tx.execute(_VERSION_TABLE.format(**types))
+    row = tx.one("SELECT MAX(version) AS v FROM hub_schema")
+    have = (row or {}).get("v") or 0
+    if have > SCHEMA_VERSION:
+        raise StoreError(f"the store's schema version {have} is newer than this hub ({SCHEMA_VERSION})")
+    for v in range(have + 1, SCHEMA_VERSION + 1):
+        for stmt in MIGRATIONS[v]:
+            tx.execute(stmt.format(**types))
+        tx.execute("INSERT INTO hub_schema (version, applied_at) VALUES (?, ?)", (v, now))
+    return SCHEMA_VERSION
+
+
+# --- the store -------------------------------------------------------------------------------------
+
+_NO_DELIVERY_CLOCK = frozenset(State) - {State.QUEUED, State.RETRYING, State.AWAITING_ACK}
+_DUE_SQL = """(
+    ((state = 'queued' OR (state = 'retrying' AND attempts < max_retries + 1))
+        AND (next_attempt_at IS NULL OR next_attempt_at <= ?))
+    OR (state = 'awaiting_ack' AND attempts < max_retries + 1 AND next_attempt_at <= ?)
+    OR (state = 'sending' AND attempts < max_retries + 1 AND lease_until <= ?)
+) AND (expires_at IS NULL OR expires_at > ?)"""
+_TIMEOUT_SQL = """(
+    (state IN ('queued', 'retrying', 'awaiting_ack') AND expires_at <= ?)
+    OR (state = 'awaiting_ack' AND next_attempt_at <= ? AND attempts >= max_retries + 1)
+    OR (state = 'retrying' AND attempts >= max_retries + 1)
+    OR (state = 'sending' AND lease_until <= ?)
+    OR (state = 'awaiting_apprec' AND apprec_due_at <= ?)
+)"""
+
+
+class Store(ABC):
+    """One API over SQLite and PostgreSQL. Every `now` parameter defaults to the current UTC time."""
+
+    lock_clause: str = ""  # " FOR UPDATE" where the database has row locks
+    skip_locked_clause: str = ""
+
+    # backend ---------------------------------------------------------------------------------------
+    @abstractmethod
+    def _write(self, fn: Callable[[Tx], T]) -> T:
+        """Run `fn` in a write transaction; return once that transaction has committed."""
+
+    @abstractmethod
+    async def _write_async(self, fn: Callable[[Tx], T]) -> T: ...
+
+    @abstractmethod
+    def _read(self, fn: Callable[[Tx], T]) -> T: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # intake ----------------------------------------------------------------------------------------
+    def put_received(
+        self,
+        original: bytes,
+        meta: MessageMeta | None = None,
+        *,
+        actor: str = "",
+        reason: str = "",
+        now: datetime | None = None,
+        seen: tuple[str, str, bytes] | None = None,
+    ) -> Message:
+        """Store bytes exactly as received (state `received`); returns once durable.
+
+        `seen` = (ebXML MessageId, digest, signal bytes) records duplicate elimination in the same commit.
+        """
+        return self._write(self._op_insert(original, meta, Event.ACCEPT, actor, reason, now, None, seen))
+
+    async def aput_received(
+        self,
+        original: bytes,
+        meta: MessageMeta | None = None,
+        *,
+        actor: str = "",
+        reason: str = "",
+        now: datetime | None = None,
+        seen: tuple[str, str, bytes] | None = None,
+    ) -> Message:
+        op = self._op_insert(original, meta, Event.ACCEPT, actor, reason, now, None, seen)
+        return await self._write_async(op)
+
+    def put_generated(
+        self, data: bytes, meta: MessageMeta | None = None, *, actor: str = "", reason: str = "",
+        now: datetime | None = None,
+    ) -> Message:
+        """Store a message the hub composed itself (e.g. an AppRec it answers with), born `queued`."""
+        return self._write(self._op_insert(data, meta, Event.GENERATE, actor, reason, now, None, None))
+
+    def resend(self, ref: str, *, actor: str, reason: str = "", now: datetime | None = None) -> Message:
+        """Operator resend: a new message (parent_id = the original, same bytes and meta), born `queued`."""
+
+        def op(tx: Tx) -> Message:
+            parent = self._locked(tx, ref)
+            original = tx.one(
+                "SELECT data FROM blobs WHERE message_id = ? AND kind = ?", (parent["id"], ORIGINAL)
+            )
+            assert original is not None
+            meta = MessageMeta(**{k: parent[k] for k in META_FIELDS if k != "out_message_id"})
+            t = aware(now) or utcnow()
+            child = self._op_insert(bytes(original["data"]), meta, Event.RESEND, actor,
+                                    reason or f"resend of {parent['short_id']}", t, parent["id"], None)(tx)
+            # IllegalTransition here (a state that may not be resent) rolls the child back too
+            self._apply(tx, parent, Event.RESENT, now=t, actor=actor,
+                        reason=f"resent as {child.short_id}" + (f": {reason}" if reason else ""))
+            return child
+
+        return self._write(op)
+
+    def _op_insert(
+        self,
+        data: bytes,
+        meta: MessageMeta | None,
+        event: Event,
+        actor: str,
+        reason: str,
+        now: datetime | None,
+        parent_id: str | None,
+        seen: tuple[str, str, bytes] | None,
+    ) -> Callable[[Tx], Message]:
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise TypeError("message content must be bytes, exactly as received")
+        data = bytes(data)
+        m = meta or MessageMeta()
+        t = aware(now) or utcnow()
+        state = lifecycle.birth_state(event)
+        policy = RetryPolicy.from_cpa(
+            m.max_retries, None if m.retry_interval_s is None else timedelta(seconds=m.retry_interval_s)
+        )
+        digest = hashlib.sha256(data).hexdigest()
+        gen = aware(m.gen_date, "gen_date")
+        due = aware(m.apprec_due_at, "apprec_due_at") or (gen + APPREC_LIMIT if gen else None)
+        cols: dict[str, Any] = {k: getattr(m, k) for k in META_FIELDS}
+        cols.update(
+            gen_date=gen, apprec_due_at=due, expires_at=aware(m.expires_at, "expires_at"),
+            sender_her=_her(m.sender_her), receiver_her=_her(m.receiver_her),
+            max_retries=policy.retries, retry_interval_s=int(policy.interval.total_seconds()),
+            state=state.value, attempts=0, size=len(data), sha256=digest, parent_id=parent_id,
+            created_at=t, updated_at=t,
+        )
+
+        def op(tx: Tx) -> Message:
+            while True:
+                mid, short = new_ids()
+                if tx.one("SELECT 1 AS x FROM messages WHERE short_id = ?", (short,)) is None:
+                    break
+            row = {"id": mid, "short_id": short, **cols}
+            names = list(row)
+            tx.execute(
+                f"INSERT INTO messages ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
+                [row[n] for n in names],
+            )
+            tx.execute(
+                "INSERT INTO blobs (message_id, kind, data, sha256, created_at) VALUES (?, ?, ?, ?, ?)",
+                (mid, ORIGINAL, data, digest, t),
+            )
+            self._event(tx, mid, t, event, None, state, reason, actor)
+            if seen is not None:
+                self._seen_insert(tx, *seen, t)
+            return Message.from_row(row)
+
+        return op
+
+    # lifecycle -------------------------------------------------------------------------------------
+    def transition(
+        self,
+        ref: str,
+        event: Event | str,
+        *,
+        reason: str = "",
+        actor: str = "",
+        now: datetime | None = None,
+        updates: Mapping[str, Any] | None = None,
+        error: ErrorInfo | None = None,
+        lease_owner: str | None = None,
+    ) -> Message:
+        """Apply one lifecycle event (raises IllegalTransition, NotFound, LeaseLost).
+
+        `updates` may set meta fields, next_attempt_at and apprec_status in the same commit.
+        `lease_owner`: the node that claimed the message; refused if it no longer holds the claim.
+        """
+        return self._write(self._op_transition(ref, event, reason, actor, now, updates, error, lease_owner))
+
+    async def atransition(
+        self,
+        ref: str,
+        event: Event | str,
+        *,
+        reason: str = "",
+        actor: str = "",
+        now: datetime | None = None,
+        updates: Mapping[str, Any] | None = None,
+        error: ErrorInfo | None = None,
+        lease_owner: str | None = None,
+    ) -> Message:
+        op = self._op_transition(ref, event, reason, actor, now, updates, error, lease_owner)
+        return await self._write_async(op)
+
+    def _op_transition(
+        self,
+        ref: str,
+        event: Event | str,
+        reason: str,
+        actor: str,
+        now: datetime | None,
+        updates: Mapping[str, Any] | None,
+        error: ErrorInfo | None,
+        lease_owner: str | None,
+    ) -> Callable[[Tx], Message]:
+        bad = set(updates or {}) - TRANSITION_FIELDS
+        if bad:
+            raise ValueError(f"a transition cannot set {sorted(bad)}")
+        t = aware(now) or utcnow()
+
+        def op(tx: Tx) -> Message:
+            row = self._locked(tx, ref)
+            if lease_owner is not None:
+                _check_lease(row, lease_owner)
+            ch = dict(updates or {})
+            if error is not None:
+                ch.update(last_error_code=error.code, last_error_text=error.text,
+                          last_error_permanent=int(error.permanent))
+            return self._apply(tx, row, event, now=t, reason=reason, actor=actor, changes=ch)
+
+        return op
+
+    def record_failure(
+        self,
+        ref: str,
+        error: ErrorInfo,
+        *,
+        actor: str = "",
+        now: datetime | None = None,
+        lease_owner: str | None = None,
+    ) -> Message:
+        """A failed delivery attempt: the retry ladder (lifecycle.on_failure) picks the event."""
+        t = aware(now) or utcnow()
+
+        def op(tx: Tx) -> Message:
+            row = self._locked(tx, ref)
+            if lease_owner is not None:
+                _check_lease(row, lease_owner)
+            m = Message.from_row(row)
+            d = lifecycle.on_failure(m.attempts, permanent=error.permanent, policy=m.policy, now=t,
+                                     expires_at=m.expires_at)
+            ch = {"next_attempt_at": d.next_attempt_at, "last_error_code": error.code,
+                  "last_error_text": error.text, "last_error_permanent": int(error.permanent)}
+            return self._apply(tx, row, d.event, now=t, reason=f"{error.code}: {error.text}; {d.reason}",
+                               actor=actor, changes=ch)
+
+        return self._write(op)
+
+    def mark_sent(
+        self, ref: str, *, node: str, now: datetime | None = None, out_message_id: str | None = None
+    ) -> Message:
+        """Transmitted: wait for the ebMS ack until now + RetryInterval (then the ladder resends)."""
+        t = aware(now) or utcnow()
+
+        def op(tx: Tx) -> Message:
+            row = self._locked(tx, ref)
+            _check_lease(row, node)
+            m = Message.from_row(row)
+            ch: dict[str, Any] = {"next_attempt_at": lifecycle.ack_deadline(t, m.policy)}
+            if out_message_id is not None:
+                ch["out_message_id"] = out_message_id
+            return self._apply(tx, row, Event.SENT, now=t, reason=f"attempt {m.attempts}", actor=node,
+                               changes=ch)
+
+        return self._write(op)
+
+    def claim_due(
+        self, node: str, limit: int, now: datetime | None = None, lease: timedelta = DEFAULT_LEASE
+    ) -> list[Message]:
+        """Move up to `limit` due messages to `sending` under a lease held by `node`.
+
+        Due: queued, retrying whose time has come, awaiting_ack past its ack deadline, sending whose
+        lease expired (its node crashed). Concurrent callers never get the same message.
+        """
+        t = aware(now) or utcnow()
+
+        def op(tx: Tx) -> list[Message]:
+            rows = tx.all(
+                f"SELECT * FROM messages WHERE {_DUE_SQL} "
+                "ORDER BY COALESCE(next_attempt_at, created_at), created_at "
+                f"LIMIT ?{self.skip_locked_clause}",
+                (t, t, t, t, limit),
+            )
+            out = []
+            for row in rows:
+                evs = lifecycle.claim_events(
+                    row["state"], now=t, attempts=row["attempts"], max_attempts=row["max_retries"] + 1,
+                    next_attempt_at=row["next_attempt_at"], lease_until=row["lease_until"],
+                    expires_at=row["expires_at"],
+                )
+                if not evs:
+                    continue
+                for ev in evs:
+                    if ev is Event.CLAIM:
+                        ch = {"attempts": row["attempts"] + 1, "lease_owner": node, "lease_until": t + lease}
+                        why = f"attempt {row['attempts'] + 1} of {row['max_retries'] + 1}"
+                    else:
+                        ch, why = {}, _why(ev, row)
+                    m = self._apply(tx, row, ev, now=t, reason=why, actor=node, changes=ch)
+                    row = _as_row(m)
+                out.append(m)
+            return out
+
+        return self._write(op)
+
+    def renew_lease(self, ref: str, *, node: str, lease: timedelta = DEFAULT_LEASE,
+                    now: datetime | None = None) -> Message:
+        t = aware(now) or utcnow()
+
+        def op(tx: Tx) -> Message:
+            row = self._locked(tx, ref)
+            _check_lease(row, node)
+            tx.execute("UPDATE messages SET lease_until = ? WHERE id = ?", (t + lease, row["id"]))
+            return Message.from_row({**row, "lease_until": t + lease})
+
+        return self._write(op)
+
+    def sweep(self, now: datetime | None = None, limit: int = 500, actor: str = "sweeper") -> list[Swept]:
+        """Apply what time alone decides: TimeToLive, exhausted retries, expired leases, overdue AppRecs.
+
+        Returns each changed message with its events, once (so the relay tells the sender once).
+        """
+        t = aware(now) or utcnow()
+
+        def op(tx: Tx) -> list[Swept]:
+            rows = tx.all(
+                f"SELECT * FROM messages WHERE {_TIMEOUT_SQL} "
+                f"ORDER BY updated_at LIMIT ?{self.skip_locked_clause}",
+                (t, t, t, t, limit),
+            )
+            out = []
+            for row in rows:
+                evs = lifecycle.timeout_events(
+                    row["state"], now=t, attempts=row["attempts"], max_attempts=row["max_retries"] + 1,
+                    next_attempt_at=row["next_attempt_at"], lease_until=row["lease_until"],
+                    expires_at=row["expires_at"], apprec_due_at=row["apprec_due_at"],
+                )
+                if not evs:
+                    continue
+                for ev in evs:
+                    m = self._apply(tx, row, ev, now=t, reason=_why(ev, row), actor=actor)
+                    row = _as_row(m)
+                out.append(Swept(m, evs))
+            return out
+
+        return self._write(op)
+
+    def update_meta(self, ref: str, **changes: Any) -> Message:  # noqa: ANN401 - column values
+        """Fill in what the relay learned after intake (ids, parties, TTL, policy). Never the state."""
+        bad = set(changes) - set(META_FIELDS)
+        if bad:
+            raise ValueError(f"not a meta field: {sorted(bad)}")
+        ch = _clean_meta(changes)
+
+        def op(tx: Tx) -> Message:
+            row = self._locked(tx, ref)
+            c = dict(ch)
+            if c.get("gen_date") and "apprec_due_at" not in c and row["apprec_due_at"] is None:
+                c["apprec_due_at"] = c["gen_date"] + APPREC_LIMIT
+            c["updated_at"] = utcnow()
+            self._update(tx, row["id"], c)
+            return Message.from_row({**row, **c})
+
+        return self._write(op)
+
+    # internals shared by the operations ------------------------------------------------------------
+    def _locked(self, tx: Tx, ref: str) -> Row:
+        row = tx.one(f"SELECT * FROM messages WHERE id = ?{self.lock_clause}", (ref,))
+        if row is None:
+            found = _find(tx, ref)
+            if found is None:
+                raise NotFound(ref)
+            row = tx.one(f"SELECT * FROM messages WHERE id = ?{self.lock_clause}", (found["id"],))
+            assert row is not None
+        return row
+
+    def _apply(
+        self,
+        tx: Tx,
+        row: Row,
+        event: Event | str,
+        *,
+        now: datetime,
+        reason: str,
+        actor: str,
+        changes: Mapping[str, Any] | None = None,
+    ) -> Message:
+        """The one place a state changes."""
+        try:
+            new = lifecycle.next_state(row["state"], event)
+        except IllegalTransition as exc:
+            raise IllegalTransition(row["state"], event, row["short_id"]) from exc
+        ev = Event(event)
+        ch: dict[str, Any] = _clean_meta(changes or {})
+        if row["state"] == State.SENDING and new != State.SENDING:
+            ch.update(lease_owner=None, lease_until=None)
+        if ev is Event.RETRY_NOW:
+            ch["next_attempt_at"] = now
+        elif ev is Event.CLAIM or new in _NO_DELIVERY_CLOCK:
+            ch["next_attempt_at"] = None
+        ch.update(state=new.value, updated_at=now)
+        self._update(tx, row["id"], ch)
+        self._event(tx, row["id"], now, ev, row["state"], new, reason, actor)
+        return Message.from_row({**row, **ch})
+
+    @staticmethod
+    def _update(tx: Tx, mid: str, ch: Mapping[str, Any]) -> None:
+        names = list(ch)
+        tx.execute(f"UPDATE messages SET {', '.join(f'{n} = ?' for n in names)} WHERE id = ?",
+                   [ch[n] for n in names] + [mid])
+
+    @staticmethod
+    def _event(tx: Tx, mid: str, at: datetime, event: Event, frm: str | None, to: State,
+               reason: str, actor: str) -> None:
+        tx.execute(
+            "INSERT INTO events (message_id, at, event, from_state, to_state, reason, actor) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (mid, at, event.value, None if frm is None else str(frm), to.value, reason or "", actor or ""),
+        )
+
+    # blobs -----------------------------------------------------------------------------------------
+    def put_artifact(self, ref: str, kind: str, data: bytes, *, now: datetime | None = None) -> None:
+        """A derived artefact (signed+encrypted package, received AppRec, ...); replaces one of that kind."""
+        if kind == ORIGINAL:
+            raise ValueError("the original bytes are written once, at intake")
+        data = bytes(data)
+        t = aware(now) or utcnow()
+
+        def op(tx: Tx) -> None:
+            mid = self._locked(tx, ref)["id"]
+            tx.execute("DELETE FROM blobs WHERE message_id = ? AND kind = ?", (mid, kind))
+            tx.execute(
+                "INSERT INTO blobs (message_id, kind, data, sha256, created_at) VALUES (?, ?, ?, ?, ?)",
+                (mid, kind, data, hashlib.sha256(data).hexdigest(), t),
+            )
+
+        self._write(op)
+
+    def blob(self, ref: str, kind: str = ORIGINAL) -> bytes | None:
+        def op(tx: Tx) -> bytes | None:
+            m = _find(tx, ref)
+            if m is None:
+                raise NotFound(ref)
+            r = tx.one("SELECT data FROM blobs WHERE message_id = ? AND kind = ?", (m["id"], kind))
+            return None if r is None else bytes(r["data"])
+
+        return self._read(op)
+
+    def blob_kinds(self, ref: str) -> list[str]:
+        def op(tx: Tx) -> list[str]:
+            m = _find(tx, ref)
+            if m is None:
+                raise NotFound(ref)
+            return [r["kind"] for r in tx.all("SELECT kind FROM blobs WHERE message_id = ? ORDER BY kind",
+                                              (m["id"],))]
+
+        return self._read(op)
+
+    # duplicate elimination -------------------------------------------------------------------------
+    def seen_get(self, message_id: str) -> SeenRecord | None:
+        r = self._read(lambda tx: tx.one("SELECT * FROM seen WHERE message_id = ?", (message_id,)))
+        return None if r is None else _seen(r)
+
+    def seen_put(
+        self, message_id: str, digest: str, response: bytes, *, now: datetime | None = None
+    ) -> SeenRecord:
+        """Remember the signal answered to `message_id`; the first record wins and is returned."""
+        t = aware(now) or utcnow()
+        return self._write(lambda tx: self._seen_insert(tx, message_id, digest, bytes(response), t))
+
+    async def aseen_put(self, message_id: str, digest: str, response: bytes,
+                        *, now: datetime | None = None) -> SeenRecord:
+        t = aware(now) or utcnow()
+        data = bytes(response)
+        return await self._write_async(lambda tx: self._seen_insert(tx, message_id, digest, data, t))
+
+    @staticmethod
+    def _seen_insert(tx: Tx, message_id: str, digest: str, response: bytes, t: datetime) -> SeenRecord:
+        tx.execute(
+            "INSERT INTO seen (message_id, digest, response, created_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (message_id) DO NOTHING",
+            (message_id, digest, response, t),
+        )
+        r = tx.one("SELECT * FROM seen WHERE message_id = ?", (message_id,))
+        assert r is not None
+        return _seen(r)
+
+    def purge_seen(self, before: datetime) -> int:
+        """Forget duplicate-elimination records older than the CPA's PersistDuration."""
+        b = aware(before)
+        return self._write(lambda tx: tx.execute("DELETE FROM seen WHERE created_at < ?", (b,)))
+
+    # queries ---------------------------------------------------------------------------------------
+    def get(self, ref: str) -> Message | None:
+        """By full id, short id, ebXML MessageId (ours or theirs) or KITH MsgId; newest match wins."""
+        r = self._read(lambda tx: _find(tx, ref))
+        return None if r is None else Message.from_row(r)
+
+    def require(self, ref: str) -> Message:
+        m = self.get(ref)
+        if m is None:
+            raise NotFound(ref)
+        return m
+
+    def find_by_kith_msg_id(self, kith_msg_id: str) -> list[Message]:
+        """Every message with this MsgId, newest first (a resend shares its original's MsgId)."""
+        rows = self._read(lambda tx: tx.all(
+            "SELECT * FROM messages WHERE kith_msg_id = ? ORDER BY created_at DESC, id DESC", (kith_msg_id,)))
+        return [Message.from_row(r) for r in rows]
+
+    def timeline(self, ref: str) -> list[TimelineEntry]:
+        def op(tx: Tx) -> list[TimelineEntry]:
+            m = _find(tx, ref)
+            if m is None:
+                raise NotFound(ref)
+            rows = tx.all("SELECT * FROM events WHERE message_id = ? ORDER BY seq", (m["id"],))
+            return [TimelineEntry(r["seq"], r["at"], r["event"], r["from_state"], r["to_state"], r["reason"],
+                                  r["actor"]) for r in rows]
+
+        return self._read(op)
+
+    def list_messages(
+        self,
+        *,
+        state: str | Iterable[str] | None = None,
+        receiver: str | int | None = None,
+        sender: str | int | None = None,
+        msg_type: str | None = None,
+        since: datetime | None = None,
+        limit: int = 100,
+    ) -> list[Message]:
+        """Newest first."""
+        where, params = _filters(
+            state=state, receiver=receiver, sender=sender, msg_type=msg_type, since=since
+        )
+        sql = f"SELECT * FROM messages{where} ORDER BY created_at DESC, id DESC LIMIT ?"
+        return [Message.from_row(r) for r in self._read(lambda tx: tx.all(sql, [*params, limit]))]
+
+    def overdue_apprecs(self, now: datetime | None = None, after: timedelta = APPREC_LIMIT) -> list[Message]:
+        """Delivered messages still without an AppRec `after` their GenDate (creation time if unknown)."""
+        cutoff = (aware(now) or utcnow()) - after
+        rows = self._read(lambda tx: tx.all(
+            "SELECT * FROM messages WHERE state IN ('delivered', 'awaiting_apprec', 'apprec_overdue') "
+            "AND COALESCE(gen_date, created_at) <= ? ORDER BY COALESCE(gen_date, created_at)", (cutoff,)))
+        return [Message.from_row(r) for r in rows]
+
+    def stats(self) -> dict[str, int]:
+        """Messages per state; every state is present."""
+        rows = self._read(lambda tx: tx.all("SELECT state, COUNT(*) AS n FROM messages GROUP BY state"))
+        out = {s.value: 0 for s in State}
+        out.update({r["state"]: int(r["n"]) for r in rows})
+        return out
+
+    def purge(self, before: datetime, *, actor: str, force: bool = False) -> int:
+        """Delete final messages last changed before `before`, with blobs and timeline; audited.
+
+        Never touches messages still in progress. Undelivered, failed, expired and overdue ones need a
+        person's attention and are kept unless `force`.
+        """
+        b = aware(before)
+        keep = set(State) - lifecycle.FINAL - {State.APPREC_OVERDUE}
+        if not force:
+            keep |= lifecycle.NEEDS_ATTENTION
+        states = sorted(s.value for s in set(State) - keep)
+
+        def op(tx: Tx) -> int:
+            marks = ", ".join("?" * len(states))
+            ids = [r["id"] for r in tx.all(
+                f"SELECT id FROM messages WHERE state IN ({marks}) AND updated_at < ?", [*states, b])]
+            for i in range(0, len(ids), 500):
+                chunk = ids[i:i + 500]
+                qs = ", ".join("?" * len(chunk))
+                for table, col in (("blobs", "message_id"), ("events", "message_id"), ("messages", "id")):
+                    tx.execute(f"DELETE FROM {table} WHERE {col} IN ({qs})", chunk)
+            _audit(tx, actor, "purge", None,
+                   f"{len(ids)} messages last changed before {b.isoformat()}; states {','.join(states)}"
+                   + ("; forced" if force else ""), utcnow())
+            return len(ids)
+
+        return self._write(op)
+
+    # audit -----------------------------------------------------------------------------------------
+    def audit(self, actor: str, action: str, target: str | None = None, detail: str | None = None,
+              *, now: datetime | None = None) -> None:
+        """Record who did what (e.g. revealed national ids of a message); durable on return."""
+        t = aware(now) or utcnow()
+        self._write(lambda tx: _audit(tx, actor, action, target, detail, t))
+
+    def audit_log(self, *, limit: int = 100, since: datetime | None = None,
+                  target: str | None = None) -> list[AuditEntry]:
+        """Newest first."""
+        where, params = [], []
+        if since is not None:
+            where.append("at >= ?")
+            params.append(aware(since))
+        if target is not None:
+            where.append("target = ?")
+            params.append(target)
+        sql = "SELECT * FROM audit" + (" WHERE " + " AND ".join(where) if where else "")
+        rows = self._read(lambda tx: tx.all(sql + " ORDER BY seq DESC LIMIT ?", [*params, limit]))
+        return [
+            AuditEntry(r["seq"], r["at"], r["actor"], r["action"], r["target"], r["detail"]) for r in rows
+        ]
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+
+def _check_lease(row: Row, node: str) -> None:
+    if row["state"] != State.SENDING or row["lease_owner"] != node:
+        raise LeaseLost(
+            f"message {row['short_id']}: {node} no longer holds it "
+            f"(state {row['state']}, lease holder {row['lease_owner']})"
+        )
+
+
+def _find(tx: Tx, ref: str) -> Row | None:
+    r = tx.one("SELECT * FROM messages WHERE id = ? OR short_id = ?", (ref, ref.lower()))
+    if r is not None:
+        return r
+    return tx.one(
+        "SELECT * FROM messages WHERE ebxml_message_id = ? OR out_message_id = ? OR kith_msg_id = ? "
+        "ORDER BY created_at DESC, id DESC LIMIT 1",
+        (ref, ref, ref),
+    )
+
+
+def _filters(**f: Any) -> tuple[str, list[Any]]:  # noqa: ANN401
+    where: list[str] = []
+    params: list[Any] = []
+    st = f.get("state")
+    if st is not None:
+        states = [st] if isinstance(st, str) else list(st)
+        for s in states:
+            State(s)  # unknown state names are a usage error, not an empty answer
+        where.append(f"state IN ({', '.join('?' * len(states))})")
+        params += states
+    for key, col in (("receiver", "receiver_her"), ("sender", "sender_her"), ("msg_type", "msg_type")):
+        if f.get(key) is not None:
+            where.append(f"{col} = ?")
+            params.append(str(f[key]))
+    if f.get("since") is not None:
+        where.append("created_at >= ?")
+        params.append(aware(f["since"]))
+    return (" WHERE " + " AND ".join(where) if where else ""), params
+
+
+def _clean_meta(ch: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(ch)
+    for k in ("sender_her", "receiver_her"):
+        if k in out:
+            out[k] = _her(out[k])
+    for k, v in out.items():
+        if isinstance(v, datetime):
+            out[k] = aware(v, k)
+    return out
+
+
+def _as_row(m: Message) -> Row:
+    r = {f.name: getattr(m, f.name) for f in fields(Message)}
+    r["state"] = m.state.value
+    return r
+
+
+def _why(ev: Event, row: Row) -> str:
+    return {
+        Event.RETRY_DUE: "no ebMS acknowledgment within RetryInterval",
+        Event.LEASE_EXPIRED: f"lease of {row.get('lease_owner')} expired",
+        Event.TTL_EXPIRED: "TimeToLive passed before delivery",
+        Event.RETRIES_EXHAUSTED: f"{row['attempts']} attempts made, none acknowledged",
+        Event.APPREC_TIMEOUT: "no AppRec within the time limit",
+    }.get(ev, ev.value)
+
+
+def _seen(r: Row) -> SeenRecord:
+    return SeenRecord(r["message_id"], r["digest"], bytes(r["response"]), r["created_at"])
+
+
+def _audit(tx: Tx, actor: str, action: str, target: str | None, detail: str | None, t: datetime) -> None:
+    tx.execute("INSERT INTO audit (at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
+               (t, actor, action, target, detail))

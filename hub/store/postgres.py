@@ -1,0 +1,114 @@
+"""PostgreSQL backend (psycopg 3): several `hub serve` nodes share one database.
+
+Each calling thread has its own connection; each operation is one transaction. Row locks keep the
+lifecycle honest across nodes: a transition locks its row (`FOR UPDATE`), and `claim_due`/`sweep` take
+due rows with `FOR UPDATE SKIP LOCKED`, so two nodes never claim the same message and never wait for
+each other. A claim is a lease; a crashed node's claims come back when it expires.
+
+Durability is PostgreSQL's own: a commit returns after the WAL is flushed, and concurrent commits share
+that flush (its group commit), so no batching is needed here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql as pgsql
+from psycopg.rows import dict_row
+
+from hub.store.base import Row, Store, StoreError, T, Tx, migrate, utcnow
+
+TYPES = {"ts": "TIMESTAMPTZ", "blob": "BYTEA", "serial": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"}
+_MIGRATION_LOCK = 0x4855425F5354  # pg_advisory_xact_lock key: "HUB_ST"
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def _utc(v: Any) -> Any:  # noqa: ANN401
+    return v.astimezone(UTC) if isinstance(v, datetime) else v
+
+
+class _Tx:
+    def __init__(self, conn: psycopg.Connection[Row]) -> None:
+        self.conn = conn
+
+    @staticmethod
+    def _sql(sql: str) -> str:
+        return sql.replace("%", "%%").replace("?", "%s")
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return self.conn.execute(self._sql(sql), list(params)).rowcount
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        rows = self.conn.execute(self._sql(sql), list(params)).fetchall()
+        return [{k: _utc(v) for k, v in r.items()} for r in rows]
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        r = self.conn.execute(self._sql(sql), list(params)).fetchone()
+        return None if r is None else {k: _utc(v) for k, v in r.items()}
+
+
+class PostgresStore(Store):
+    lock_clause = " FOR UPDATE"
+    skip_locked_clause = " FOR UPDATE SKIP LOCKED"
+
+    def __init__(self, conninfo: str, *, schema: str | None = None, retries: int = 3) -> None:
+        if schema is not None and not _SCHEMA_NAME.match(schema):
+            raise ValueError(f"schema name must be a lower-case SQL identifier: {schema!r}")
+        self.conninfo, self.schema, self._retries = conninfo, schema, retries
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._conns: list[psycopg.Connection[Row]] = []
+        self._closed = False
+        conn = self._conn()
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            if schema:
+                conn.execute(pgsql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(pgsql.Identifier(schema)))
+            migrate(_Tx(conn), TYPES, utcnow())
+
+    def _conn(self) -> psycopg.Connection[Row]:
+        if self._closed:
+            raise StoreError("the store is closed")
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and not conn.closed:
+            return conn
+        conn = psycopg.connect(self.conninfo, autocommit=True, row_factory=dict_row)
+        conn.execute("SET TIME ZONE 'UTC'")
+        if self.schema:
+            conn.execute(pgsql.SQL("SET search_path TO {}").format(pgsql.Identifier(self.schema)))
+        self._local.conn = conn
+        with self._lock:
+            self._conns.append(conn)
+        return conn
+
+    def _write(self, fn: Callable[[Tx], T]) -> T:
+        for attempt in range(self._retries + 1):
+            conn = self._conn()
+            try:
+                with conn.transaction():
+                    return fn(_Tx(conn))
+            except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
+                if attempt == self._retries:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _write_async(self, fn: Callable[[Tx], T]) -> T:
+        return await asyncio.to_thread(self._write, fn)
+
+    def _read(self, fn: Callable[[Tx], T]) -> T:
+        conn = self._conn()
+        with conn.transaction():
+            return fn(_Tx(conn))
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            for c in self._conns:
+                c.close()
+            self._conns.clear()

@@ -378,6 +378,38 @@ def test_concurrent_claims_never_overlap(store: Store, store_url: str) -> None:
     assert store.stats()["sending"] == 60
 
 
+def test_concurrent_sweeps_report_each_message_once(store: Store, store_url: str) -> None:
+    ids = {_queued(store, expires_at=T0 + H) for _ in range(40)}
+    results: list[list[str]] = [[] for _ in range(3)]
+    start = threading.Barrier(3)
+
+    def sweep(i: int) -> None:
+        s = open_store(store_url)
+        try:
+            start.wait()
+            while got := s.sweep(now=T0 + 2 * H, limit=4, actor=f"node-{i}"):
+                results[i].extend(w.message.id for w in got)
+        finally:
+            s.close()
+
+    run_threads(sweep, 3)
+    swept = [i for r in results for i in r]
+    assert len(swept) == len(set(swept)) == 40 and set(swept) == ids
+    assert store.stats()["expired"] == 40
+
+
+def test_update_meta(store: Store) -> None:
+    m = store.put_received(b"x", now=T0)
+    assert (m.max_retries, m.retry_interval_s, m.apprec_due_at) == (5, 12 * 3600, None)
+    m = store.update_meta(m.id, max_retries=4, retry_interval_s=14400, gen_date=T0, receiver_her=79768)
+    assert (m.max_retries, m.retry_interval_s, m.receiver_her) == (4, 14400, "79768")
+    assert m.apprec_due_at == T0 + 96 * H
+    m = store.update_meta(m.id, max_retries=None)
+    assert store.require(m.id).max_retries == 5
+    assert store.require(m.id).state is State.RECEIVED
+    assert len(store.timeline(m.id)) == 1  # meta is not a lifecycle step
+
+
 def test_failed_write_does_not_spoil_its_batch(store: Store) -> None:
     # many writers at once: one illegal transition among them fails alone
     good: list[str] = []

@@ -658,6 +658,13 @@ class Store(ABC):
         if bad:
             raise ValueError(f"not a meta field: {sorted(bad)}")
         ch = _clean_meta(changes)
+        if "max_retries" in ch or "retry_interval_s" in ch:  # None means "the HIS 1037 default"
+            iv = ch.get("retry_interval_s")
+            p = RetryPolicy.from_cpa(ch.get("max_retries"), None if iv is None else timedelta(seconds=iv))
+            if "max_retries" in ch:
+                ch["max_retries"] = p.retries
+            if "retry_interval_s" in ch:
+                ch["retry_interval_s"] = int(p.interval.total_seconds())
 
         def op(tx: Tx) -> Message:
             row = self._locked(tx, ref)

@@ -173,7 +173,7 @@ def by_namespace(namespace: str, mig_version: str | None = None) -> Family | Non
 
 def _fold(name: str) -> str:
     """Case-, accent- and space-insensitive name: "Melding om fravær" == "melding_om_fravar"."""
-    name = name.lower().replace("æ", "ae").replace("ø", "o").replace("å", "a")
+    name = name.lower().replace("æ", "a").replace("ø", "o").replace("å", "a")
     name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
     return "".join(ch for ch in name if ch.isalnum())
 

@@ -128,3 +128,34 @@ def test_broken_xsd_cases_fail_and_business_cases_pass_the_schema(official: Offi
         assert official.errors(case.data) == []
         for companion in case.companions.values():
             assert official.errors(companion) == []
+
+
+def test_every_fixture_message_is_valid_against_our_schemas() -> None:
+    """Our own XSDs (schemas/, chosen through hub.messages.families) accept every fixture too."""
+    from hub.messages.families import by_namespace
+    from hub.paths import SCHEMAS_DIR
+
+    cache: dict[tuple[tuple[str, str], ...], etree.XMLSchema] = {}
+    for name, data in MESSAGES.items():
+        root = etree.fromstring(data)
+        parts = [root]
+        if etree.QName(root).namespace == MSGHEAD_NS:
+            parts += [
+                c for ct in root.iter(f"{{{MSGHEAD_NS}}}Content") for c in ct.iterchildren(etree.Element)
+            ]
+        files = set()
+        for el in parts:
+            ns = etree.QName(el).namespace or ""
+            family = by_namespace(ns, el.findtext("{*}MIGversion"))
+            assert family is not None and family.own_xsd, (name, ns)
+            files.add((ns, family.own_xsd))
+        key = tuple(sorted(files))
+        if key not in cache:
+            imports = "".join(f'<xs:import namespace="{n}" schemaLocation="{f}"/>' for n, f in key)
+            driver = f'<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema">{imports}</xs:schema>'
+            parser = etree.XMLParser(no_network=True, resolve_entities=False)
+            parser.resolvers.add(_LocalResolver(SCHEMAS_DIR))
+            doc = etree.fromstring(driver.encode(), parser, base_url=str(SCHEMAS_DIR / "driver.xsd"))
+            cache[key] = etree.XMLSchema(etree.ElementTree(doc))
+        schema = cache[key]
+        assert schema.validate(etree.ElementTree(root)), (name, [e.message for e in schema.error_log][:3])

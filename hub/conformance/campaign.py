@@ -1,0 +1,90 @@
+"""Campaigns: a series of test sessions (which system, which cell, which month), replayed in order.
+
+A campaign file (fixtures/vendors/campaign-*.toml) lists `[[test]]` sessions. Replaying it starts each
+simulated system as released in that month (its profile's defects active then), runs the cell's cases
+against it over its real folder endpoint and stores the evidence; the matrix is then computed from
+the evidence. Whether a session passes is never written in the file: it is found out by running.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
+from itertools import groupby
+from pathlib import Path
+
+from hub.conformance.catalogue import message_type
+from hub.conformance.evidence import Evidence
+from hub.conformance.exchange import FolderExchange
+from hub.conformance.profiles import DIRECTIONS, Profile, ProfileError, find_profile, load_profiles, month_key
+from hub.conformance.runner import CellResult, Runner
+from hub.conformance.simulated import SimulatedSystem
+
+
+@dataclass(frozen=True)
+class Session:
+    month: str
+    system: str
+    message: str  # catalogue key
+    direction: str
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Campaign:
+    name: str
+    sessions: tuple[Session, ...]
+    source: Path | None = None
+
+
+def load_campaign(path: Path, profiles: dict[str, Profile] | None = None) -> Campaign:
+    with path.open("rb") as f:
+        raw = tomllib.load(f)
+    profiles = load_profiles() if profiles is None else profiles
+    sessions = []
+    for i, t in enumerate(raw.get("test", []), 1):
+        try:
+            month_key(t["month"])
+            if t["direction"] not in DIRECTIONS:
+                raise ProfileError(f"direction {t['direction']!r}")
+            name = find_profile(t["system"], profiles).name
+            message_type(t["message"])
+        except (KeyError, ProfileError) as exc:
+            raise ProfileError(f"{path}: test #{i}: {exc}") from None
+        sessions.append(Session(t["month"], name, t["message"], t["direction"], t.get("note", "")))
+    return Campaign(raw.get("name", path.stem), tuple(sessions), path)
+
+
+def run_session_group(runner: Runner, profile: Profile, sessions: list[Session], work: Path,
+                      *, simulate: bool = True) -> list[CellResult]:
+    """Run sessions of one system in one month against that month's release of the system."""
+    root = work / profile.slug
+    shutil.rmtree(root, ignore_errors=True)  # each session starts from an empty exchange
+    exchange = FolderExchange(root)
+    system = SimulatedSystem(profile, root, month=runner.month) if simulate else None
+    if system:
+        system.start()
+    try:
+        return [runner.run_cell(profile, exchange, message_type(s.message), s.direction) for s in sessions]
+    finally:
+        if system:
+            system.stop()
+
+
+def run_campaign(campaign: Campaign, evidence: Evidence, work: Path, *, timeout: float = 5.0,
+                 profiles: dict[str, Profile] | None = None, progress: Callable[[str], None] | None = None,
+                 on_result: Callable[[Session, CellResult], None] | None = None) -> list[CellResult]:
+    profiles = load_profiles() if profiles is None else profiles
+    ordered = sorted(campaign.sessions, key=lambda s: (month_key(s.month), s.system))
+    results: list[CellResult] = []
+    for (month, system), group in groupby(ordered, key=lambda s: (s.month, s.system)):
+        sessions = list(group)
+        runner = Runner(evidence, month=month, campaign=campaign.name, timeout=timeout, progress=progress)
+        cells = run_session_group(runner, profiles[system], sessions, work)
+        for s, r in zip(sessions, cells, strict=True):
+            if on_result:
+                on_result(s, r)
+        results += cells
+    return results

@@ -1,0 +1,198 @@
+"""The approval matrix: systems x message/version x S/M -> approval month, computed from the evidence.
+
+A cell is approved in the month of its first passing run after its last failing one (a failed retest
+withdraws an approval until a later pass). It is stale — it needs re-testing — when the rule set or the
+message version's definition changed since that run, or the system's profile names another release.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+from dataclasses import asdict, dataclass
+
+from hub.conformance.catalogue import message_types
+from hub.conformance.evidence import Evidence, Run
+from hub.conformance.profiles import CATEGORIES, CATEGORY_ORDER, Profile, month_key, slugify
+
+
+@dataclass(frozen=True)
+class Cell:
+    system: str
+    category: str
+    message: str  # "Epikrise:1.0"
+    direction: str
+    approved: str  # MM.YY
+    run_id: int
+    stale: bool = False
+    stale_reason: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.message.rsplit(":", 1)[0]
+
+    @property
+    def version(self) -> str:
+        return self.message.rsplit(":", 1)[1]
+
+
+def compute(evidence: Evidence, profiles: dict[str, Profile], *, campaign: str | None = None,
+            ruleset: str | None = None, fingerprints: dict[str, str] | None = None) -> dict[tuple, Cell]:
+    """(system, message, direction) -> Cell for every approved cell."""
+    if ruleset is None or fingerprints is None:
+        from hub.conformance.runner import message_fingerprint, ruleset_fingerprint
+
+        ruleset = ruleset or ruleset_fingerprint()
+        fingerprints = fingerprints or {mt.key: message_fingerprint(mt) for mt in message_types()}
+    by_cell: dict[tuple, list[Run]] = {}
+    for r in evidence.runs(campaign=campaign):
+        by_cell.setdefault((r.system, r.message, r.direction), []).append(r)
+    cells: dict[tuple, Cell] = {}
+    for key, runs in by_cell.items():
+        runs.sort(key=lambda r: (month_key(r.month), r.id))
+        approval: Run | None = None
+        for r in runs:
+            if r.verdict != "pass":
+                approval = None
+            elif approval is None:
+                approval = r
+        if approval is None:
+            continue
+        reasons = []
+        if approval.ruleset != ruleset:
+            reasons.append("rule set changed")
+        if fingerprints.get(approval.message, approval.message_fp) != approval.message_fp:
+            reasons.append("message version changed")
+        prof = profiles.get(approval.system)
+        if prof and prof.version != approval.system_version:
+            reasons.append(f"system release {approval.system_version} -> {prof.version}")
+        cells[key] = Cell(approval.system, approval.category, approval.message, approval.direction,
+                          approval.month, approval.id, bool(reasons), ", ".join(reasons))
+    return cells
+
+
+def _systems(profiles: dict[str, Profile], cells: dict[tuple, Cell], all_systems: bool) -> list[Profile]:
+    used = {c.system for c in cells.values()}
+    chosen = [p for p in profiles.values() if all_systems or p.name in used]
+    return sorted(chosen, key=lambda p: (CATEGORY_ORDER.index(p.category), p.her_id))
+
+
+def _rows(cells: dict[tuple, Cell]) -> list[tuple[str, str]]:
+    """(message key, direction) rows in the order of the 2007 table; only message types in use
+    beyond the ELIN-k ones (PLO rows appear when PLO cells exist)."""
+    used = {(c.message, c.direction) for c in cells.values()}
+    rows = []
+    for mt in message_types():
+        if mt.group != "elin-k" and not any(m == mt.key for m, _ in used):
+            continue
+        rows += [(mt.key, d) for d in ("S", "M")]
+    return rows
+
+
+def to_csv(cells: dict[tuple, Cell]) -> str:
+    """The shape of conformance/elin-k-2007-matrix.csv, plus a stale column."""
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(["message", "version", "direction", "system", "approved", "stale"])
+    order = {k: i for i, k in enumerate(_rows(cells))}
+    for c in sorted(cells.values(), key=lambda c: (order.get((c.message, c.direction), 999), c.system)):
+        w.writerow([c.name, c.version, c.direction, c.system, c.approved, "yes" if c.stale else ""])
+    return out.getvalue()
+
+
+def to_json(cells: dict[tuple, Cell]) -> str:
+    return json.dumps([{**asdict(c), "name": c.name, "version": c.version} for c in cells.values()],
+                      ensure_ascii=False, indent=2)
+
+
+def grid(cells: dict[tuple, Cell], profiles: dict[str, Profile],
+         all_systems: bool = True) -> tuple[list[Profile], list[tuple[str, str, list[Cell | None]]]]:
+    systems = _systems(profiles, cells, all_systems)
+    rows = [(m, d, [cells.get((p.name, m, d)) for p in systems]) for m, d in _rows(cells)]
+    return systems, rows
+
+
+def to_rich(cells: dict[tuple, Cell], profiles: dict[str, Profile], all_systems: bool = True) -> object:
+    from rich.table import Table
+
+    systems, rows = grid(cells, profiles, all_systems)
+    t = Table(title="Godkjente systemer (standarder)", header_style="bold", show_lines=False)
+    t.add_column("Melding, versjon")
+    t.add_column("S/M")
+    for p in systems:
+        t.add_column(f"{p.name}\n[dim]{p.category_label}[/]", justify="center")
+    for m, d, row in rows:
+        name, version = m.rsplit(":", 1)
+        t.add_row(f"{name} {version}" if d == "S" else "", d,
+                  *[_rich_cell(c) for c in row])
+    return t
+
+
+def _rich_cell(c: Cell | None) -> str:
+    if c is None:
+        return ""
+    return c.approved + (" [yellow](stale)[/]" if c.stale else "")
+
+
+def _xml_block(data: bytes) -> str:
+    return f"<pre>{html.escape(data.decode('utf-8', errors='replace'))}</pre>"
+
+
+def to_html(cells: dict[tuple, Cell], profiles: dict[str, Profile], evidence: Evidence,
+            all_systems: bool = True) -> str:
+    """One self-contained page: the grid, then each approval's evidence (anchored #run-N)."""
+    systems, rows = grid(cells, profiles, all_systems)
+    e = html.escape
+    cats = [(cat, [p for p in systems if p.category == cat]) for cat in CATEGORY_ORDER]
+    cats = [(c, ps) for c, ps in cats if ps]
+    head1 = "".join(f'<th colspan="{len(ps)}">{e(CATEGORIES[c])}</th>' for c, ps in cats)
+    head2 = "".join(f'<th class="sys">{e(p.name)}</th>' for _, ps in cats for p in ps)
+    body = []
+    for m, d, row in rows:
+        name, version = m.rsplit(":", 1)
+        tds = []
+        for c in row:
+            if c is None:
+                tds.append("<td></td>")
+            else:
+                cls = "stale" if c.stale else "ok"
+                title = f' title="needs re-testing: {e(c.stale_reason)}"' if c.stale else ""
+                tds.append(f'<td class="{cls}"{title}><a href="#run-{c.run_id}">{e(c.approved)}</a></td>')
+        label = f"<td>{e(name)}</td><td>{e(version)}</td>" if d == "S" else "<td></td><td></td>"
+        body.append(f"<tr>{label}<td>{d}</td>{''.join(tds)}</tr>")
+    sections = []
+    for c in sorted(cells.values(), key=lambda c: c.run_id):
+        run = evidence.run(c.run_id)
+        items = []
+        for cr in evidence.cases(c.run_id):
+            errs = "".join(
+                f"<li>{e(str(x.get('code')))} {e(str(x.get('rule')))}: {e(str(x.get('text')))}</li>"
+                for x in cr.errors)
+            items.append(f'<tr class="{e(cr.verdict)}"><td>{e(cr.case_id)}</td><td>{e(cr.title)}</td>'
+                         f"<td>{e(cr.source)}</td><td>{e(cr.verdict)}</td><td>{e(cr.expected or '')}</td>"
+                         f"<td>{e(cr.observed or '')}<ul>{errs}</ul></td></tr>")
+        msgs = "".join(
+            f"<details><summary>{e(x.case_id)} {e(x.flow)} {e(x.name)} (sha256 {x.sha256[:12]})</summary>"
+            f"{_xml_block(evidence.blob(x.sha256))}</details>" for x in evidence.exchanges(c.run_id))
+        sections.append(
+            f'<section id="run-{c.run_id}"><h3>{e(c.system)} — {e(c.message)} {c.direction}: '
+            f"approved {e(c.approved)}{' (stale: ' + e(c.stale_reason) + ')' if c.stale else ''}</h3>"
+            f"<p>Run {run.id}, release {e(run.system_version)}, transport {e(run.transport)}, rule set "
+            f"{e(run.ruleset)}, message definition {e(run.message_fp)}, campaign {e(run.campaign or '-')}</p>"
+            f"<table><tr><th>case</th><th>title</th><th>source</th><th>verdict</th><th>expected</th>"
+            f"<th>observed</th></tr>{''.join(items)}</table>{msgs}</section>")
+    style = ("body{font-family:sans-serif;margin:1em}table{border-collapse:collapse}"
+             "td,th{border:1px solid #999;padding:2px 6px}th.sys{writing-mode:vertical-rl}"
+             "td.ok{background:#cfc}td.stale{background:#ffc}"
+             "tr.fail td{background:#fcc}tr.skip td{color:#888}pre{background:#f4f4f4;font-size:11px}")
+    return (f'<!DOCTYPE html><html lang="no"><head><meta charset="utf-8"><title>Teststatus</title>'
+            f"<style>{style}</style></head><body><h1>Teststatus for ulike systemer</h1>"
+            f'<table id="matrix"><tr><th colspan="3">Inndeling og navn på system</th>{head1}</tr>'
+            f"<tr><th>Melding</th><th>Versjon</th><th>S/M</th>{head2}</tr>{''.join(body)}</table>"
+            f"<h2>Evidence</h2>{''.join(sections)}</body></html>")
+
+
+def system_anchor(name: str) -> str:
+    return f"system-{slugify(name)}"

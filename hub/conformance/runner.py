@@ -1,0 +1,372 @@
+"""The conformance runner: executes a cell's cases against a system's endpoint and keeps the evidence.
+
+One engine: what a system sends is judged by hub.validation's Validator (schema + business rules)
+and, when those parts are present, hub.security and hub.ebxml; AppRecs are read with
+hub.messages.apprec. A cell passes when every case that could run passed; cases needing a part
+the hub does not have yet are recorded as `skip` and do not count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date
+
+from lxml import etree
+
+from hub.conformance import exchange as ex
+from hub.conformance.catalogue import Case, Expect, MessageType, cases_for, content_for, matrix_row
+from hub.conformance.evidence import CaseRecord, Evidence
+from hub.conformance.profiles import Profile
+from hub.conformance.simulated import TEST_CENTRE, TEST_CENTRE_SERVICE, person_to_json
+from hub.fixtures import people
+from hub.fixtures.people import Party
+from hub.paths import SCHEMAS_DIR
+
+Progress = Callable[[str], None]
+
+# Problems of the Validator sorted into the S checks (by rule id prefix, then by AppRec code).
+_RULE_CHECK = (("msgid.", "msgid"), ("patient.", "patient"), ("receiver.", "addressing"),
+               ("sender.", "addressing"), ("ident.her", "addressing"), ("xsd", "schema"), ("ns.", "schema"),
+               ("type.namespace", "schema"))
+
+
+def check_of(problem: object) -> str:
+    rule = str(getattr(problem, "rule", ""))
+    code = str(getattr(problem, "code", ""))
+    if code == "T01":
+        return "wellformed"
+    for prefix, check in _RULE_CHECK:
+        if rule.startswith(prefix):
+            return check
+    return "rules"
+
+
+def available_parts() -> frozenset[str]:
+    """The optional hub parts present in this tree: security (sign/verify) and ebxml (Msh)."""
+    parts = set()
+    if importlib.util.find_spec("hub.security.sign") or importlib.util.find_spec("hub.security.verify"):
+        parts.add("security")
+    if importlib.util.find_spec("hub.ebxml.msh"):
+        parts.add("ebxml")
+    return frozenset(parts)
+
+
+def ruleset_fingerprint() -> str:
+    """Changes whenever a rule is added or changes code/severity: approvals then need re-testing."""
+    from hub.validation.catalog import RULES
+
+    text = "\n".join(f"{r.id}|{r.code}|{r.severity}" for r in sorted(RULES.values(), key=lambda r: r.id))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def message_fingerprint(mt: MessageType) -> str:
+    """The definition of the message version: its schema file (ours) and its matrix mapping."""
+    from hub.messages.families import by_key
+
+    h = hashlib.sha256(f"{mt.key}|{mt.family}|{mt.family_version}".encode())
+    fam = by_key(mt.family, mt.family_version)
+    if fam and fam.own_xsd and (SCHEMAS_DIR / fam.own_xsd).exists():
+        h.update((SCHEMAS_DIR / fam.own_xsd).read_bytes())
+    return h.hexdigest()[:12]
+
+
+def this_month() -> str:
+    d = date.today()
+    return f"{d.month:02d}.{d.year % 100:02d}"
+
+
+@dataclass
+class CellResult:
+    system: str
+    message: str
+    direction: str
+    month: str
+    run_id: int
+    verdict: str  # pass | fail | incomplete
+    cases: list[CaseRecord] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[CaseRecord]:
+        return [c for c in self.cases if c.verdict in ("fail", "blocked")]
+
+
+def _problems(result: object) -> list[dict]:
+    return [p.to_dict() for p in getattr(result, "errors", [])]
+
+
+class Runner:
+    def __init__(self, evidence: Evidence, *, month: str | None = None, campaign: str | None = None,
+                 timeout: float = 5.0, official: bool = False, seed: int = 1,
+                 progress: Progress | None = None) -> None:
+        from hub.validation.validate import Validator
+
+        self.evidence = evidence
+        self.month = month or this_month()
+        self.campaign = campaign
+        self.timeout = timeout
+        self.official = official
+        self.seed = seed
+        self.progress = progress or (lambda _label: None)
+        self.validator = Validator()
+        self.parts = available_parts()
+        self.ruleset = ruleset_fingerprint()
+        self._rng = random.Random(seed)
+        self.patient = people.random_person(random.Random(f"conformance|{seed}"), min_age=18)
+        self.stranger = people.random_person(random.Random(f"stranger|{seed}"), min_age=18)
+
+    # --- public ------------------------------------------------------------------------------------
+
+    def cases(self, mt: MessageType, direction: str) -> list[Case]:
+        return cases_for(mt, direction, parts=self.parts, official=self.official)
+
+    def run_cell(self, profile: Profile, exchange: ex.FolderExchange, mt: MessageType,
+                 direction: str) -> CellResult:
+        run_id = self.evidence.start_run(
+            system=profile.name, system_version=profile.version, category=profile.category,
+            message=mt.key, direction=direction, month=self.month, transport=exchange.transport,
+            ruleset=self.ruleset, message_fp=message_fingerprint(mt), campaign=self.campaign)
+        exchange.register_patients([person_to_json(self.patient)])
+        cases = self.cases(mt, direction)
+        if direction == "S" and mt.is_apprec:
+            records = self._apprec_s(run_id, profile, exchange, cases)
+        elif direction == "S":
+            records = self._sending(run_id, profile, exchange, mt, cases)
+        else:
+            records = self._mottak(run_id, profile, exchange, mt, cases)
+        counted = [r for r in records if r.verdict not in ("skip", "manual")]
+        verdict = "pass" if counted and all(r.verdict == "pass" for r in counted) else "fail"
+        self.evidence.add_cases(run_id, records)
+        self.evidence.finish_run(run_id, verdict)
+        return CellResult(profile.name, mt.key, direction, self.month, run_id, verdict, records)
+
+    # --- S -----------------------------------------------------------------------------------------
+
+    def _order(self, exchange: ex.FolderExchange, mt: MessageType) -> tuple[str, ex.Transfer | None, float]:
+        oid = exchange.order({"message": mt.key, "receiver": TEST_CENTRE_SERVICE.her_id,
+                              "patient": person_to_json(self.patient), "seed": self.seed})
+        t0 = time.monotonic()
+        got = exchange.wait({oid}, timeout=self.timeout)
+        return oid, (got[0] if got else None), (time.monotonic() - t0) * 1000
+
+    def _sending(self, run_id: int, profile: Profile, exchange: ex.FolderExchange, mt: MessageType,
+                 cases: list[Case]) -> list[CaseRecord]:
+        from hub.xmlsafe import parse_bytes
+
+        _oid, got, ms = self._order(exchange, mt)
+        records: list[CaseRecord] = []
+        if got is None:
+            for c in cases:
+                verdict = "fail" if c.check == "delivered" else ("skip" if self._skipped(c) else "blocked")
+                observed = "nothing arrived" if verdict == "fail" else None
+                records.append(CaseRecord(c.id, c.title, c.source, verdict,
+                                          f"a message within {self.timeout:g} s", observed))
+                self.progress(c.id)
+            return records
+        self.evidence.add_exchange(run_id, "S.delivered", "from-system", got.path.name, got.data)
+        result = self.validator.validate_bytes(got.data, got.path.name)
+        by_check: dict[str, list[dict]] = {}
+        for p in getattr(result, "errors", []):
+            by_check.setdefault(check_of(p), []).append(p.to_dict())
+        try:
+            root = parse_bytes(got.data).getroot()
+        except Exception:  # noqa: BLE001 - not XML: the wellformed check says so
+            root = None
+        row = matrix_row(mt)
+        if root is not None and row is not None and not result.errors and not row.matches(root):
+            by_check.setdefault("type", []).append(
+                {"code": "T10", "rule": "matrix.row", "text": f"not a {mt.name} message ({row.note[:80]})"})
+        for c in cases:
+            t0 = time.monotonic()
+            if self._skipped(c):
+                records.append(CaseRecord(c.id, c.title, c.source, "skip",
+                                          observed=f"needs hub.{c.requires}"))
+                continue
+            if c.check == "delivered":
+                rec = CaseRecord(c.id, c.title, c.source, "pass", f"within {self.timeout:g} s",
+                                 f"{got.path.name} after {ms:.0f} ms", elapsed_ms=int(ms))
+            elif c.check and c.check.startswith("content."):
+                rec = self._content(c, mt, root, "wellformed" in by_check)
+            else:
+                errs = by_check.get(c.check or "", [])
+                if c.check != "wellformed" and "wellformed" in by_check:
+                    rec = CaseRecord(c.id, c.title, c.source, "blocked", observed="not well-formed")
+                else:
+                    rec = CaseRecord(c.id, c.title, c.source, "fail" if errs else "pass", "no errors",
+                                     "; ".join(f"{e['code']} {e['rule']}" for e in errs) or "no errors", errs)
+            rec.elapsed_ms = rec.elapsed_ms or int((time.monotonic() - t0) * 1000)
+            records.append(rec)
+            self.progress(c.id)
+        return records
+
+    def _content(self, c: Case, mt: MessageType, root: etree._Element | None, broken: bool) -> CaseRecord:
+        if broken or root is None:
+            return CaseRecord(c.id, c.title, c.source, "blocked", observed="not well-formed")
+        req = next(x for x in content_for(mt) if c.check == f"content.{x.id}")
+        found = [e for e in root.xpath(req.xpath) if (e.text or "").strip() or len(e) or e.attrib]
+        if found:
+            return CaseRecord(c.id, c.title, c.source, "pass", req.xpath, f"{len(found)} found")
+        err = {"code": "X99", "rule": f"content.{req.id}", "text": f"{req.title} is missing",
+               "xpath": req.xpath}
+        return CaseRecord(c.id, c.title, c.source, "fail", req.xpath, "missing", [err])
+
+    # --- AppRec S: the system's AppRecs on a valid and a broken message ------------------------------
+
+    def _apprec_s(self, run_id: int, profile: Profile, exchange: ex.FolderExchange,
+                  cases: list[Case]) -> list[CaseRecord]:
+        from hub.conformance.catalogue import message_types
+        from hub.messages.apprec import parse_apprec
+
+        receivable = [m for m in message_types() if profile.claims_cell(m.key, "M") and not m.is_apprec]
+        mt = receivable[0] if receivable else next(m for m in message_types() if m.key == "Epikrise:1.0")
+        target = self._system_party(profile)
+        valid = self._variant(mt, "valid", target)
+        broken = self._variant(mt, "schema-invalid", target)
+        sent = {}
+        for label, data in (("valid", valid), ("broken", broken)):
+            tid = exchange.send(data, sender=TEST_CENTRE.her_id, receiver=profile.her_id)
+            self.evidence.add_exchange(run_id, f"S.apprec.{label}", "to-system", f"{tid}.xml", data)
+            sent[tid] = (label, data)
+        got = exchange.wait(set(sent), timeout=self.timeout)
+        answers = {t.envelope.ref: t for t in got}
+        info = {}
+        for tid, t in answers.items():
+            self.evidence.add_exchange(run_id, f"S.apprec.{sent[tid][0]}", "from-system", t.path.name, t.data)
+            info[sent[tid][0]] = (t, parse_apprec(t.data), self.validator.validate_bytes(t.data, t.path.name))
+        originals = {label: self.validator.validate_bytes(data, "original.xml")
+                     for label, data in sent.values()}
+        records = []
+        for c in cases:
+            verdict, observed, errs = "pass", "", []
+            if c.check == "apprec.delivered":
+                missing = [lb for lb, _ in sent.values() if lb not in info]
+                verdict, observed = ("fail", f"no AppRec for {', '.join(missing)}") if missing \
+                    else ("pass", "2/2")
+            elif not info:
+                verdict, observed = "blocked", "no AppRec"
+            else:
+                for label, (_t, ar, vr) in info.items():
+                    bad = self._apprec_check(c.check or "", label, ar, vr, originals[label])
+                    if bad:
+                        errs.append({"code": "X99", "rule": c.check, "text": f"{label}: {bad}"})
+                verdict = "fail" if errs else "pass"
+                observed = "; ".join(e["text"] for e in errs) or "as required"
+            records.append(CaseRecord(c.id, c.title, c.source, verdict, None, observed, errs))
+            self.progress(c.id)
+        return records
+
+    @staticmethod
+    def _apprec_check(check: str, label: str, ar: object, vr: object, orig: object) -> str | None:
+        g = getattr
+        if check == "apprec.valid":
+            errs = g(vr, "errors", [])
+            return "; ".join(f"{p.code} {p.rule}" for p in errs) or None
+        if check == "apprec.original-id":
+            return None if g(ar, "original_msg_id", None) == g(orig, "msg_id", None) else \
+                f"OriginalMsgId/Id {g(ar, 'original_msg_id', None)!r} != MsgId {g(orig, 'msg_id', None)!r}"
+        if check == "apprec.msgtype":
+            return None if g(ar, "original_msg_type", None) == g(orig, "type", None) else \
+                f"OriginalMsgId/MsgType {g(ar, 'original_msg_type', None)!r} != {g(orig, 'type', None)!r}"
+        if check == "apprec.issue-date":
+            have, want = str(g(ar, "original_issue_date", "")), str(g(orig, "gen_date", ""))
+            return None if have[:19] == want[:19] else f"IssueDate {have!r} != GenDate {want!r}"
+        if check == "apprec.status":
+            want = "1" if label == "valid" else "2"
+            return None if str(g(ar, "status", "")) == want else f"status {g(ar, 'status', None)} != {want}"
+        if check == "apprec.error":
+            if label == "valid":
+                return None
+            errors = g(ar, "errors", [])
+            if not errors:
+                return "no error code"
+            oids = {str(g(e, "system", g(e, "s", "2.16.578.1.12.4.1.1.8221"))) for e in errors}
+            return None if oids == {"2.16.578.1.12.4.1.1.8221"} else f"error code system {sorted(oids)}"
+        return None
+
+    # --- M -----------------------------------------------------------------------------------------
+
+    def _system_party(self, profile: Profile) -> Party:
+        her = profile.services[0] if profile.services else profile.her_id
+        return people.DIRECTORY[her]
+
+    def _variant(self, mt: MessageType, variant: str, target: Party) -> bytes:
+        """The message a battery case sends: built by the fixture builder, then broken on purpose."""
+        from hub.conformance.variants import make_variant
+
+        return make_variant(mt, variant, target, patient=self.patient, stranger=self.stranger,
+                            seed=self._rng.randint(1, 10**6))
+
+    def _mottak(self, run_id: int, profile: Profile, exchange: ex.FolderExchange, mt: MessageType,
+                cases: list[Case]) -> list[CaseRecord]:
+        from hub.conformance.variants import UNKNOWN_ORG
+
+        target = self._system_party(profile)
+        plan: dict[str, list[str]] = {}  # case id -> transfer ids
+        runnable = []
+        records: dict[str, CaseRecord] = {}
+        for c in cases:
+            if self._skipped(c) or c.manual:
+                records[c.id] = CaseRecord(c.id, c.title, c.source, "skip" if not c.manual else "manual",
+                                           c.expect.describe() if c.expect else None,
+                                           f"needs hub.{c.requires}" if c.requires else "manual case")
+                continue
+            data = c.file.read_bytes() if c.file else self._variant(mt, c.variant or "valid", target)
+            to = UNKNOWN_ORG.her_id if c.variant == "unknown-receiver" else profile.her_id
+            copies = 2 if c.variant == "duplicate" else 1
+            ids = []
+            for _ in range(copies):
+                tid = exchange.send(data, sender=TEST_CENTRE.her_id, receiver=to)
+                self.evidence.add_exchange(run_id, c.id, "to-system", f"{tid}.xml", data)
+                ids.append(tid)
+            plan[c.id] = ids
+            runnable.append(c)
+        want = {tid for ids in plan.values() for tid in ids}
+        # Cases that expect silence can only be judged by waiting: listen a moment longer.
+        silent = any(c.expect and (c.expect.status is None or c.variant == "duplicate") for c in runnable)
+        expected_answers = {tid for c in runnable for tid in plan[c.id][:1]
+                            if c.expect and c.expect.status is not None}
+        got = exchange.wait(expected_answers, timeout=self.timeout, quiet=0.15 if silent else 0.0)
+        extra = exchange.wait(want - expected_answers, timeout=0.0)
+        by_ref: dict[str, list[ex.Transfer]] = {}
+        for t in got + extra:
+            by_ref.setdefault(t.envelope.ref or "", []).append(t)
+        for c in runnable:
+            answers = [t for tid in plan[c.id] for t in by_ref.get(tid, [])]
+            for t in answers:
+                self.evidence.add_exchange(run_id, c.id, "from-system", t.path.name, t.data)
+            records[c.id] = self._judge(c, c.expect or Expect("1"), answers, exchange, plan[c.id])
+            self.progress(c.id)
+        return [records[c.id] for c in cases]
+
+    def _judge(self, c: Case, expect: Expect, answers: list[ex.Transfer], exchange: ex.FolderExchange,
+               sent: list[str]) -> CaseRecord:
+        from hub.messages.apprec import parse_apprec
+
+        want = expect.describe()
+        if expect.status is None:
+            if answers:
+                err = {"code": "X99", "rule": "apprec.unexpected", "text": "an AppRec was sent"}
+                return CaseRecord(c.id, c.title, c.source, "fail", want, f"{len(answers)} AppRec(s)", [err])
+            return CaseRecord(c.id, c.title, c.source, "pass", want, "no AppRec")
+        if not answers:
+            return CaseRecord(c.id, c.title, c.source, "fail", want, f"no AppRec within {self.timeout:g} s",
+                              [{"code": "X99", "rule": "apprec.missing", "text": "no AppRec in time"}])
+        if len(answers) > 1:
+            return CaseRecord(c.id, c.title, c.source, "fail", want, f"{len(answers)} AppRecs",
+                              [{"code": "X99", "rule": "apprec.final",
+                                "text": "more than one AppRec (an AppRec is final; duplicates are ignored)"}])
+        ar = parse_apprec(answers[0].data)
+        status = str(getattr(ar, "status", ""))
+        codes = [str(getattr(e, "code", e)) for e in getattr(ar, "errors", [])]
+        observed = status + (" " + "/".join(codes) if codes else "")
+        ok = status == expect.status and (not expect.codes or any(x in expect.codes for x in codes))
+        errs = [] if ok else [{"code": "X99", "rule": "apprec.answer",
+                               "text": f"expected {want}, got {observed}"}]
+        return CaseRecord(c.id, c.title, c.source, "pass" if ok else "fail", want, observed, errs)
+
+    def _skipped(self, c: Case) -> bool:
+        return bool(c.requires and c.requires not in self.parts)

@@ -185,9 +185,13 @@ class SimulatedSystem:
 
         hits = [mt for mt in message_types() if mt.family == family and mt.family_version == version]
         if len(hits) > 1:
-            root = parse_bytes(data).getroot()
-            hits = [mt for mt in hits if (mt.name, mt.version) not in ELIN_K_MESSAGES
-                    or ELIN_K_MESSAGES[(mt.name, mt.version)].matches(root)] or hits
+            try:
+                root = parse_bytes(data).getroot()
+            except Exception:  # noqa: BLE001 - unreadable (DTD, not XML): any row will do, T01 follows
+                root = None
+            if root is not None:
+                hits = [mt for mt in hits if (mt.name, mt.version) not in ELIN_K_MESSAGES
+                        or ELIN_K_MESSAGES[(mt.name, mt.version)].matches(root)] or hits
         claimed = [mt for mt in hits if self.profile.claims_cell(mt.key, "M")]
         return (claimed or hits or [None])[0]
 

@@ -1,0 +1,390 @@
+"""The relay's stages as pure decisions: (message facts, context) -> what to do next.
+
+Nothing here touches a socket, a file or the store. The worker (hub.relay.worker) gathers the facts,
+asks these functions, and applies the answers through the store's transition API; the lifecycle
+(hub.relay.lifecycle) alone decides which state an event leads to.
+
+Who a message is from, as far as the transport knows, is recorded at intake in the message's
+`sender_her` (the authenticated local system, or the ebXML From party) and `receiver_her` (the ebXML
+To party; none for local submissions). The checks below compare those with what the document itself
+says; after the `validated` event the two columns hold the document's own (deepest) parties.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import ssl
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Protocol
+
+from hub.relay.lifecycle import Event, RetryPolicy
+from hub.relay.register import Party, Register
+
+
+class Channel(StrEnum):
+    FOLDER = "folder"  # a local system's watched folder
+    SUBMIT = "submit"  # a local system's HTTP submit API call
+    SMTP = "smtp"  # ebXML over SMTP from a network peer
+    HTTP = "http"  # ebXML over HTTP from a network peer
+    HUB = "hub"  # composed by the hub itself (answers)
+
+
+LOCAL_CHANNELS = frozenset({Channel.FOLDER, Channel.SUBMIT})
+NETWORK_CHANNELS = frozenset({Channel.SMTP, Channel.HTTP})
+
+APPREC_TYPE = "APPREC"
+
+
+# --- facts ------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem found in a document: AppRec error code (8221), our rule id and a text."""
+
+    code: str
+    rule: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the relay needs to know about one KITH document (from validation and AppRec parsing)."""
+
+    family: str | None = None
+    version: str | None = None
+    msg_type: str | None = None
+    msg_id: str | None = None
+    gen_date: datetime | None = None
+    sender_her: int | None = None  # deepest level of the sending communication party
+    receiver_her: int | None = None  # deepest level of the receiving communication party
+    errors: tuple[Finding, ...] = ()
+    # an AppRec only:
+    original_msg_id: str | None = None
+    apprec_status: str | None = None  # 8258: 1 OK, 2 Avvist, 3 OK with errors in part
+
+    @property
+    def is_apprec(self) -> bool:
+        return (self.msg_type or "").upper() == APPREC_TYPE or self.family == "AppRec"
+
+    @property
+    def valid(self) -> bool:
+        return not self.errors
+
+
+class _ResultLike(Protocol):
+    family: str | None
+    version: str | None
+    type: str | None
+    sender: str | None
+    receiver: str | None
+    msg_id: str | None
+    gen_date: str | None
+
+    @property
+    def errors(self) -> Sequence[object]: ...
+
+
+def _int(v: object) -> int | None:
+    try:
+        return int(str(v).strip()) if v is not None and str(v).strip() else None
+    except ValueError:
+        return None
+
+
+def parse_kith_time(text: str | None) -> datetime | None:
+    """GenDate as KITH writes it (local time without zone, or with Z/offset); naive means UTC here."""
+    if not text:
+        return None
+    from datetime import UTC
+
+    t = text.strip()
+    try:
+        dt = datetime.fromisoformat(t.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def facts_from_result(
+    result: _ResultLike, *, original_msg_id: str | None = None, apprec_status: str | None = None
+) -> Facts:
+    """Facts from a hub.validation ValidationResult (duck-typed) and, for an AppRec, its parsed parts."""
+    errors = tuple(
+        Finding(str(getattr(p, "code", "X99")), str(getattr(p, "rule", "")), str(getattr(p, "text", "")))
+        for p in result.errors
+    )
+    return Facts(
+        family=result.family,
+        version=result.version,
+        msg_type=result.type,
+        msg_id=result.msg_id,
+        gen_date=parse_kith_time(result.gen_date),
+        sender_her=_int(result.sender),
+        receiver_her=_int(result.receiver),
+        errors=errors,
+        original_msg_id=original_msg_id,
+        apprec_status=apprec_status,
+    )
+
+
+# --- where a message goes ---------------------------------------------------------------------------
+
+class RouteKind(StrEnum):
+    FOLDER = "folder"  # a local system: written into its folder
+    SMTP = "smtp"  # a network peer over ebXML/SMTP
+    HTTP = "http"  # a network peer over ebXML/HTTP
+
+
+@dataclass(frozen=True)
+class Route:
+    kind: RouteKind
+    her_id: int  # the receiving communication party (deepest level)
+    endpoint: str  # folder path, mailto: address or https URL
+    party: Party
+    cpa_id: str | None = None
+
+    @property
+    def local(self) -> bool:
+        return self.kind is RouteKind.FOLDER
+
+
+def route_for(register: Register, her_id: int, spool_root: Path) -> Route | None:
+    """How to reach `her_id`, or None when the register cannot say (unknown, inactive, no endpoint)."""
+    party = register.resolve(her_id)
+    if party is None or not party.active:
+        return None
+    ep = party.endpoint or ""
+    if party.local or ep.startswith("folder:"):
+        org = register.organisation_of(her_id) or party
+        folder = ep[len("folder:"):] if ep.startswith("folder:") else str(spool_root / str(org.her_id))
+        return Route(RouteKind.FOLDER, her_id, folder, party, party.cpa_id)
+    if ep.startswith("mailto:"):
+        return Route(RouteKind.SMTP, her_id, ep, party, party.cpa_id)
+    if ep.startswith(("http://", "https://")):
+        return Route(RouteKind.HTTP, her_id, ep, party, party.cpa_id)
+    return None
+
+
+def belongs_to(register: Register, her_id: int | None, party_her: int | None) -> bool:
+    """Whether `her_id` is `party_her` or a service/person under it (the register's hierarchy)."""
+    if her_id is None or party_her is None:
+        return False
+    return party_her in {p.her_id for p in register.chain(her_id)}
+
+
+# --- intake decision ---------------------------------------------------------------------------------
+
+class Answer(StrEnum):
+    APPREC = "apprec"  # a negative AppRec to the document's sender
+    MESSAGE_ERROR = "message_error"  # an ebMS MessageError to the network peer that sent it
+    NONE = "none"  # nobody to answer (unreadable from an unknown sender); kept for the operator
+
+
+@dataclass(frozen=True)
+class Accept:
+    route: Route
+    direction: str  # in (network -> local), out (local -> network), local (both ends local)
+    reason: str
+    closes: str | None = None  # an AppRec: the KITH MsgId of the message it answers
+
+
+@dataclass(frozen=True)
+class Reject:
+    code: str  # AppRec 8221 code (T01, T02, E21, S01, ...) or ebMS errorCode
+    text: str
+    answer: Answer
+    ebms_code: str = "ValueNotRecognized"
+    findings: tuple[Finding, ...] = ()
+
+    @property
+    def reason(self) -> str:
+        return f"{self.code}: {self.text} (answered with {self.answer.value})"
+
+
+Decision = Accept | Reject
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """What the transport authenticated when the message came in (recorded at intake)."""
+
+    channel: Channel
+    party_her: int | None  # local system, or ebXML From PartyId
+    to_her: int | None = None  # ebXML To PartyId (network intake only)
+
+    @property
+    def network(self) -> bool:
+        return self.channel in NETWORK_CHANNELS
+
+
+def _answer_for(sub: Submitted, facts: Facts) -> Answer:
+    if sub.network:
+        return Answer.MESSAGE_ERROR
+    if facts.is_apprec:
+        return Answer.NONE  # an AppRec is never answered with an AppRec
+    if facts.sender_her is not None and facts.msg_id:
+        return Answer.APPREC
+    return Answer.NONE
+
+
+def decide_intake(facts: Facts, sub: Submitted, register: Register, spool_root: Path) -> Decision:
+    """Checked, who from, who to: accept with a route, or reject with the answer the sender gets."""
+    if facts.errors:
+        first = facts.errors[0]
+        ebms = "SecurityFailure" if first.code.startswith("S") else "OtherXml"
+        return Reject(first.code, first.text, _answer_for(sub, facts), ebms, facts.errors)
+    if facts.sender_her is None:
+        return Reject("X99", "the message names no sending communication party", _answer_for(sub, facts))
+    if sub.party_her is None or not belongs_to(register, facts.sender_her, sub.party_her):
+        who = "the submitting local system" if not sub.network else "the ebXML From party"
+        return Reject(
+            "X99",
+            f"sender HER-id {facts.sender_her} is not {who} ({sub.party_her}) or part of it",
+            Answer.MESSAGE_ERROR if sub.network else Answer.NONE,  # never answer an impostor's claim
+            "SecurityFailure",
+        )
+    if facts.receiver_her is None:
+        return Reject("E21", "Mottaker finnes ikke: no receiving HER-id", _answer_for(sub, facts),
+                      "DeliveryFailure")
+    if sub.network and sub.to_her is not None and facts.receiver_her != sub.to_her:
+        return Reject(
+            "E21", f"receiver HER-id {facts.receiver_her} differs from the ebXML To party {sub.to_her}",
+            Answer.MESSAGE_ERROR, "Inconsistent",
+        )
+    route = route_for(register, facts.receiver_her, spool_root)
+    if route is None:
+        return Reject("E21", f"Mottaker finnes ikke: HER-id {facts.receiver_her} is not in the address "
+                      "register (or inactive, or has no endpoint)", _answer_for(sub, facts),
+                      "DeliveryFailure")
+    if sub.network and not route.local:
+        return Reject("E21", f"HER-id {facts.receiver_her} is not served by this relay",
+                      Answer.MESSAGE_ERROR, "DeliveryFailure")
+    if facts.family and facts.version and not facts.is_apprec and \
+            not route.party.accepts_message(facts.family, facts.version):
+        return Reject("T10", f"{route.party.name} does not accept {facts.family} {facts.version}",
+                      _answer_for(sub, facts), "NotSupported")
+    direction = "in" if sub.network else ("local" if route.local else "out")
+    what = f"{facts.msg_type or facts.family} {facts.msg_id or ''}".strip()
+    reason = f"{what} from {facts.sender_her} to {facts.receiver_her} via {route.kind.value} {route.endpoint}"
+    return Accept(route, direction, reason, facts.original_msg_id if facts.is_apprec else None)
+
+
+# --- AppRec correlation ------------------------------------------------------------------------------
+
+class _Candidate(Protocol):
+    id: str
+    kith_msg_id: str | None
+    sender_her: str | None
+    receiver_her: str | None
+    msg_type: str | None
+    state: str
+
+
+@dataclass(frozen=True)
+class Correlation:
+    original_id: str | None  # the store id of the message this AppRec closes
+    reason: str
+
+
+def correlate_apprec(facts: Facts, candidates: Iterable[_Candidate], register: Register) -> Correlation:
+    """Which relayed message an AppRec answers: same MsgId, sent by the AppRec's receiver to its sender.
+
+    Candidates are the stored messages whose KITH MsgId is the AppRec's OriginalMsgId (newest first;
+    a resend shares its original's MsgId, and the newest copy is the one the receiver saw last).
+    """
+    if not facts.original_msg_id:
+        return Correlation(None, "the AppRec has no OriginalMsgId")
+    seen = 0
+    for c in candidates:
+        seen += 1
+        if (c.msg_type or "").upper() == APPREC_TYPE:
+            continue
+        to_ok = belongs_to(register, _int(c.receiver_her), facts.sender_her) or \
+            belongs_to(register, facts.sender_her, _int(c.receiver_her))
+        from_ok = belongs_to(register, _int(c.sender_her), facts.receiver_her) or \
+            belongs_to(register, facts.receiver_her, _int(c.sender_her))
+        if to_ok and from_ok:
+            return Correlation(c.id, f"AppRec status {facts.apprec_status} for MsgId {facts.original_msg_id}")
+    if seen:
+        return Correlation(None, f"MsgId {facts.original_msg_id} was relayed, but not between "
+                                 f"{facts.receiver_her} and {facts.sender_her}")
+    return Correlation(None, f"no relayed message has MsgId {facts.original_msg_id}")
+
+
+def after_delivery(msg_type: str | None, family: str | None) -> Event:
+    """Delivered: wait for the receiver's AppRec, unless the message is itself an AppRec (final)."""
+    if (msg_type or "").upper() == APPREC_TYPE or family == "AppRec":
+        return Event.CLOSE
+    return Event.AWAIT_APPREC
+
+
+# --- failures: transient or permanent ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Failure:
+    code: str  # short stable code an operator can search for
+    text: str
+    permanent: bool
+
+
+class DeliveryError(Exception):
+    """A delivery attempt failed in a way the transport understood (it knows if it is worth retrying)."""
+
+    def __init__(self, code: str, text: str, *, permanent: bool) -> None:
+        super().__init__(f"{code}: {text}")
+        self.code, self.text, self.permanent = code, text, permanent
+
+
+_TRANSIENT_ERRNO = {
+    errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.ETIMEDOUT, errno.EHOSTUNREACH,
+    errno.ENETUNREACH, errno.EPIPE, errno.EAGAIN, errno.ENOSPC, errno.EIO,
+}
+
+
+def classify(exc: BaseException) -> Failure:
+    """Transient (connection refused, timeout, 4xx SMTP, 5xx HTTP, CRL unreachable) or permanent."""
+    if isinstance(exc, DeliveryError):
+        return Failure(exc.code, exc.text, exc.permanent)
+    text = str(exc) or type(exc).__name__
+    smtp_code = getattr(exc, "smtp_code", None) or getattr(exc, "code", None)
+    name = type(exc).__name__
+    if name.startswith("SMTP") and isinstance(smtp_code, int):
+        return Failure(f"smtp.{smtp_code}", text, permanent=500 <= smtp_code < 600)
+    status = getattr(exc, "status", None) or (smtp_code if name == "HTTPError" else None)
+    if isinstance(status, int) and 400 <= status < 600:
+        return Failure(f"http.{status}", text, permanent=status < 500 and status not in (408, 429))
+    if name == "SecurityError":
+        # hub.security: `permanent` is False when e.g. the CRL is unreachable (status unknown now)
+        permanent = bool(getattr(exc, "permanent", not getattr(exc, "transient", False)))
+        code = getattr(exc, "kind", None) or getattr(exc, "apprec_code", None) or "other"
+        return Failure(f"security.{code}", text, permanent=permanent)
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return Failure("timeout", text, permanent=False)
+    if isinstance(exc, ssl.SSLError):
+        return Failure("tls", text, permanent=False)
+    if isinstance(exc, ConnectionError):
+        return Failure("connection", text, permanent=False)
+    if isinstance(exc, OSError):
+        return Failure(f"os.{errno.errorcode.get(exc.errno or 0, 'error')}", text,
+                       permanent=exc.errno not in _TRANSIENT_ERRNO)
+    if name.startswith("SMTP"):  # aiosmtplib connect/timeout errors without a reply code
+        return Failure("smtp", text, permanent=False)
+    return Failure(f"crash.{name}", text, permanent=True)
+
+
+# --- policy ------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DeliveryPolicy:
+    """Retries and TimeToLive for a route: a CPA's ReliableMessaging or the relay's defaults."""
+
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    ttl: timedelta | None = None
+
+    def expires_at(self, now: datetime) -> datetime | None:
+        return None if self.ttl is None else now + self.ttl

@@ -1,0 +1,428 @@
+"""The loop that claims work and applies the pipeline's decisions through the store.
+
+One dispatcher thread feeds a small pool:
+- messages just stored by an intake (`received`) are checked, routed and moved on (`admit`);
+- due messages are claimed from the store under a lease (`claim_due`) and delivered (`deliver`);
+- once a second the sweep applies what time alone decides (TimeToLive, retries exhausted, crashed
+  nodes' leases, overdue AppRecs) and the senders of messages that end undelivered are told.
+
+Every message is handled inside its own try: a message that crashes a stage is marked `failed` with
+the error as the reason, and the others carry on (a poison message never blocks the queue).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import traceback
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Protocol
+
+from hub.relay import pipeline as pl
+from hub.relay.delivery import Deliverer, Delivery, FolderDeliverer, Outcome
+from hub.relay.lifecycle import Event, IllegalTransition, RetryPolicy, State
+from hub.relay.register import Register
+from hub.store import APPREC_LIMIT, ErrorInfo, LeaseLost, Message, MessageMeta, NotFound, Store
+
+log = logging.getLogger("hub.relay")
+
+Inspector = Callable[[bytes, str], pl.Facts]
+
+
+class Answerer(Protocol):
+    def __call__(self, facts: pl.Facts, reject: pl.Reject, own_her: int) -> bytes | None: ...
+
+
+class Notifier(Protocol):
+    """Tells a sender that its message ended undelivered (local: error/ note; network: MessageError)."""
+
+    def __call__(self, message: Message, why: str) -> None: ...
+
+
+@dataclass
+class Tap:
+    """Observers of what the worker does (the demo's live view; tests). Must not raise or block."""
+
+    listeners: list[Callable[[str, Message, str], None]] = field(default_factory=list)
+
+    def __call__(self, what: str, message: Message, detail: str = "") -> None:
+        for fn in self.listeners:
+            try:
+                fn(what, message, detail)
+            except Exception:  # noqa: BLE001 - an observer never stops the relay
+                log.exception("tap listener failed")
+
+
+@dataclass
+class WorkerConfig:
+    node: str = "node-1"
+    threads: int = 8
+    batch: int = 64
+    lease: timedelta = timedelta(minutes=5)
+    poll: float = 0.25  # seconds between looks at the store when nothing woke us
+    sweep_every: float = 1.0
+    apprec_limit: timedelta = APPREC_LIMIT  # AppRec overdue this long after delivery
+    local_policy: RetryPolicy = field(default_factory=lambda: RetryPolicy(5, timedelta(seconds=30)))
+    network_policy: RetryPolicy | None = None  # None: the CPA's, else HIS 1037 defaults
+    ttl: timedelta | None = None  # TimeToLive when the sender gave none
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _summary(exc: BaseException) -> str:
+    tb = traceback.extract_tb(exc.__traceback__)
+    where = f" at {tb[-1].filename.rsplit('/', 1)[-1]}:{tb[-1].lineno}" if tb else ""
+    return f"{type(exc).__name__}: {exc}{where}"
+
+
+class Worker:
+    def __init__(
+        self,
+        store: Store,
+        register: Register,
+        *,
+        own_her: int,
+        spool_root: Path,
+        inspector: Inspector,
+        deliverers: dict[pl.RouteKind, Deliverer],
+        answerer: Answerer | None = None,
+        notifier: Notifier | None = None,
+        unwrap: Callable[[Message, bytes], bytes] | None = None,
+        config: WorkerConfig | None = None,
+        tap: Tap | None = None,
+    ) -> None:
+        self.store, self.register = store, register
+        self.own_her, self.spool_root = own_her, spool_root
+        self.inspect, self.deliverers = inspector, deliverers
+        self.answerer, self.notifier, self.unwrap = answerer, notifier, unwrap
+        self.cfg = config or WorkerConfig()
+        self.tap = tap or Tap()
+        self._received: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._inflight = 0
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- the loop ----------------------------------------------------------------------------------
+    def notify_received(self, message_id: str) -> None:
+        """An intake stored a message: check it soon."""
+        self._received.put(message_id)
+        self._wake.set()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self.recover()
+        self._pool = ThreadPoolExecutor(self.cfg.threads, thread_name_prefix=f"relay-{self.cfg.node}")
+        self._thread = threading.Thread(target=self._run, name=f"dispatch-{self.cfg.node}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop claiming; let in-flight work finish (what does not finish is recovered by its lease)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def recover(self) -> None:
+        """After a restart: our own claims from before are void; unchecked messages are checked again."""
+        for m in self.store.list_messages(state=State.SENDING, limit=100_000):
+            if m.lease_owner == self.cfg.node:
+                try:
+                    self.store.transition(m.id, Event.LEASE_EXPIRED, actor=self.cfg.node,
+                                          reason=f"{self.cfg.node} restarted while holding it")
+                except (IllegalTransition, NotFound):
+                    pass
+        for m in sorted(self.store.list_messages(state=State.RECEIVED, limit=100_000),
+                        key=lambda m: m.created_at):
+            self._received.put(m.id)
+
+    def _submit(self, fn: Callable[[Message | str], None], arg: Message | str) -> None:
+        assert self._pool is not None
+        with self._lock:
+            self._inflight += 1
+
+        def run() -> None:
+            try:
+                fn(arg)
+            except Exception:  # noqa: BLE001 - last resort; each stage catches its own
+                log.exception("unexpected error in the relay worker")
+            finally:
+                with self._lock:
+                    self._inflight -= 1
+                self._wake.set()
+
+        self._pool.submit(run)
+
+    def _free(self) -> int:
+        with self._lock:
+            return self.cfg.threads * 2 - self._inflight
+
+    def _run(self) -> None:
+        last_sweep = 0.0
+        import time
+
+        while not self._stop.is_set():
+            self._wake.clear()
+            busy = False
+            while self._free() > 0:
+                try:
+                    mid = self._received.get_nowait()
+                except queue.Empty:
+                    break
+                self._submit(self.admit, mid)  # type: ignore[arg-type]
+                busy = True
+            free = self._free()
+            if free > 0:
+                try:
+                    claimed = self.store.claim_due(self.cfg.node, min(free, self.cfg.batch),
+                                                   lease=self.cfg.lease)
+                except Exception:  # noqa: BLE001 - the database may be briefly away
+                    log.exception("claim failed")
+                    claimed = []
+                for m in claimed:
+                    self._submit(self.deliver, m)  # type: ignore[arg-type]
+                busy = busy or bool(claimed)
+            t = time.monotonic()
+            if t - last_sweep >= self.cfg.sweep_every:
+                last_sweep = t
+                try:
+                    self.sweep()
+                except Exception:  # noqa: BLE001
+                    log.exception("sweep failed")
+            if not busy:
+                self._wake.wait(self.cfg.poll)
+
+    # --- stage: admit (check and route) -----------------------------------------------------------
+    def admit(self, ref: str) -> None:
+        try:
+            msg = self.store.require(ref)
+            if msg.state is not State.RECEIVED:
+                return  # another node (or an earlier run) got to it first
+            self._admit(msg)
+        except (IllegalTransition, NotFound):
+            return
+        except Exception as exc:  # noqa: BLE001 - poison: fail this message, keep the others going
+            self._fail(ref, exc)
+
+    def _admit(self, msg: Message) -> None:
+        data = self.store.blob(msg.id)
+        assert data is not None
+        if self.unwrap is not None and msg.direction == "in":
+            data = self.unwrap(msg, data)  # network intake: the KITH document inside the envelope
+        facts = self.inspect(data, msg.short_id)
+        sub = pl.Submitted(pl.Channel(msg.channel or "folder"), pl._int(msg.sender_her),
+                           pl._int(msg.receiver_her))
+        decision = pl.decide_intake(facts, sub, self.register, self.spool_root)
+        meta = {
+            "family": facts.family, "version": facts.version, "msg_type": facts.msg_type,
+            "kith_msg_id": facts.msg_id, "gen_date": facts.gen_date,
+        }
+        meta = {k: v for k, v in meta.items() if v is not None}
+        if isinstance(decision, pl.Reject):
+            m = self.store.transition(
+                msg.id, Event.REJECT, actor=self.cfg.node, reason=decision.reason, updates=meta,
+                error=ErrorInfo(decision.code, decision.text, True),
+            )
+            self.tap("rejected", m, decision.reason)
+            self._answer(m, facts, decision)
+            return
+        policy = self._policy(decision.route)
+        now = _now()
+        expires = msg.expires_at or (now + self.cfg.ttl if self.cfg.ttl else None)
+        meta.update(
+            sender_her=facts.sender_her, receiver_her=facts.receiver_her, direction=decision.direction,
+            max_retries=policy.retries, retry_interval_s=int(policy.interval.total_seconds()),
+            expires_at=expires, cpa_id=msg.cpa_id or decision.route.cpa_id,
+        )
+        if not decision.route.local and not msg.out_message_id:
+            # fixed before the first attempt: retries reuse it (the peer's duplicate elimination
+            # relies on that) and an ack that overtakes our own bookkeeping still finds the message
+            meta["out_message_id"] = str(uuid.uuid4())
+        m = self.store.transition(msg.id, Event.VALIDATED, actor=self.cfg.node, reason=decision.reason,
+                                  updates={k: v for k, v in meta.items() if v is not None})
+        self.tap("queued", m, decision.reason)
+        if decision.closes:
+            self._close_original(m, facts)
+        self._wake.set()
+
+    def _policy(self, route: pl.Route) -> RetryPolicy:
+        if route.local:
+            return self.cfg.local_policy
+        return self.cfg.network_policy or RetryPolicy()
+
+    def _close_original(self, apprec: Message, facts: pl.Facts) -> None:
+        assert facts.original_msg_id is not None
+        cands = self.store.find_by_kith_msg_id(facts.original_msg_id)
+        corr = pl.correlate_apprec(facts, cands, self.register)
+        if corr.original_id is None:
+            log.warning("AppRec %s: %s", apprec.short_id, corr.reason)
+            self.tap("uncorrelated", apprec, corr.reason)
+            return
+        try:
+            orig = self.store.transition(
+                corr.original_id, Event.APPREC, actor=self.cfg.node,
+                reason=f"{corr.reason}; AppRec {apprec.short_id}",
+                updates={"apprec_status": facts.apprec_status or "?"},
+            )
+            self.tap("completed", orig, corr.reason)
+        except IllegalTransition as exc:
+            # a second AppRec for a completed message: HIS 80415 says an AppRec is final - flag it
+            log.warning("AppRec %s for %s: %s", apprec.short_id, corr.original_id, exc)
+            self.tap("apprec-illegal", apprec, str(exc))
+
+    def _answer(self, rejected: Message, facts: pl.Facts, reject: pl.Reject) -> None:
+        if reject.answer is pl.Answer.APPREC and self.answerer is not None:
+            body = self.answerer(facts, reject, self.own_her)
+            if body is None:
+                return
+            m = self.store.put_generated(
+                body,
+                MessageMeta(direction="local", channel="hub", sender_her=str(self.own_her),
+                            receiver_her=str(facts.sender_her), msg_type=pl.APPREC_TYPE, family="AppRec",
+                            max_retries=self.cfg.local_policy.retries,
+                            retry_interval_s=int(self.cfg.local_policy.interval.total_seconds())),
+                actor=self.cfg.node, reason=f"negative AppRec ({reject.code}) for {rejected.short_id}",
+            )
+            self.tap("answer", m, f"AppRec {reject.code} for {rejected.short_id}")
+            self._wake.set()
+        elif reject.answer is pl.Answer.MESSAGE_ERROR and self.notifier is not None:
+            self.notifier(rejected, reject.reason)
+        elif reject.answer is pl.Answer.NONE and self.notifier is not None and rejected.channel in (
+                pl.Channel.FOLDER, pl.Channel.SUBMIT):
+            self.notifier(rejected, reject.reason)
+
+    # --- stage: deliver ------------------------------------------------------------------------------
+    def deliver(self, msg: Message) -> None:
+        try:
+            her = pl._int(msg.receiver_her)
+            route = pl.route_for(self.register, her, self.spool_root) if her is not None else None
+            if route is None:
+                raise pl.DeliveryError("route.unknown", f"no route to HER-id {msg.receiver_her} in the "
+                                       "address register", permanent=True)
+            data = self.store.blob(msg.id)
+            assert data is not None
+            if self.unwrap is not None and msg.direction == "in":
+                data = self.unwrap(msg, data)
+            deliverer = self.deliverers.get(route.kind)
+            if deliverer is None:
+                raise pl.DeliveryError("route.channel", f"no {route.kind.value} channel is configured",
+                                       permanent=True)
+            result = deliverer.deliver(route, data, msg)
+        except LeaseLost:
+            return
+        except Exception as exc:  # noqa: BLE001 - sorted into transient/permanent below
+            self._failed_attempt(msg, pl.classify(exc))
+            return
+        try:
+            self._delivered(msg, result)
+        except LeaseLost:
+            log.warning("%s: lease lost after delivery; the retry will replace the same copy", msg.short_id)
+
+    def _delivered(self, msg: Message, result: Delivery) -> None:
+        node = self.cfg.node
+        if result.outcome is Outcome.SENT:
+            m = self.store.mark_sent(msg.id, node=node, out_message_id=result.out_message_id)
+            self.tap("sent", m, result.detail)
+            return
+        m = self.store.transition(msg.id, Event.ACK, actor=node, lease_owner=node, reason=result.detail,
+                                  updates={"out_message_id": result.out_message_id}
+                                  if result.out_message_id else None)
+        self.tap("delivered", m, result.detail)
+        self.after_delivered(m)
+
+    def after_delivered(self, m: Message) -> None:
+        ev = pl.after_delivery(m.msg_type, m.family)
+        if ev is Event.AWAIT_APPREC:
+            due = _now() + self.cfg.apprec_limit
+            self.store.transition(m.id, ev, actor=self.cfg.node, updates={"apprec_due_at": due},
+                                  reason=f"AppRec expected by {due.isoformat(timespec='seconds')}")
+        else:
+            m2 = self.store.transition(m.id, ev, actor=self.cfg.node, reason="an AppRec expects no answer")
+            self.tap("completed", m2, "delivered")
+
+    def on_ack(self, ref_to_message_id: str, detail: str = "ebMS Acknowledgment") -> Message | None:
+        """A peer acknowledged our envelope `ref_to_message_id` (from the SMTP/HTTP intake)."""
+        m = self.store.get(ref_to_message_id)
+        if m is None or m.out_message_id != ref_to_message_id:
+            log.warning("ack for unknown MessageId %s", ref_to_message_id)
+            return None
+        before = m.state
+        m = self.store.transition(m.id, Event.ACK, actor=self.cfg.node, reason=detail)
+        if before is not m.state:
+            self.tap("delivered", m, detail)
+        if m.state is State.DELIVERED:
+            self.after_delivered(m)
+        return m
+
+    def _failed_attempt(self, msg: Message, f: pl.Failure) -> None:
+        try:
+            m = self.store.record_failure(msg.id, ErrorInfo(f.code, f.text, f.permanent),
+                                          actor=self.cfg.node, lease_owner=self.cfg.node)
+        except LeaseLost:
+            return
+        self.tap("retrying" if m.state is State.RETRYING else m.state.value, m, f"{f.code}: {f.text}")
+        if m.state in (State.UNDELIVERED, State.EXPIRED):
+            self._tell_sender(m)
+
+    def _tell_sender(self, m: Message) -> None:
+        if self.notifier is None or m.channel == pl.Channel.HUB:
+            return
+        why = f"{m.state.value}: {m.last_error_code or ''} {m.last_error_text or ''}".strip()
+        try:
+            self.notifier(m, why)
+        except Exception:  # noqa: BLE001 - the state is recorded; the note is best effort
+            log.exception("could not tell the sender of %s", m.short_id)
+
+    def _fail(self, ref: str, exc: BaseException) -> None:
+        why = _summary(exc)
+        log.error("message %s failed: %s", ref, why)
+        try:
+            m = self.store.transition(ref, Event.FAIL, actor=self.cfg.node, reason=why,
+                                      error=ErrorInfo("crash", why, True))
+            self.tap("failed", m, why)
+            self._tell_sender(m)
+        except Exception:  # noqa: BLE001
+            log.exception("could not mark %s failed", ref)
+
+    # --- stage: sweep -------------------------------------------------------------------------------
+    def sweep(self) -> None:
+        for s in self.store.sweep(actor=self.cfg.node):
+            m = s.message
+            self.tap(m.state.value, m, ", ".join(e.value for e in s.events))
+            if m.state in (State.UNDELIVERED, State.EXPIRED):
+                self._tell_sender(m)
+            elif m.state is State.APPREC_OVERDUE:
+                log.warning("no AppRec for %s (%s to %s) within the limit", m.short_id, m.msg_type,
+                            m.receiver_her)
+
+
+def local_notifier(register: Register, spool_root: Path) -> Notifier:
+    """Tell a local system about its message in its error/ folder (JSON-free plain text for people)."""
+
+    def notify(m: Message, why: str) -> None:
+        her = pl._int(m.sender_her)
+        org = register.organisation_of(her) if her is not None else None
+        if org is None:
+            return
+        route = pl.route_for(register, org.her_id, spool_root)
+        if route is None or not route.local:
+            return
+        text = (f"message {m.short_id} ({m.msg_type or '?'} MsgId {m.kith_msg_id or '?'} to "
+                f"{m.receiver_her or '?'}) {why}\n")
+        FolderDeliverer.notice(Path(route.endpoint), f"{m.short_id}.txt", text)
+
+    return notify

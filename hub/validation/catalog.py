@@ -37,6 +37,9 @@ _RULES = [
     Rule("gendate.future", "T99", "GenDate lies in the future"),
     Rule("ident.type", "T99", "An identifier has a TypeId outside its code list"),
     Rule("ident.her", "E21", "A HER-id is not a positive integer"),
+    # Warning: official examples write a patient's FNR with S="...1111" instead of 8116; the value
+    # itself is still checked against 9051/8116 (ident.type).
+    Rule("ident.system", "T99", "An identifier's TypeId names an unexpected code system (S)", "warning"),
     Rule("code.value", "T99", "A coded value is not in the KITH code list the element uses"),
     Rule("type.namespace", "T10", "MsgInfo/Type does not fit the payload's standard"),
     Rule("receiver.missing", "E21", "The message names no receiving communication party (HER-id)"),

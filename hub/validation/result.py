@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -20,6 +21,7 @@ class Problem:
     column: int | None = None
     xpath: str | None = None
     severity: str = "error"  # error | warning (warnings do not make a message invalid)
+    detail: str | None = None  # optional explanation (xmlschema: reason, expected elements)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -37,6 +39,8 @@ class ValidationResult:
     msg_id: str | None = None
     gen_date: str | None = None
     problems: list[Problem] = field(default_factory=list)
+    # hub.messages.info.MessageInfo of the message (parties with names, copy receivers, patient ids).
+    info: Any = field(default=None, repr=False, compare=False)
 
     @property
     def valid(self) -> bool:

@@ -1,0 +1,326 @@
+"""Business rules beyond the schema: MsgId, GenDate, identifiers, KITH code values, type, parties, patient.
+
+Pure functions over a parsed tree and its MessageInfo; every finding is a Problem carrying the rule id
+and AppRec code of hub.validation.catalog. The run-wide rule (MsgId unique) lives in the Validator.
+
+Code lists are embedded (small, stable): only values evidenced in the official schemas' examples,
+STANDARDS.md or the KITH lists themselves. A value outside a list we know is a problem; an element
+whose list we do not know is left alone.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, tzinfo
+
+from lxml import etree
+
+from hub.codes import APPREC_ERRORS
+from hub.messages.families import APPREC_10_NS, APPREC_11_NS, FAMILIES, MSGHEAD_NS
+from hub.messages.info import MessageInfo, Party
+from hub.validation.catalog import rule
+from hub.validation.result import Problem
+
+OID = "2.16.578.1.12.4.1.1."
+_MH = f"{{{MSGHEAD_NS}}}"
+CLOCK_SKEW = timedelta(minutes=10)
+
+# --- embedded KITH code lists ---------------------------------------------------------------------------
+
+# 9051 Identifikatortype for organisasjoner; 8116 Id-type for personer.
+CODES_9051 = frozenset({"HER", "ENH", "LAV", "LIN", "LOK", "RSH"})
+CODES_8116 = frozenset({"FNR", "DNR", "HNR", "HPR", "HER", "PNR", "FHN", "DUF", "XXX"})
+# 8279 Meldingens funksjon: every type the family table carries plus the other evidenced ones.
+CODES_8279 = frozenset(
+    {t for f in FAMILIES for t in f.msg_types if len(t) > 1}
+    | {"EPIKRISE", "HENVISNING", "TILBAKEMELD", "EPJ-EKSTRAKT", "KJERNEJOURNAL_ADM", "ADM_KOMM_KJERNEJOURNAL",
+       "POM", "LOM", "EgenandelForesporsel", "ERM1", "APPREC", "HELSEOPPLYSNINGER_SAKSBEHANDLING"}
+)
+CODE_LISTS: dict[str, frozenset[str]] = {
+    "9051": CODES_9051,
+    "8116": CODES_8116,
+    "8279": CODES_8279,
+    "8258": frozenset({"1", "2", "3"}),  # AppRec status
+    "8221": frozenset({*APPREC_ERRORS, "E53", "E54"}),  # AppRec errors, general part
+    "7304": frozenset({"J", "N"}),  # Ack
+    "8114": frozenset({"XML", "A"}),  # RefDoc/MsgType: XML-instans, vedlegg
+    "1204": frozenset({"DF", "GZ", "Z"}),  # RefDoc/Compression
+    "3101": frozenset({"0", "1", "2", "9"}),  # Kjønn
+    "8213": frozenset({"P", "D", "T"}),  # ProcessingStatus: produksjon, debugging, test
+}
+# MsgHead/AppRec elements written without S: their code list by (namespace, parent, element).
+_BY_PLACE: dict[tuple[str, str, str], str] = {
+    (MSGHEAD_NS, "MsgInfo", "Ack"): "7304",
+    (MSGHEAD_NS, "MsgInfo", "ProcessingStatus"): "8213",
+    (MSGHEAD_NS, "RefDoc", "MsgType"): "8114",
+    (MSGHEAD_NS, "RefDoc", "Compression"): "1204",
+    (MSGHEAD_NS, "Patient", "Sex"): "3101",
+    (APPREC_10_NS, "AppRec", "Status"): "8258",
+    (APPREC_11_NS, "AppRec", "Status"): "8258",
+}
+# Families whose standard requires the patient in MsgInfo/Patient (the payload refers to it).
+PATIENT_FAMILIES = frozenset({"Dialogmelding"})
+
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
+_FRACTION = re.compile(r"(\.\d{6})\d+")
+
+
+def problem(rule_id: str, text: str, el: etree._Element | None = None) -> Problem:
+    r = rule(rule_id)
+    return Problem(r.code, r.id, text, line=el.sourceline if el is not None else None,
+                   xpath=xpath_of(el) if el is not None else None, severity=r.severity)
+
+
+def xpath_of(el: etree._Element) -> str:
+    """/MsgHead/MsgInfo/Receiver/Organisation/Ident[2]/Id: local names, position among same-named siblings."""
+    steps = []
+    node: etree._Element | None = el
+    while node is not None and isinstance(node.tag, str):
+        q = etree.QName(node)
+        parent = node.getparent()
+        step = q.localname
+        if parent is not None:
+            same = [c for c in parent if c.tag == node.tag]
+            if len(same) > 1:
+                step += f"[{same.index(node) + 1}]"
+        steps.append(step)
+        node = parent
+    return "/" + "/".join(reversed(steps))
+
+
+def _code(el: etree._Element) -> str:
+    v = el.get("V")
+    return (v if v is not None else (el.text or "")).strip()
+
+
+# --- single rules ---------------------------------------------------------------------------------------
+
+
+def msg_id_rules(info: MessageInfo, root: etree._Element) -> list[Problem]:
+    el = root.find(f"{_MH}MsgInfo/{_MH}MsgId") if info.root_namespace == MSGHEAD_NS else (
+        root.find("{*}Id") if info.family and info.family.name == "AppRec" else root.find("{*}MsgId"))
+    if not info.msg_id:
+        return [problem("msgid.missing", "MsgId is missing or empty", el if el is not None else root)]
+    if not is_uuid(info.msg_id):
+        return [problem("msgid.uuid", f"MsgId {info.msg_id!r} is not a UUID (AppRec rule E10)", el)]
+    return []
+
+
+def is_uuid(text: str) -> bool:
+    if not _UUID.match(text.strip()):
+        return False
+    try:
+        uuid.UUID(text.strip())
+    except ValueError:
+        return False
+    return True
+
+
+def _local_zone() -> tzinfo:
+    try:
+        from zoneinfo import ZoneInfo
+
+        return ZoneInfo("Europe/Oslo")
+    except Exception:  # noqa: BLE001 - no tz database: assume summer time, the later of the two
+        from datetime import timezone
+
+        return timezone(timedelta(hours=2))
+
+
+def parse_gen_date(text: str) -> datetime | None:
+    """GenDate as written: naive times are Norwegian local time (KITH practice)."""
+    t = _FRACTION.sub(r"\1", text.strip()).replace("Z", "+00:00")
+    try:
+        dt = datetime.fromisoformat(t)
+    except ValueError:
+        return None  # not an xs:dateTime: the schema says so
+    return dt if dt.tzinfo else dt.replace(tzinfo=_local_zone())
+
+
+def gen_date_rules(info: MessageInfo, root: etree._Element, now: datetime | None = None) -> list[Problem]:
+    if not info.gen_date:
+        return []
+    dt = parse_gen_date(info.gen_date)
+    now = now or datetime.now(UTC)
+    if dt is not None and dt > now + CLOCK_SKEW:
+        el = next(root.iter(f"{_MH}GenDate", "{*}GenDate"), None)
+        return [problem("gendate.future", f"GenDate {info.gen_date} lies in the future", el)]
+    return []
+
+
+def _ident_list(type_el: etree._Element) -> str:
+    """Which list a TypeId/TypeOffId belongs to: its S if given, else where it stands."""
+    s = type_el.get("S")
+    if s and s.startswith(OID):
+        return s.removeprefix(OID)
+    if s:
+        return s
+    holder = type_el.getparent()
+    owner = holder.getparent() if holder is not None and etree.QName(holder).localname == "Ident" else holder
+    owner_name = etree.QName(owner).localname if owner is not None else ""
+    if owner_name in ("Organisation", "Inst", "Dept"):
+        return "9051"
+    return "8116"
+
+
+def ident_rules(root: etree._Element) -> list[Problem]:
+    """TypeId in its code system (9051 organisations, 8116 persons); HER-ids are positive integers."""
+    out: list[Problem] = []
+    for t in root.iter("{*}TypeId", "{*}TypeOffId"):
+        q = etree.QName(t.getparent()).localname if t.getparent() is not None else ""
+        if t.getparent() is None or (q == "AdditionalId"):
+            continue
+        value = _code(t)
+        listed = _ident_list(t)
+        codes = CODE_LISTS.get(listed)
+        if codes is None or listed not in ("9051", "8116"):
+            out.append(problem("ident.system", f"TypeId {value!r} names code system {t.get('S')!r}, "
+                                               "expected 9051 (organisations) or 8116 (persons)", t))
+            codes = CODES_9051 | CODES_8116
+        if value not in codes:
+            out.append(problem("ident.type", f"TypeId {value!r} is not in code list {listed}", t))
+            continue
+        if value == "HER":
+            id_el = t.getparent().find("{*}Id")
+            her = (id_el.text or "").strip() if id_el is not None else ""
+            if not her.isdigit() or int(her) <= 0:
+                out.append(problem("ident.her", f"HER-id {her!r} is not a positive integer",
+                                   id_el if id_el is not None else t))
+    return out
+
+
+def code_rules(root: etree._Element) -> list[Problem]:
+    """Coded values (V) in the KITH lists we embed: by S where given, else by the element's place."""
+    out: list[Problem] = []
+    for el in root.iter(etree.Element):
+        v = el.get("V")
+        if v is None:
+            continue
+        q = etree.QName(el)
+        if q.localname in ("TypeId", "TypeOffId"):
+            continue  # ident_rules
+        s = el.get("S")
+        if s:
+            listed = s.removeprefix(OID) if s.startswith(OID) else None
+        else:
+            parent = el.getparent()
+            listed = _BY_PLACE.get((q.namespace or "", etree.QName(parent).localname if parent is not None
+                                    else "", q.localname))
+        codes = CODE_LISTS.get(listed or "")
+        if codes is not None and v.strip() not in codes:
+            out.append(problem("code.value", f"{q.localname} V={v!r} is not in KITH code list {listed}", el))
+    return out
+
+
+def type_rules(info: MessageInfo, root: etree._Element) -> list[Problem]:
+    """MsgInfo/Type (or Message/Type) must fit the standard of the payload, and be an 8279 value."""
+    if info.root_namespace == MSGHEAD_NS:
+        el = root.find(f"{_MH}MsgInfo/{_MH}Type")
+    elif info.family and info.family.name == "AppRec":
+        el = root.find("{*}MsgType")
+    else:
+        el = root.find("{*}Type")
+    if el is None or info.type is None:
+        return []
+    family = info.family
+    if family is not None and family.msg_types and info.type not in family.msg_types:
+        return [problem("type.namespace", f"type {info.type!r} does not belong to {family.name} "
+                        f"{family.version} (expected one of {', '.join(family.msg_types)})", el)]
+    if info.root_namespace == MSGHEAD_NS and info.type not in CODES_8279:
+        return [problem("code.value", f"MsgInfo/Type V={info.type!r} is not in KITH code list 8279", el)]
+    return []
+
+
+def _party_has_her(p: Party | None) -> bool:
+    return p is not None and bool(p.communication_her_id)
+
+
+def party_rules(info: MessageInfo, root: etree._Element) -> list[Problem]:
+    if info.carrier not in ("msghead", "own") or info.family is None:
+        return []
+    out = []
+    if info.carrier == "msghead":
+        s_el, r_el = root.find(f"{_MH}MsgInfo/{_MH}Sender"), root.find(f"{_MH}MsgInfo/{_MH}Receiver")
+    else:
+        ns = {"k": info.root_namespace}
+        s_el = next(iter(root.xpath(info.family.sender_path or "k:x", namespaces=ns)), None)
+        r_el = next(iter(root.xpath(info.family.receiver_path or "k:x", namespaces=ns)), None)
+    if not _party_has_her(info.receiver):
+        out.append(problem("receiver.missing", "the receiver has no HER-id on any addressing level",
+                           r_el if r_el is not None else root))
+    if not _party_has_her(info.sender):
+        out.append(problem("sender.missing", "the sender has no HER-id on any addressing level",
+                           s_el if s_el is not None else root))
+    return out
+
+
+_W1 = (3, 7, 6, 1, 8, 9, 4, 5, 2)
+_W2 = (5, 4, 3, 2, 7, 6, 5, 4, 3, 2)
+
+
+def fnr_valid(number: str) -> bool:
+    """Fødselsnummer/D-nummer: 11 digits with both mod-11 check digits right."""
+    if len(number) != 11 or not number.isdigit():
+        return False
+    d = [int(c) for c in number]
+    for weights, pos in ((_W1, 9), (_W2, 10)):
+        c = 11 - sum(w * x for w, x in zip(weights, d, strict=False)) % 11
+        c = 0 if c == 11 else c
+        if c == 10 or c != d[pos]:
+            return False
+    return True
+
+
+def _patient_element(info: MessageInfo, root: etree._Element) -> etree._Element | None:
+    if info.root_namespace == MSGHEAD_NS:
+        return root.find(f"{_MH}MsgInfo/{_MH}Patient")
+    if info.carrier == "own" and info.family and info.family.sender_path:
+        ns = {"k": info.root_namespace}
+        found = root.xpath(f"{info.family.sender_path.split('/')[0]}/k:Patient", namespaces=ns)
+        return found[0] if found else None
+    return None
+
+
+def patient_rules(info: MessageInfo, root: etree._Element) -> list[Problem]:
+    """Patient identified as HITS 1168 asks: name + FNR/DNR/hjelpenummer, or name + birth date + sex."""
+    el = _patient_element(info, root)
+    fam = info.family.name if info.family else None
+    if el is None:
+        if info.carrier == "msghead" and fam in PATIENT_FAMILIES:
+            mi = root.find(f"{_MH}MsgInfo")
+            return [problem("patient.insufficient", f"{fam} names no patient (MsgInfo/Patient)",
+                            mi if mi is not None else root)]
+        return []
+    p = info.patient
+    if p is None:
+        return []
+    out: list[Problem] = []
+    national = [(t, v) for t, v in p.ids if t in ("FNR", "DNR")]
+    for t, v in national:
+        if not fnr_valid(v):
+            label = "fødselsnummer" if t == "FNR" else "D-nummer"
+            out.append(problem("patient.fnr-invalid", f"the patient's {label} {v} fails its check digits",
+                               el))
+    helper = any(t in ("HNR", "FHN") for t, _ in p.ids)
+    if not national and not helper:
+        if p.date_of_birth and p.sex:
+            out.append(problem("patient.fnr-missing", "the patient has no fødselsnummer or D-nummer", el))
+        else:
+            out.append(problem("patient.insufficient", "the patient has no identity number and no birth date "
+                                                        "and sex", el))
+    if not p.name:
+        out.append(problem("patient.name-missing", "the patient's name is missing", el))
+    return out
+
+
+def check(info: MessageInfo, root: etree._Element, *, now: datetime | None = None) -> Iterator[Problem]:
+    """Every business rule but the run-wide ones, in a stable order."""
+    yield from msg_id_rules(info, root)
+    yield from gen_date_rules(info, root, now)
+    yield from type_rules(info, root)
+    yield from party_rules(info, root)
+    yield from ident_rules(root)
+    yield from code_rules(root)
+    yield from patient_rules(info, root)

@@ -1,0 +1,207 @@
+"""The Validator: one message in, a ValidationResult out (what it is, who from/to, every problem).
+
+Fast path: hub.xmlsafe parse, one cached lxml schema per namespace combination, business rules over
+the same tree. xmlschema is used only on demand to explain failures (hub.validation.explain).
+A Validator instance is one run: MsgIds must be unique within it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from datetime import datetime
+from pathlib import Path
+
+from lxml import etree
+
+from hub.messages.families import FAMILIES, MSGHEAD_NS
+from hub.messages.info import MessageInfo, extract_info, payload_elements
+from hub.validation import rules
+from hub.validation.catalog import rule
+from hub.validation.registry import SchemaError, SchemaRef, SchemaRegistry, default_registry
+from hub.validation.result import Problem, ValidationResult
+from hub.xmlsafe import DEFAULT_MAX_BYTES, XmlInputError, parse_bytes
+
+_XML_RULES = {
+    "empty": "xml.empty",
+    "not-xml": "xml.not-xml",
+    "not-well-formed": "xml.not-well-formed",
+    "encoding": "xml.encoding",
+    "dtd-forbidden": "xml.dtd",
+    "too-large": "xml.too-large",
+}
+_DATE_TAIL = re.compile(r"/\d{4}-\d{2}-\d{2}$")
+_KNOWN_STEMS = {_DATE_TAIL.sub("", f.namespace) for f in FAMILIES}
+_CLARK = re.compile(r"\{[^}]*\}")
+
+
+def _problem(rule_id: str, text: str, **where: object) -> Problem:
+    r = rule(rule_id)
+    return Problem(r.code, r.id, text, severity=r.severity, **where)  # type: ignore[arg-type]
+
+
+def _unknown_ns_rule(ns: str) -> str:
+    """ns.version when the namespace is a known standard's with another date, else ns.unknown."""
+    return "ns.version" if _DATE_TAIL.sub("", ns) in _KNOWN_STEMS and ns else "ns.unknown"
+
+
+class Validator:
+    """Validate KITH messages against the registry's schemas and the business rules.
+
+    registry: default = ours + configured packs (+ `packs`, which take precedence).
+    now: the clock for GenDate checks (tests pin it); None = the wall clock at each call.
+    """
+
+    def __init__(self, registry: SchemaRegistry | None = None, *, packs: Iterable[Path | str] = (),
+                 max_bytes: int = DEFAULT_MAX_BYTES, now: datetime | None = None,
+                 business_rules: bool = True) -> None:
+        packs = list(packs)
+        if registry is None:
+            registry = SchemaRegistry.default(packs) if packs else default_registry()
+        self.registry = registry
+        self.max_bytes = max_bytes
+        self.now = now
+        self.business_rules = business_rules
+        self._seen: dict[str, str] = {}  # MsgId -> file that used it first in this run
+
+    # --- public -----------------------------------------------------------------------------------------
+
+    def validate_bytes(self, data: bytes, name: str = "<bytes>", *, max_bytes: int | None = None
+                       ) -> ValidationResult:
+        result = ValidationResult(file=name)
+        try:
+            tree = parse_bytes(data, max_bytes=max_bytes or self.max_bytes)
+        except XmlInputError as exc:
+            result.problems.append(_problem(_XML_RULES.get(exc.kind, "xml.not-well-formed"), exc.message,
+                                            line=exc.line, column=exc.column))
+            return result
+        root = tree.getroot()
+        info = extract_info(tree)
+        self._fill(result, info)
+        refs = self._schema_refs(info, root, result)
+        if refs is None:
+            self._columns(data, result)
+            return result
+        if refs:
+            if result.family is None:
+                result.family = refs[-1].path.stem  # a pack-only standard: name it by its schema file
+            self._schema(refs, tree, data, result)
+        if self.business_rules and info.family is not None:
+            result.problems.extend(rules.check(info, root, now=self.now))
+            self._unique(info, root, name, result)
+        self._columns(data, result)
+        return result
+
+    def validate_path(self, path: Path) -> ValidationResult:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            return ValidationResult(str(path), problems=[_problem("xml.empty", f"cannot read: {exc}")])
+        return self.validate_bytes(data, str(path))
+
+    def validate_paths(self, paths: Iterable[Path | str]) -> list[ValidationResult]:
+        """Files, or folders searched recursively for *.xml, in sorted order."""
+        return [self.validate_path(p) for p in expand_paths(paths)]
+
+    # --- steps -------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _fill(result: ValidationResult, info: MessageInfo) -> None:
+        result.namespace = info.namespace
+        result.family = info.family.name if info.family else None
+        result.version = info.family.version if info.family else None
+        result.type = info.type
+        result.msg_id = info.msg_id
+        result.gen_date = info.gen_date
+        result.sender = info.sender_her
+        result.receiver = info.receiver_her
+        result.info = info
+
+    def _schema_refs(self, info: MessageInfo, root: etree._Element, result: ValidationResult
+                     ) -> list[SchemaRef] | None:
+        """The schema files this message needs; None (with a problem recorded) when one is missing."""
+        ns = info.root_namespace
+        mig = root.findtext("{*}MIGversion") or info.mig_version
+        head = self.registry.locate(ns, mig)
+        if head is None:
+            rid = _unknown_ns_rule(ns)
+            result.problems.append(_problem(rid, f"no schema for namespace {ns or '(none)'!r} "
+                                                 f"(root element {info.root})", line=root.sourceline,
+                                            xpath=f"/{info.root}"))
+            return None
+        refs = [head]
+        if ns == MSGHEAD_NS:
+            seen = {ns}
+            for el in payload_elements(root):
+                pns = etree.QName(el).namespace or ""
+                if pns in seen:
+                    continue
+                seen.add(pns)
+                ref = self.registry.locate(pns, el.findtext("{*}MIGversion"))
+                if ref is None:
+                    result.problems.append(_problem(
+                        "ns.payload-unknown", f"MsgHead carries a payload in namespace {pns or '(none)'!r} "
+                        "that no schema covers", line=el.sourceline, xpath=rules.xpath_of(el)))
+                    return None
+                refs.append(ref)
+        return refs
+
+    def _schema(self, refs: list[SchemaRef], tree: etree._ElementTree, data: bytes,
+                result: ValidationResult) -> None:
+        try:
+            schema = self.registry.schema_for(refs)
+        except SchemaError as exc:
+            result.problems.append(_problem("ns.version", f"schema cannot be compiled: {exc}"))
+            return
+        if schema.validate(tree):
+            return
+        for e in schema.error_log:
+            xpath = None
+            if e.path:
+                try:
+                    found = tree.xpath(e.path)
+                    if found and isinstance(found[0], etree._Element):
+                        xpath = rules.xpath_of(found[0])
+                except etree.XPathError:
+                    xpath = e.path
+            result.problems.append(_problem("xsd", _CLARK.sub("", e.message), line=e.line or None,
+                                            xpath=xpath))
+
+    def _unique(self, info: MessageInfo, root: etree._Element, name: str, result: ValidationResult) -> None:
+        mid = info.msg_id
+        if not mid or not rules.is_uuid(mid):
+            return
+        key = mid.strip().lower().replace("-", "")
+        first = self._seen.get(key)
+        if first is None:
+            self._seen[key] = name
+            return
+        el = next(root.iter(f"{{{MSGHEAD_NS}}}MsgId", "{*}MsgId", "{*}Id"), None)
+        result.problems.append(_problem("msgid.unique", f"MsgId {mid} was already used by {first}",
+                                        line=el.sourceline if el is not None else None,
+                                        xpath=rules.xpath_of(el) if el is not None else None))
+
+    @staticmethod
+    def _columns(data: bytes, result: ValidationResult) -> None:
+        """Column of the element a problem names: lxml reports lines only; look for its start tag."""
+        lines: list[bytes] | None = None
+        for p in result.problems:
+            if p.column or not p.line or not p.xpath:
+                continue
+            if lines is None:
+                lines = data.split(b"\n")
+            if p.line > len(lines):
+                continue
+            local = p.xpath.rsplit("/", 1)[-1].split("[", 1)[0].encode()
+            m = re.search(rb"<(?:[\w.-]+:)?" + re.escape(local) + rb"[\s/>]", lines[p.line - 1])
+            p.column = m.start() + 1 if m else None
+
+
+def expand_paths(paths: Iterable[Path | str]) -> list[Path]:
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() == ".xml"))
+        else:
+            out.append(p)
+    return out

@@ -1,9 +1,8 @@
 """Delivery channels: put a message's bytes where its receiver will find them.
 
 A deliverer only moves bytes and reports what happened; the worker turns that into lifecycle events.
-- `FolderDeliverer`: a local system's `in/` folder. Delivered = written, fsynced and renamed into place.
-  The file name is derived from the store id, so a second attempt after a crash replaces the same
-  file instead of adding a copy: the receiver never sees a message twice.
+- `FolderDeliverer`: a local system's `in/` folder. Delivered = written, fsynced and renamed into place;
+  a ledger of markers makes a second attempt after a crash a no-op (see the class).
 - `NetworkDeliverer`: ebXML via the Msh over SMTP or HTTP (sign, encrypt, send); delivered when the
   peer's ebMS Acknowledgment arrives (SMTP) or comes back in the response (HTTP sync).
 """
@@ -60,10 +59,8 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_durably(target: Path, data: bytes) -> None:
-    """Write `data` to `target` atomically: temp file, fsync, rename, fsync the folder."""
-    tmp = target.with_name(f".{target.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+def _write_synced(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         view = memoryview(data)
         while view:
@@ -71,13 +68,31 @@ def write_durably(target: Path, data: bytes) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_durably(target: Path, data: bytes) -> None:
+    """Write `data` to `target` atomically: temp file, fsync, rename, fsync the folder."""
+    tmp = target.with_name(f".{target.name}.tmp")
+    _write_synced(tmp, data)
     os.replace(tmp, target)
     _fsync_dir(target.parent)
 
 
+LEDGER = ".hub-delivered"  # inside in/: receivers skip dot entries
+
+
 class FolderDeliverer:
-    def __init__(self, *, fsync: bool = True) -> None:
-        self.fsync = fsync
+    """Exactly once into a folder, even across crashes and a receiver that takes files at once.
+
+    Publishing is a rename, and the folder itself records how far an attempt got: the message is
+    first written to a hidden temp file, then a marker goes into `in/.hub-delivered/`, then the temp
+    file is renamed into place. A retry after a crash finds: no marker -> write again; marker and
+    temp file -> publish it; marker and no temp file -> it was published (and maybe already taken
+    by the receiver): report delivered without writing a second copy.
+    """
+
+    def __init__(self, *, keep_markers_s: float = 7 * 24 * 3600) -> None:
+        self.keep_markers_s = keep_markers_s
 
     def deliver(self, route: Route, data: bytes, message: Message) -> Delivery:
         if route.kind is not RouteKind.FOLDER:
@@ -86,9 +101,34 @@ class FolderDeliverer:
         if not inbox.is_dir():
             # a missing folder is a configuration fault an operator fixes; retrying may then succeed
             raise DeliveryError("folder.missing", f"{inbox} does not exist", permanent=False)
-        target = inbox / file_name(message)
-        write_durably(target, data)
+        name = file_name(message)
+        target = inbox / name
+        tmp = inbox / f".{name}.tmp"
+        ledger = inbox / LEDGER
+        marker = ledger / name
+        if marker.exists() and not tmp.exists():
+            return Delivery(Outcome.DELIVERED, f"folder {target} (published by an earlier attempt)")
+        if not tmp.exists() or tmp.stat().st_size != len(data):
+            _write_synced(tmp, data)
+        if not marker.exists():
+            ledger.mkdir(exist_ok=True)
+            os.close(os.open(marker, os.O_WRONLY | os.O_CREAT, 0o600))
+            _fsync_dir(ledger)
+        os.replace(tmp, target)
+        _fsync_dir(inbox)
         return Delivery(Outcome.DELIVERED, f"folder {target}")
+
+    def prune(self, inbox: Path, now: float) -> int:
+        """Forget markers older than `keep_markers_s` (a retry never comes that late)."""
+        n = 0
+        ledger = inbox / LEDGER
+        if not ledger.is_dir():
+            return 0
+        for e in os.scandir(ledger):
+            if now - e.stat().st_mtime > self.keep_markers_s:
+                os.unlink(e.path)
+                n += 1
+        return n
 
     @staticmethod
     def notice(folder: Path, name: str, text: str) -> Path:

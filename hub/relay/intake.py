@@ -91,7 +91,9 @@ class FolderWatcher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def folders(self) -> list[tuple[Party, Path]]:
+    def folders(self, *, create: bool = False) -> list[tuple[Party, Path]]:
+        """(local system, its spool folder); `create` makes missing spool folders (at start only: a
+        folder that disappears later is an outage to notice, not to paper over)."""
         out: list[tuple[Party, Path]] = []
         seen: set[Path] = set()
         for p in self.register:
@@ -103,12 +105,15 @@ class FolderWatcher:
             folder = Path(route.endpoint)
             if folder not in seen:
                 seen.add(folder)
-                out.append((p, ensure_spool(folder)))
+                out.append((p, ensure_spool(folder) if create else folder))
         return out
 
-    def _work_dir(self, folder: Path) -> Path:
+    def _work_dir(self, folder: Path) -> Path | None:
         d = folder / "out" / f".intake-{self.intake.node}"
-        d.mkdir(exist_ok=True)
+        try:
+            d.mkdir(exist_ok=True)
+        except FileNotFoundError:
+            return None  # the system's out/ is gone (unmounted share): nothing to take
         return d
 
     def scan_once(self) -> int:
@@ -116,6 +121,8 @@ class FolderWatcher:
         n = 0
         for party, folder in self.folders():
             work = self._work_dir(folder)
+            if work is None:
+                continue
             # first what an earlier run of this node claimed but may not have finished
             for name in sorted(os.listdir(work)):
                 n += self._take(party, folder, work / name)

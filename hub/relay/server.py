@@ -103,7 +103,7 @@ class RelayConfig:
             lease=timedelta(seconds=float(w.get("lease_s", 300))),
             poll=float(w.get("poll_s", 0.25)),
             local_policy=RetryPolicy(int(w.get("local_retries", 5)),
-                                     timedelta(seconds=float(w.get("local_retry_interval_s", 30)))),
+                                     timedelta(seconds=max(1.0, float(w.get("local_retry_interval_s", 30))))),
             network_policy=net_retry,
             ttl=timedelta(seconds=float(w["ttl_s"])) if w.get("ttl_s") else None,
             apprec_limit=timedelta(seconds=float(w.get("apprec_limit_s", 96 * 3600))),
@@ -128,25 +128,23 @@ class RelayConfig:
 # --- the default checks: hub.validation + hub.messages.apprec -----------------------------------------
 
 def default_inspector() -> Inspector:
-    """Validation (schema + rules), and for AppRecs the OriginalMsgId and status; a Validator per thread."""
+    """Validation (schema + business rules) and, for an AppRec, its OriginalMsgId and status."""
+    from hub.validation.registry import default_registry
     from hub.validation.validate import Validator
 
-    local = threading.local()
+    registry = default_registry()  # compiled schemas, shared by every thread
 
     def inspect(data: bytes, name: str) -> pl.Facts:
-        v = getattr(local, "v", None)
-        if v is None:
-            v = local.v = Validator()
-        r = v.validate_bytes(data, name)
+        # a fresh Validator per message: its "MsgId unique in this run" memory is for batch runs,
+        # not for a relay that lives for months (duplicates are the transports' business here)
+        r = Validator(registry).validate_bytes(data, name)
         orig = status = None
-        if r.family == "AppRec" and r.valid:
-            from hub.messages.apprec import parse_apprec
-
-            a = parse_apprec(data)
-            orig = getattr(a, "original_msg_id", None)
-            status = getattr(a, "status", None)
-        return pl.facts_from_result(r, original_msg_id=orig, apprec_status=None if status is None
-                                    else str(status))
+        root = getattr(getattr(r, "info", None), "payload", None)
+        if r.family == "AppRec" and root is not None:
+            orig = (root.findtext("{*}OriginalMsgId/{*}Id") or "").strip() or None
+            st = root.find("{*}Status")
+            status = None if st is None else st.get("V")
+        return pl.facts_from_result(r, original_msg_id=orig, apprec_status=status)
 
     return inspect
 
@@ -217,7 +215,7 @@ class Relay:
 
     def start(self) -> None:
         self.cfg.spool_root.mkdir(parents=True, exist_ok=True)
-        self.watcher.folders()  # creates every local system's spool folders
+        self.watcher.folders(create=True)  # every local system's spool folders
         self.worker.start()
         if self.network is not None:
             self.network.start()

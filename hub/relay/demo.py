@@ -32,6 +32,7 @@ from hub.fixtures import people
 from hub.fixtures.builder import build
 from hub.paths import FIXTURES_DIR
 from hub.relay import pipeline as pl
+from hub.relay.delivery import ensure_spool
 from hub.relay.server import Relay, RelayConfig, default_inspector
 from hub.relay.worker import Inspector
 from hub.store import Message
@@ -152,7 +153,8 @@ class Demo:
         self.systems: dict[int, SimSystem] = {}
         for org, forget in ((people.GP_OFFICE, 0.0), (people.HOSPITAL, 0.15), (people.LAB, 0.0),
                             (people.NURSING_HOME, 0.0)):
-            self.systems[org.her_id] = SimSystem(org, spool / str(org.her_id), self.inspect,
+            folder = ensure_spool(spool / str(org.her_id))
+            self.systems[org.her_id] = SimSystem(org, folder, self.inspect,
                                                  random.Random(self.seed + org.her_id), forget)
         self.relay.tap.listeners.append(self._on_event)
         self._stop = threading.Event()
@@ -179,11 +181,15 @@ class Demo:
     def run_systems(self) -> None:
         next_send = time.monotonic()
         while not self._stop.is_set():
-            for s in self.systems.values():
-                s.poll()
-            if time.monotonic() >= next_send:
-                self.send_one()
-                next_send += self.every
+            try:
+                for s in self.systems.values():
+                    s.poll()
+                if time.monotonic() >= next_send:
+                    self.send_one()
+                    next_send += self.every
+            except Exception as exc:  # noqa: BLE001 - a simulated system's hiccup is shown, not fatal
+                self.events.appendleft((datetime.now().strftime("%H:%M:%S"), "-", "-", "-", "demo error",
+                                        str(exc)))
             self._stop.wait(0.1)
 
     def view(self) -> Group:

@@ -14,6 +14,7 @@ from relay_helpers import GP_TOKEN, NH_TOKEN, drop, files, make_config, wait_for
 
 from hub.fixtures import people
 from hub.fixtures.builder import build
+from hub.messages.apprec import parse_apprec
 from hub.relay.lifecycle import State
 from hub.relay.server import Relay, default_inspector
 from hub.store import open_store
@@ -87,6 +88,11 @@ def test_unknown_receiver_is_rejected_with_the_reason(relay):
     tl = relay.store.timeline(m.id)
     assert tl[-1].event == "reject" and "E21" in tl[-1].reason
     assert files(spool(relay, 81001) / "in") == []
+    # the GP's system gets a negative AppRec from the relay, pointing at its message
+    back = wait_for(lambda: files(spool(relay, 82001) / "in"), what="the relay's AppRec")
+    ar = parse_apprec(back[0].read_bytes())
+    assert ar.status == "2" and ar.original_msg_id == mid and [e.code for e in ar.errors] == ["E21"]
+    assert ar.sender.her_id == "80000" and ar.receiver.communication_her_id == "82002"
 
 
 def test_a_sender_who_is_not_the_folder_owner_is_refused(relay):

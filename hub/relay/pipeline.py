@@ -66,6 +66,8 @@ class Facts:
     # an AppRec only:
     original_msg_id: str | None = None
     apprec_status: str | None = None  # 8258: 1 OK, 2 Avvist, 3 OK with errors in part
+    # the validation result these facts came from (what an answering AppRec is built from)
+    source: object | None = field(default=None, compare=False, repr=False)
 
     @property
     def is_apprec(self) -> bool:
@@ -129,6 +131,7 @@ def facts_from_result(
         errors=errors,
         original_msg_id=original_msg_id,
         apprec_status=apprec_status,
+        source=result,
     )
 
 

@@ -150,17 +150,22 @@ def default_inspector() -> Inspector:
 
 
 def default_answerer() -> Answerer:
-    """A negative AppRec from the relay for a message it refused at intake."""
-    from hub.messages.apprec import build_apprec
+    """A negative AppRec from the relay (its own HER-id) for a message it refused at intake."""
+    import copy
+
+    from hub.messages.apprec import Party, build_apprec
+    from hub.validation.result import Problem
 
     def answer(facts: pl.Facts, reject: pl.Reject, own_her: int) -> bytes | None:
-        if not facts.msg_id or facts.sender_her is None:
+        result = facts.source
+        info = getattr(result, "info", None)
+        if result is None or info is None or info.sender is None or not facts.msg_id:
             return None
-        return build_apprec(
-            original_msg_id=facts.msg_id, original_type=facts.msg_type or "",
-            original_gen_date=facts.gen_date, sender_her=own_her, receiver_her=facts.sender_her,
-            status="2", errors=[(reject.code, reject.text)],
-        )
+        # the refusal is the relay's (E21 unknown receiver, ...), whatever validation said
+        answered = copy.copy(result)
+        answered.problems = [Problem(reject.code, "relay." + reject.code.lower(), reject.text)]
+        me = Party(name="Meldingsformidler", her_id=str(own_her))
+        return build_apprec(answered, sender=me, receiver=info.sender)
 
     return answer
 

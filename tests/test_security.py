@@ -285,10 +285,10 @@ def test_cms_certificate_change_keeps_old_key(tmp_path):
     """During a certificate change, messages encrypted to the old certificate still open."""
     from hub.security.pki import renew_encryption
 
-    init_pki(tmp_path, [PartySpec("p", "1", "2")], key_size=1024)
+    init_pki(tmp_path, [PartySpec("p", "1", "2")], special=False)
     before = load_identity(tmp_path, "p")
     to_old = cms.encrypt(b"old", [before.enc_cert])
-    after = renew_encryption(tmp_path, "p", key_size=1024)
+    after = renew_encryption(tmp_path, "p")
     assert after.enc_cert != before.enc_cert
     assert [c for c, _ in after.previous_enc] == [before.enc_cert]
     to_new = cms.encrypt(b"new", [after.enc_cert])

@@ -256,9 +256,11 @@ def init_pki(
     *,
     overwrite: bool = False,
     key_size: int = 2048,
+    special: bool = True,
 ) -> PkiLayout:
-    """Create root + issuing CA, a sign and an enc certificate per party, the special test certificates and
-    the CRLs. `crl_url` is the base URL the CRL Distribution Points point at (`<crl_url>issuing.crl`)."""
+    """Create root + issuing CA, a sign and an enc certificate per party, the special test certificates
+    (unless `special=False`) and the CRLs. `crl_url` is the base URL the certificates' CRL Distribution
+    Points point at (`<crl_url>issuing.crl`, `<crl_url>root.crl`)."""
     dir = Path(dir)
     if (dir / "pki.json").exists() and not overwrite:
         raise FileExistsError(f"{dir} already holds a PKI (pki.json); pass overwrite to replace it")
@@ -332,41 +334,6 @@ def init_pki(
             "org_name": spec.org_name,
         }
 
-    def special(kind: str, her_id: str) -> PartySpec:
-        return PartySpec(kind, her_id, "999999999", f"Test {kind}")
-
-    made: dict[str, tuple[x509.Certificate, PrivateKeyTypes]] = {
-        "expired": leaf(
-            special("expired", "90001"),
-            _SIGN_USAGE,
-            start=now - dt.timedelta(days=400),
-            end=now - dt.timedelta(days=30),
-        ),
-        "not-yet-valid": leaf(
-            special("not-yet-valid", "90002"),
-            _SIGN_USAGE,
-            start=now + dt.timedelta(days=30),
-            end=now + dt.timedelta(days=400),
-        ),
-        "revoked": leaf(special("revoked", "90003"), _SIGN_USAGE),
-        # an encryption-only certificate: wrong for signing
-        "wrong-usage": leaf(special("wrong-usage", "90004"), _ENC_USAGE),
-    }
-    sk = _new_key(key_size)
-    made["self-signed"] = (
-        _build(
-            _name("Test self-signed", "999999999", "90005"),
-            sk.public_key(),
-            None,
-            sk,
-            not_before=now - dt.timedelta(days=1),
-            not_after=now + dt.timedelta(days=365),
-            ca=False,
-            usage=_SIGN_USAGE,
-            crl_dp=None,
-        ),
-        sk,
-    )
     rogue_key = _new_key(key_size)
     rogue = _build(
         _name("Rogue Test CA"),
@@ -380,28 +347,65 @@ def init_pki(
         crl_dp=None,
     )
     _write_pair(dir / "ca" / "rogue.pem", dir / "ca" / "rogue.key.pem", rogue, rogue_key)
-    uk = _new_key(key_size)
-    made["unknown-ca"] = (
-        _build(
-            _name("Test unknown-ca", "999999999", "90006"),
-            uk.public_key(),
-            rogue,
-            rogue_key,
-            not_before=now - dt.timedelta(days=1),
-            not_after=now + dt.timedelta(days=365),
-            ca=False,
-            usage=_SIGN_USAGE,
-            crl_dp=None,
-        ),
-        uk,
-    )
-    for kind, (c, k) in made.items():
-        _write_pair(lay.special_cert(kind), lay.special_key(kind), c, k)
-        manifest["special"][kind] = format(c.serial_number, "x")
-    manifest["revoked"][format(made["revoked"][0].serial_number, "x")] = {
-        "revoked_at": (now - dt.timedelta(hours=1)).isoformat(),
-        "reason": "key_compromise",
-    }
+    if special:
+
+        def spec_of(kind: str, her_id: str) -> PartySpec:
+            return PartySpec(kind, her_id, "999999999", f"Test {kind}")
+
+        made: dict[str, tuple[x509.Certificate, PrivateKeyTypes]] = {
+            "expired": leaf(
+                spec_of("expired", "90001"),
+                _SIGN_USAGE,
+                start=now - dt.timedelta(days=400),
+                end=now - dt.timedelta(days=30),
+            ),
+            "not-yet-valid": leaf(
+                spec_of("not-yet-valid", "90002"),
+                _SIGN_USAGE,
+                start=now + dt.timedelta(days=30),
+                end=now + dt.timedelta(days=400),
+            ),
+            "revoked": leaf(spec_of("revoked", "90003"), _SIGN_USAGE),
+            # an encryption-only certificate: wrong for signing
+            "wrong-usage": leaf(spec_of("wrong-usage", "90004"), _ENC_USAGE),
+        }
+        sk = _new_key(key_size)
+        made["self-signed"] = (
+            _build(
+                _name("Test self-signed", "999999999", "90005"),
+                sk.public_key(),
+                None,
+                sk,
+                not_before=now - dt.timedelta(days=1),
+                not_after=now + dt.timedelta(days=365),
+                ca=False,
+                usage=_SIGN_USAGE,
+                crl_dp=None,
+            ),
+            sk,
+        )
+        uk = _new_key(key_size)
+        made["unknown-ca"] = (
+            _build(
+                _name("Test unknown-ca", "999999999", "90006"),
+                uk.public_key(),
+                rogue,
+                rogue_key,
+                not_before=now - dt.timedelta(days=1),
+                not_after=now + dt.timedelta(days=365),
+                ca=False,
+                usage=_SIGN_USAGE,
+                crl_dp=None,
+            ),
+            uk,
+        )
+        for kind, (c, k) in made.items():
+            _write_pair(lay.special_cert(kind), lay.special_key(kind), c, k)
+            manifest["special"][kind] = format(c.serial_number, "x")
+        manifest["revoked"][format(made["revoked"][0].serial_number, "x")] = {
+            "revoked_at": (now - dt.timedelta(hours=1)).isoformat(),
+            "reason": "key_compromise",
+        }
     _write_manifest(dir, manifest)
     publish_crl(dir)
     return lay

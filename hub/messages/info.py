@@ -268,7 +268,7 @@ def _from_own(root: etree._Element, info: MessageInfo, family: Family) -> None:
     info.type = _code(root.find("{*}Type"))
     info.mig_version = _text(root.find("{*}MIGversion"))
     info.msg_id = _text(root.find("{*}MsgId"))
-    info.gen_date = _text(root.find("{*}GenDate"))
+    info.gen_date = _code(root.find("{*}GenDate"))  # older versions write it as a TS: V="..."
     ns = info.root_namespace
     s = _hcp_at(root, family.sender_path, ns)
     r = _hcp_at(root, family.receiver_path, ns)
@@ -303,7 +303,7 @@ def extract_info(tree: etree._ElementTree | etree._Element) -> MessageInfo:
         # Not in the family table: still read the common header fields where a standard has them.
         info.type = _code(root.find("{*}Type"))
         info.msg_id = _text(root.find("{*}MsgId"))
-        info.gen_date = _text(root.find("{*}GenDate"))
+        info.gen_date = _code(root.find("{*}GenDate"))
         return info
     info.carrier = family.carrier
     if ns in _APPREC:

@@ -82,16 +82,19 @@ class SchemaRef:
 class _LocalResolver(etree.Resolver):
     """Every schemaLocation -> the local file of the same base name; never the network."""
 
-    def __init__(self, directories: Sequence[Path]) -> None:
+    def __init__(self, directories: Sequence[Path], log: list[tuple[str, str | None]]) -> None:
         super().__init__()
         self.directories = list(directories)
+        self.log = log  # (url asked for, local file given or None): proof that nothing went remote
 
     def resolve(self, url: str | None, pubid: str | None, context: object) -> object:
         name = (url or "").replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
         for d in self.directories:
             local = d / name
             if name and local.is_file():
+                self.log.append((url or "", str(local)))
                 return self.resolve_filename(str(local), context)
+        self.log.append((url or "", None))
         # Not held locally: hand libxml2 an unparsable stand-in so the compile fails instead of fetching.
         return self.resolve_string(f"<!-- {name} is not in any schema source -->", context)
 
@@ -134,6 +137,7 @@ class SchemaRegistry:
         self._cache: dict[tuple[Path, ...], etree.XMLSchema] = {}
         self._lock = threading.Lock()
         self.compiles = 0  # how many wrappers were compiled: tests prove compile-once with it
+        self.resolved: list[tuple[str, str | None]] = []  # every schemaLocation and its local file
 
     @classmethod
     def default(cls, extra_packs: Iterable[Path | str] = ()) -> SchemaRegistry:
@@ -180,7 +184,7 @@ class SchemaRegistry:
         # Imports resolve first beside the importing files, then in every source by precedence.
         dirs = list(dict.fromkeys([*(f.parent for f in files), *(s.directory for s in self.sources)]))
         parser = etree.XMLParser(no_network=True, load_dtd=False, resolve_entities=True, huge_tree=False)
-        parser.resolvers.add(_LocalResolver(dirs))
+        parser.resolvers.add(_LocalResolver(dirs, self.resolved))
         if len(files) == 1:
             doc = etree.parse(str(files[0]), parser)
         else:

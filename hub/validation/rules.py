@@ -224,13 +224,14 @@ def type_rules(info: MessageInfo, root: etree._Element) -> list[Problem]:
         el = root.find("{*}Type")
     if el is None or info.type is None:
         return []
+    out = []
     family = info.family
     if family is not None and family.msg_types and info.type not in family.msg_types:
-        return [problem("type.namespace", f"type {info.type!r} does not belong to {family.name} "
-                        f"{family.version} (expected one of {', '.join(family.msg_types)})", el)]
+        out.append(problem("type.namespace", f"type {info.type!r} does not belong to {family.name} "
+                           f"{family.version} (expected one of {', '.join(family.msg_types)})", el))
     if info.root_namespace == MSGHEAD_NS and info.type not in CODES_8279:
-        return [problem("code.value", f"MsgInfo/Type V={info.type!r} is not in KITH code list 8279", el)]
-    return []
+        out.append(problem("code.value", f"MsgInfo/Type V={info.type!r} is not in KITH code list 8279", el))
+    return out
 
 
 def _party_has_her(p: Party | None) -> bool:

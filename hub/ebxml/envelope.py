@@ -1,0 +1,455 @@
+"""The SOAP 1.1 + ebMS 2.0 envelope: build it from plain values, read it back leniently, check it.
+
+Reading is lenient (real traffic writes `SOAP:mustUnderstand="true"`, extra PartyIds, spaces around ids);
+`check_envelope` then names every rule the framework sets (HIS 1037 §5, HITS 1172) with a location.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from lxml import etree
+
+from hub.codes import EbmsError
+from hub.ebxml.errors import LOC, EbxmlError, err
+from hub.xmlsafe import XmlInputError, parse_bytes
+
+SOAP_NS = "http://schemas.xmlsoap.org/soap/envelope/"
+EB_NS = "http://www.oasis-open.org/committees/ebxml-msg/schema/msg-header-2_0.xsd"
+XLINK_NS = "http://www.w3.org/1999/xlink"
+DS_NS = "http://www.w3.org/2000/09/xmldsig#"
+XML_NS = "http://www.w3.org/XML/1998/namespace"
+NSMAP = {"SOAP": SOAP_NS, "eb": EB_NS, "xlink": XLINK_NS}
+NS = {**NSMAP, "ds": DS_NS}
+
+TO_PARTY_MSH = "urn:oasis:names:tc:ebxml-msg:actor:toPartyMSH"
+NEXT_MSH = "urn:oasis:names:tc:ebxml-msg:actor:nextMSH"
+SOAP_NEXT = "http://schemas.xmlsoap.org/soap/actor/next"
+
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+
+def _eb(name: str) -> str:
+    return f"{{{EB_NS}}}{name}"
+
+
+def _soap(name: str) -> str:
+    return f"{{{SOAP_NS}}}{name}"
+
+
+def is_uuid(value: str | None) -> bool:
+    return bool(value) and bool(_UUID.match(value.strip()))  # type: ignore[union-attr]
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def format_time(t: datetime) -> str:
+    """UTC with a Z, milliseconds: what the framework's examples carry."""
+    t = t.astimezone(UTC) if t.tzinfo else t.replace(tzinfo=UTC)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+
+
+def parse_time(text: str) -> datetime:
+    """xs:dateTime; a time without zone is taken as UTC (HIS 1037: Timestamp is UTC)."""
+    s = text.strip()
+    if s.endswith(("Z", "z")):
+        s = s[:-1] + "+00:00"
+    # Python accepts at most 6 fraction digits; .NET writes 7.
+    m = re.match(r"^(.*T\d\d:\d\d:\d\d)\.(\d+)(.*)$", s)
+    if m:
+        s = f"{m.group(1)}.{m.group(2)[:6].ljust(6, '0')}{m.group(3)}"
+    t = datetime.fromisoformat(s)
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+@dataclass
+class Party:
+    """eb:From or eb:To: PartyIds as (type, value) pairs in document order, and the Role."""
+
+    party_ids: list[tuple[str, str]]
+    role: str | None = None
+
+    @classmethod
+    def her(cls, her_id: str | int, role: str | None, *extra: tuple[str, str]) -> Party:
+        return cls([("HER", str(her_id)), *extra], role)
+
+    @property
+    def her_ids(self) -> list[str]:
+        return [v for t, v in self.party_ids if t.upper() == "HER"]
+
+    @property
+    def her_id(self) -> str | None:
+        ids = self.her_ids
+        return ids[0] if len(ids) == 1 else None
+
+
+@dataclass
+class MessageHeader:
+    from_party: Party
+    to_party: Party
+    cpa_id: str | None
+    conversation_id: str | None
+    service: str | None
+    action: str | None
+    message_id: str | None
+    timestamp: datetime | None
+    service_type: str | None = None
+    ref_to_message_id: str | None = None
+    time_to_live: datetime | None = None
+    duplicate_elimination: bool = False
+    description: str | None = None
+    # Raw texts of values that failed to parse, so checks can say what was there.
+    raw_timestamp: str | None = None
+    raw_time_to_live: str | None = None
+
+
+@dataclass
+class ManifestRef:
+    href: str
+    description: str | None = None
+
+    @property
+    def cid(self) -> str | None:
+        return self.href[4:] if self.href.startswith("cid:") else None
+
+
+@dataclass
+class RefDigest:
+    """A ds:Reference as copied into an Acknowledgment (NonRepudiationInformation-light)."""
+
+    uri: str
+    digest_method: str
+    digest_value: str
+
+
+@dataclass
+class Acknowledgment:
+    timestamp: datetime | None
+    ref_to_message_id: str | None
+    references: list[RefDigest] = field(default_factory=list)
+
+
+@dataclass
+class ErrorEntry:
+    code: str
+    severity: str
+    location: str | None
+    description: str | None
+    code_context: str | None = None
+
+
+@dataclass
+class ErrorList:
+    highest_severity: str
+    errors: list[ErrorEntry]
+
+
+@dataclass
+class Envelope:
+    header: MessageHeader
+    ack_requested: bool = False
+    ack_signed: bool = False
+    sync_reply: bool = False
+    manifest: list[ManifestRef] = field(default_factory=list)
+    acknowledgment: Acknowledgment | None = None
+    error_list: ErrorList | None = None
+    signed: bool = False
+    root: etree._Element | None = field(default=None, repr=False)
+
+    @property
+    def is_signal(self) -> bool:
+        return self.acknowledgment is not None or self.error_list is not None
+
+    def to_bytes(self) -> bytes:
+        assert self.root is not None
+        return serialize(self.root)
+
+
+# ---------------------------------------------------------------- building
+
+
+def _party_el(parent: etree._Element, tag: str, party: Party) -> None:
+    el = etree.SubElement(parent, _eb(tag))
+    for typ, value in party.party_ids:
+        pid = etree.SubElement(el, _eb("PartyId"))
+        pid.set(_eb("type"), typ)
+        pid.text = value
+    if party.role is not None:
+        etree.SubElement(el, _eb("Role")).text = party.role
+
+
+def build_envelope(
+    header: MessageHeader,
+    *,
+    ack_requested: bool = False,
+    sync_reply: bool = False,
+    manifest: list[ManifestRef] | None = None,
+    acknowledgment: Acknowledgment | None = None,
+    error_list: ErrorList | None = None,
+) -> etree._Element:
+    """The SOAP envelope as an element tree (unsigned; `signature.sign_envelope` adds ds:Signature)."""
+    env = etree.Element(_soap("Envelope"), nsmap=NSMAP)
+    head = etree.SubElement(env, _soap("Header"))
+    body = etree.SubElement(env, _soap("Body"))
+    mh = etree.SubElement(head, _eb("MessageHeader"))
+    mh.set(_soap("mustUnderstand"), "1")
+    mh.set(_eb("version"), "2.0")
+    _party_el(mh, "From", header.from_party)
+    _party_el(mh, "To", header.to_party)
+    for tag, value in (("CPAId", header.cpa_id), ("ConversationId", header.conversation_id)):
+        if value is not None:
+            etree.SubElement(mh, _eb(tag)).text = value
+    if header.service is not None:
+        svc = etree.SubElement(mh, _eb("Service"))
+        if header.service_type:
+            svc.set(_eb("type"), header.service_type)
+        svc.text = header.service
+    if header.action is not None:
+        etree.SubElement(mh, _eb("Action")).text = header.action
+    md = etree.SubElement(mh, _eb("MessageData"))
+    if header.message_id is not None:
+        etree.SubElement(md, _eb("MessageId")).text = header.message_id
+    if header.timestamp is not None:
+        etree.SubElement(md, _eb("Timestamp")).text = format_time(header.timestamp)
+    if header.ref_to_message_id is not None:
+        etree.SubElement(md, _eb("RefToMessageId")).text = header.ref_to_message_id
+    if header.time_to_live is not None:
+        etree.SubElement(md, _eb("TimeToLive")).text = format_time(header.time_to_live)
+    if header.duplicate_elimination:
+        etree.SubElement(mh, _eb("DuplicateElimination"))
+    if header.description:
+        d = etree.SubElement(mh, _eb("Description"))
+        d.set(f"{{{XML_NS}}}lang", "no")
+        d.text = header.description
+    if ack_requested:
+        ar = etree.SubElement(head, _eb("AckRequested"))
+        ar.set(_soap("actor"), TO_PARTY_MSH)
+        ar.set(_soap("mustUnderstand"), "1")
+        ar.set(_eb("signed"), "true")
+        ar.set(_eb("version"), "2.0")
+    if acknowledgment is not None:
+        ack = etree.SubElement(head, _eb("Acknowledgment"))
+        ack.set(_soap("mustUnderstand"), "1")
+        ack.set(_eb("version"), "2.0")
+        ack.set(_soap("actor"), TO_PARTY_MSH)
+        if acknowledgment.timestamp is not None:
+            etree.SubElement(ack, _eb("Timestamp")).text = format_time(acknowledgment.timestamp)
+        if acknowledgment.ref_to_message_id is not None:
+            etree.SubElement(ack, _eb("RefToMessageId")).text = acknowledgment.ref_to_message_id
+        for ref in acknowledgment.references:
+            r = etree.SubElement(ack, f"{{{DS_NS}}}Reference", nsmap={"ds": DS_NS})
+            r.set("URI", ref.uri)
+            etree.SubElement(r, f"{{{DS_NS}}}DigestMethod").set("Algorithm", ref.digest_method)
+            etree.SubElement(r, f"{{{DS_NS}}}DigestValue").text = ref.digest_value
+    if error_list is not None:
+        el = etree.SubElement(head, _eb("ErrorList"))
+        el.set(_soap("mustUnderstand"), "1")
+        el.set(_eb("highestSeverity"), error_list.highest_severity)
+        el.set(_eb("version"), "2.0")
+        for e in error_list.errors:
+            x = etree.SubElement(el, _eb("Error"))
+            x.set(_eb("errorCode"), e.code)
+            x.set(_eb("severity"), e.severity)
+            if e.location:
+                x.set(_eb("location"), e.location)
+            if e.code_context:
+                x.set(_eb("codeContext"), e.code_context)
+            if e.description:
+                d = etree.SubElement(x, _eb("Description"))
+                d.set(f"{{{XML_NS}}}lang", "no")
+                d.text = e.description
+    if sync_reply:
+        sr = etree.SubElement(head, _eb("SyncReply"))
+        sr.set(_soap("actor"), SOAP_NEXT)
+        sr.set(_soap("mustUnderstand"), "1")
+        sr.set(_eb("version"), "2.0")
+    if manifest:
+        man = etree.SubElement(body, _eb("Manifest"))
+        man.set(_eb("version"), "2.0")
+        for ref in manifest:
+            r = etree.SubElement(man, _eb("Reference"))
+            r.set(f"{{{XLINK_NS}}}href", ref.href)
+            r.set(f"{{{XLINK_NS}}}type", "simple")
+            if ref.description:
+                d = etree.SubElement(r, _eb("Description"))
+                d.set(f"{{{XML_NS}}}lang", "no")
+                d.text = ref.description
+    return env
+
+
+def serialize(root: etree._Element) -> bytes:
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+
+
+# ---------------------------------------------------------------- reading
+
+
+def _text(el: etree._Element | None) -> str | None:
+    if el is None or el.text is None:
+        return None
+    return el.text.strip()
+
+
+def _party(el: etree._Element | None) -> Party:
+    if el is None:
+        return Party([], None)
+    ids = [(p.get(_eb("type"), ""), (p.text or "").strip()) for p in el.findall(_eb("PartyId"))]
+    return Party(ids, _text(el.find(_eb("Role"))))
+
+
+def _time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        return parse_time(text)
+    except ValueError:
+        return None
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true")
+
+
+def parse_envelope(data: bytes) -> Envelope:
+    """Read a SOAP/ebXML envelope; raise EbxmlError only when there is no ebXML header to read.
+
+    Untrusted input: parsed with hub.xmlsafe (a DTD/XXE is refused as OtherXml, answered as a Fault).
+    """
+    try:
+        tree = parse_bytes(data)
+    except XmlInputError as exc:
+        loc = f"line {exc.line}, column {exc.column}" if exc.line else "/"
+        raise EbxmlError(EbmsError.OTHER_XML, f"the SOAP envelope is not acceptable XML: {exc}", loc,
+                         fault=True) from None
+    return read_envelope(tree.getroot())
+
+
+def read_envelope(root: etree._Element) -> Envelope:
+    if root.tag != _soap("Envelope"):
+        raise err(EbmsError.OTHER_XML, "envelope", f"the root element is {root.tag}, not SOAP:Envelope",
+                  fault=True)
+    head = root.find(_soap("Header"))
+    mh = head.find(_eb("MessageHeader")) if head is not None else None
+    if mh is None:
+        raise err(EbmsError.OTHER_XML, "message_header", "the envelope has no eb:MessageHeader", fault=True)
+    md = mh.find(_eb("MessageData"))
+
+    def mdt(name: str) -> str | None:
+        return _text(md.find(_eb(name))) if md is not None else None
+
+    svc = mh.find(_eb("Service"))
+    header = MessageHeader(
+        from_party=_party(mh.find(_eb("From"))),
+        to_party=_party(mh.find(_eb("To"))),
+        cpa_id=_text(mh.find(_eb("CPAId"))),
+        conversation_id=_text(mh.find(_eb("ConversationId"))),
+        service=_text(svc),
+        service_type=svc.get(_eb("type")) if svc is not None else None,
+        action=_text(mh.find(_eb("Action"))),
+        message_id=mdt("MessageId"),
+        timestamp=_time(mdt("Timestamp")),
+        ref_to_message_id=mdt("RefToMessageId"),
+        time_to_live=_time(mdt("TimeToLive")),
+        duplicate_elimination=mh.find(_eb("DuplicateElimination")) is not None,
+        description=_text(mh.find(_eb("Description"))),
+        raw_timestamp=mdt("Timestamp"),
+        raw_time_to_live=mdt("TimeToLive"),
+    )
+    env = Envelope(header=header, root=root)
+    ar = head.find(_eb("AckRequested"))  # type: ignore[union-attr]
+    if ar is not None:
+        env.ack_requested = True
+        env.ack_signed = _truthy(ar.get(_eb("signed")))
+    env.sync_reply = head.find(_eb("SyncReply")) is not None  # type: ignore[union-attr]
+    env.signed = head.find(f"{{{DS_NS}}}Signature") is not None  # type: ignore[union-attr]
+    ack = head.find(_eb("Acknowledgment"))  # type: ignore[union-attr]
+    if ack is not None:
+        refs = [
+            RefDigest(r.get("URI", ""), (r.find(f"{{{DS_NS}}}DigestMethod").get("Algorithm", "")
+                                         if r.find(f"{{{DS_NS}}}DigestMethod") is not None else ""),
+                      _text(r.find(f"{{{DS_NS}}}DigestValue")) or "")
+            for r in ack.findall(f"{{{DS_NS}}}Reference")
+        ]
+        env.acknowledgment = Acknowledgment(_time(_text(ack.find(_eb("Timestamp")))),
+                                            _text(ack.find(_eb("RefToMessageId"))), refs)
+    el = head.find(_eb("ErrorList"))  # type: ignore[union-attr]
+    if el is not None:
+        entries = [
+            ErrorEntry(e.get(_eb("errorCode"), ""), e.get(_eb("severity"), "Error"), e.get(_eb("location")),
+                       _text(e.find(_eb("Description"))), e.get(_eb("codeContext")))
+            for e in el.findall(_eb("Error"))
+        ]
+        env.error_list = ErrorList(el.get(_eb("highestSeverity"), "Error"), entries)
+    body = root.find(_soap("Body"))
+    man = body.find(_eb("Manifest")) if body is not None else None
+    if man is not None:
+        env.manifest = [ManifestRef(r.get(f"{{{XLINK_NS}}}href", ""), _text(r.find(_eb("Description"))))
+                        for r in man.findall(_eb("Reference"))]
+    return env
+
+
+# ---------------------------------------------------------------- rules
+
+
+def check_envelope(env: Envelope, *, transport: str = "smtp",
+                   now: datetime | None = None) -> list[EbxmlError]:
+    """The framework's header rules (HIS 1037 §5, HITS 1172) that need no CPA; empty when all hold."""
+    h = env.header
+    errors: list[EbxmlError] = []
+    mh = env.root.find(f"{{{SOAP_NS}}}Header/{_eb('MessageHeader')}") if env.root is not None else None
+    if mh is not None and mh.get(_eb("version")) not in (None, "2.0"):
+        errors.append(err(EbmsError.NOT_SUPPORTED, "message_header",
+                          f"eb:version {mh.get(_eb('version'))!r} is not supported (only 2.0)"))
+    for side, party in (("from", h.from_party), ("to", h.to_party)):
+        hers = party.her_ids
+        if not party.party_ids:
+            errors.append(err(EbmsError.OTHER_XML, side, f"eb:{side.title()} has no eb:PartyId"))
+        elif len(hers) > 1:
+            errors.append(err(EbmsError.INCONSISTENT, f"{side}_party",
+                              f"eb:{side.title()} carries {len(hers)} HER PartyIds ({', '.join(hers)}); "
+                              "exactly one is allowed (HITS 1172 rules 13/14)"))
+        elif len(hers) == 1 and not hers[0].isdigit():
+            errors.append(err(EbmsError.VALUE_NOT_RECOGNIZED, f"{side}_party",
+                              f"HER-id {hers[0]!r} is not numeric (HITS 1172 rules 31/56)"))
+        if party.role is None and not env.is_signal:
+            errors.append(err(EbmsError.OTHER_XML, f"{side}_role", f"eb:{side.title()} has no eb:Role"))
+    required = (("cpa_id", h.cpa_id, "eb:CPAId"), ("conversation_id", h.conversation_id, "eb:ConversationId"),
+                ("service", h.service, "eb:Service"), ("action", h.action, "eb:Action"),
+                ("message_id", h.message_id, "eb:MessageId"), ("timestamp", h.raw_timestamp, "eb:Timestamp"))
+    for where, value, name in required:
+        if not value:
+            errors.append(err(EbmsError.OTHER_XML, where, f"{name} is missing or empty"))
+    if h.message_id and not env.is_signal and not is_uuid(h.message_id):
+        errors.append(err(EbmsError.OTHER_XML, "message_id", f"MessageId {h.message_id!r} is not a UUID"))
+    if h.conversation_id and not env.is_signal and not is_uuid(h.conversation_id):
+        errors.append(err(EbmsError.OTHER_XML, "conversation_id",
+                          f"ConversationId {h.conversation_id!r} is not a UUID (HIS 1037 §5.2)"))
+    if h.raw_timestamp and h.timestamp is None:
+        errors.append(err(EbmsError.OTHER_XML, "timestamp",
+                          f"Timestamp {h.raw_timestamp!r} is not xs:dateTime"))
+    if h.raw_time_to_live and h.time_to_live is None:
+        errors.append(err(EbmsError.OTHER_XML, "time_to_live",
+                          f"TimeToLive {h.raw_time_to_live!r} is not xs:dateTime"))
+    if h.ref_to_message_id and not env.is_signal:
+        errors.append(err(EbmsError.INCONSISTENT, "ref_to_message_id",
+                          "RefToMessageId is only used in signals (HIS 1037 §5.2)"))
+    if not env.is_signal and not env.signed:
+        errors.append(err(EbmsError.SECURITY_FAILURE, "signature", "the envelope is not signed"))
+    if env.sync_reply and transport == "smtp":
+        errors.append(err(EbmsError.NOT_SUPPORTED, "sync_reply",
+                          "SyncReply cannot be honoured over SMTP (HITS 1172)"))
+    if now is not None and h.time_to_live is not None and h.time_to_live < now:
+        errors.append(err(EbmsError.TIME_TO_LIVE_EXPIRED, "time_to_live",
+                          f"TimeToLive {format_time(h.time_to_live)} passed before {format_time(now)}"))
+    if env.is_signal and env.manifest:
+        errors.append(err(EbmsError.INCONSISTENT, "manifest", "a signal carries no payload or Manifest"))
+    for i, ref in enumerate(env.manifest, 1):
+        if ref.cid is None:
+            errors.append(err(EbmsError.NOT_SUPPORTED, f"{LOC['manifest_ref']}[{i}]",
+                              f"Manifest reference {ref.href!r} is not a cid: URI"))
+    return errors

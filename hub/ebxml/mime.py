@@ -1,0 +1,181 @@
+"""MIME packaging of ebXML messages (HIS 1037 §5.1, HITS 1172 §5.5): pure bytes in, bytes out.
+
+A package is a MIME entity: its own headers (MIME-Version, Content-Type, SOAPAction) and a body. A
+message is multipart/related; type="text/xml"; start=<cid of the SOAP part>, with the SOAP part first and
+each payload as application/pkcs7-mime; smime-type=enveloped-data, base64, Content-Id = Manifest href.
+A signal is one text/xml part. SMTP puts the entity's headers among the mail headers; HTTP carries
+them as HTTP headers; `split_entity`/`join_entity` convert between the two.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import email
+import email.policy
+import uuid
+from dataclasses import dataclass, field
+
+from hub.codes import EbmsError
+from hub.ebxml.errors import EbxmlError
+
+CRLF = b"\r\n"
+PKCS7_TYPE = "application/pkcs7-mime; smime-type=enveloped-data"
+
+
+@dataclass
+class Package:
+    """A received package taken apart: the SOAP envelope bytes and the other parts by Content-Id."""
+
+    soap: bytes
+    parts: dict[str, bytes] = field(default_factory=dict)  # cid (without <>) -> decoded bytes
+    part_types: dict[str, str] = field(default_factory=dict)
+    soap_action: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)  # the top-level headers, lower-cased names
+
+
+def _b64(data: bytes) -> bytes:
+    raw = base64.b64encode(data)
+    return CRLF.join(raw[i : i + 76] for i in range(0, len(raw), 76))
+
+
+def _headers(pairs: list[tuple[str, str]]) -> bytes:
+    return b"".join(f"{k}: {v}".encode("ascii") + CRLF for k, v in pairs)
+
+
+def new_cid(domain: str = "hub") -> str:
+    return f"{uuid.uuid4()}@{domain}"
+
+
+def build_package(
+    soap: bytes,
+    payloads: list[tuple[str, bytes]] | None = None,
+    *,
+    soap_cid: str | None = None,
+    soap_base64: bool = True,
+    payload_type: str = PKCS7_TYPE,
+) -> bytes:
+    """The MIME entity (headers + body). No payloads: a signal, one text/xml part (no multipart).
+
+    `soap_base64`: mail is safest base64 (real NAV/NHN mail does so); HTTP can carry it 8-bit.
+    """
+    if not payloads:
+        top = [("MIME-Version", "1.0"), ("SOAPAction", '"ebXML"'),
+               ("Content-Type", 'text/xml; charset="UTF-8"')]
+        if soap_base64:
+            top.append(("Content-Transfer-Encoding", "base64"))
+            return _headers(top) + CRLF + _b64(soap) + CRLF
+        top.append(("Content-Transfer-Encoding", "8bit"))
+        return _headers(top) + CRLF + soap
+    soap_cid = soap_cid or new_cid()
+    boundary = "----=_Part_" + uuid.uuid4().hex
+    top = [
+        ("MIME-Version", "1.0"),
+        ("SOAPAction", '"ebXML"'),
+        ("Content-Type", f'multipart/related; type="text/xml"; boundary="{boundary}"; start="<{soap_cid}>"'),
+    ]
+    body = [b"--" + boundary.encode() + CRLF]
+    soap_hdr = [("Content-Type", 'text/xml; charset="UTF-8"'), ("Content-ID", f"<{soap_cid}>")]
+    if soap_base64:
+        body += [_headers([*soap_hdr, ("Content-Transfer-Encoding", "base64")]), CRLF, _b64(soap), CRLF]
+    else:
+        body += [_headers([*soap_hdr, ("Content-Transfer-Encoding", "8bit")]), CRLF, soap, CRLF]
+    for cid, data in payloads:
+        body += [b"--" + boundary.encode() + CRLF,
+                 _headers([("Content-Type", payload_type), ("Content-ID", f"<{cid}>"),
+                           ("Content-Transfer-Encoding", "base64")]),
+                 CRLF, _b64(data), CRLF]
+    body.append(b"--" + boundary.encode() + b"--" + CRLF)
+    return _headers(top) + CRLF + b"".join(body)
+
+
+def split_entity(entity: bytes) -> tuple[list[tuple[str, str]], bytes]:
+    """(headers, body) of a MIME entity: for HTTP, where the headers travel as HTTP headers."""
+    for sep in (b"\r\n\r\n", b"\n\n"):
+        i = entity.find(sep)
+        if i >= 0:
+            head, body = entity[:i], entity[i + len(sep) :]
+            break
+    else:
+        raise ValueError("no blank line after the headers")
+    msg = email.message_from_bytes(head + b"\r\n\r\n", policy=email.policy.compat32)
+    return [(k, " ".join(str(v).split())) for k, v in msg.items()], body
+
+
+def join_entity(headers: list[tuple[str, str]], body: bytes) -> bytes:
+    return _headers(headers) + CRLF + body
+
+
+def _cid(value: str | None) -> str | None:
+    if value is None:
+        return None
+    v = " ".join(str(value).split()).strip()
+    return v[1:-1].strip() if v.startswith("<") and v.endswith(">") else v
+
+
+def _fault(description: str, location: str) -> EbxmlError:
+    return EbxmlError(EbmsError.MIME_PROBLEM, description, location, fault=True)
+
+
+def _decoded(part: email.message.Message, name: str) -> bytes:
+    cte = (part.get("Content-Transfer-Encoding") or "7bit").strip().lower()
+    raw = part.get_payload(decode=False)
+    if isinstance(raw, list):
+        raise _fault(f"{name} is itself multipart", "Content-Type")
+    data = raw.encode("latin-1") if isinstance(raw, str) else bytes(raw)
+    if cte == "base64":
+        try:
+            return base64.b64decode(b"".join(data.split()), validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise _fault(f"{name}: base64 content cannot be decoded ({exc})",
+                         "Content-Transfer-Encoding") from None
+    if cte in ("7bit", "8bit", "binary"):
+        return data
+    if cte == "quoted-printable":
+        return part.get_payload(decode=True)  # type: ignore[return-value]
+    raise _fault(f"{name}: Content-Transfer-Encoding {cte!r} is not supported", "Content-Transfer-Encoding")
+
+
+def parse_package(entity: bytes) -> Package:
+    """Take a received MIME entity (mail or HTTP headers + body) apart; raise MimeProblem faults."""
+    if not entity.strip():
+        raise _fault("the message is empty", "Content-Type")
+    msg = email.message_from_bytes(entity, policy=email.policy.compat32)
+    headers = {k.lower(): " ".join(str(v).split()) for k, v in msg.items()}
+    ctype = msg.get_content_type()
+    action = headers.get("soapaction")
+    if "content-type" not in headers:
+        raise _fault("no Content-Type header", "Content-Type")
+    if ctype == "text/xml":
+        return Package(_decoded(msg, "the SOAP part"), {}, {}, action, headers)
+    if ctype != "multipart/related":
+        raise _fault(f"Content-Type {ctype} is neither multipart/related nor text/xml (HIS 1037 §5.1)",
+                     "Content-Type")
+    if not msg.get_boundary():
+        raise _fault("multipart/related without a boundary", "Content-Type")
+    parts = msg.get_payload()
+    if not isinstance(parts, list) or not parts or msg.defects:
+        names = ", ".join(type(d).__name__ for d in msg.defects) or "no parts"
+        raise _fault(f"the multipart body is broken ({names})", "Content-Type")
+    start = _cid(msg.get_param("start"))
+    soap_part = None
+    if start:
+        soap_part = next((p for p in parts if _cid(p.get("Content-ID")) == start), None)
+        if soap_part is None:
+            raise _fault(f"no part has the start Content-ID <{start}>", "Content-Type; start")
+    else:
+        soap_part = parts[0]  # RFC 2387: without start, the root is the first part
+    if soap_part.get_content_type() != "text/xml":
+        raise _fault(f"the root part is {soap_part.get_content_type()}, not text/xml", "Content-Type")
+    pkg = Package(_decoded(soap_part, "the SOAP part"), {}, {}, action, headers)
+    for p in parts:
+        if p is soap_part:
+            continue
+        cid = _cid(p.get("Content-ID"))
+        if not cid:
+            raise _fault("a payload part has no Content-ID", "Content-ID")
+        if cid in pkg.parts:
+            raise _fault(f"Content-ID <{cid}> is used twice", "Content-ID")
+        pkg.parts[cid] = _decoded(p, f"part <{cid}>")
+        pkg.part_types[cid] = " ".join(str(p.get("Content-Type", "")).split())
+    return pkg

@@ -9,7 +9,8 @@ from lxml import etree
 
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 # A DOCTYPE can only stand in the prolog: after declarations, processing instructions and comments.
-_PROLOG_DOCTYPE = re.compile(rb"\A(?:\xef\xbb\xbf)?(?:\s+|<\?.*?\?>|<!--.*?-->)*<!DOCTYPE", re.DOTALL)
+# Possessive `*+`: without it a failed match backtracks each lazy `.*?` across the whole document.
+_PROLOG_DOCTYPE = re.compile(rb"\A(?:\xef\xbb\xbf)?(?:\s+|<\?.*?\?>|<!--.*?-->)*+<!DOCTYPE", re.DOTALL)
 
 
 @dataclass

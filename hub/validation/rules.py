@@ -19,7 +19,7 @@ from lxml import etree
 
 from hub.codes import APPREC_ERRORS
 from hub.messages.families import APPREC_10_NS, APPREC_11_NS, FAMILIES, MSGHEAD_NS
-from hub.messages.info import MessageInfo, Party
+from hub.messages.info import MessageInfo, Party, find, xpath
 from hub.validation.catalog import rule
 from hub.validation.result import Problem
 
@@ -99,8 +99,8 @@ def _code(el: etree._Element) -> str:
 
 
 def msg_id_rules(info: MessageInfo, root: etree._Element) -> list[Problem]:
-    el = root.find(f"{_MH}MsgInfo/{_MH}MsgId") if info.root_namespace == MSGHEAD_NS else (
-        root.find("{*}Id") if info.family and info.family.name == "AppRec" else root.find("{*}MsgId"))
+    el = find(root, f"{_MH}MsgInfo/{_MH}MsgId") if info.root_namespace == MSGHEAD_NS else (
+        find(root, "{*}Id") if info.family and info.family.name == "AppRec" else find(root, "{*}MsgId"))
     if not info.msg_id:
         return [problem("msgid.missing", "MsgId is missing or empty", el if el is not None else root)]
     if not is_uuid(info.msg_id):
@@ -150,17 +150,17 @@ def gen_date_rules(info: MessageInfo, root: etree._Element, now: datetime | None
     return []
 
 
-def _ident_list(type_el: etree._Element) -> str:
+def _local(tag: str) -> str:
+    return tag[tag.index("}") + 1:] if tag.startswith("{") else tag
+
+
+def _ident_list(type_el: etree._Element, holder: etree._Element) -> str:
     """Which list a TypeId/TypeOffId belongs to: its S if given, else where it stands."""
     s = type_el.get("S")
-    if s and s.startswith(OID):
-        return s.removeprefix(OID)
     if s:
-        return s
-    holder = type_el.getparent()
-    owner = holder.getparent() if holder is not None and etree.QName(holder).localname == "Ident" else holder
-    owner_name = etree.QName(owner).localname if owner is not None else ""
-    if owner_name in ("Organisation", "Inst", "Dept"):
+        return s.removeprefix(OID)
+    owner = holder.getparent() if _local(holder.tag) == "Ident" else holder
+    if owner is not None and _local(owner.tag) in ("Organisation", "Inst", "Dept"):
         return "9051"
     return "8116"
 
@@ -169,21 +169,21 @@ def ident_rules(root: etree._Element) -> list[Problem]:
     """TypeId in its code system (9051 organisations, 8116 persons); HER-ids are positive integers."""
     out: list[Problem] = []
     for t in root.iter("{*}TypeId", "{*}TypeOffId"):
-        q = etree.QName(t.getparent()).localname if t.getparent() is not None else ""
-        if t.getparent() is None or (q == "AdditionalId"):
+        holder = t.getparent()
+        if holder is None or _local(holder.tag) == "AdditionalId":
             continue
         value = _code(t)
-        listed = _ident_list(t)
+        listed = _ident_list(t, holder)
         codes = CODE_LISTS.get(listed)
-        if codes is None or listed not in ("9051", "8116"):
+        if listed not in ("9051", "8116"):
             out.append(problem("ident.system", f"TypeId {value!r} names code system {t.get('S')!r}, "
                                                "expected 9051 (organisations) or 8116 (persons)", t))
             codes = CODES_9051 | CODES_8116
-        if value not in codes:
+        if codes is not None and value not in codes:
             out.append(problem("ident.type", f"TypeId {value!r} is not in code list {listed}", t))
             continue
         if value == "HER":
-            id_el = t.getparent().find("{*}Id")
+            id_el = find(holder, "{*}Id")
             her = (id_el.text or "").strip() if id_el is not None else ""
             if not her.isdigit() or int(her) <= 0:
                 out.append(problem("ident.her", f"HER-id {her!r} is not a positive integer",
@@ -191,37 +191,45 @@ def ident_rules(root: etree._Element) -> list[Problem]:
     return out
 
 
+# Coded elements: any with an S we know, plus the fixed places of MsgHead/AppRec elements without S.
+_CODED = etree.XPath(
+    "//*[@S and @V and local-name() != 'TypeId' and local-name() != 'TypeOffId']"
+    "|//m:MsgInfo/m:Ack|//m:MsgInfo/m:ProcessingStatus|//m:RefDoc/m:MsgType|//m:RefDoc/m:Compression"
+    "|//m:Patient/m:Sex|/a:AppRec/a:Status|/b:AppRec/b:Status",
+    namespaces={"m": MSGHEAD_NS, "a": APPREC_10_NS, "b": APPREC_11_NS},
+)
+
+
 def code_rules(root: etree._Element) -> list[Problem]:
     """Coded values (V) in the KITH lists we embed: by S where given, else by the element's place."""
     out: list[Problem] = []
-    for el in root.iter(etree.Element):
+    for el in _CODED(root):
         v = el.get("V")
         if v is None:
             continue
-        q = etree.QName(el)
-        if q.localname in ("TypeId", "TypeOffId"):
-            continue  # ident_rules
         s = el.get("S")
         if s:
             listed = s.removeprefix(OID) if s.startswith(OID) else None
         else:
             parent = el.getparent()
-            listed = _BY_PLACE.get((q.namespace or "", etree.QName(parent).localname if parent is not None
-                                    else "", q.localname))
+            q = etree.QName(el)
+            listed = _BY_PLACE.get((q.namespace or "", _local(parent.tag) if parent is not None else "",
+                                    q.localname))
         codes = CODE_LISTS.get(listed or "")
         if codes is not None and v.strip() not in codes:
-            out.append(problem("code.value", f"{q.localname} V={v!r} is not in KITH code list {listed}", el))
+            out.append(problem("code.value", f"{_local(el.tag)} V={v!r} is not in KITH code list {listed}",
+                               el))
     return out
 
 
 def type_rules(info: MessageInfo, root: etree._Element) -> list[Problem]:
     """MsgInfo/Type (or Message/Type) must fit the standard of the payload, and be an 8279 value."""
     if info.root_namespace == MSGHEAD_NS:
-        el = root.find(f"{_MH}MsgInfo/{_MH}Type")
+        el = find(root, f"{_MH}MsgInfo/{_MH}Type")
     elif info.family and info.family.name == "AppRec":
-        el = root.find("{*}MsgType")
+        el = find(root, "{*}MsgType")
     else:
-        el = root.find("{*}Type")
+        el = find(root, "{*}Type")
     if el is None or info.type is None:
         return []
     out = []
@@ -243,11 +251,11 @@ def party_rules(info: MessageInfo, root: etree._Element) -> list[Problem]:
         return []
     out = []
     if info.carrier == "msghead":
-        s_el, r_el = root.find(f"{_MH}MsgInfo/{_MH}Sender"), root.find(f"{_MH}MsgInfo/{_MH}Receiver")
+        s_el, r_el = find(root, f"{_MH}MsgInfo/{_MH}Sender"), find(root, f"{_MH}MsgInfo/{_MH}Receiver")
     else:
-        ns = {"k": info.root_namespace}
-        s_el = next(iter(root.xpath(info.family.sender_path or "k:x", namespaces=ns)), None)
-        r_el = next(iter(root.xpath(info.family.receiver_path or "k:x", namespaces=ns)), None)
+        ns = info.root_namespace
+        s_el = next(iter(xpath(root, info.family.sender_path or "k:x", ns)), None)
+        r_el = next(iter(xpath(root, info.family.receiver_path or "k:x", ns)), None)
     if not _party_has_her(info.receiver):
         out.append(problem("receiver.missing", "the receiver has no HER-id on any addressing level",
                            r_el if r_el is not None else root))
@@ -276,10 +284,10 @@ def fnr_valid(number: str) -> bool:
 
 def _patient_element(info: MessageInfo, root: etree._Element) -> etree._Element | None:
     if info.root_namespace == MSGHEAD_NS:
-        return root.find(f"{_MH}MsgInfo/{_MH}Patient")
+        return find(root, f"{_MH}MsgInfo/{_MH}Patient")
     if info.carrier == "own" and info.family and info.family.sender_path:
-        ns = {"k": info.root_namespace}
-        found = root.xpath(f"{info.family.sender_path.split('/')[0]}/k:Patient", namespaces=ns)
+        ns = info.root_namespace
+        found = xpath(root, f"{info.family.sender_path.split('/')[0]}/k:Patient", ns)
         return found[0] if found else None
     return None
 
@@ -290,7 +298,7 @@ def patient_rules(info: MessageInfo, root: etree._Element) -> list[Problem]:
     fam = info.family.name if info.family else None
     if el is None:
         if info.carrier == "msghead" and fam in PATIENT_FAMILIES:
-            mi = root.find(f"{_MH}MsgInfo")
+            mi = find(root, f"{_MH}MsgInfo")
             return [problem("patient.insufficient", f"{fam} names no patient (MsgInfo/Patient)",
                             mi if mi is not None else root)]
         return []

@@ -135,6 +135,7 @@ class SchemaRegistry:
         if ours is not None and ours.is_dir():
             self.sources.append(SchemaSource.scan(ours, official=False, label="ours"))
         self._cache: dict[tuple[Path, ...], etree.XMLSchema] = {}
+        self._located: dict[tuple[str, str | None], SchemaRef | None] = {}
         self._lock = threading.Lock()
         self.compiles = 0  # how many wrappers were compiled: tests prove compile-once with it
         self.resolved: list[tuple[str, str | None]] = []  # every schemaLocation and its local file
@@ -147,6 +148,12 @@ class SchemaRegistry:
     # --- lookup -------------------------------------------------------------------------------------
 
     def locate(self, namespace: str, mig_version: str | None = None) -> SchemaRef | None:
+        key = (namespace, mig_version)
+        if key not in self._located:  # sources never change after construction: remember answers
+            self._located[key] = self._locate(namespace, mig_version)
+        return self._located[key]
+
+    def _locate(self, namespace: str, mig_version: str | None) -> SchemaRef | None:
         family = by_namespace(namespace, mig_version)
         for src in self.sources:
             name = src.file_for(namespace, family)

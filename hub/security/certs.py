@@ -68,9 +68,16 @@ class CertReport:
 
 
 def org_no_of(cert: x509.Certificate) -> str | None:
-    """Norwegian enterprise certificates carry the organisation number in the subject's serialNumber."""
-    attrs = cert.subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER)
-    return str(attrs[0].value) if attrs else None
+    """The organisation number: subject serialNumber (older Buypass/Commfides enterprise certificates) or
+    organizationIdentifier `NTRNO-<orgno>` (eIDAS-style, Buypass G2 as in NAV's CPA)."""
+    for a in cert.subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER):
+        if str(a.value).isdigit():
+            return str(a.value)
+    for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_IDENTIFIER):
+        value = str(a.value)
+        if value.startswith("NTRNO-"):
+            return value[len("NTRNO-") :]
+    return None
 
 
 def her_id_of(cert: x509.Certificate) -> str | None:

@@ -127,6 +127,30 @@ def test_build_uses_given_parties_patient_and_overrides() -> None:
     assert "82001" in receiver_ids and "82002" in receiver_ids
 
 
+CLINIC = people.Party(97001, "Fjellet legesenter", None, "gp")
+CLINIC_DOCTOR = people.Party(97002, "Henrik Vold", None, "gp", parent_her_id=97001, person=people.FASTLEGE_2)
+
+
+def test_build_takes_the_callers_directory_and_leaves_the_global_alone() -> None:
+    before = dict(people.DIRECTORY)
+    directory = {**people.DIRECTORY, CLINIC.her_id: CLINIC, CLINIC_DOCTOR.her_id: CLINIC_DOCTOR}
+    with pytest.raises(KeyError, match="97001"):
+        build("Henvisning", "1.0", sender=CLINIC_DOCTOR)
+    data = build("Henvisning", "1.0", sender=CLINIC_DOCTOR, directory=directory)
+    root = etree.fromstring(data)
+    inst = root.find("{*}ServReq/{*}Requester/{*}HCP/{*}Inst")
+    assert inst.findtext("{*}Id") == "97001" and inst.findtext("{*}Name") == "Fjellet legesenter"
+    assert inst.findtext("{*}HCPerson/{*}Id") == "97002"
+    # MsgHead carriers (Dialogmelding, PLO) and AppRec resolve through the same directory.
+    for family, version in (("Dialogmelding", "1.1"), ("AppRec", "1.0"), ("Innleggelsesrapport", "1.5")):
+        data = build(family, version, receiver=CLINIC_DOCTOR, directory=directory)
+        assert b"97001" in data and b"Fjellet legesenter" in data, family
+    assert people.DIRECTORY == before
+    # The default directory still gives the same bytes as before.
+    same = build("Henvisning", "1.0", seed=4, directory=people.DIRECTORY)
+    assert build("Henvisning", "1.0", seed=4) == same
+
+
 def test_own_root_parties_sit_where_the_standard_says() -> None:
     # Epikrise: sender = ServProvider, receiver = Requester (STANDARDS.md §3).
     root = etree.fromstring(build("Epikrise", "1.2", seed=1))
@@ -140,10 +164,9 @@ def test_own_root_parties_sit_where_the_standard_says() -> None:
 def test_builder_covers_the_family_table() -> None:
     from hub.messages.families import FAMILIES
 
-    # Versions the hub reads but never needs fresh fixtures of (superseded, no official examples).
-    legacy = {("Henvisning", "0.9"), ("Rekvisisjon", "1.4"), ("Svarrapport", "1.2"), ("MsgHead", "1.2")}
+    # MsgHead is the envelope of other families' fixtures, never a message of its own.
     for f in FAMILIES:
-        if (f.name, f.version) in legacy:
+        if (f.name, f.version) == ("MsgHead", "1.2"):
             continue
         data = build(f.name, f.version, seed=3)
         root = etree.fromstring(data)
@@ -175,7 +198,8 @@ def test_build_all_covers_every_family_and_version() -> None:
 
 # --- broken corpus ------------------------------------------------------------------------------------
 
-SINGLE_FILE_RULES = set(RULES)
+# Warnings never make a message invalid (no AppRec error), so no broken file can fail by one.
+SINGLE_FILE_RULES = {rule_id for rule_id, rule in RULES.items() if rule.severity != "warning"}
 
 
 def test_broken_cases_cover_every_catalog_rule() -> None:

@@ -1,6 +1,7 @@
 """Every fixture message validates against the official KITH schemas (plain lxml, local files only).
 
 Independent of hub.validation on purpose: the official pack in ../shared/reference/xsd is the oracle.
+Also: the builder makes a message of every ELIN-k 2007 matrix row, valid officially and with ours.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import pytest
 from lxml import etree
 
 from hub.fixtures.broken import build_broken
-from hub.fixtures.builder import build_all
+from hub.fixtures.builder import build, build_all, build_elin_k
+from hub.messages.families import ELIN_K_MESSAGES, MatrixMessage, by_namespace
 
 MSGHEAD_NS = "http://www.kith.no/xmlstds/msghead/2006-05-24"
 # Rules whose broken files must still be schema-valid: the defect is a business rule, not the XSD.
@@ -46,21 +48,41 @@ class _LocalResolver(etree.Resolver):
         return self.resolve_filename(str(local), context) if local.exists() else None
 
 
+def _mig_token(el: etree._Element) -> str | None:
+    """The version token of an element's MIGversion child ("v0.9 2003-10-13" -> "v0.9")."""
+    words = (el.findtext("{*}MIGversion") or "").split()
+    return words[0] if words else None
+
+
 class OfficialSchemas:
     def __init__(self, xsd_dir: Path) -> None:
         self.xsd_dir = xsd_dir
         self.by_ns: dict[str, str] = {}
+        # Namespaces several schema files share (Henvisning 0.9 and 0.91): the file per version token
+        # of the schema's own `Version: "v0.9 ..."` header; the message's MIGversion picks one.
+        self.by_version: dict[tuple[str, str], str] = {}
         for f in sorted(xsd_dir.glob("*.xsd")):
-            m = re.search(rb'targetNamespace="([^"]+)"', f.read_bytes())
-            # Henvisning 0.9 and 0.91 share a namespace; the hub carries 0.91.
-            if m and f.name != "Henvisning-v0.9.xsd":
-                self.by_ns.setdefault(m.group(1).decode(), f.name)
-        self._cache: dict[tuple[str, ...], etree.XMLSchema] = {}
+            text = f.read_bytes()
+            m = re.search(rb'targetNamespace="([^"]+)"', text)
+            if not m:
+                continue
+            ns = m.group(1).decode()
+            v = re.search(rb'Version: "(v[0-9.]+) ', text)
+            if v:
+                self.by_version[(ns, v.group(1).decode())] = f.name
+            # Henvisning 0.9 and 0.91 share a namespace; without a MIGversion to go by, 0.91.
+            if f.name != "Henvisning-v0.9.xsd":
+                self.by_ns.setdefault(ns, f.name)
+        self._cache: dict[tuple[tuple[str, str], ...], etree.XMLSchema] = {}
 
-    def schema(self, namespaces: set[str]) -> etree.XMLSchema:
-        key = tuple(sorted(namespaces))
+    def file_for(self, el: etree._Element) -> str:
+        ns = etree.QName(el).namespace or ""
+        return self.by_version.get((ns, _mig_token(el) or ""), self.by_ns[ns])
+
+    def schema(self, files: set[tuple[str, str]]) -> etree.XMLSchema:
+        key = tuple(sorted(files))
         if key not in self._cache:
-            imports = "".join(f'<xs:import namespace="{n}" schemaLocation="{self.by_ns[n]}"/>' for n in key)
+            imports = "".join(f'<xs:import namespace="{n}" schemaLocation="{f}"/>' for n, f in key)
             driver = f'<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema">{imports}</xs:schema>'
             parser = etree.XMLParser(no_network=True, resolve_entities=False)
             parser.resolvers.add(_LocalResolver(self.xsd_dir))
@@ -70,15 +92,15 @@ class OfficialSchemas:
 
     def errors(self, data: bytes) -> list[str]:
         root = etree.fromstring(data, etree.XMLParser(resolve_entities=False, no_network=True))
-        namespaces = {etree.QName(root).namespace or ""}
+        parts = [root]
         if etree.QName(root).namespace == MSGHEAD_NS:
             # RefDoc/Content is processContents="strict": the payload's schema must be loaded too.
             for content in root.iter(f"{{{MSGHEAD_NS}}}Content"):
-                namespaces |= {etree.QName(c).namespace or "" for c in content.iterchildren(etree.Element)}
-        unknown = namespaces - set(self.by_ns)
+                parts += list(content.iterchildren(etree.Element))
+        unknown = {etree.QName(el).namespace or "" for el in parts} - set(self.by_ns)
         if unknown:
             return [f"no official schema for {sorted(unknown)}"]
-        schema = self.schema(namespaces)
+        schema = self.schema({(etree.QName(el).namespace or "", self.file_for(el)) for el in parts})
         if schema.validate(etree.ElementTree(root)):
             return []
         return [f"{e.line}: {e.message}" for e in schema.error_log]
@@ -130,32 +152,185 @@ def test_broken_xsd_cases_fail_and_business_cases_pass_the_schema(official: Offi
             assert official.errors(companion) == []
 
 
-def test_every_fixture_message_is_valid_against_our_schemas() -> None:
-    """Our own XSDs (schemas/, chosen through hub.messages.families) accept every fixture too."""
+_OWN_CACHE: dict[tuple[tuple[str, str], ...], etree.XMLSchema] = {}
+
+
+def own_schema_errors(data: bytes) -> list[str]:
+    """Errors of a message against our own XSDs (schemas/, chosen through hub.messages.families)."""
     from hub.messages.families import by_namespace
     from hub.paths import SCHEMAS_DIR
 
-    cache: dict[tuple[tuple[str, str], ...], etree.XMLSchema] = {}
+    root = etree.fromstring(data)
+    parts = [root]
+    if etree.QName(root).namespace == MSGHEAD_NS:
+        parts += [c for ct in root.iter(f"{{{MSGHEAD_NS}}}Content") for c in ct.iterchildren(etree.Element)]
+    files = set()
+    for el in parts:
+        ns = etree.QName(el).namespace or ""
+        family = by_namespace(ns, el.findtext("{*}MIGversion"))
+        if family is None or not family.own_xsd:
+            return [f"no own schema for {ns}"]
+        files.add((ns, family.own_xsd))
+    key = tuple(sorted(files))
+    if key not in _OWN_CACHE:
+        imports = "".join(f'<xs:import namespace="{n}" schemaLocation="{f}"/>' for n, f in key)
+        driver = f'<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema">{imports}</xs:schema>'
+        parser = etree.XMLParser(no_network=True, resolve_entities=False)
+        parser.resolvers.add(_LocalResolver(SCHEMAS_DIR))
+        doc = etree.fromstring(driver.encode(), parser, base_url=str(SCHEMAS_DIR / "driver.xsd"))
+        _OWN_CACHE[key] = etree.XMLSchema(etree.ElementTree(doc))
+    schema = _OWN_CACHE[key]
+    if schema.validate(etree.ElementTree(root)):
+        return []
+    return [f"{e.line}: {e.message}" for e in schema.error_log]
+
+
+def test_every_fixture_message_is_valid_against_our_schemas() -> None:
+    """Our own XSDs (schemas/, chosen through hub.messages.families) accept every fixture too."""
     for name, data in MESSAGES.items():
+        assert own_schema_errors(data) == [], name
+
+
+def test_henvisning_09_and_091_are_each_checked_with_their_own_official_schema(
+    official: OfficialSchemas,
+) -> None:
+    # They share a namespace: MIGversion must pick the file, or 0.91's Booking would pass as 0.9.
+    h09 = etree.fromstring(MESSAGES["henvisning-0.9.xml"])
+    h091 = etree.fromstring(MESSAGES["henvisning-0.91.xml"])
+    assert official.file_for(h09) == "Henvisning-v0.9.xsd"
+    assert official.file_for(h091) == "Henvisning-v0.91.xsd"
+    # A Booking (new in 0.91) after RefDoc/MsgType: valid in 0.91, a schema error in 0.9.
+    booking = (
+        b"<RefDoc><MsgType V=\"A\" DN=\"Vedlegg\"/><Booking><Name>Poliklinikk</Name><Id>1</Id>"
+        b"<Appointment><StartDateTime V=\"2024-05-02T10:00:00\"/><EndDateTime V=\"2024-05-02T10:30:00\"/>"
+        b"<ResourceId>R1</ResourceId><Index>1</Index><Service V=\"1\"/></Appointment></Booking></RefDoc>"
+    )
+    for name, mig, ok in (("henvisning-0.9.xml", b"v0.9 2003-10-13", False),
+                          ("henvisning-0.9.xml", b"v0.91 2004-08-30", True)):
+        data = MESSAGES[name].replace(b"v0.9 2003-10-13", mig)
+        data = data.replace(b"<ReasonAsText>", booking + b"<ReasonAsText>", 1)
+        assert (official.errors(data) == []) is ok, (mig, official.errors(data))
+
+
+# --- ELIN-k 2007 matrix rows --------------------------------------------------------------------------
+# Every row (hub.messages.families.ELIN_K_MESSAGES) names the family and version it is validated with
+# and what tells its messages apart from the family's other rows (MatrixMessage.matches): the builder
+# makes a message of each row that matches it, no other row, and validates officially and with ours.
+
+ROWS = sorted(ELIN_K_MESSAGES)
+SEEDS = (1, 2, 3, 4, 5, 6)
+
+
+def _id(key: tuple[str, str]) -> str:
+    return f"{key[0]} {key[1]}"
+
+
+def _siblings(row: MatrixMessage) -> list[MatrixMessage]:
+    """Other rows of the same family and version whose discriminator values differ from this row's."""
+    return [
+        m for m in ELIN_K_MESSAGES.values()
+        if m is not row and (m.family_name, m.family_version) == (row.family_name, row.family_version)
+        and m.discriminator_path and not set(m.discriminator_values) & set(row.discriminator_values)
+    ]
+
+
+def _family_root(data: bytes) -> etree._Element:
+    """The document of the message's family: the payload in MsgHead's Content, else the root."""
+    root = etree.fromstring(data)
+    if etree.QName(root).namespace == MSGHEAD_NS:
+        return next(root.iter(f"{{{MSGHEAD_NS}}}Content"))[0]
+    return root
+
+
+def test_there_are_eleven_rows() -> None:
+    assert len(ROWS) == 11
+
+
+@pytest.mark.parametrize("key", ROWS, ids=_id)
+def test_row_message_matches_its_row_and_our_schemas(key: tuple[str, str]) -> None:
+    row = ELIN_K_MESSAGES[key]
+    for seed in SEEDS:
+        data = build_elin_k(*key, seed=seed)
+        root = _family_root(data)
+        ns = etree.QName(root).namespace
+        # The family table reads it as the row's family and version (Henvisning 0.9/0.91: MIGversion).
+        assert by_namespace(ns or "", root.findtext("{*}MIGversion")) == row.family, (seed, ns)
+        assert row.matches(root), (key, seed)
+        for other in _siblings(row):
+            assert not other.matches(root), (key, "also matches", other.name, seed)
+        assert own_schema_errors(data) == [], (key, seed)
+
+
+@pytest.mark.parametrize("key", ROWS, ids=_id)
+def test_row_message_is_valid_against_the_official_schema(
+    official: OfficialSchemas, key: tuple[str, str]
+) -> None:
+    row = ELIN_K_MESSAGES[key]
+    for seed in SEEDS:
+        data = build_elin_k(*key, seed=seed)
         root = etree.fromstring(data)
-        parts = [root]
-        if etree.QName(root).namespace == MSGHEAD_NS:
-            parts += [
-                c for ct in root.iter(f"{{{MSGHEAD_NS}}}Content") for c in ct.iterchildren(etree.Element)
-            ]
-        files = set()
-        for el in parts:
-            ns = etree.QName(el).namespace or ""
-            family = by_namespace(ns, el.findtext("{*}MIGversion"))
-            assert family is not None and family.own_xsd, (name, ns)
-            files.add((ns, family.own_xsd))
-        key = tuple(sorted(files))
-        if key not in cache:
-            imports = "".join(f'<xs:import namespace="{n}" schemaLocation="{f}"/>' for n, f in key)
-            driver = f'<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema">{imports}</xs:schema>'
-            parser = etree.XMLParser(no_network=True, resolve_entities=False)
-            parser.resolvers.add(_LocalResolver(SCHEMAS_DIR))
-            doc = etree.fromstring(driver.encode(), parser, base_url=str(SCHEMAS_DIR / "driver.xsd"))
-            cache[key] = etree.XMLSchema(etree.ElementTree(doc))
-        schema = cache[key]
-        assert schema.validate(etree.ElementTree(root)), (name, [e.message for e in schema.error_log][:3])
+        if row.family.carrier == "own":
+            assert official.file_for(root) == row.family.official_xsd, key
+        assert official.errors(data) == [], (key, seed)
+
+
+def test_discriminators_can_fail() -> None:
+    """A radiology requisition is not a lab one, a pathology report not a microbiology one, ..."""
+    lab = ELIN_K_MESSAGES[("Rekvisisjon Medisinsk biokjemi", "1.0")]
+    rtg = ELIN_K_MESSAGES[("Rekvisisjon Røntgen", "1.3")]
+    rtg_root = etree.fromstring(build("Rekvisisjon", "1.4", variant="radiologi"))
+    lab_root = etree.fromstring(build("Rekvisisjon", "1.4"))
+    assert rtg.matches(rtg_root) and not lab.matches(rtg_root)
+    assert lab.matches(lab_root) and not rtg.matches(lab_root)
+    # The 1.6 lab requisition says LAB: still the biochemistry row's value, but not of family 1.4.
+    mbio = ELIN_K_MESSAGES[("Svarrapport Mikrobiologi", "1.2")]
+    assert not mbio.matches(etree.fromstring(build("Svarrapport", "1.2", variant="patologi")))
+    # Henvisning 0.91's row is told apart from 0.9 by MIGversion.
+    h091 = ELIN_K_MESSAGES[("Henvisning", "0.91")]
+    assert not h091.matches(etree.fromstring(build("Henvisning", "0.9")))
+    assert h091.matches(etree.fromstring(build("Henvisning", "0.91")))
+    # A Tilbakemelding must point back at the referral.
+    reply = ELIN_K_MESSAGES[("Tilbakemelding på henvisning", "0.9")]
+    root = etree.fromstring(build_elin_k(reply.name, reply.version))
+    for el in root.xpath("k:ServRprt/k:ServReq", namespaces={"k": reply.family.namespace}):
+        el.getparent().remove(el)
+    assert not reply.matches(root)
+
+
+def test_radiology_requisitions_use_every_modality_and_go_to_radiology() -> None:
+    seen = set()
+    for seed in range(1, 30):
+        root = etree.fromstring(build("Rekvisisjon", "1.4", seed=seed, variant="radiologi"))
+        seen.add(root.find("{*}ServReq/{*}MsgDescr").get("V"))
+        assert root.findtext("{*}ServReq/{*}ServProvider/{*}HCP/{*}Inst/{*}Dept/{*}Id") == "81005"
+        assert root.find("{*}ServReq/{*}ReqInvestigation/{*}Investigation/{*}Id").get("S") == (
+            "2.16.578.1.12.4.1.1.7270"
+        )
+    assert seen == {"CT", "MR", "UL"}
+
+
+def test_tilbakemelding_refers_to_the_given_referral() -> None:
+    referral = etree.fromstring(build("Henvisning", "0.9", seed=2))
+    ref_id = referral.findtext("{*}ServReq/{*}Id")
+    ref_date = referral.find("{*}ServReq/{*}IssueDate").get("V")
+    root = etree.fromstring(
+        build_elin_k("Tilbakemelding på henvisning", "0.9", seed=2, referral=(ref_date, ref_id))
+    )
+    assert root.findtext("{*}ServRprt/{*}ServReq/{*}Id") == ref_id
+    assert root.find("{*}ServRprt/{*}ServReq/{*}IssueDate").get("V") == ref_date
+    assert root.findtext("{*}ServRprt/{*}MsgDescr") == "Tilbakemelding på henvisning"
+    # From the outpatient clinic the GP referred to, back to the GP.
+    assert root.findtext("{*}ServRprt/{*}ServProvider/{*}HCP/{*}Inst/{*}Dept/{*}Id") == "81002"
+    assert root.findtext("{*}ServRprt/{*}Requester/{*}HCP/{*}Inst/{*}HCPerson/{*}Id") == "82002"
+
+
+def test_build_elin_k_rejects_an_unknown_row() -> None:
+    with pytest.raises(ValueError, match="no ELIN-k"):
+        build_elin_k("Rekvisisjon Røntgen", "9.9")
+
+
+def test_unknown_variants_are_refused() -> None:
+    with pytest.raises(ValueError, match="variant"):
+        build("Rekvisisjon", "1.4", variant="patologi")
+    with pytest.raises(ValueError, match="variant"):
+        build("Epikrise", "1.0", variant="henvisning")

@@ -1,0 +1,150 @@
+"""SMTP adapters around the Msh: they move MIME entities and nothing else.
+
+Out: `SmtpSender` wraps the entity in a mail (From/To/Subject/Date/Message-ID) and hands it to the
+relay host with aiosmtplib, using STARTTLS whenever the server offers it.
+In: `SmtpListener` is an aiosmtpd server that accepts mail only for our configured addresses, refuses
+oversized mail (552) and mail that is not ebXML (554), and passes each accepted mail to a callback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import aiosmtplib
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+DEFAULT_MAX_BYTES = 20 * 1024 * 1024
+
+
+def mail_address(endpoint: str) -> str:
+    """`mailto://a@b` and `mailto:a@b` (both seen in CPAs) -> `a@b`."""
+    e = endpoint.strip()
+    for prefix in ("mailto://", "mailto:"):
+        if e.lower().startswith(prefix):
+            return e[len(prefix) :]
+    return e
+
+
+def wrap_mail(entity: bytes, *, mail_from: str, rcpt_to: str, subject: str = "ebXML") -> bytes:
+    """The mail headers in front of the MIME entity's own (MIME-Version, SOAPAction, Content-Type)."""
+    head = (
+        f"From: {mail_from}\r\nTo: {rcpt_to}\r\nSubject: {subject}\r\n"
+        f"Date: {email.utils.formatdate(usegmt=True)}\r\n"
+        f"Message-ID: {email.utils.make_msgid(domain=mail_from.rpartition('@')[2] or 'hub')}\r\n"
+    )
+    return head.encode("ascii") + entity
+
+
+@dataclass
+class SmtpSender:
+    """Sends through one relay host (e.g. the HelseNett mail server, or a peer's listener in tests)."""
+
+    host: str
+    port: int
+    mail_from: str
+    tls_context: ssl.SSLContext | None = None
+    username: str | None = None
+    password: str | None = None
+    timeout: float = 30.0
+
+    async def send(self, entity: bytes, to: str, *, subject: str = "ebXML") -> None:
+        rcpt = mail_address(to)
+        data = wrap_mail(entity, mail_from=self.mail_from, rcpt_to=rcpt, subject=subject)
+        await aiosmtplib.send(
+            data,
+            sender=self.mail_from,
+            recipients=[rcpt],
+            hostname=self.host,
+            port=self.port,
+            start_tls=None,  # None: STARTTLS when the server offers it, plain otherwise
+            tls_context=self.tls_context,
+            validate_certs=self.tls_context is not None,
+            username=self.username,
+            password=self.password,
+            timeout=self.timeout,
+        )
+
+
+def looks_like_ebxml(data: bytes) -> str | None:
+    """None when the mail can be ebXML; else why not (SMTP 554 text). Full checks are the Msh's."""
+    head = data.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0].lower()
+    if b"content-type:" not in head:
+        return "no Content-Type: not an ebXML message"
+    ctype = head.split(b"content-type:", 1)[1].split(b";", 1)[0].strip().split()[0]
+    if ctype not in (b"multipart/related", b"text/xml"):
+        return f"Content-Type {ctype.decode(errors='replace')} is not an ebXML message"
+    return None
+
+
+Received = Callable[[bytes, str, list[str]], Awaitable[None]]
+
+
+class _Handler:
+    def __init__(self, listener: SmtpListener) -> None:
+        self.l = listener
+
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,  # noqa: N802
+                          address: str, rcpt_options: list[str]) -> str:
+        if address.lower() not in self.l.recipients:
+            return f"550 5.1.1 <{address}>: no ebXML mailbox here"
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
+        data = envelope.original_content or b""
+        if len(data) > self.l.max_bytes:
+            return f"552 5.3.4 message exceeds the limit of {self.l.max_bytes} bytes"
+        why = looks_like_ebxml(data)
+        if why:
+            return f"554 5.6.0 {why}"
+        self.l.received.append(data)
+        task = asyncio.get_running_loop().create_task(
+            self.l.on_message(data, str(envelope.mail_from or ""), list(envelope.rcpt_tos)))
+        self.l.tasks.add(task)
+        task.add_done_callback(self.l.tasks.discard)
+        return "250 2.0.0 accepted for processing"
+
+
+@dataclass
+class SmtpListener:
+    """An aiosmtpd server on `host` (port 0: any free port; see `.port` once started)."""
+
+    recipients: set[str]
+    on_message: Received
+    host: str = "127.0.0.1"
+    port: int = 0
+    max_bytes: int = DEFAULT_MAX_BYTES
+    tls_context: ssl.SSLContext | None = None  # offer STARTTLS
+    received: list[bytes] = field(default_factory=list)
+    tasks: set[asyncio.Task] = field(default_factory=set)
+    _server: asyncio.base_events.Server | None = None
+
+    def __post_init__(self) -> None:
+        self.recipients = {mail_address(r).lower() for r in self.recipients}
+
+    async def start(self) -> SmtpListener:
+        handler = _Handler(self)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: SMTP(handler, hostname="hub.local", data_size_limit=self.max_bytes,
+                         tls_context=self.tls_context, require_starttls=False,
+                         # the size check is ours too, with our reply text; keep the raw bytes
+                         decode_data=False),
+            self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def drain(self) -> None:
+        """Wait for the callbacks of mail accepted so far (tests, orderly shutdown)."""
+        while self.tasks:
+            await asyncio.gather(*list(self.tasks))
+
+    async def stop(self) -> None:
+        await self.drain()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()

@@ -661,8 +661,9 @@ def stats(ctx: typer.Context, as_json: bool = JsonOpt, store: str = StoreOpt) ->
         print_json({"states": counts, "total": sum(counts.values()), "needs_attention": need})
         return
     order = sorted(counts.items(), key=lambda kv: (kv[0] not in _ATTENTION, -kv[1], kv[0]))
-    print_table(f"{sum(counts.values())} message(s), {need} needing attention", ("state", "messages"),
-                [(_state_cell(s), n) for s, n in order if n])
+    console.print(f"{sum(counts.values())} message(s), {need} needing attention")
+    if any(counts.values()):
+        print_table(None, ("state", "messages"), [(_state_cell(s), n) for s, n in order if n])
 
 
 def _apprec_limit() -> timedelta:

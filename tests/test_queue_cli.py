@@ -1,0 +1,498 @@
+"""`hub queue ...` against a real store (SQLite file, and PostgreSQL in a throwaway schema when reachable).
+
+The store is filled with fixture messages driven through the store's own lifecycle API (intake,
+claim, failure, ack, AppRec), then the CLI is run as an operator would and its JSON and human output
+checked. Route resolution (`hub.relay.route`) is tested here too, with a real register file, a real
+certificate and a CPA file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import secrets
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from typer.testing import CliRunner
+
+from hub.cli.main import app
+from hub.fixtures import GP_FASTLEGE, HOSP_POLIKLINIKK, NURSING_TILDELING, build
+from hub.fixtures.people import Person, random_person
+from hub.relay.lifecycle import Event, State
+from hub.relay.register import load_toml
+from hub.relay.route import CpaSummary, cert_summary, cpa_index, resolve_now
+from hub.store import ErrorInfo, MessageMeta, Store, open_store
+
+PG_ADMIN = os.environ.get("HUB_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+NOW = datetime.now(UTC).replace(microsecond=0)
+OLD = NOW - timedelta(days=5)
+RECENT = NOW - timedelta(hours=1)
+NODE = "node-t"
+
+
+# --- the store, on both backends -------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def pg_admin() -> Iterator[psycopg.Connection]:
+    try:
+        conn = psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN} ({exc.__class__.__name__})")
+    yield conn
+    conn.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'hub.sqlite'}"
+        return
+    admin: psycopg.Connection = request.getfixturevalue("pg_admin")
+    schema = f"q_{secrets.token_hex(4)}"
+    try:
+        yield f"{PG_ADMIN}?schema={schema}"
+    finally:
+        admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # no settings or register of the machine leak in; wide tables so cells do not wrap
+    monkeypatch.setenv("HUB_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("HUB_STORE", raising=False)
+    monkeypatch.setenv("COLUMNS", "250")
+
+
+@dataclass
+class World:
+    url: str
+    ids: dict[str, str]  # role -> short id
+    patient: Person
+    dnr_patient: Person
+    originals: dict[str, bytes]
+
+
+def _meta(data: bytes, sender: int, receiver: int, msg_type: str, family: str, gen: datetime) -> MessageMeta:
+    return MessageMeta(direction="out", channel="folder", kith_msg_id=f"kith-{secrets.token_hex(5)}",
+                       msg_type=msg_type, family=family, version="1.1", sender_her=str(sender),
+                       receiver_her=str(receiver), gen_date=gen)
+
+
+def _queued(st: Store, data: bytes, meta: MessageMeta, at: datetime) -> str:
+    m = st.put_received(data, meta, actor="folder", now=at)
+    st.transition(m.id, Event.VALIDATED, actor=NODE, reason="valid; routed", now=at)
+    return m.id
+
+
+def _claim(st: Store, mid: str, at: datetime) -> None:
+    got = st.claim_due(NODE, 1, now=at)
+    assert [m.id for m in got] == [mid]  # only the message just queued is due
+
+
+def populate(url: str) -> World:
+    patient = random_person(random.Random(11))
+    dnr_patient = random_person(random.Random(12), d_number=True)
+    assert patient.ident and dnr_patient.ident and dnr_patient.ident[0] in "4567"
+    ids: dict[str, str] = {}
+    originals: dict[str, bytes] = {}
+    gp, hosp, nurse = GP_FASTLEGE.her_id, HOSP_POLIKLINIKK.her_id, NURSING_TILDELING.her_id
+    with open_store(url) as st:
+        def add(role: str, data: bytes, meta: MessageMeta, at: datetime) -> str:
+            mid = _queued(st, data, meta, at)
+            originals[role] = data
+            return mid
+
+        # undelivered: the hospital's mailbox refused it (permanent), error text names the patient
+        d = build("Dialogmelding", "1.1", seed=1, sender=GP_FASTLEGE, receiver=HOSP_POLIKLINIKK,
+                  patient=patient)
+        mid = add("undelivered", d, _meta(d, gp, hosp, "DIALOG_NOTAT", "Dialogmelding", OLD), OLD)
+        _claim(st, mid, OLD)
+        st.record_failure(mid, ErrorInfo("smtp.550", f"mailbox unavailable (patient {patient.ident})", True),
+                          actor=NODE, lease_owner=NODE, now=OLD)
+        ids["undelivered"] = mid
+        # retrying: connection refused (transient), recent
+        d = build("Dialogmelding", "1.1", seed=2, sender=GP_FASTLEGE, receiver=HOSP_POLIKLINIKK,
+                  patient=dnr_patient)
+        mid = add("retrying", d, _meta(d, gp, hosp, "DIALOG_NOTAT", "Dialogmelding", RECENT), RECENT)
+        _claim(st, mid, RECENT)
+        st.record_failure(mid, ErrorInfo("connection", "connection refused", False), actor=NODE,
+                          lease_owner=NODE, now=RECENT)
+        ids["retrying"] = mid
+        # completed long ago: delivered, AppRec came back
+        d = build("Epikrise", "1.2", seed=3, sender=HOSP_POLIKLINIKK, receiver=GP_FASTLEGE)
+        mid = add("completed", d, _meta(d, hosp, gp, "EPIKRISE", "Epikrise", OLD), OLD)
+        _claim(st, mid, OLD)
+        st.transition(mid, Event.ACK, actor=NODE, lease_owner=NODE, now=OLD, reason="written")
+        st.transition(mid, Event.AWAIT_APPREC, actor=NODE, now=OLD)
+        st.transition(mid, Event.APPREC, actor=NODE, now=OLD, updates={"apprec_status": "1"})
+        ids["completed"] = mid
+        # delivered 5 days ago to the nursing home, no AppRec since: overdue
+        d = build("Dialogmelding", "1.1", seed=4, sender=GP_FASTLEGE, receiver=NURSING_TILDELING)
+        mid = add("waiting", d, _meta(d, gp, nurse, "DIALOG_FORESPORSEL", "Dialogmelding", OLD), OLD)
+        _claim(st, mid, OLD)
+        st.transition(mid, Event.ACK, actor=NODE, lease_owner=NODE, now=OLD, reason="written")
+        st.transition(mid, Event.AWAIT_APPREC, actor=NODE, now=OLD,
+                      updates={"apprec_due_at": NOW + timedelta(days=30)})
+        ids["waiting"] = mid
+        # failed at intake: a poison message
+        d = build("Dialogmelding", "1.1", seed=5, sender=GP_FASTLEGE, receiver=HOSP_POLIKLINIKK)
+        m = st.put_received(d, _meta(d, gp, hosp, "DIALOG_NOTAT", "Dialogmelding", OLD), actor="folder",
+                            now=OLD)
+        st.transition(m.id, Event.FAIL, actor=NODE, now=OLD, reason="crash: KeyError 'x'",
+                      error=ErrorInfo("crash", "KeyError 'x'", True))
+        originals["failed"] = d
+        ids["failed"] = m.id
+        # queued just now, to the nursing home
+        d = build("Dialogmelding", "1.1", seed=6, sender=GP_FASTLEGE, receiver=NURSING_TILDELING)
+        ids["queued"] = add("queued", d, _meta(d, gp, nurse, "DIALOG_NOTAT", "Dialogmelding", NOW), NOW)
+        short = {role: st.require(mid).short_id for role, mid in ids.items()}
+    return World(url, short, patient, dnr_patient, originals)
+
+
+@pytest.fixture
+def world(store_url: str) -> World:
+    return populate(store_url)
+
+
+runner = CliRunner()
+
+
+def run(world: World, *args: str, code: int = 0, input: str | None = None) -> str:
+    r = runner.invoke(app, ["queue", *args, "--store", world.url], input=input)
+    assert r.exit_code == code, f"exit {r.exit_code}: {r.stdout}\n{r.stderr}\n{r.exception!r}"
+    return r.stdout
+
+
+def run_json(world: World, *args: str, code: int = 0) -> object:
+    return json.loads(run(world, *args, "--json", code=code))
+
+
+# --- list ------------------------------------------------------------------------------------------
+
+def test_list_filters_select_the_right_messages(world: World) -> None:
+    every = run_json(world, "list")
+    assert {m["short_id"] for m in every} == set(world.ids.values())
+    assert [m["created_at"] for m in every] == sorted((m["created_at"] for m in every), reverse=True)
+
+    undelivered = run_json(world, "list", "--state", "undelivered")
+    assert [m["short_id"] for m in undelivered] == [world.ids["undelivered"]]
+    assert undelivered[0]["last_error_code"] == "smtp.550"
+
+    two = run_json(world, "list", "--state", "undelivered,failed")
+    assert {m["short_id"] for m in two} == {world.ids["undelivered"], world.ids["failed"]}
+
+    to_nursing = run_json(world, "list", "--receiver", str(NURSING_TILDELING.her_id))
+    assert {m["short_id"] for m in to_nursing} == {world.ids["waiting"], world.ids["queued"]}
+
+    from_hosp = run_json(world, "list", "--sender", str(HOSP_POLIKLINIKK.her_id))
+    assert [m["short_id"] for m in from_hosp] == [world.ids["completed"]]
+
+    asks = run_json(world, "list", "--type", "DIALOG_FORESPORSEL")
+    assert [m["short_id"] for m in asks] == [world.ids["waiting"]]
+
+    recent = run_json(world, "list", "--since", "2h")
+    assert {m["short_id"] for m in recent} == {world.ids["retrying"], world.ids["queued"]}
+    since_iso = run_json(world, "list", "--since", (NOW - timedelta(days=1)).isoformat())
+    assert {m["short_id"] for m in since_iso} == {world.ids["retrying"], world.ids["queued"]}
+
+    assert len(run_json(world, "list", "--limit", "2")) == 2
+
+
+def test_list_for_people_shows_ids_states_and_masked_errors(world: World) -> None:
+    out = run(world, "list")
+    for sid in world.ids.values():
+        assert sid in out
+    assert "undelivered" in out and "smtp.550" in out and "1/6" in out
+    assert f"{GP_FASTLEGE.her_id} -> {HOSP_POLIKLINIKK.her_id}" in out
+    assert world.patient.ident not in out  # the error text names the patient: masked
+    assert world.patient.ident[:6] + "*****" in out
+
+
+def test_bad_filter_and_unknown_id_are_clear_errors(world: World) -> None:
+    r = runner.invoke(app, ["queue", "list", "--state", "lost", "--store", world.url])
+    assert r.exit_code == 2 and "unknown state lost" in r.stderr
+    for cmd in ("show", "why", "export"):
+        r = runner.invoke(app, ["queue", cmd, "zzzzzzzzzz", "--store", world.url])
+        assert r.exit_code == 1, cmd
+        assert "no message 'zzzzzzzzzz'" in r.stderr
+
+
+# --- show ------------------------------------------------------------------------------------------
+
+def test_show_masks_identity_numbers_and_reveal_is_audited(world: World) -> None:
+    sid = world.ids["undelivered"]
+    fnr = world.patient.ident
+    assert fnr is not None and fnr.encode() in world.originals["undelivered"]
+    shown = run_json(world, "show", sid)
+    assert shown["masked"] is True
+    assert shown["message"]["short_id"] == sid and shown["message"]["state"] == "undelivered"
+    assert fnr not in json.dumps(shown, ensure_ascii=False)
+    assert fnr[:6] + "*****" in shown["payload"]
+    assert [e["event"] for e in shown["timeline"]] == ["accept", "validated", "claim", "nack_permanent"]
+    assert "MsgHead" in shown["payload"]
+
+    human = run(world, "show", sid)
+    assert fnr not in human and fnr[:6] + "*****" in human and "smtp.550" in human
+    assert "nack_permanent" in human
+
+    with open_store(world.url) as st:
+        assert st.audit_log(target=st.require(sid).id) == []  # masked views are not audited
+
+    revealed = run_json(world, "show", sid, "--reveal", "--actor", "ops-anna")
+    assert revealed["masked"] is False
+    assert fnr in revealed["payload"] and fnr in revealed["message"]["last_error_text"]
+    with open_store(world.url) as st:
+        log = st.audit_log(target=st.require(sid).id)
+    assert [(a.actor, a.action) for a in log] == [("ops-anna", "reveal")]
+    assert abs((log[0].at - datetime.now(UTC)).total_seconds()) < 120
+
+
+def test_show_masks_d_numbers_and_defaults_actor_to_os_user(world: World) -> None:
+    sid = world.ids["retrying"]
+    dnr = world.dnr_patient.ident
+    assert dnr is not None
+    human = run(world, "show", sid)
+    assert dnr not in human and dnr[:6] + "*****" in human
+    out = run(world, "show", sid, "--reveal")
+    assert dnr in out and "REVEALED" in out
+    with open_store(world.url) as st:
+        log = st.audit_log(target=st.require(sid).id)
+    assert len(log) == 1 and log[0].action == "reveal" and log[0].actor
+
+
+# --- why -------------------------------------------------------------------------------------------
+
+def test_why_explains_an_undelivered_message_with_its_last_error(world: World) -> None:
+    sid = world.ids["undelivered"]
+    got = run_json(world, "why", sid)
+    text = got["explanation"]
+    assert got["state"] == "undelivered" and got["last_error"]["code"] == "smtp.550"
+    assert "could not be delivered" in text and "smtp.550" in text and "permanent" in text
+    assert "1 of 6 attempts" in text and "told the sender" in text and f"hub queue resend {sid}" in text
+    assert world.patient.ident not in text and world.patient.ident[:6] + "*****" in text
+    assert "\n" not in text  # one paragraph
+    human = run(world, "why", world.ids["retrying"])
+    assert "connection refused" in human and "Next attempt" in human
+
+
+# --- resend ----------------------------------------------------------------------------------------
+
+def test_resend_creates_a_child_with_lineage_on_both(world: World) -> None:
+    sid = world.ids["undelivered"]
+    got = run_json(world, "resend", sid, "--actor", "ops-bo", "--reason", "mailbox fixed")
+    assert got["actor"] == "ops-bo" and got["skipped"] == []
+    [r] = got["resent"]
+    assert r["parent"] == sid and r["state"] == "queued"
+    with open_store(world.url) as st:
+        parent = st.require(sid)
+        child = st.require(r["id"])
+        assert child.parent_id == parent.id and child.state is State.QUEUED
+        assert st.blob(child.id) == st.blob(parent.id)
+        ptl, ctl = st.timeline(parent.id), st.timeline(child.id)
+        audit = st.audit_log(target=parent.id)
+    assert parent.state is State.UNDELIVERED  # the original keeps its state
+    assert ptl[-1].event == "resent" and ptl[-1].actor == "ops-bo" and child.short_id in ptl[-1].reason
+    assert ctl[0].event == "resend" and ctl[0].actor == "ops-bo" and ctl[0].from_state is None
+    assert [(a.actor, a.action) for a in audit] == [("ops-bo", "resend")]
+    # lineage is visible both ways
+    assert run_json(world, "show", sid)["children"] == [child.short_id]
+    assert run_json(world, "show", child.short_id)["parent"] == sid
+    assert f"resend of {sid}" in run_json(world, "why", child.short_id)["explanation"]
+
+
+def test_resend_refuses_a_message_still_in_progress(world: World) -> None:
+    r = runner.invoke(app, ["queue", "resend", world.ids["queued"], "--store", world.url])
+    assert r.exit_code == 1 and "cannot be resent" in r.stdout
+    with open_store(world.url) as st:
+        assert sum(st.stats().values()) == len(world.ids)
+
+
+def _register_world(
+    tmp_path: Path, *, cert_days: int = 365, cpa_end: datetime | None = None
+) -> tuple[Path, Path]:
+    """A register where the hospital is a network peer (SMTP, CPA, certificate) and the nursing home local."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Fjordbyen sykehus HF enc")])
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(0x5EED).not_valid_before(NOW - timedelta(days=400))
+            .not_valid_after(NOW + timedelta(days=cert_days)).sign(key, hashes.SHA256()))
+    (tmp_path / "hosp-enc.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    reg = tmp_path / "register.toml"
+    reg.write_text(f"""
+[[party]]
+her_id = 81001
+name = "Fjordbyen sykehus HF"
+kind = "hospital"
+endpoint = "mailto:edi@sykehus.example"
+cpa = "cpa-hosp-1"
+enc_cert = "hosp-enc.pem"
+sign_cert = "missing-sign.pem"
+
+[[party]]
+her_id = {HOSP_POLIKLINIKK.her_id}
+name = "Medisinsk poliklinikk"
+parent = 81001
+
+[[party]]
+her_id = 84001
+name = "Fjordbyen sykehjem"
+kind = "nursing"
+local = true
+
+[[party]]
+her_id = {NURSING_TILDELING.her_id}
+name = "Tildelingskontoret"
+parent = 84001
+""", encoding="utf-8")
+    cpa_dir = tmp_path / "cpa"
+    cpa_dir.mkdir()
+    end = (cpa_end or NOW + timedelta(days=200)).isoformat()
+    ns = "http://www.oasis-open.org/committees/ebxml-cppa/schema/cpp-cpa-2_0.xsd"
+    (cpa_dir / "hosp.xml").write_text(
+        f'<tp:CollaborationProtocolAgreement xmlns:tp="{ns}" tp:cpaid="cpa-hosp-1">'
+        f'<tp:Status tp:value="agreed"/><tp:Start>2020-01-01T00:00:00.1234567+01:00</tp:Start>'
+        f"<tp:End>{end}</tp:End><tp:PartyInfo><tp:PartyId tp:type=\"HER\">80000</tp:PartyId></tp:PartyInfo>"
+        f'<tp:PartyInfo><tp:PartyId tp:type="HER">81001</tp:PartyId></tp:PartyInfo>'
+        "</tp:CollaborationProtocolAgreement>", encoding="utf-8")
+    (cpa_dir / "not-a-cpa.xml").write_text("<x/>", encoding="utf-8")
+    return reg, cpa_dir
+
+
+def test_bulk_resend_dry_run_changes_nothing_and_shows_route_cpa_cert(world: World, tmp_path: Path) -> None:
+    reg, cpa_dir = _register_world(tmp_path)
+    with open_store(world.url) as st:
+        before = (st.stats(), [(m.id, m.state, m.updated_at) for m in st.list_messages()])
+    args = ("resend", "--state", "undelivered,failed", "--receiver", str(HOSP_POLIKLINIKK.her_id),
+            "--dry-run", "--register", str(reg), "--cpa-dir", str(cpa_dir))
+    got = run_json(world, *args)
+    assert {g["id"] for g in got} == {world.ids["undelivered"], world.ids["failed"]}
+    for g in got:
+        r = g["route"]
+        assert g["would_resend"] is True
+        assert r["kind"] == "smtp" and r["endpoint"] == "mailto:edi@sykehus.example"
+        assert r["cpa_id"] == "cpa-hosp-1" and r["cpa"]["status"] == "agreed"
+        assert r["cpa"]["end"].startswith((NOW + timedelta(days=200)).date().isoformat())
+        assert r["enc_cert"]["subject"] == "CN=Fjordbyen sykehus HF enc" and r["enc_cert"]["serial"] == "5eed"
+        assert r["ok"] is True and any("signing certificate" in n for n in r["notes"])
+    human = run(world, *args)
+    assert "nothing changed" in human and "mailto:edi@sykehus.example" in human and "cpa-hosp-1" in human
+    assert "CN=Fjordbyen sykehus HF enc" in human
+    with open_store(world.url) as st:
+        after = (st.stats(), [(m.id, m.state, m.updated_at) for m in st.list_messages()])
+        assert st.audit_log() == []
+    assert after == before
+
+
+def test_bulk_resend_asks_then_resends_the_selection(world: World, tmp_path: Path) -> None:
+    reg, cpa_dir = _register_world(tmp_path)
+    base = ["resend", "--state", "undelivered", "--receiver", str(HOSP_POLIKLINIKK.her_id),
+            "--register", str(reg), "--cpa-dir", str(cpa_dir), "--actor", "ops-cy"]
+    out = run(world, *base, input="n\n", code=1)
+    assert "About to resend 1 message(s) (1 undelivered)" in out
+    with open_store(world.url) as st:
+        assert st.stats()["queued"] == 1  # declined: nothing changed
+    out = run(world, *base, input="y\n")
+    assert "1 resent, 0 skipped" in out and "mailto:edi@sykehus.example" in out
+    with open_store(world.url) as st:
+        queued = st.list_messages(state="queued")
+        parent = st.require(world.ids["undelivered"])
+    assert len(queued) == 2 and [m.parent_id for m in queued if m.parent_id] == [parent.id]
+
+
+# --- route resolution (pure) ------------------------------------------------------------------------
+
+def test_resolve_now_reports_what_blocks_a_delivery(tmp_path: Path) -> None:
+    reg_path, cpa_dir = _register_world(tmp_path, cert_days=-1, cpa_end=NOW - timedelta(days=1))
+    reg = load_toml(reg_path)
+    cpas = cpa_index(cpa_dir)
+    assert set(cpas) == {"cpa-hosp-1"} and cpas["cpa-hosp-1"].party_ids == ("80000", "81001")
+    spool = tmp_path / "spool"
+    r = resolve_now(HOSP_POLIKLINIKK.her_id, reg, spool, now=NOW, cpas=cpas.get, certs=cert_summary,
+                    recorded_cpa_id="cpa-old")
+    assert not r.ok
+    assert any("CPA cpa-hosp-1 ended" in p for p in r.problems)
+    assert any(p.startswith("encryption certificate CN=Fjordbyen sykehus HF enc expired") for p in r.problems)
+    assert any("cpa-old" in n for n in r.notes) and any("81002" in n for n in r.notes)  # party not in CPA
+    local = resolve_now(NURSING_TILDELING.her_id, reg, spool, now=NOW, cpas=cpas.get, certs=cert_summary)
+    assert local.ok and local.kind == "folder" and local.endpoint == str(spool / "84001")
+    unknown = resolve_now(99999, reg, spool, now=NOW)
+    assert not unknown.ok and "not in the address register" in unknown.problems[0]
+    assert "names no receiver" in resolve_now(None, reg, spool, now=NOW).problems[0]
+    gone = resolve_now(HOSP_POLIKLINIKK.her_id, reg, spool, now=NOW,
+                       cpas=lambda _id: None, certs=lambda p: cert_summary(str(tmp_path / "nope.pem")))
+    assert any("not in the CPA repository" in p for p in gone.problems)
+    assert any("cannot read" in p for p in gone.problems)
+    unchecked = resolve_now(HOSP_POLIKLINIKK.her_id, reg, spool, now=NOW)  # no repository, no cert reading
+    assert unchecked.ok and unchecked.cpa is None and unchecked.enc_cert is not None
+    assert isinstance(CpaSummary("x"), CpaSummary)
+
+
+# --- export ----------------------------------------------------------------------------------------
+
+def test_export_returns_the_exact_original_bytes(world: World, tmp_path: Path) -> None:
+    sid = world.ids["undelivered"]
+    original = world.originals["undelivered"]
+    r = runner.invoke(app, ["queue", "export", sid, "--store", world.url, "--actor", "ops-di"])
+    assert r.exit_code == 0 and r.stdout_bytes == original
+    out = tmp_path / "x.xml"
+    got = run_json(world, "export", sid, "--out", str(out))
+    assert out.read_bytes() == original and got["sha256"] == hashlib.sha256(original).hexdigest()
+    z = tmp_path / "all.zip"
+    got = run_json(world, "export", sid, "--all", "--out", str(z))
+    with zipfile.ZipFile(z) as zf:
+        assert zf.read(f"{sid}/original.xml") == original
+        tl = json.loads(zf.read(f"{sid}/timeline.json"))
+        meta = json.loads(zf.read(f"{sid}/message.json"))
+    assert [e["event"] for e in tl] == ["accept", "validated", "claim", "nack_permanent"]
+    assert meta["short_id"] == sid and meta["state"] == "undelivered"
+    folder = tmp_path / "all"
+    run(world, "export", sid, "--all", "--out", str(folder))
+    assert (folder / "original.xml").read_bytes() == original and (folder / "timeline.json").exists()
+    with open_store(world.url) as st:
+        log = st.audit_log(target=st.require(sid).id)
+    assert [a.action for a in log] == ["export"] * 4 and log[-1].actor == "ops-di"
+
+
+# --- purge, stats, overdue --------------------------------------------------------------------------
+
+def test_purge_keeps_undelivered_and_failed_unless_forced(world: World) -> None:
+    got = run_json(world, "purge", "--before", "1d", "--actor", "ops-ed")
+    assert got["purged"] == 1  # only the old completed one
+    assert got["kept"]["needs_attention"] == {"undelivered": 1, "failed": 1}
+    assert got["kept"]["in_progress"] == {"awaiting_apprec": 1}
+    with open_store(world.url) as st:
+        assert st.get(world.ids["completed"]) is None
+        for role in ("undelivered", "failed", "waiting", "retrying", "queued"):
+            assert st.get(world.ids[role]) is not None, role
+        assert st.audit_log()[0].actor == "ops-ed"
+    human = run(world, "purge", "--before", "1d")
+    assert "purged 0" in human and "1 failed, 1 undelivered" in human and "--force" in human
+    got = run_json(world, "purge", "--before", "1d", "--force", "--yes")
+    assert got["purged"] == 2 and got["kept"]["needs_attention"] == {}
+    with open_store(world.url) as st:
+        assert st.get(world.ids["undelivered"]) is None and st.get(world.ids["failed"]) is None
+        assert st.get(world.ids["waiting"]) is not None  # in progress: never purged
+
+
+def test_stats_and_overdue(world: World) -> None:
+    got = run_json(world, "stats")
+    assert got["total"] == len(world.ids) and got["needs_attention"] == 2
+    assert got["states"]["undelivered"] == 1 and got["states"]["retrying"] == 1
+    assert "6 message(s), 2 needing attention" in run(world, "stats")
+    late = run_json(world, "overdue")  # 96 h after GenDate
+    assert [m["short_id"] for m in late] == [world.ids["waiting"]] and late[0]["overdue_s"] > 0
+    assert run_json(world, "overdue", "--after", "6d") == []
+    out = run(world, "overdue", "--after", "1d")
+    assert world.ids["waiting"] in out and "DIALOG_FORESPORSEL" in out

@@ -122,16 +122,15 @@ def _decoded(part: email.message.Message, name: str) -> bytes:
     raw = part.get_payload(decode=False)
     if isinstance(raw, list):
         raise _fault(f"{name} is itself multipart", "Content-Type")
-    data = raw.encode("latin-1") if isinstance(raw, str) else bytes(raw)
     if cte == "base64":
+        data = raw.encode("ascii", "surrogateescape") if isinstance(raw, str) else bytes(raw)
         try:
             return base64.b64decode(b"".join(data.split()), validate=True)
         except (binascii.Error, ValueError) as exc:
             raise _fault(f"{name}: base64 content cannot be decoded ({exc})",
                          "Content-Transfer-Encoding") from None
-    if cte in ("7bit", "8bit", "binary"):
-        return data
-    if cte == "quoted-printable":
+    if cte in ("7bit", "8bit", "binary", "quoted-printable"):
+        # the email package keeps 8-bit bytes as surrogate escapes; decode=True gives them back as bytes
         return part.get_payload(decode=True)  # type: ignore[return-value]
     raise _fault(f"{name}: Content-Transfer-Encoding {cte!r} is not supported", "Content-Transfer-Encoding")
 

@@ -102,6 +102,7 @@ class _Handler:
         if why:
             return f"554 5.6.0 {why}"
         self.l.received.append(data)
+        self.l.tls_used.append(bool(session.ssl))
         task = asyncio.get_running_loop().create_task(
             self.l.on_message(data, str(envelope.mail_from or ""), list(envelope.rcpt_tos)))
         self.l.tasks.add(task)
@@ -120,6 +121,7 @@ class SmtpListener:
     max_bytes: int = DEFAULT_MAX_BYTES
     tls_context: ssl.SSLContext | None = None  # offer STARTTLS
     received: list[bytes] = field(default_factory=list)
+    tls_used: list[bool] = field(default_factory=list)  # per accepted mail: did it come over STARTTLS
     tasks: set[asyncio.Task] = field(default_factory=set)
     _server: asyncio.base_events.Server | None = None
 

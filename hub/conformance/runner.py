@@ -22,7 +22,7 @@ from hub.conformance import exchange as ex
 from hub.conformance.catalogue import Case, Expect, MessageType, cases_for, content_for, matrix_row
 from hub.conformance.evidence import CaseRecord, Evidence
 from hub.conformance.profiles import Profile
-from hub.conformance.simulated import TEST_CENTRE, TEST_CENTRE_SERVICE, person_to_json
+from hub.conformance.simulated import PARTIES, TEST_CENTRE, TEST_CENTRE_SERVICE, person_to_json
 from hub.fixtures import people
 from hub.fixtures.people import Party
 from hub.paths import SCHEMAS_DIR
@@ -291,7 +291,7 @@ class Runner:
 
     def _system_party(self, profile: Profile) -> Party:
         her = profile.services[0] if profile.services else profile.her_id
-        return people.DIRECTORY[her]
+        return PARTIES[her]
 
     def _variant(self, mt: MessageType, variant: str, target: Party) -> bytes:
         """The message a battery case sends: built by the fixture builder, then broken on purpose."""

@@ -63,10 +63,15 @@ def system_parties(profile: Profile) -> list[Party]:
                     for i, h in enumerate(profile.services)]
 
 
+# The test network's parties (the demo ones, the test centre, the systems): the fixture builder
+# resolves parents here (build(directory=PARTIES)); people.DIRECTORY itself is never changed.
+PARTIES: dict[int, Party] = dict(people.DIRECTORY)
+
+
 def register_parties(parties: list[Party]) -> None:
-    """Make parties known to the fixture builder, which walks parents through people.DIRECTORY."""
+    """Make parties known to the test network's directory the fixture builder is given."""
     for p in parties:
-        people.DIRECTORY.setdefault(p.her_id, p)
+        PARTIES.setdefault(p.her_id, p)
 
 
 register_parties([TEST_CENTRE, TEST_CENTRE_SERVICE])
@@ -174,8 +179,8 @@ class SimulatedSystem:
         return {p["ident"] for p in json.loads(path.read_text(encoding="utf-8")) if p.get("ident")}
 
     def _party(self, her: int | None) -> Party:
-        if her is not None and her in people.DIRECTORY:
-            return people.DIRECTORY[her]
+        if her is not None and her in PARTIES:
+            return PARTIES[her]
         return Party(int(her or 0), "Ukjent kommunikasjonspart", None, "other")
 
     def _message_type(self, family: str | None, version: str | None, data: bytes) -> MessageType | None:
@@ -258,7 +263,7 @@ class SimulatedSystem:
         apprec = build("AppRec", "1.0", sender=me, receiver=them, status=decision.status,
                        errors=decision.errors, original=(getattr(result, "type", None) or "UKJENT", issue,
                                                          original_id),
-                       msg_id=ex.new_id(), gen_date=now)
+                       msg_id=ex.new_id(), gen_date=now, directory=PARTIES)
         if self._has("apprec-no-error-oid", key, "M"):
             apprec = apprec.replace(b' S="2.16.578.1.12.4.1.1.8221"', b"")
         env = ex.Envelope(ex.new_id(), self.profile.her_id, t.envelope.sender, ref=t.envelope.id)
@@ -282,7 +287,8 @@ class SimulatedSystem:
             kwargs["msg_id"] = ex.new_id()
         sender = self._party(self.profile.services[0] if self.profile.services else self.profile.her_id)
         data = build(mt.family, mt.family_version, seed=int(order.get("seed", 1)), sender=sender,
-                     receiver=self._party(int(order["receiver"])), patient=patient, **kwargs)
+                     receiver=self._party(int(order["receiver"])), patient=patient, directory=PARTIES,
+                     **kwargs)
         data = self._bend(data, key)
         env = ex.Envelope(ex.new_id(), self.profile.her_id, int(order["receiver"]), ref=order["id"])
         ex.put(self.root / ex.FROM_SYSTEM, env, data)

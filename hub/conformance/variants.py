@@ -12,7 +12,7 @@ import uuid
 from lxml import etree
 
 from hub.conformance.catalogue import MessageType
-from hub.conformance.simulated import TEST_CENTRE_SERVICE, register_parties
+from hub.conformance.simulated import PARTIES, TEST_CENTRE_SERVICE, register_parties
 from hub.fixtures import people
 from hub.fixtures.builder import build
 from hub.fixtures.people import Party, Person
@@ -29,7 +29,7 @@ _LAUGHS = (b'<!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol1 "&lol;&lol;&lol;&l
 
 def _unknown_service(target: Party) -> Party:
     """A level-2 party under the system's own organisation that the system does not have."""
-    org = people.DIRECTORY[target.parent_her_id] if target.parent_her_id else target
+    org = PARTIES[target.parent_her_id] if target.parent_her_id else target
     p = Party(org.her_id * 10 + 9, "Nedlagt avdeling", None, org.kind, parent_her_id=org.her_id)
     register_parties([p])
     return p
@@ -65,7 +65,7 @@ def make_variant(mt: MessageType, variant: str, target: Party, *, patient: Perso
     elif variant == "unknown-patient":
         who = stranger
     data = build(mt.family, mt.family_version, seed=seed, sender=TEST_CENTRE_SERVICE, receiver=receiver,
-                 patient=who, **mt.build_args, **kw)
+                 patient=who, directory=PARTIES, **mt.build_args, **kw)
     family = by_key(mt.family, mt.family_version)
     ns = family.namespace.encode() if family else b""
     if variant == "not-well-formed":

@@ -23,6 +23,7 @@ from typing import Any
 
 import typer
 from rich.markup import escape
+from rich.table import Table
 
 from hub.cli.common import console, fail, print_json, print_table
 from hub.config import home, load_settings
@@ -317,9 +318,11 @@ def show(
     if err:
         rows.append(("last error", escape(mask_text(f"{err.code}: {err.text}") if not reveal
                                           else f"{err.code}: {err.text}")
-                     + (" [permanent]" if err.permanent else " \\[transient]")))
-    print_table(None, ("", ""), [(k, v if k in ("state", "last error") else escape(str(v or "-")))
-                                 for k, v in rows])
+                     + (" (permanent: not retried)" if err.permanent else " (transient)")))
+    heads = Table(show_header=False, box=None, padding=(0, 2, 0, 0))
+    for k, v in rows:
+        heads.add_row(f"[bold]{k}[/]", v if k in ("state", "last error") else escape(str(v or "-")))
+    console.print(heads)
     print_table("timeline", ("time (UTC)", "event", "from -> to", "reason", "actor"), [
         (e.at.strftime("%Y-%m-%d %H:%M:%S"), e.event, f"{e.from_state or '·'} -> {e.to_state}",
          escape(e.reason if reveal else mask_text(e.reason)), escape(e.actor)) for e in tl])

@@ -88,7 +88,13 @@ def explain(
                  "The sender must correct and send a new message; resend only if the cause was on our "
                  f"side (e.g. the address register), with {resend}."]
     elif st is State.QUEUED:
-        parts = [f"The {who} was checked and queued {since}.",
+        born = timeline[0] if timeline else None
+        how = "was checked and queued"
+        if born is not None and born.event == Event.RESEND.value:
+            how = "was queued as an operator's resend" + (f" by {born.actor}" if born.actor else "")
+        elif born is not None and born.event == Event.GENERATE.value:
+            how = "was composed by the hub and queued"
+        parts = [f"The {who} {how} {since}.",
                  "It waits for a delivery worker"
                  + (f"; a previous attempt failed with {err}" if err else "") + ".",
                  f"Next: delivery on the next claim (attempt {m.attempts + 1} of {m.max_retries + 1}).",

@@ -424,7 +424,11 @@ def test_resolve_now_reports_what_blocks_a_delivery(tmp_path: Path) -> None:
     assert not r.ok
     assert any("CPA cpa-hosp-1 ended" in p for p in r.problems)
     assert any(p.startswith("encryption certificate CN=Fjordbyen sykehus HF enc expired") for p in r.problems)
-    assert any("cpa-old" in n for n in r.notes) and any("81002" in n for n in r.notes)  # party not in CPA
+    assert any("cpa-old" in n for n in r.notes)
+    assert not any("names parties" in n for n in r.notes)  # the service is covered by its organisation's CPA
+    other = CpaSummary("cpa-hosp-1", "agreed", None, NOW + timedelta(days=1), ("80000", "99999"))
+    r2 = resolve_now(HOSP_POLIKLINIKK.her_id, reg, spool, now=NOW, cpas=lambda _id: other)
+    assert any("names parties 80000, 99999, not 81002" in n for n in r2.notes)
     local = resolve_now(NURSING_TILDELING.her_id, reg, spool, now=NOW, cpas=cpas.get, certs=cert_summary)
     assert local.ok and local.kind == "folder" and local.endpoint == str(spool / "84001")
     unknown = resolve_now(99999, reg, spool, now=NOW)
@@ -436,7 +440,6 @@ def test_resolve_now_reports_what_blocks_a_delivery(tmp_path: Path) -> None:
     assert any("cannot read" in p for p in gone.problems)
     unchecked = resolve_now(HOSP_POLIKLINIKK.her_id, reg, spool, now=NOW)  # no repository, no cert reading
     assert unchecked.ok and unchecked.cpa is None and unchecked.enc_cert is not None
-    assert isinstance(CpaSummary("x"), CpaSummary)
 
 
 # --- export ----------------------------------------------------------------------------------------
@@ -496,3 +499,13 @@ def test_stats_and_overdue(world: World) -> None:
     assert run_json(world, "overdue", "--after", "6d") == []
     out = run(world, "overdue", "--after", "1d")
     assert world.ids["waiting"] in out and "DIALOG_FORESPORSEL" in out
+
+
+def test_store_comes_from_the_group_option_or_settings(world: World, tmp_path: Path) -> None:
+    r = runner.invoke(app, ["queue", "--store", world.url, "stats", "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["total"] == len(world.ids)
+    home = Path(os.environ["HUB_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "settings.json").write_text(json.dumps({"store": world.url}), encoding="utf-8")
+    r = runner.invoke(app, ["queue", "list", "--state", "failed", "--json"])
+    assert r.exit_code == 0 and [m["short_id"] for m in json.loads(r.stdout)] == [world.ids["failed"]]

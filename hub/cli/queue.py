@@ -523,17 +523,29 @@ def _dry_run_report(msgs: Sequence[Message], routes: dict[str, Resolution], as_j
     if not msgs:
         console.print("no messages match")
         return
-    print_table(
-        f"dry run: {len(msgs)} message(s), nothing changed",
-        ("id", "state", "receiver", "resend?", "route / endpoint", "CPA", "certificate (encryption)",
-         "problems"),
-        [(m.short_id, _state_cell(m.state.value), escape(f"{m.receiver_her or '?'} {r.party or ''}".strip()),
-          "yes" if _can_resend(m) else "no", escape(f"{r.kind or '-'} {r.endpoint or ''}".strip()),
-          escape(r.cpa_id or "-") + ("" if r.cpa is None or r.cpa.end is None
-                                     else f" (until {r.cpa.end.date()})"),
-          escape(_cert_cell(r)), escape("; ".join(r.problems + r.notes)) or "none")
-         for m in msgs for r in (routes[m.id],)],
-    )
+    # one block per message: endpoints, subjects and paths are long and must not be cut
+    console.print(f"[bold]dry run[/]: {len(msgs)} message(s), nothing changed")
+    for m in msgs:
+        r = routes[m.id]
+        verdict = "[green]would resend[/]" if _can_resend(m) else "[yellow]not resendable in this state[/]"
+        console.print(f"\n[bold]{m.short_id}[/] {_state_cell(m.state.value)} -> "
+                      f"{escape(m.receiver_her or '?')} {escape(r.party or '')}  {verdict}")
+        if r.kind:
+            console.print(f"  route  {r.kind} {escape(r.endpoint or '')}")
+        if r.cpa_id or r.kind in ("smtp", "http"):
+            cpa = r.cpa
+            extra = "" if cpa is None else " (" + ", ".join(x for x in (
+                cpa.status, f"until {cpa.end.date()}" if cpa.end else None) if x) + ")"
+            console.print(f"  CPA    {escape(r.cpa_id or 'none')}{escape(extra)}"
+                          + ("" if cpa is not None or r.cpa_id is None else " (not checked: no CPA folder)"))
+        if r.enc_cert is not None:
+            c = r.enc_cert
+            serial = f", serial {c.serial}" if c.serial else ""
+            console.print(f"  cert   {escape(_cert_cell(r))}{serial}")
+        for p in r.problems:
+            console.print(f"  [bold red]BLOCKS[/] {escape(p)}")
+        for n in r.notes:
+            console.print(f"  note   {escape(n)}")
 
 
 # --- export ----------------------------------------------------------------------------------------

@@ -119,7 +119,8 @@ def resolve_now(
                 problems.append(f"CPA {cpa_id} ended {cpa.end.isoformat()}")
             if cpa.start is not None and cpa.start > now:
                 problems.append(f"CPA {cpa_id} starts only {cpa.start.isoformat()}")
-            if cpa.party_ids and her not in cpa.party_ids:
+            # a service or person is covered by its organisation's CPA
+            if cpa.party_ids and not {str(p.her_id) for p in register.chain(her)} & set(cpa.party_ids):
                 notes.append(f"CPA {cpa_id} names parties {', '.join(cpa.party_ids)}, not {her}")
             if cpa.status and cpa.status not in ("agreed", "signed"):
                 notes.append(f"CPA {cpa_id} status is {cpa.status!r}")

@@ -48,6 +48,7 @@ C14N_2001 = CanonicalizationMethod.CANONICAL_XML_1_0.value
 ENVELOPED = "http://www.w3.org/2000/09/xmldsig#enveloped-signature"
 _NS = {"ds": DS}
 _XML_NS = "{http://www.w3.org/XML/1998/namespace}"
+_SIGNATURE = f"{{{DS}}}Signature"
 
 # name -> (SignatureMethod URI, DigestMethod URI, hash)
 ALGORITHMS: dict[str, tuple[str, str, type[hashes.HashAlgorithm]]] = {
@@ -159,7 +160,7 @@ def sign_enveloped(
         raise SecurityError.of("key-error", "the signing key must be RSA (rsa-sha256 profile)")
     sig_uri, digest_uri, hash_cls = ALGORITHMS[algorithm]
     root = _root_of(doc, copy_element=True)
-    if root.find(".//ds:Signature", _NS) is not None:
+    if next(root.iter(_SIGNATURE), None) is not None:
         raise SecurityError.of("signature-multiple", "the document is already signed; will not add a second")
     h = hashes.Hash(hash_cls())
     h.update(_c14n_document(root, False, False))
@@ -190,7 +191,7 @@ def _fail(kind: str, message: str) -> SecurityError:
 
 
 def _signature_of(root: etree._Element) -> etree._Element:
-    sigs = root.findall(".//ds:Signature", _NS) + ([root] if root.tag == f"{{{DS}}}Signature" else [])
+    sigs = list(root.iter(_SIGNATURE))
     if not sigs:
         raise _fail("signature-missing", "the document carries no ds:Signature")
     if len(sigs) > 1:

@@ -138,7 +138,9 @@ def test_lineage_names_parent_and_resends(store: Store) -> None:
     child = store.resend(orig.id, actor="ops-bo", now=T0 + timedelta(hours=1))
     t_orig = _why(store, orig, children=[child])
     t_child = _why(store, child, parent=store.require(orig.id))
-    assert f"resent as {child.short_id} (queued)" in t_orig
+    assert f"already been resent as {child.short_id} (queued)" in t_orig
+    assert f"hub queue why {child.short_id}" in t_orig and f"hub queue resend {orig.short_id}" not in t_orig
+    assert "last at 2026-03-02 08:00 UTC (3h ago)" in t_orig  # the failure, not the later resend entry
     assert f"resend of {orig.short_id}" in t_child and "was checked and queued" not in t_child
     assert "queued as an operator's resend by ops-bo" in t_child
 

@@ -68,8 +68,10 @@ def explain(
     """One paragraph: what happened, what the hub did, what happens next, what the operator can do."""
     who = (f"{m.msg_type or 'message'} {m.short_id} from {m.sender_her or '?'} "
            f"to {m.receiver_her or '?'}")
-    last = _last(timeline)
-    since = _at(last.at if last else m.updated_at, now)
+    # when it entered its current state (later entries such as `resent` or duplicate acks do not count)
+    entered = next((e for e in reversed(timeline)
+                    if e.to_state == m.state.value and e.from_state != e.to_state), None)
+    since = _at(entered.at if entered else m.updated_at, now)
     err = _error(m)
     attempts = f"{m.attempts} of {m.max_retries + 1} attempts"
     resend = f"`hub queue resend {m.short_id}`"
@@ -184,6 +186,8 @@ def explain(
         of = parent.short_id if parent else m.parent_id
         lineage.append(f"This message is an operator's resend of {of}.")
     if children:
+        # the operator already acted: point at the copy instead of suggesting another resend
         kids = ", ".join(f"{c.short_id} ({c.state.value})" for c in children)
-        lineage.append(f"It has been resent as {kids}.")
+        parts = parts[:-1] + [f"It has already been resent as {kids}: follow the copy with "
+                              f"`hub queue why {children[-1].short_id}`."]
     return " ".join(parts + lineage)

@@ -308,7 +308,7 @@ def world(now: datetime | None = None, *, gp_endpoint: str = "mailto:gp@edi.test
                  gp.enc_cert, lab.enc_cert, cpas, now)
 
 
-def write_corpus(out: Path) -> list[Case]:  # pragma: no cover - a convenience for people
+def write_corpus(out: Path) -> list[Case]:
     w = world()
     cases = w.corpus()
     out.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/hub validate fixtures/messages
+	$(BIN)/hub serve --demo
 
 test: $(STAMP)
 	$(BIN)/ruff check hub tests bench

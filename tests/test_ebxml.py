@@ -445,3 +445,31 @@ def test_corpus_writer_makes_files_and_manifest(tmp_path: Path):
     for m in manifest:
         data = (tmp_path / "corpus" / m["file"]).read_bytes()
         assert b"SOAPAction" in data and m["code"] in {e.value for e in EbmsError}
+
+
+def test_certificate_validator_hook_rejects_a_revoked_signer(w: World):
+    """hub.security.certs.CertificateValidator plugs in: chain and CRL checked at the message's time."""
+    from hub.ebxml.msh import LocalParty
+    from hub.security.certs import CertificateValidator
+    from hub.security.pki import load_intermediates, load_special, load_trust_anchors
+    from hub.security.testing import shared_test_pki
+
+    pki = shared_test_pki()
+    validator = CertificateValidator(load_trust_anchors(pki.dir), load_intermediates(pki.dir))
+
+    def check(cert: object, at: datetime) -> None:
+        validator.check(cert, "sign", at)  # type: ignore[arg-type]
+
+    cert, key = load_special(pki.dir, "revoked")
+    revoked_gp = LocalParty(w.gp.her_id, cert, key, w.gp.decryption_keys)
+    peers = Peers({w.gp.her_id: w.peer_of("gp")})
+    now = datetime.now(UTC)
+    ok = Msh([w.lab], peers=peers, validate_certificate=check).receive(
+        build_message(w.gp, w.lab.her_id, w.lab_enc, now), now)
+    assert ok.status == "delivered", ok.errors
+    peers[w.gp.her_id].sign_cert = cert  # registered, but revoked since
+    bad = Msh([w.lab], peers=peers, validate_certificate=check).receive(
+        build_message(revoked_gp, w.lab.her_id, w.lab_enc, now), now)
+    assert bad.status == "rejected"
+    assert response_errors(bad.response) == [("SecurityFailure", LOC["key_info"])]
+    assert "revoked" in bad.errors[0].description

@@ -33,7 +33,7 @@ from hub.relay.explain import ago, explain, span
 from hub.relay.lifecycle import Event, IllegalTransition, State
 from hub.relay.register import Register, RegisterError
 from hub.relay.register import load as load_register
-from hub.relay.route import CpaLookup, Resolution, cert_summary, cpa_index, resolve_now
+from hub.relay.route import CpaLookup, CpaSummary, Resolution, cert_summary, cpa_index, resolve_now
 from hub.store import APPREC_LIMIT, ORIGINAL, Message, Store, TimelineEntry, default_url, open_store
 
 queue_app = typer.Typer(help="The relay's messages: list, show, why, resend, export, purge, stats, overdue.",
@@ -385,7 +385,13 @@ def _cpa_lookup(cpa_dir: Path | None) -> CpaLookup | None:
         cpa_dir = Path(configured) if configured else home() / "cpa"
         if not cpa_dir.is_dir():
             return None  # no repository: CPA ids are shown unchecked
-    index = cpa_index(cpa_dir)
+    try:  # the CPA engineer's full repository when present; our header-only index otherwise
+        from hub.ebxml.cpa import CpaRepository
+    except ImportError:
+        return cpa_index(cpa_dir).get
+    repo = CpaRepository.load_dir(cpa_dir)
+    index = {c.cpa_id: CpaSummary(c.cpa_id, c.status, c.start, c.end, tuple(c.her_ids), c.source)
+             for c in repo}
     return index.get
 
 

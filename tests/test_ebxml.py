@@ -473,3 +473,26 @@ def test_certificate_validator_hook_rejects_a_revoked_signer(w: World):
     assert bad.status == "rejected"
     assert response_errors(bad.response) == [("SecurityFailure", LOC["key_info"])]
     assert "revoked" in bad.errors[0].description
+
+
+def test_unreachable_crl_defers_without_answer_or_memory(w: World):
+    """A CRL outage is transient (issue #3): no MessageError, no duplicate record; a later try succeeds."""
+    from hub.security.errors import SecurityError
+
+    outage = {"on": True}
+
+    def check(cert: object, at: datetime) -> None:
+        if outage["on"]:
+            raise SecurityError.of("crl-unavailable", "CRL at http://127.0.0.1:9/ca.crl did not answer")
+
+    seen = MemorySeen()
+    peers = Peers({w.gp.her_id: w.peer_of("gp")})
+    now = datetime.now(UTC)
+    package = build_message(w.gp, w.lab.her_id, w.lab_enc, now)
+    first = Msh([w.lab], peers=peers, seen=seen, validate_certificate=check).receive(package, now)
+    assert first.status == "deferred" and first.response is None
+    assert "transient" in first.errors[0].description
+    assert seen.seen_get(first.envelope.header.message_id) is None
+    outage["on"] = False
+    again = Msh([w.lab], peers=peers, seen=seen, validate_certificate=check).receive(package, now)
+    assert again.status == "delivered", again.errors

@@ -147,8 +147,9 @@ class Outgoing:
 class Outcome:
     """The result of receiving one package.
 
-    status: delivered | duplicate | rejected | signal | failed. `response` is a MIME entity to send back
-    (Acknowledgment, MessageError or SOAP Fault) or None; `sync` says it goes back on the same HTTP
+    status: delivered | duplicate | rejected | signal | failed | deferred (a transient failure such as
+    an unreachable CRL: no answer, nothing remembered; process again later). `response` is a MIME entity to
+    send back (Acknowledgment, MessageError or SOAP Fault) or None; `sync` says it goes back on the same HTTP
     exchange, otherwise to `reply_to` (None: the transport's own return address, e.g. MAIL FROM).
     """
 
@@ -350,6 +351,11 @@ class Msh:
             try:
                 self.validate_certificate(verified.certificate, h.timestamp or now)
             except Exception as exc:  # noqa: BLE001 - the validator's error text goes to the sender
+                if getattr(exc, "transient", False):
+                    # E.g. the CRL is unreachable: nothing is wrong with the message. No answer and no
+                    # duplicate record, so the sender's retry (or ours, from the store) is processed anew.
+                    e = err(EbmsError.SECURITY_FAILURE, "key_info", f"signing certificate (transient): {exc}")
+                    return Outcome("deferred", env, errors=[e], sync=sync)
                 errors.append(err(EbmsError.SECURITY_FAILURE, "key_info", f"signing certificate: {exc}"))
         payloads: dict[str, bytes] = {}
         if not errors:

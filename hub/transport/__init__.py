@@ -47,6 +47,8 @@ class Gateway:
     async def on_http(self, entity: bytes) -> HttpReply:
         """HttpListener handler: a sync signal in the response; a Fault as 500; else 202 and async reply."""
         outcome = await self._receive(entity, "http")
+        if outcome.status == "deferred":
+            return HttpReply(503, None)  # try again later; nothing was remembered
         if outcome.response_kind == "fault":
             return HttpReply(500, outcome.response)
         if outcome.response and (outcome.sync or not outcome.reply_to):

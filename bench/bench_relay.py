@@ -1,0 +1,206 @@
+"""End-to-end relay throughput and latency, on SQLite and on PostgreSQL, next to `openssl speed rsa2048`.
+
+Each message is a Dialogmelding from the GP's system to the hospital: stored durably at intake, parsed,
+schema- and rule-validated, routed through the register, delivered (network peers: signed ebXML with
+the payload encrypted for the receiver, when the network channel is available; local receivers: written
+and fsynced into their folder), and moved on to awaiting its AppRec. The relay runs in this process.
+
+- throughput: N messages handed over as fast as the submitters can; msgs/s = N / (last delivered -
+  first handed over).
+- latency: at half that rate, paced; from the moment of hand-over until delivered (p50, p99).
+
+Prints `name: value` lines; PostgreSQL figures only when a server answers at $HUB_BENCH_PG.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from hub.fixtures import people
+from hub.fixtures.builder import build
+from hub.relay import pipeline as pl
+from hub.relay.server import Relay, RelayConfig
+
+N = int(os.environ.get("HUB_BENCH_N", "1500"))
+N_LAT = int(os.environ.get("HUB_BENCH_N_LATENCY", "600"))
+SUBMITTERS = 4
+
+REGISTER = """
+[[party]]
+her_id = 82001
+name = "Legekontoret"
+kind = "gp"
+local = true
+[[party]]
+her_id = 82002
+name = "Kari Fjeld"
+parent = 82001
+[[party]]
+her_id = 81001
+name = "Sykehuset"
+kind = "hospital"
+local = true
+[[party]]
+her_id = 81002
+name = "Poliklinikk"
+parent = 81001
+"""
+
+
+def openssl_rsa2048_sign_per_s() -> float | None:
+    try:
+        out = subprocess.run(["openssl", "speed", "-seconds", "2", "rsa2048"], capture_output=True,
+                             text=True, timeout=60).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    for line in out.splitlines():
+        m = re.match(r"\s*rsa\s+2048 bits\s+[\d.]+s\s+[\d.]+s\s+([\d.]+)\s+([\d.]+)", line)
+        if m:
+            return float(m.group(1))
+    return None
+
+
+def messages(n: int) -> list[bytes]:
+    tmpl = build("Dialogmelding", "1.0", sender=people.GP_FASTLEGE, receiver=people.HOSP_POLIKLINIKK,
+                 msg_type="DIALOG_NOTAT", msg_id="00000000-0000-4000-8000-000000000000",
+                 gen_date="2026-01-05T10:00:00")
+    return [tmpl.replace(b"00000000-0000-4000-8000-000000000000", str(uuid.uuid4()).encode())
+            for _ in range(n)]
+
+
+class Clock:
+    """Hand-over and delivery times per store id, from the relay's tap."""
+
+    def __init__(self) -> None:
+        self.start: dict[str, float] = {}
+        self.done: dict[str, float] = {}
+        self.lock = threading.Lock()
+        self.all_done = threading.Event()
+        self.expect = 0
+
+    def tap(self, what: str, m: object, detail: str) -> None:
+        if what == "delivered":
+            with self.lock:
+                self.done[m.id] = time.perf_counter()  # type: ignore[attr-defined]
+                if len(self.done) >= self.expect:
+                    self.all_done.set()
+
+
+def run_backend(name: str, store_url: str, home: Path) -> dict[str, float]:
+    (home / "register.toml").write_text(REGISTER)
+    cfg = RelayConfig.from_dict({
+        "store": store_url, "her_id": 80000, "node": f"bench-{name}", "register": ["register.toml"],
+        "folders": {"root": "spool", "poll": 3600},  # intake goes through the API below, not the folder
+        "worker": {"threads": int(os.environ.get("HUB_BENCH_THREADS", "8")), "poll_s": 0.05,
+                   "apprec_limit_s": 3600},
+    }, home)
+    clock = Clock()
+    relay = Relay(cfg)
+    relay.tap.listeners.append(clock.tap)
+    relay.start()
+    gp = relay.register.get(82001)
+    assert gp is not None
+    out: dict[str, float] = {}
+    try:
+        def hand_over(data: bytes) -> None:
+            t = time.perf_counter()
+            m, _ = relay.intake.accept_local(data, gp, pl.Channel.SUBMIT)
+            assert m is not None
+            with clock.lock:
+                clock.start[m.id] = t
+
+        # warm-up: compiled schemas, connections
+        clock.expect = 20
+        for d in messages(20):
+            hand_over(d)
+        clock.all_done.wait(60)
+
+        # throughput
+        batch = messages(N)
+        clock.start.clear()
+        clock.done.clear()
+        clock.all_done.clear()
+        clock.expect = N
+        t0 = time.perf_counter()
+        chunks = [batch[i::SUBMITTERS] for i in range(SUBMITTERS)]
+        ts = [threading.Thread(target=lambda c=c: [hand_over(d) for d in c]) for c in chunks]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        if not clock.all_done.wait(300):
+            raise RuntimeError(f"{name}: only {len(clock.done)} of {N} delivered")
+        rate = N / (max(clock.done.values()) - t0)
+        out["msgs_per_s"] = rate
+
+        # latency at half that rate
+        lat_batch = messages(N_LAT)
+        clock.start.clear()
+        clock.done.clear()
+        clock.all_done.clear()
+        clock.expect = N_LAT
+        gap = 1.0 / (rate / 2)
+        t_next = time.perf_counter()
+        for d in lat_batch:
+            while (now := time.perf_counter()) < t_next:
+                time.sleep(min(t_next - now, 0.002))
+            hand_over(d)
+            t_next += gap
+        if not clock.all_done.wait(300):
+            raise RuntimeError(f"{name}: only {len(clock.done)} of {N_LAT} delivered (latency run)")
+        lats = sorted((clock.done[i] - clock.start[i]) * 1000 for i in clock.done if i in clock.start)
+        out["p50_ms"] = statistics.median(lats)
+        out["p99_ms"] = lats[min(len(lats) - 1, int(len(lats) * 0.99))]
+        out["latency_load_msgs_per_s"] = rate / 2
+    finally:
+        relay.stop()
+    return out
+
+
+def main() -> int:
+    rsa = openssl_rsa2048_sign_per_s()
+    print(f"openssl_rsa2048_sign_per_s: {rsa if rsa is not None else 'n/a'}", flush=True)
+    print(f"cores_used: {os.cpu_count()} (one relay process; store writer, fsyncs and workers share them)")
+    with tempfile.TemporaryDirectory() as tmp:
+        backends = [("sqlite", "sqlite:///hub.sqlite")]
+        pg = os.environ.get("HUB_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+        schema = f"bench_relay_{secrets.token_hex(4)}"
+        try:
+            import psycopg
+
+            with psycopg.connect(pg, connect_timeout=3):
+                backends.append(("postgres", f"{pg}?schema={schema}"))
+        except Exception as exc:  # noqa: BLE001
+            print(f"# postgres skipped: {exc}")
+        for name, url in backends:
+            home = Path(tmp) / name
+            home.mkdir()
+            try:
+                r = run_backend(name, url, home)
+            finally:
+                if name == "postgres":
+                    import psycopg
+
+                    with psycopg.connect(pg, autocommit=True) as c:
+                        c.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+            print(f"relay_{name}_msgs_per_s: {r['msgs_per_s']:.0f}")
+            if rsa:
+                print(f"relay_{name}_vs_rsa: {r['msgs_per_s'] / rsa:.2f}")
+            print(f"relay_{name}_p50_ms: {r['p50_ms']:.1f}")
+            print(f"relay_{name}_p99_ms: {r['p99_ms']:.1f}  (at {r['latency_load_msgs_per_s']:.0f} msgs/s)",
+                  flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
+import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -12,12 +13,10 @@ from hub.conformance import matrix as mx
 from hub.conformance.campaign import load_campaign
 from hub.conformance.catalogue import cases_for, message_type, message_types
 from hub.conformance.evidence import CaseRecord, Evidence
-from hub.conformance.profiles import CATEGORIES, VENDORS_DIR, load_profiles
+from hub.conformance.profiles import VENDORS_DIR, Profile, load_profiles, parse_profile
 from hub.paths import shared_dir
 
 CAMPAIGN_2007 = VENDORS_DIR / "campaign-elin-k-2007.toml"
-ENGINE = all(importlib.util.find_spec(m) for m in ("hub.validation.validate", "hub.messages.apprec"))
-needs_engine = pytest.mark.skipif(not ENGINE, reason="the Validator / AppRec reader have not landed yet")
 
 
 @pytest.fixture(scope="session")
@@ -125,57 +124,153 @@ def test_matrix_approval_is_first_pass_after_last_failure_and_stale_on_rule_chan
     assert cells[("C", "Epikrise:1.0", "S")].stale and not cells[("A", "Epikrise:1.0", "S")].stale
 
 
-# --- the replayed campaign -----------------------------------------------------------------------------
+# --- the replayed campaign, run as a new user would: the CLI with a fresh HUB_HOME ---------------------
 
 
 @pytest.fixture(scope="module")
-def replay(tmp_path_factory):
-    if not ENGINE:
-        pytest.skip("the Validator / AppRec reader have not landed yet")
-    from hub.conformance.campaign import run_campaign
+def campaign_home(tmp_path_factory) -> Path:
+    """`hub conformance campaign` once, in-process, with HUB_HOME in a fresh folder (PKI made there)."""
+    from typer.testing import CliRunner
 
-    tmp = tmp_path_factory.mktemp("campaign")
-    ev = Evidence(tmp / "hub.sqlite")
-    results = run_campaign(load_campaign(CAMPAIGN_2007), ev, tmp / "exchange", timeout=5.0)
-    return ev, results
+    from hub.cli.main import app
+
+    home = tmp_path_factory.mktemp("hub-home")
+    res = CliRunner().invoke(app, ["conformance", "campaign", str(CAMPAIGN_2007), "--timeout", "2"],
+                             env={"HUB_HOME": str(home)})
+    assert res.exit_code == 0, res.output
+    assert "sessions" in res.output
+    return home
 
 
-@needs_engine
-def test_replayed_campaign_yields_exactly_the_40_approved_cells(replay, conformance_dir):
-    ev, results = replay
-    cells = mx.compute(ev, load_profiles())
-    got = {(r["message"], r["version"], r["direction"], r["system"], r["approved"])
-           for r in csv.DictReader(mx.to_csv(cells).splitlines())}
-    want = {(r["message"], r["version"], r["direction"], r["system"], r["approved"])
-            for r in _read(conformance_dir / "elin-k-2007-matrix.csv")}
-    assert got == want
+def _cli(home: Path, *args: str) -> str:
+    from typer.testing import CliRunner
+
+    from hub.cli.main import app
+
+    res = CliRunner().invoke(app, ["conformance", *args], env={"HUB_HOME": str(home), "COLUMNS": "250"})
+    assert res.exit_code == 0, res.output
+    return res.output
+
+
+def _cells(rows: list[dict[str, str]]) -> set[tuple[str, ...]]:
+    return {(r["message"], r["version"], r["direction"], r["system"], r["approved"]) for r in rows}
+
+
+def test_replayed_campaign_yields_exactly_the_40_approved_cells(campaign_home, conformance_dir):
+    # The expected matrix is read here only: the simulated systems act from their profiles.
+    got = _cells(list(csv.DictReader(_cli(campaign_home, "matrix", "--format", "csv").splitlines())))
+    want = _cells(_read(conformance_dir / "elin-k-2007-matrix.csv"))
     assert len(want) == 40
-    assert any(r.verdict == "fail" for r in results)  # tested-and-failed sessions happened
+    assert got == want
+    ev = Evidence(campaign_home / "hub.sqlite")
+    runs = ev.runs()
+    assert len(runs) == len(load_campaign(CAMPAIGN_2007).sessions)
+    assert sum(r.verdict == "fail" for r in runs) >= 10  # tested-and-failed sessions happened
 
 
-@needs_engine
-def test_planted_defect_fails_exactly_its_case_with_evidence(replay):
-    ev, results = replay
-    epi = [r for r in results
-           if r.system == "System X" and r.message == "Epikrise:1.0" and r.direction == "S"]
-    first, retest = sorted(epi, key=lambda r: r.run_id)
-    assert (first.month, first.verdict, retest.verdict) == ("02.07", "fail", "pass")
-    assert [c.case_id for c in first.failed] == ["S.content.discharge-diagnosis"]
-    failed = first.failed[0]
-    assert failed.errors and failed.errors[0]["rule"] == "content.discharge-diagnosis"
-    sent = ev.exchanges(first.run_id)
+def test_security_cases_count_in_the_campaign(campaign_home):
+    """Signature and certificate cases ran (not skipped) in every cell that has them."""
+    ev = Evidence(campaign_home / "hub.sqlite")
+    security = {"S.signature", "S.certificate", "M.bad-signature", "M.expired-certificate",
+                "M.revoked-certificate", "M.unknown-ca"}
+    seen: dict[str, set[str]] = {}
+    for run in ev.runs():
+        for c in ev.cases(run.id):
+            if c.case_id in security:
+                seen.setdefault(c.case_id, set()).add(c.verdict)
+            if c.verdict == "skip":
+                assert c.case_id in ("S.ebxml", "M.ebms-ack"), (run.system, c.case_id)
+    assert set(seen) == security
+    assert all(v == {"pass"} for v in seen.values()), seen
+
+
+def test_campaign_defect_fails_exactly_its_case_with_evidence(campaign_home):
+    ev = Evidence(campaign_home / "hub.sqlite")
+    epi = [r for r in ev.runs() if (r.system, r.message, r.direction) == ("System X", "Epikrise:1.0", "S")]
+    first, retest = sorted(epi, key=lambda r: r.id)
+    assert (first.month, first.verdict, retest.month, retest.verdict) == ("02.07", "fail", "05.07", "pass")
+    failed = [c for c in ev.cases(first.id) if c.verdict in ("fail", "blocked")]
+    assert [c.case_id for c in failed] == ["S.content.discharge-diagnosis"]
+    assert failed[0].errors[0]["rule"] == "content.discharge-diagnosis"
+    sent = ev.exchanges(first.id)
     assert sent and b"Diagnosis" not in ev.blob(sent[0].sha256)
+    assert b"Diagnosis" in ev.blob(ev.exchanges(retest.id)[0].sha256)
 
 
-@needs_engine
-def test_html_matrix_links_every_cell_to_its_evidence(replay):
-    ev, _ = replay
-    profiles = load_profiles()
-    cells = mx.compute(ev, profiles)
-    page = mx.to_html(cells, profiles, ev)
+def test_matrix_table_and_self_contained_html_link_every_cell_to_its_evidence(campaign_home, tmp_path):
+    table = _cli(campaign_home, "matrix", "--format", "table")
+    assert "System X" in table and "05.07" in table and "Epikrise 1.0" in table
+    out = tmp_path / "matrix.html"
+    _cli(campaign_home, "matrix", "--format", "html", "--output", str(out))
+    page = out.read_text(encoding="utf-8")
+    ev = Evidence(campaign_home / "hub.sqlite")
+    cells = mx.compute(ev, load_profiles())
+    assert len(cells) == 40
     for c in cells.values():
-        assert f'href="#run-{c.run_id}"' in page and f'id="run-{c.run_id}"' in page
+        assert f'href="#run-{c.run_id}">{c.approved}</a>' in page and f'id="run-{c.run_id}"' in page
     for label in ("Primærlegesystem", "Sykehussystem", "Labsystem"):
         assert label in page
-    assert "<script" not in page and "http" not in page.split("<h2>Evidence</h2>")[0]
-    assert set(CATEGORIES) >= {p.category for p in profiles.values()}
+    # Self-contained: no scripts, no external style sheets or images, every link an anchor on the page.
+    assert "<script" not in page and "<link" not in page and " src=" not in page
+    hrefs = re.findall(r'href="([^"]*)"', page)
+    assert hrefs and all(h.startswith("#run-") for h in hrefs)
+    assert all(f'id="{h[1:]}"' in page for h in hrefs)
+
+
+# --- planted defects: one defect, one failing case ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def network(tmp_path_factory):
+    from hub.conformance.trust import network_pki
+
+    return network_pki(tmp_path_factory.mktemp("pki"), load_profiles())
+
+
+def _planted(defect: dict | None) -> Profile:
+    """System X's profile without its own defects, plus the planted one."""
+    with (VENDORS_DIR / "systems" / "system-x.toml").open("rb") as f:
+        data = tomllib.load(f)
+    data["defect"] = [{"id": "planted", **defect}] if defect else []
+    return parse_profile(data)
+
+
+PLANTED = [
+    # (cell, defect, the one case it must fail, the error code in its evidence)
+    ("Epikrise:1.0", "S", {"kind": "bad-signature"}, "S.signature", "S01"),
+    ("Epikrise:1.0", "S", {"kind": "signs-with", "cert": "revoked"}, "S.certificate", "S03"),
+    ("Epikrise:1.0", "S", {"kind": "signs-with", "cert": "expired"}, "S.certificate", "S02"),
+    ("Epikrise:1.0", "S", {"kind": "signs-with", "cert": "unknown-ca"}, "S.certificate", "S02"),
+    ("Henvisning:0.91", "S", {"kind": "msgid-not-uuid"}, "S.msgid", "E10"),
+    ("Henvisning:0.91", "S", {"kind": "omit-content", "content": "referral-reason"},
+     "S.content.referral-reason", "X99"),
+    ("Epikrise:1.0", "M", {"kind": "accepts", "codes": ["S01"]}, "M.bad-signature", "X99"),
+    ("Epikrise:1.0", "M", {"kind": "accepts", "codes": ["S03"]}, "M.revoked-certificate", "X99"),
+    ("Epikrise:1.0", "M", {"kind": "wrong-code", "code": "S03", "answers": "S02"}, "M.revoked-certificate",
+     "X99"),
+    ("Epikrise:1.0", "M", {"kind": "no-patient-check"}, "M.unknown-patient", "X99"),
+    ("Epikrise:1.0", "M", {"kind": "answers-duplicates"}, "M.duplicate", "X99"),
+    ("Epikrise:1.0", "M", {"kind": "silent", "codes": ["E10"]}, "M.msgid-not-uuid", "X99"),
+]
+
+
+@pytest.mark.parametrize(("message", "direction", "defect", "case", "code"), PLANTED,
+                         ids=[f"{p[2]['kind']}-{p[3]}" for p in PLANTED])
+def test_planted_defect_fails_exactly_the_case_that_targets_it(tmp_path, network, message, direction,
+                                                               defect, case, code):
+    from hub.conformance.campaign import Session, run_session_group
+    from hub.conformance.runner import Runner
+
+    ev = Evidence(tmp_path / "hub.sqlite")
+    results = {}
+    for label, d in (("clean", None), ("planted", defect)):
+        profile = _planted(d)
+        runner = Runner(ev, month="06.07", timeout=2.0, pki=network)
+        [results[label]] = run_session_group(runner, profile, [Session("06.07", profile.name, message,
+                                                                       direction)], tmp_path / label)
+    assert results["clean"].verdict == "pass", [(c.case_id, c.observed) for c in results["clean"].failed]
+    planted = results["planted"]
+    assert planted.verdict == "fail"
+    assert [c.case_id for c in planted.failed] == [case]
+    assert [e["code"] for e in planted.failed[0].errors] == [code]
+    assert ev.exchanges(planted.run_id)  # the messages behind the verdict are kept

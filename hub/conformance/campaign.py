@@ -19,8 +19,9 @@ from hub.conformance.catalogue import message_type
 from hub.conformance.evidence import Evidence
 from hub.conformance.exchange import FolderExchange
 from hub.conformance.profiles import DIRECTIONS, Profile, ProfileError, find_profile, load_profiles, month_key
-from hub.conformance.runner import CellResult, Runner
+from hub.conformance.runner import CellResult, Runner, default_pki_dir
 from hub.conformance.simulated import SimulatedSystem
+from hub.conformance.trust import NetworkPki, network_pki
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ def run_session_group(runner: Runner, profile: Profile, sessions: list[Session],
     root = work / profile.slug
     shutil.rmtree(root, ignore_errors=True)  # each session starts from an empty exchange
     exchange = FolderExchange(root)
-    system = SimulatedSystem(profile, root, month=runner.month) if simulate else None
+    system = SimulatedSystem(profile, root, month=runner.month, pki=runner.pki) if simulate else None
     if system:
         system.start()
     try:
@@ -75,13 +76,17 @@ def run_session_group(runner: Runner, profile: Profile, sessions: list[Session],
 
 def run_campaign(campaign: Campaign, evidence: Evidence, work: Path, *, timeout: float = 5.0,
                  profiles: dict[str, Profile] | None = None, progress: Callable[[str], None] | None = None,
-                 on_result: Callable[[Session, CellResult], None] | None = None) -> list[CellResult]:
+                 on_result: Callable[[Session, CellResult], None] | None = None,
+                 pki: NetworkPki | None = None) -> list[CellResult]:
+    """Replay the sessions in month order. `pki`: the test network's PKI (default: kept under HUB_HOME)."""
     profiles = load_profiles() if profiles is None else profiles
+    pki = pki or network_pki(default_pki_dir(), profiles)
     ordered = sorted(campaign.sessions, key=lambda s: (month_key(s.month), s.system))
     results: list[CellResult] = []
     for (month, system), group in groupby(ordered, key=lambda s: (s.month, s.system)):
         sessions = list(group)
-        runner = Runner(evidence, month=month, campaign=campaign.name, timeout=timeout, progress=progress)
+        runner = Runner(evidence, month=month, campaign=campaign.name, timeout=timeout, progress=progress,
+                        pki=pki)
         cells = run_session_group(runner, profiles[system], sessions, work)
         for s, r in zip(sessions, cells, strict=True):
             if on_result:

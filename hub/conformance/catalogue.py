@@ -57,6 +57,22 @@ def _build_args(row: fam.MatrixMessage) -> dict[str, Any]:
     return {"variant": variant} if variant else {}
 
 
+# ebXML Action (HISD 1209 naming, hub.ebxml.naming) of each matrix row: what the envelope says the
+# message is. A receiver that cannot read a message still knows from its envelope which service failed.
+ACTIONS: dict[str, str] = {
+    "Applikasjons-kvittering": "APPREC", "Dialogmelding": "DIALOG_FORESPORSEL", "Epikrise": "EPIKRISE",
+    "Henvisning": "HENVISNING", "Rekvisisjon Medisinsk biokjemi": "REQ_KKL", "Rekvisisjon Røntgen": "REQ_RTG",
+    "Svarrapport Medisinsk biokjemi": "SVAR_KKL", "Svarrapport Mikrobiologi": "SVAR_MBIO",
+    "Svarrapport Patologi": "SVAR_HIST", "Svarrapport Radiologi": "SVAR_RTG",
+    "Tilbakemelding på henvisning": "TILBAKEMELD",
+}
+
+
+def action_of(mt: MessageType) -> str:
+    """The ebXML Action a message of this type travels under (PLO: its family name in capitals)."""
+    return ACTIONS.get(mt.name) or mt.name.upper().replace(" ", "_")
+
+
 def message_types() -> list[MessageType]:
     """The matrix rows, in the order of the 2007 table, then the PLO messages."""
     out = [MessageType(row.name, row.version, row.family_name, row.family_version, _build_args(row))
@@ -149,7 +165,7 @@ class Case:
     variant: str | None = None
     file: Path | None = None
     expect: Expect | None = None
-    requires: str | None = None  # a hub part the case needs: "security" | "ebxml"
+    requires: str | None = None  # "security" (hub.security) | "ebxml" (an ebXML transport, not the folder)
     manual: bool = False  # needs a human (96 h timeout, manual matching): listed, not run
 
 
@@ -162,6 +178,7 @@ S_CHECKS: tuple[tuple[str, str], ...] = (
     ("addressing", "Sender and receiver identified by HER-id (E21)"),
     ("patient", "Patient identified: name and a valid FNR/DNR (E30/E31/E32/E36)"),
     ("rules", "Other business rules of the standard (code lists, identifiers, dates)"),
+    ("row", "The message is the row's message: discipline/modality, MIG version or reply reference (T10)"),
 )
 S_SECURITY_CHECKS: tuple[tuple[str, str, str], ...] = (
     ("signature", "Signed, and the signature verifies (S01)", "security"),
@@ -203,7 +220,10 @@ M_BATTERY: tuple[tuple[str, str, Expect, str, str | None], ...] = (
      "security"),
     ("revoked-certificate", "A message signed with a revoked certificate", Expect("2", ("S03",)), "31",
      "security"),
+    ("unknown-ca", "A message signed with a certificate from a CA nobody trusts", Expect("2", ("S02",)), "30",
+     "security"),
 )
+SECURITY_VARIANTS = frozenset(v for v, *_rest, req in M_BATTERY if req == "security")
 
 
 

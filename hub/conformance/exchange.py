@@ -7,8 +7,9 @@ Layout of one system's exchange folder::
     orders/        S orders: "produce an Epikrise 1.0 for patient X to HER-id Y" (a tester's click)
     patients.json  the test patients registered in the system before the run (test setup)
 
-Every message is `<id>.xml` with an envelope sidecar `<id>.json` ({"id", "from", "to", "ref"}) that
-plays the ebXML envelope's part: who sent it to whom and which message it answers (RefToMessageId).
+Every message is `<id>.xml` with an envelope sidecar `<id>.json` ({"id", "from", "to", "ref", "action"})
+that plays the ebXML envelope's part: who sent it to whom, as what (Action) and which message it answers
+(RefToMessageId).
 Writers put the sidecar first and move the XML into place with an atomic rename, so a watcher never
 sees half a file.
 """
@@ -34,13 +35,15 @@ class Envelope:
     sender: int | None  # HER-id of the sending party (ebXML From)
     receiver: int | None  # HER-id of the receiving party (ebXML To)
     ref: str | None = None  # the transfer this one answers
+    action: str | None = None  # ebXML Action (message type): known even when the content is unreadable
 
     def to_json(self) -> dict:
-        return {"id": self.id, "from": self.sender, "to": self.receiver, "ref": self.ref}
+        return {"id": self.id, "from": self.sender, "to": self.receiver, "ref": self.ref,
+                "action": self.action}
 
     @classmethod
     def from_json(cls, d: dict) -> Envelope:
-        return cls(d["id"], d.get("from"), d.get("to"), d.get("ref"))
+        return cls(d["id"], d.get("from"), d.get("to"), d.get("ref"), d.get("action"))
 
 
 @dataclass(frozen=True)
@@ -102,8 +105,9 @@ class FolderExchange:
     def register_patients(self, patients: list[dict]) -> None:
         _atomic_write(self.root / "patients.json", json.dumps(patients, ensure_ascii=False).encode())
 
-    def send(self, data: bytes, *, sender: int | None, receiver: int | None, ref: str | None = None) -> str:
-        env = Envelope(new_id(), sender, receiver, ref)
+    def send(self, data: bytes, *, sender: int | None, receiver: int | None, ref: str | None = None,
+             action: str | None = None) -> str:
+        env = Envelope(new_id(), sender, receiver, ref, action)
         put(self.root / TO_SYSTEM, env, data)
         return env.id
 

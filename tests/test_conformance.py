@@ -274,3 +274,24 @@ def test_planted_defect_fails_exactly_the_case_that_targets_it(tmp_path, network
     assert [c.case_id for c in planted.failed] == [case]
     assert [e["code"] for e in planted.failed[0].errors] == [code]
     assert ev.exchanges(planted.run_id)  # the messages behind the verdict are kept
+
+
+# --- a system reached over ebXML on HTTP ---------------------------------------------------------------
+
+
+def test_system_over_ebxml_http_acknowledges_and_passes_with_ebxml_cases_counted(tmp_path, network):
+    from hub.conformance.campaign import Session, run_session_group
+    from hub.conformance.runner import Runner
+
+    ev = Evidence(tmp_path / "hub.sqlite")
+    profile = _planted(None)
+    runner = Runner(ev, month="06.07", timeout=3.0, pki=network)
+    cells = [("Epikrise:1.0", "S"), ("Epikrise:1.0", "M"), ("Applikasjons-kvittering:1.0", "S")]
+    results = run_session_group(runner, profile, [Session("06.07", profile.name, m, d) for m, d in cells],
+                                tmp_path / "ex", transport="http")
+    assert [r.verdict for r in results] == ["pass"] * 3, [(r.message, r.failed) for r in results]
+    by_id = {c.case_id: c for r in results for c in r.cases}
+    assert by_id["S.ebxml"].verdict == by_id["M.ebms-ack"].verdict == "pass"
+    assert "ebMS Acknowledgment" in (by_id["M.ebms-ack"].observed or "")
+    assert not [c.case_id for r in results for c in r.cases if c.verdict == "skip"]
+    assert {ev.run(r.run_id).transport for r in results} == {"http"}

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from hub.conformance.catalogue import message_type
 from hub.conformance.evidence import Evidence
-from hub.conformance.exchange import FolderExchange
+from hub.conformance.exchange import Exchange, FolderExchange
 from hub.conformance.profiles import DIRECTIONS, Profile, ProfileError, find_profile, load_profiles, month_key
 from hub.conformance.runner import CellResult, Runner, default_pki_dir
 from hub.conformance.simulated import SimulatedSystem
@@ -59,19 +59,39 @@ def load_campaign(path: Path, profiles: dict[str, Profile] | None = None) -> Cam
 
 
 def run_session_group(runner: Runner, profile: Profile, sessions: list[Session], work: Path,
-                      *, simulate: bool = True) -> list[CellResult]:
-    """Run sessions of one system in one month against that month's release of the system."""
+                      *, simulate: bool = True, transport: str | None = None) -> list[CellResult]:
+    """Run sessions of one system in one month against that month's release of the system.
+    transport: folder | http (default: the profile's endpoint)."""
     root = work / profile.slug
     shutil.rmtree(root, ignore_errors=True)  # each session starts from an empty exchange
-    exchange = FolderExchange(root)
+    transport = transport or profile.endpoint.transport
     system = SimulatedSystem(profile, root, month=runner.month, pki=runner.pki) if simulate else None
+    closers: list[Callable[[], None]] = []
+    if transport == "http":
+        if not simulate:
+            raise ValueError("over HTTP only simulated systems are reached (a vendor's URL needs a CPA)")
+        from hub.conformance.ebms import HttpExchange, SystemGateway, connect
+        from hub.conformance.simulated import TEST_CENTRE, TEST_CENTRE_SERVICE
+        from hub.conformance.variants import UNKNOWN_ORG
+
+        gateway = SystemGateway(profile, root, runner.pki)
+        closers.append(gateway.close)
+        http = HttpExchange(root, runner.pki, [TEST_CENTRE.her_id, TEST_CENTRE_SERVICE.her_id])
+        closers.append(http.close)
+        connect(http, gateway, profile, [UNKNOWN_ORG.her_id])
+        exchange: Exchange = http
+    elif transport == "folder":
+        exchange = FolderExchange(root)
+    else:
+        raise ValueError(f"transport {transport!r} is not folder or http")
     if system:
         system.start()
+        closers.append(system.stop)
     try:
         return [runner.run_cell(profile, exchange, message_type(s.message), s.direction) for s in sessions]
     finally:
-        if system:
-            system.stop()
+        for close in reversed(closers):
+            close()
 
 
 def run_campaign(campaign: Campaign, evidence: Evidence, work: Path, *, timeout: float = 5.0,

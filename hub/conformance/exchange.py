@@ -22,6 +22,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 TO_SYSTEM = "to-system"
 FROM_SYSTEM = "from-system"
@@ -89,6 +90,22 @@ def take(folder: Path) -> list[Transfer]:
         os.replace(side, done / side.name)
         out.append(Transfer(env, data, done / xml.name, time.monotonic()))
     return out
+
+
+class Exchange(Protocol):
+    """The runner's side of a system's endpoint: the folder, or ebXML over HTTP (hub.conformance.ebms)."""
+
+    transport: str
+
+    def register_patients(self, patients: list[dict]) -> None: ...
+
+    def send(self, data: bytes, *, sender: int | None, receiver: int | None, ref: str | None = None,
+             action: str | None = None) -> str: ...
+
+    def order(self, order: dict) -> str: ...
+
+    def wait(self, want: set[str], *, by: str = "ref", timeout: float,
+             quiet: float = 0.0) -> list[Transfer]: ...
 
 
 class FolderExchange:

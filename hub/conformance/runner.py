@@ -165,7 +165,7 @@ class Runner:
     def cases(self, mt: MessageType, direction: str) -> list[Case]:
         return cases_for(mt, direction, parts=self.parts, official=self.official)
 
-    def run_cell(self, profile: Profile, exchange: ex.FolderExchange, mt: MessageType,
+    def run_cell(self, profile: Profile, exchange: ex.Exchange, mt: MessageType,
                  direction: str) -> CellResult:
         run_id = self.evidence.start_run(
             system=profile.name, system_version=profile.version, category=profile.category,
@@ -187,14 +187,14 @@ class Runner:
 
     # --- S -----------------------------------------------------------------------------------------
 
-    def _order(self, exchange: ex.FolderExchange, mt: MessageType) -> tuple[str, ex.Transfer | None, float]:
+    def _order(self, exchange: ex.Exchange, mt: MessageType) -> tuple[str, ex.Transfer | None, float]:
         oid = exchange.order({"message": mt.key, "receiver": TEST_CENTRE_SERVICE.her_id,
                               "patient": person_to_json(self.patient), "seed": self.seed})
         t0 = time.monotonic()
         got = exchange.wait({oid}, timeout=self.timeout)
         return oid, (got[0] if got else None), (time.monotonic() - t0) * 1000
 
-    def _sending(self, run_id: int, profile: Profile, exchange: ex.FolderExchange, mt: MessageType,
+    def _sending(self, run_id: int, profile: Profile, exchange: ex.Exchange, mt: MessageType,
                  cases: list[Case]) -> list[CaseRecord]:
         from hub.xmlsafe import parse_bytes
 
@@ -222,6 +222,15 @@ class Runner:
             root = parse_bytes(data).getroot()
         except Exception:  # noqa: BLE001 - not XML: the wellformed check says so
             root = None
+        if exchange.transport != "folder":
+            signer = getattr(exchange, "signers", {}).get(got.envelope.id)
+            if got.envelope.action != action_of(mt):
+                by_check.setdefault("ebxml", []).append(
+                    {"code": "X99", "rule": "ebxml.action",
+                     "text": f"Action {got.envelope.action!r}, expected {action_of(mt)!r}"})
+            if not signer:
+                by_check.setdefault("ebxml", []).append(
+                    {"code": "X99", "rule": "ebxml.signature", "text": "the ebXML envelope is not signed"})
         row = matrix_row(mt)
         if root is not None and row is not None and not result.errors and not row.matches(root):
             by_check.setdefault("row", []).append(
@@ -278,7 +287,7 @@ class Runner:
 
     # --- AppRec S: the system's AppRecs on a valid and a broken message ------------------------------
 
-    def _apprec_s(self, run_id: int, profile: Profile, exchange: ex.FolderExchange,
+    def _apprec_s(self, run_id: int, profile: Profile, exchange: ex.Exchange,
                   cases: list[Case]) -> list[CaseRecord]:
         from hub.conformance.catalogue import message_types
         from hub.messages.apprec import parse_apprec
@@ -372,7 +381,7 @@ class Runner:
         signed = self.pki.sign(data, TEST_CENTRE_PARTY)
         return tamper(signed) if variant == "bad-signature" else signed
 
-    def _mottak(self, run_id: int, profile: Profile, exchange: ex.FolderExchange, mt: MessageType,
+    def _mottak(self, run_id: int, profile: Profile, exchange: ex.Exchange, mt: MessageType,
                 cases: list[Case]) -> list[CaseRecord]:
         from hub.conformance.variants import UNKNOWN_ORG
 
@@ -410,11 +419,20 @@ class Runner:
             answers = [t for tid in plan[c.id] for t in by_ref.get(tid, [])]
             for t in answers:
                 self.evidence.add_exchange(run_id, c.id, "from-system", t.path.name, t.data)
-            records[c.id] = self._judge(c, c.expect or Expect("1"), answers, exchange, plan[c.id])
+            rec = self._judge(c, c.expect or Expect("1"), answers, exchange, plan[c.id])
+            if c.requires == "ebxml" and rec.verdict == "pass":
+                acked = getattr(exchange, "acknowledged_transfer", lambda _t: False)
+                if not all(acked(t) for t in plan[c.id]):
+                    rec = CaseRecord(c.id, c.title, c.source, "fail", "an ebMS Acknowledgment",
+                                     "not acknowledged", [{"code": "X99", "rule": "ebxml.acknowledgment",
+                                                           "text": "no valid ebMS Acknowledgment"}])
+                else:
+                    rec.observed = f"{rec.observed}; ebMS Acknowledgment"
+            records[c.id] = rec
             self.progress(c.id)
         return [records[c.id] for c in cases]
 
-    def _judge(self, c: Case, expect: Expect, answers: list[ex.Transfer], exchange: ex.FolderExchange,
+    def _judge(self, c: Case, expect: Expect, answers: list[ex.Transfer], exchange: ex.Exchange,
                sent: list[str]) -> CaseRecord:
         from hub.messages.apprec import parse_apprec
 
@@ -440,7 +458,7 @@ class Runner:
                                "text": f"expected {want}, got {observed}"}]
         return CaseRecord(c.id, c.title, c.source, "pass" if ok else "fail", want, observed, errs)
 
-    def _skipped(self, c: Case, exchange: ex.FolderExchange) -> bool:
+    def _skipped(self, c: Case, exchange: ex.Exchange) -> bool:
         if c.requires == "ebxml" and exchange.transport == "folder":
             return True  # the folder has no ebXML envelope to judge
         return bool(c.requires and c.requires not in self.parts)

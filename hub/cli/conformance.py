@@ -64,6 +64,8 @@ def run(system: str = typer.Option(..., "--system", "-s"),
         simulate: bool = typer.Option(True, "--simulate/--no-simulate",
                                       help="Start the simulated system (off: a real vendor on the folder)."),
         timeout: float = typer.Option(5.0, help="Seconds to wait for each answer."),
+        transport: str = typer.Option(None, "--transport", "-t",
+                                      help="folder | http (ebXML on 127.0.0.1); default: the profile's"),
         db: Path = DbOpt) -> None:
     """Run the catalogue against one system's claimed cells; store the evidence."""
     from rich.progress import Progress
@@ -91,7 +93,12 @@ def run(system: str = typer.Option(..., "--system", "-s"),
         runner = Runner(evidence, month=month, timeout=timeout, official=official,
                         progress=lambda label: bar.update(task, advance=1, description=label))
         sessions = [Session(runner.month, profile.name, c.message, c.direction) for c in cells]
-        results = run_session_group(runner, profile, sessions, _work(), simulate=simulate)
+        try:
+            results = run_session_group(runner, profile, sessions, _work(), simulate=simulate,
+                                        transport=transport)
+        except ValueError as exc:
+            fail(str(exc))
+            raise
     for r in results:
         colour = "green" if r.verdict == "pass" else "red"
         console.print(f"[{colour}]{r.verdict.upper()}[/] {r.system} {r.message} {r.direction}"

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import functools
 import hmac
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -143,6 +144,18 @@ def _ds(parent: etree._Element, tag: str, **attrib: str) -> etree._Element:
     return etree.SubElement(parent, f"{{{DS}}}{tag}", attrib)
 
 
+@functools.lru_cache(maxsize=256)
+def _cert_b64(cert: x509.Certificate) -> str:
+    # A relay signs with the same few certificates all day: encode each once.
+    return base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
+
+
+@functools.lru_cache(maxsize=1024)
+def _load_cert_b64(text: str) -> x509.Certificate:
+    # Peers sign with the same few certificates: parse each once (certificate objects are immutable).
+    return x509.load_der_x509_certificate(base64.b64decode(text))
+
+
 def sign_enveloped(
     doc: bytes | etree._Element,
     key: PrivateKeyTypes,
@@ -175,9 +188,7 @@ def sign_enveloped(
     _ds(ref, "DigestMethod", Algorithm=digest_uri)
     _ds(ref, "DigestValue").text = base64.b64encode(digest).decode()
     value = _ds(sig, "SignatureValue")
-    _ds(_ds(_ds(sig, "KeyInfo"), "X509Data"), "X509Certificate").text = base64.b64encode(
-        cert.public_bytes(serialization.Encoding.DER)
-    ).decode()
+    _ds(_ds(_ds(sig, "KeyInfo"), "X509Data"), "X509Certificate").text = _cert_b64(cert)
     signature = key.sign(_c14n_subtree(si, False, False), padding.PKCS1v15(), hash_cls())
     value.text = base64.b64encode(signature).decode()
     return etree.tostring(root.getroottree(), xml_declaration=True, encoding="UTF-8")
@@ -278,7 +289,7 @@ def _certificate_of(sig: etree._Element) -> x509.Certificate:
             "certificate-multiple", f"KeyInfo has {len(texts)} certificates; exactly one (the signer's)"
         )
     try:
-        return x509.load_der_x509_certificate(base64.b64decode("".join((texts[0].text or "").split())))
+        return _load_cert_b64("".join((texts[0].text or "").split()))
     except ValueError as exc:
         raise _fail("certificate-invalid", f"the X509Certificate in KeyInfo cannot be read: {exc}") from None
 

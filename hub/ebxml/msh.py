@@ -214,9 +214,12 @@ class Msh:
         sync_reply: bool = False,
         soap_base64: bool = True,
         description: str | None = None,
+        message_id: str | None = None,
     ) -> Outgoing:
         """Build, sign and encrypt one business message. Names follow HISD 1209 from `message_type`
-        unless service/action/roles are given (NAV-style services); the CPA decides channel and keys."""
+        unless service/action/roles are given (NAV-style services); the CPA decides channel and keys.
+        `message_id`: a MessageId fixed by the caller (a relay stores it before the first attempt so
+        that every retry carries the same one and the receiver's duplicate elimination works)."""
         party = self.parties[str(from_her)]
         if message_type:
             n = naming.naming(message_type, apprec=action == naming.APPREC)
@@ -246,7 +249,7 @@ class Msh:
             conversation_id=conversation_id or new_id(),
             service=service,
             action=action,
-            message_id=new_id(),
+            message_id=message_id or new_id(),
             timestamp=now,
             time_to_live=now + time_to_live if time_to_live else None,
             duplicate_elimination=plan.duplicate_elimination,
@@ -275,6 +278,16 @@ class Msh:
     def _fault(self, errors: list[EbxmlError]) -> Outcome:
         return Outcome("rejected", response=build_package(build_soap_fault(errors), soap_base64=False),
                        response_kind="fault", errors=errors, sync=True)
+
+    def reply_address(self, env: Envelope) -> str | None:
+        """Where signals for `env`'s sender go: its CPA's endpoint, else its address-register endpoint."""
+        cpa = self.cpas.get(env.header.cpa_id or "") if self.cpas else None
+        return self._reply_to(env, cpa)
+
+    def message_error(self, env: Envelope, errors: list[EbxmlError], now: datetime) -> bytes:
+        """A signed MessageError for a received message, decided outside the Msh (e.g. by a relay's
+        content checks after the envelope was accepted)."""
+        return self._error_response(env, errors, now)
 
     def _error_response(self, env: Envelope, errors: list[EbxmlError], now: datetime) -> bytes:
         root = build_message_error(env.header, errors, now)

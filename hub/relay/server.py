@@ -6,6 +6,7 @@ Configuration is a TOML file (docs/relay.md); relative paths in it are relative 
     her_id = 80000                     # the relay's own communication party
     node = "relay-a"                   # this process's name in leases and timelines (stable across restarts)
     pki = "pki"                        # hub.security test PKI layout (network channels only)
+    identity = "hub"                   # this relay's party in that PKI (signs envelopes, decrypts)
     register = ["register.toml"]
     cpa_dir = "cpa"
     [smtp]    listen = "127.0.0.1:2525"   relay = "127.0.0.1:25"   addresses = ["edi@relay.example"]
@@ -65,6 +66,8 @@ class RelayConfig:
     smtp_relay: tuple[str, int] | None = None
     smtp_addresses: list[str] = field(default_factory=list)
     folder_poll: float = 0.2
+    identity: str | None = None  # party name in the PKI; default: the one whose HER-id is her_id
+    defer_s: float = 60.0  # a network message whose check could not be made now (CRL away) is retried
     worker: WorkerConfig = field(default_factory=WorkerConfig)
     base: Path = field(default_factory=Path.cwd)
 
@@ -118,6 +121,7 @@ class RelayConfig:
             smtp_relay=_hostport(smtp["relay"], "smtp.relay") if smtp.get("relay") else None,
             smtp_addresses=list(smtp.get("addresses", [])),
             folder_poll=float(folders.get("poll", 0.2)),
+            identity=d.get("identity"), defer_s=float(w.get("defer_s", 60.0)),
             worker=wc, base=base,
         )
         cfg.node = str(d.get("node") or f"{socket.gethostname()}-{her_id}")
@@ -199,6 +203,9 @@ class Relay:
             network = self.network.http_handler
             unwrap = self.network.unwrap
         notify_local = local_notifier(self.register, cfg.spool_root)
+        inspect = inspector or default_inspector()
+        if self.network is not None:
+            inspect = self.network.checked(inspect)  # KITH document signatures
 
         def notify(m: Any, why: str) -> None:  # noqa: ANN401
             if m.direction == "in" and self.network is not None:
@@ -208,9 +215,10 @@ class Relay:
 
         self.worker = Worker(
             self.store, self.register, own_her=cfg.her_id, spool_root=cfg.spool_root,
-            inspector=inspector or default_inspector(), deliverers=deliverers,
+            inspector=inspect, deliverers=deliverers,
             answerer=answerer if answerer is not None else _maybe_answerer(), notifier=notify,
             unwrap=unwrap, config=cfg.worker, tap=self.tap,
+            answer_peer=self.network.answer_peer if self.network is not None else None,
         )
         self.intake = Intake(self.store, node=cfg.node, on_stored=self.worker.notify_received)
         self.watcher = FolderWatcher(self.intake, self.register, cfg.spool_root, poll=cfg.folder_poll)

@@ -95,14 +95,17 @@ class Worker:
         deliverers: dict[pl.RouteKind, Deliverer],
         answerer: Answerer | None = None,
         notifier: Notifier | None = None,
-        unwrap: Callable[[Message, bytes], bytes] | None = None,
+        unwrap: Callable[[Message, bytes], bytes | None] | None = None,
         config: WorkerConfig | None = None,
         tap: Tap | None = None,
+        answer_peer: Callable[[Message, pl.Decision], None] | None = None,
     ) -> None:
         self.store, self.register = store, register
         self.own_her, self.spool_root = own_her, spool_root
         self.inspect, self.deliverers = inspector, deliverers
         self.answerer, self.notifier, self.unwrap = answerer, notifier, unwrap
+        # network intake: the ebMS answer (Acknowledgment or MessageError) once the checks have decided
+        self.answer_peer = answer_peer
         self.cfg = config or WorkerConfig()
         self.tap = tap or Tap()
         self._received: queue.SimpleQueue[str] = queue.SimpleQueue()
@@ -221,8 +224,13 @@ class Worker:
     def _admit(self, msg: Message) -> None:
         data = self.store.blob(msg.id)
         assert data is not None
-        if self.unwrap is not None and msg.direction == "in":
-            data = self.unwrap(msg, data)  # network intake: the KITH document inside the envelope
+        network_in = self.unwrap is not None and msg.direction == "in"
+        if network_in:
+            assert self.unwrap is not None
+            inner = self.unwrap(msg, data)  # network intake: the KITH document inside the envelope
+            if inner is None:
+                return  # settled by the network layer: refused envelope, duplicate, or deferred
+            data = inner
         facts = self.inspect(data, msg.short_id)
         sub = pl.Submitted(pl.Channel(msg.channel or "folder"), pl._int(msg.sender_her),
                            pl._int(msg.receiver_her))
@@ -238,6 +246,10 @@ class Worker:
                 error=ErrorInfo(decision.code, decision.text, True),
             )
             self.tap("rejected", m, decision.reason)
+            if network_in and self.answer_peer is not None:
+                self.answer_peer(m, decision)  # the MessageError, recorded for duplicates
+                if decision.answer is pl.Answer.MESSAGE_ERROR:
+                    return
             self._answer(m, facts, decision)
             return
         policy = self._policy(decision.route)
@@ -255,6 +267,8 @@ class Worker:
         m = self.store.transition(msg.id, Event.VALIDATED, actor=self.cfg.node, reason=decision.reason,
                                   updates={k: v for k, v in meta.items() if v is not None})
         self.tap("queued", m, decision.reason)
+        if network_in and self.answer_peer is not None:
+            self.answer_peer(m, decision)  # the ebMS Acknowledgment, now that the content is accepted
         if decision.closes:
             self._close_original(m, facts)
         self._wake.set()
@@ -316,7 +330,11 @@ class Worker:
             data = self.store.blob(msg.id)
             assert data is not None
             if self.unwrap is not None and msg.direction == "in":
-                data = self.unwrap(msg, data)
+                inner = self.unwrap(msg, data)
+                if inner is None:
+                    raise pl.DeliveryError("unwrap", "the received envelope's payload is not available",
+                                           permanent=True)
+                data = inner
             deliverer = self.deliverers.get(route.kind)
             if deliverer is None:
                 raise pl.DeliveryError("route.channel", f"no {route.kind.value} channel is configured",
@@ -366,6 +384,23 @@ class Worker:
             self.tap("delivered", m, detail)
         if m.state is State.DELIVERED:
             self.after_delivered(m)
+        return m
+
+    def on_nack(self, ref_to_message_id: str, code: str, text: str) -> Message | None:
+        """A peer answered our envelope with an ebMS MessageError: a permanent failure, the sender told."""
+        m = self.store.get(ref_to_message_id)
+        if m is None or m.out_message_id != ref_to_message_id:
+            log.warning("MessageError for unknown MessageId %s: %s %s", ref_to_message_id, code, text)
+            return None
+        try:
+            m = self.store.transition(m.id, Event.NACK_PERMANENT, actor=self.cfg.node,
+                                      reason=f"ebMS MessageError {code}: {text}",
+                                      error=ErrorInfo(f"ebms.{code}", text, True))
+        except IllegalTransition as exc:  # e.g. already delivered: an AppRec or ack came first
+            log.warning("MessageError %s for %s ignored: %s", code, m.short_id, exc)
+            return None
+        self.tap(m.state.value, m, f"MessageError {code}: {text}")
+        self._tell_sender(m)
         return m
 
     def _failed_attempt(self, msg: Message, f: pl.Failure) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ import aiosmtplib
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
+log = logging.getLogger("hub.transport.smtp")
 
 
 def mail_address(endpoint: str) -> str:
@@ -101,6 +103,13 @@ class _Handler:
         why = looks_like_ebxml(data)
         if why:
             return f"554 5.6.0 {why}"
+        if self.l.store is not None:
+            # durable before 250: once we say "accepted", the sender may forget the mail
+            try:
+                await self.l.store(data, str(envelope.mail_from or ""), list(envelope.rcpt_tos))
+            except Exception:  # noqa: BLE001 - not stored: the sending server keeps it and retries
+                log.exception("could not store a mail from %s", envelope.mail_from)
+                return "451 4.3.0 not stored; try again later"
         self.l.received.append(data)
         self.l.tls_used.append(bool(session.ssl))
         task = asyncio.get_running_loop().create_task(
@@ -123,6 +132,8 @@ class SmtpListener:
     received: list[bytes] = field(default_factory=list)
     tls_used: list[bool] = field(default_factory=list)  # per accepted mail: did it come over STARTTLS
     tasks: set[asyncio.Task] = field(default_factory=set)
+    # awaited before the 250 reply (a relay stores the mail there); raising answers 451
+    store: Received | None = None
     _server: asyncio.base_events.Server | None = None
 
     def __post_init__(self) -> None:

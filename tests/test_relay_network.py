@@ -66,8 +66,8 @@ def party(her: int, name: str, *, parent: int | None = None, local: bool = False
     return "\n".join(lines) + "\n" + extra + "\n"
 
 
-def register_a(pki: Path) -> str:
-    b = {"endpoint": f"mailto:{B_ADDR}", "pki_party": "lab", "pki": pki}
+def register_a(pki: Path, b_endpoint: str = f"mailto:{B_ADDR}") -> str:
+    b = {"endpoint": b_endpoint, "pki_party": "lab", "pki": pki}
     return "".join([
         party(80000, "Relay A", local=True),
         # the GP's own KITH signatures are made with the test PKI's "gp" certificate
@@ -94,7 +94,7 @@ def register_b(pki: Path) -> str:
 
 
 def config(home: Path, her: int, identity: str, register: str, listen: int, relay: int, addr: str,
-           worker: dict[str, Any] | None = None) -> RelayConfig:
+           worker: dict[str, Any] | None = None, http: int | None = None) -> RelayConfig:
     home.mkdir(parents=True, exist_ok=True)
     (home / "register.toml").write_text(register, encoding="utf-8")
     return RelayConfig.from_dict({
@@ -102,17 +102,21 @@ def config(home: Path, her: int, identity: str, register: str, listen: int, rela
         "pki": str(shared_test_pki().dir), "identity": identity,
         "smtp": {"listen": f"127.0.0.1:{listen}", "relay": f"127.0.0.1:{relay}", "addresses": [addr]},
         "folders": {"root": "spool", "poll": 0.05},
+        **({"http": {"listen": f"127.0.0.1:{http}"}} if http else {}),
         "worker": {"threads": 4, "poll_s": 0.05, "network_retries": 5, "network_retry_interval_s": 2,
                    "apprec_limit_s": 3600, "defer_s": 0.5, **(worker or {})},
     }, home)
 
 
 class Pair:
-    def __init__(self, tmp: Path, **worker: Any) -> None:  # noqa: ANN401
+    def __init__(self, tmp: Path, *, http: bool = False, **worker: Any) -> None:  # noqa: ANN401
         pki = shared_test_pki().dir
-        self.pa, self.pb = free_port(), free_port()
-        self.a = Relay(config(tmp / "a", 80000, "hub", register_a(pki), self.pa, self.pb, A_ADDR, worker))
-        self.b = Relay(config(tmp / "b", 81000, "lab", register_b(pki), self.pb, self.pa, B_ADDR, worker))
+        self.pa, self.pb, hp = free_port(), free_port(), free_port()
+        b_ep = f"http://127.0.0.1:{hp}/ebxml" if http else f"mailto:{B_ADDR}"
+        self.a = Relay(config(tmp / "a", 80000, "hub", register_a(pki, b_ep), self.pa, self.pb, A_ADDR,
+                              worker))
+        self.b = Relay(config(tmp / "b", 81000, "lab", register_b(pki), self.pb, self.pa, B_ADDR, worker,
+                              http=hp if http else None))
 
     def spool(self, r: Relay, her: int) -> Path:
         return r.cfg.spool_root / str(her)
@@ -267,3 +271,48 @@ def test_kith_signatures_are_checked_against_the_register(pair: Pair):
                        files(pair.spool(pair.a, 82001) / "in"), 10, "two AppRecs to the GP")
     codes = sorted(next(c for c in ("S01", "S02") if f'V="{c}"'.encode() in p.read_bytes()) for p in answers)
     assert codes == ["S01", "S02"]
+
+
+def test_unreachable_crl_defers_then_delivers(pair: Pair):
+    """Revocation status unknown (the CRL server refuses connections): not refused, checked again later."""
+    from hub.security.certs import _http_fetch
+    from hub.security.pki import load_intermediates, load_trust_anchors
+
+    assert pair.b.network is not None
+    pki, closed = shared_test_pki().dir, free_port()
+    working = pair.b.network.validator
+    pair.b.network.validator = net.CertificateValidator(
+        load_trust_anchors(pki), load_intermediates(pki),
+        fetch=lambda url, timeout: _http_fetch(f"http://127.0.0.1:{closed}/crl", timeout))
+    deferred: list[str] = []
+    pair.b.tap.listeners.append(lambda what, m, detail: deferred.append(m.id) if what == "deferred" else None)
+    mid = str(uuid.uuid4())
+    drop(pair.spool(pair.a, 82001), "notat.xml", dialog(msg_id=mid))
+    wait_for(lambda: len(deferred) >= 2, 10, "B: deferred at least twice")
+    held = pair.b.store.require(deferred[0])
+    assert held.state is State.RECEIVED and pair.b.store.seen_get(held.ebxml_message_id or "") is None
+    sent = pair.a.store.get(held.ebxml_message_id or "")
+    assert sent is not None and sent.state in (State.AWAITING_ACK, State.RETRYING, State.SENDING)
+    pair.b.network.validator = working  # the CRL is reachable again
+    wait_for(one(pair.b, mid, State.AWAITING_APPREC), 10, "B: delivered after the deferral")
+    wait_for(one(pair.a, mid, State.AWAITING_APPREC), 15, "A: acknowledged")
+    assert [e.event for e in pair.b.store.timeline(held.id)][:2] == ["accept", "validated"]
+
+
+def test_over_http_post_with_the_ack_back_by_mail(tmp_path: Path):
+    """B's register endpoint is https-style POST /ebxml: stored before 202, the ack goes to A's mailbox."""
+    p = Pair(tmp_path, http=True)
+    p.a.start()
+    p.b.start()
+    try:
+        mid = str(uuid.uuid4())
+        drop(p.spool(p.a, 82001), "notat.xml", dialog(msg_id=mid))
+        got = wait_for(one(p.b, mid, State.AWAITING_APPREC), 15, "B: delivered from an HTTP POST")
+        assert got.channel == "http" and mails(p.b) == []
+        sent = wait_for(one(p.a, mid, State.AWAITING_APPREC), 15, "A: acknowledged")
+        assert sent.out_message_id == got.ebxml_message_id
+        assert [e.event for e in p.a.store.timeline(sent.id)] == [
+            "accept", "validated", "claim", "sent", "ack", "await_apprec"]
+        assert len(files(p.spool(p.b, 81001) / "in")) == 1
+    finally:
+        p.stop()

@@ -136,6 +136,9 @@ class SchemaRegistry:
             self.sources.append(SchemaSource.scan(ours, official=False, label="ours"))
         self._cache: dict[tuple[Path, ...], etree.XMLSchema] = {}
         self._located: dict[tuple[str, str | None], SchemaRef | None] = {}
+        # (root namespace, MIGversion, ((payload namespace, MIGversion), ...)) -> refs and their schema:
+        # the validator's per-message plan, so a message of a known kind costs one lookup (hub.validation).
+        self.plans: dict[tuple[object, ...], tuple[list[SchemaRef], etree.XMLSchema]] = {}
         self._lock = threading.Lock()
         self.compiles = 0  # how many wrappers were compiled: tests prove compile-once with it
         self.resolved: list[tuple[str, str | None]] = []  # every schemaLocation and its local file

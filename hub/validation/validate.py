@@ -15,7 +15,7 @@ from pathlib import Path
 from lxml import etree
 
 from hub.messages.families import FAMILIES, MSGHEAD_NS
-from hub.messages.info import MessageInfo, extract_info, payload_elements
+from hub.messages.info import MessageInfo, extract_info, findtext, ns_of, payload_elements
 from hub.validation import rules
 from hub.validation.catalog import rule
 from hub.validation.registry import SchemaError, SchemaRef, SchemaRegistry, default_registry
@@ -33,6 +33,8 @@ _XML_RULES = {
 _DATE_TAIL = re.compile(r"/\d{4}-\d{2}-\d{2}$")
 _KNOWN_STEMS = {_DATE_TAIL.sub("", f.namespace) for f in FAMILIES}
 _CLARK = re.compile(r"\{[^}]*\}")
+_Plan = tuple[list[SchemaRef], etree.XMLSchema]
+_MAX_PLANS = 1024  # plan keys hold MIGversion texts from untrusted messages: keep the memo bounded
 
 
 def _problem(rule_id: str, text: str, **where: object) -> Problem:
@@ -78,14 +80,18 @@ class Validator:
         root = tree.getroot()
         info = extract_info(tree)
         self._fill(result, info)
-        refs = self._schema_refs(info, root, result)
-        if refs is None:
-            self._columns(data, result)
-            return result
+        plan = self._plan(info, root)
+        if plan is not None:
+            refs: list[SchemaRef] | None = plan[0]
+        else:
+            refs = self._schema_refs(info, root, result)
+            if refs is None:
+                self._columns(data, result)
+                return result
         if refs:
             if result.family is None:
                 result.family = refs[-1].path.stem  # a pack-only standard: name it by its schema file
-            self._schema(refs, tree, data, result)
+            self._schema(refs, tree, data, result, plan[1] if plan is not None else None)
         if self.business_rules and info.family is not None:
             result.problems.extend(rules.check(info, root, now=self.now))
             self._unique(info, root, name, result)
@@ -117,6 +123,36 @@ class Validator:
         result.receiver = info.receiver_her
         result.info = info
 
+    def _plan_key(self, info: MessageInfo, root: etree._Element) -> tuple[object, ...]:
+        """What _schema_refs decides on: the root's namespace and MIGversion, each new payload namespace's."""
+        ns = info.root_namespace
+        payloads: list[tuple[str, str | None]] = []
+        if ns == MSGHEAD_NS:
+            seen = {ns}
+            for el in payload_elements(root):
+                pns = ns_of(el)
+                if pns not in seen:
+                    seen.add(pns)
+                    payloads.append((pns, findtext(el, "{*}MIGversion")))
+        return ns, findtext(root, "{*}MIGversion") or info.mig_version, tuple(payloads)
+
+    def _plan(self, info: MessageInfo, root: etree._Element) -> _Plan | None:
+        """Refs and compiled schema for this kind of message, remembered per registry once they worked."""
+        plans = self.registry.plans
+        key = self._plan_key(info, root)
+        hit = plans.get(key)
+        if hit is not None or len(plans) >= _MAX_PLANS:
+            return hit
+        refs = self._schema_refs(info, root, ValidationResult(file=""))
+        if not refs:
+            return None  # a missing schema: the slow path records the problem each time
+        try:
+            schema = self.registry.schema_for(refs)
+        except SchemaError:
+            return None
+        plans[key] = (refs, schema)
+        return plans[key]
+
     def _schema_refs(self, info: MessageInfo, root: etree._Element, result: ValidationResult
                      ) -> list[SchemaRef] | None:
         """The schema files this message needs; None (with a problem recorded) when one is missing."""
@@ -147,12 +183,13 @@ class Validator:
         return refs
 
     def _schema(self, refs: list[SchemaRef], tree: etree._ElementTree, data: bytes,
-                result: ValidationResult) -> None:
-        try:
-            schema = self.registry.schema_for(refs)
-        except SchemaError as exc:
-            result.problems.append(_problem("ns.version", f"schema cannot be compiled: {exc}"))
-            return
+                result: ValidationResult, schema: etree.XMLSchema | None = None) -> None:
+        if schema is None:
+            try:
+                schema = self.registry.schema_for(refs)
+            except SchemaError as exc:
+                result.problems.append(_problem("ns.version", f"schema cannot be compiled: {exc}"))
+                return
         if schema.validate(tree):
             return
         for e in schema.error_log:

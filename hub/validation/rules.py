@@ -10,6 +10,7 @@ whose list we do not know is left alone.
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -223,7 +224,11 @@ def _idents_clean(root: etree._Element) -> bool:
         elif value != "HER" and value not in CODE_LISTS[_ident_list(t, holder)]:
             return False  # (HER is the one value both lists hold: no need to ask where it stands)
         if value == "HER":
-            id_el = next((c for c in holder if _is_id(c.tag)), None)  # = find(holder, "{*}Id")
+            id_el = None
+            for c in holder:  # = find(holder, "{*}Id"); Id comes first in MsgHead's Ident
+                if _is_id(c.tag):
+                    id_el = c
+                    break
             her = (id_el.text or "").strip() if id_el is not None else ""
             if not her.isdigit() or int(her) <= 0:
                 return False
@@ -274,10 +279,11 @@ def code_rules(root: etree._Element) -> list[Problem]:
 
 # The few elements _CODED selects whose value can fail: an S naming a list we embed (attribute-first:
 # libxml2 tests ~30 S attributes far faster than a predicate on every element), and the fixed places.
+# substring-after also takes an OID further in: a superset, which the Python check then sorts out.
 _CODED_BY_S = etree.XPath(
-    f"//@S[starts-with(., '{OID}')]"
-    f"[contains('|{'|'.join(CODE_LISTS)}|', concat('|', substring(., {len(OID) + 1}), '|'))]"
-    "/parent::*[not(local-name() = 'TypeId' or local-name() = 'TypeOffId')]"
+    f"//*/@S[contains('|{'|'.join(CODE_LISTS)}|', concat('|', substring-after(., '{OID}'), '|'))]"
+    "/parent::*[not(local-name() = 'TypeId' or local-name() = 'TypeOffId')]",
+    regexp=False, smart_strings=False,
 )
 # Element tag -> the parent tag _CODED requires; AppRec's Status must moreover stand in the root.
 _ROOT_STATUS = {f"{{{ns}}}Status": f"{{{ns}}}AppRec" for ns in (APPREC_10_NS, APPREC_11_NS)}
@@ -287,6 +293,7 @@ _FIXED_PLACES = {
     **_ROOT_STATUS,
 }
 _FIXED_TAGS = tuple(_FIXED_PLACES)
+_FIXED_LIST = {f"{{{ns}}}{local}": listed for (ns, _parent, local), listed in _BY_PLACE.items()}
 
 
 def _codes_clean(root: etree._Element) -> bool:
@@ -295,11 +302,20 @@ def _codes_clean(root: etree._Element) -> bool:
         if _code_violation(el) is not None:  # type: ignore[arg-type]
             return False
     for el in root.iter(_FIXED_TAGS):
+        v = el.get("V")
+        if v is None:
+            continue  # nothing to check, wherever it stands
+        if el.get("S") is not None:
+            if _code_violation(el) is not None:
+                return False
+            continue
+        # Without S, _CODED selects it only at its fixed place, where the place names the list.
+        tag = el.tag
         parent = el.getparent()
-        fixed = parent is not None and parent.tag == _FIXED_PLACES[el.tag] and (
-            el.tag not in _ROOT_STATUS or parent.getparent() is None)
-        selected = fixed or (el.get("S") is not None and el.get("V") is not None)
-        if selected and _code_violation(el) is not None:
+        if parent is None or parent.tag != _FIXED_PLACES[tag] or (
+                tag in _ROOT_STATUS and parent.getparent() is not None):
+            continue
+        if v.strip() not in CODE_LISTS[_FIXED_LIST[tag]]:
             return False
     return True
 
@@ -366,9 +382,9 @@ def fnr_valid(number: str) -> bool:
     """Fødselsnummer/D-nummer: 11 digits with both mod-11 check digits right."""
     if len(number) != 11 or not number.isdigit():
         return False
-    d = [int(c) for c in number]
+    d = list(map(int, number))
     for weights, pos in ((_W1, 9), (_W2, 10)):
-        c = 11 - sum(w * x for w, x in zip(weights, d, strict=False)) % 11
+        c = 11 - sum(map(operator.mul, weights, d)) % 11
         c = 0 if c == 11 else c
         if c == 10 or c != d[pos]:
             return False

@@ -147,7 +147,8 @@ def xpath(el: etree._Element, path: str, ns: str) -> list[etree._Element]:
     """`path` with prefix k = `ns`, compiled once (compiling costs more than evaluating)."""
     xp = _XPATHS.get((path, ns))
     if xp is None:
-        xp = _XPATHS[(path, ns)] = etree.XPath(path, namespaces={"k": ns})
+        # regexp=False: no EXSLT functions to register on every call (the paths use none).
+        xp = _XPATHS[(path, ns)] = etree.XPath(path, namespaces={"k": ns}, regexp=False)
     return xp(el)  # type: ignore[return-value]
 
 

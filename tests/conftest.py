@@ -16,3 +16,25 @@ def reference() -> Path:
     if ref is None:
         pytest.skip("../shared/reference is not present; official-oracle tests skipped")
     return ref
+
+
+@pytest.fixture(scope="session")
+def pki():  # noqa: ANN201 - hub.security.testing.TestPki
+    """One test PKI per session (CAs, party certificates, special certificates, CRL served on loopback)."""
+    from hub.security.testing import shared_test_pki
+
+    return shared_test_pki()
+
+
+@pytest.fixture(scope="session")
+def gp(pki):  # noqa: ANN001, ANN201
+    from hub.security.pki import load_identity
+
+    return load_identity(pki.dir, "gp")
+
+
+@pytest.fixture(scope="session")
+def lab(pki):  # noqa: ANN001, ANN201
+    from hub.security.pki import load_identity
+
+    return load_identity(pki.dir, "lab")

@@ -24,17 +24,6 @@ from hub.security.pki import (
     revoke,
     serve_crl,
 )
-from hub.security.testing import shared_test_pki
-
-
-@pytest.fixture(scope="session")
-def pki():
-    return shared_test_pki()
-
-
-@pytest.fixture(scope="session")
-def gp(pki):
-    return load_identity(pki.dir, "gp")
 
 
 @pytest.fixture()

@@ -14,8 +14,7 @@ from cryptography import x509
 from hub.security import cms
 from hub.security.certs import CertificateValidator, org_no_of
 from hub.security.errors import SecurityError
-from hub.security.pki import load_identity, load_intermediates, load_trust_anchors
-from hub.security.testing import shared_test_pki
+from hub.security.pki import load_intermediates, load_trust_anchors
 from hub.security.xmldsig import sign_enveloped, verify_enveloped
 
 XMLSEC1 = shutil.which("xmlsec1")
@@ -48,21 +47,6 @@ def _template(sig_alg: str, digest_alg: str) -> bytes:
 <SignatureValue/><KeyInfo><X509Data/></KeyInfo></Signature>"""
     # Signature in the default namespace, a newline after it, xsi and xml:lang in scope: what trips naive C14N
     return DOC.replace(b"</MsgHead>", sig.encode() + b"\n</MsgHead>")
-
-
-@pytest.fixture(scope="session")
-def pki():
-    return shared_test_pki()
-
-
-@pytest.fixture(scope="session")
-def gp(pki):
-    return load_identity(pki.dir, "gp")
-
-
-@pytest.fixture(scope="session")
-def lab(pki):
-    return load_identity(pki.dir, "lab")
 
 
 def _run(*args: object) -> subprocess.CompletedProcess:

@@ -15,7 +15,6 @@ from lxml import etree
 from hub.security import cms
 from hub.security.errors import SecurityError
 from hub.security.pki import PartySpec, init_pki, load_identity, load_special, load_trust_anchors
-from hub.security.testing import shared_test_pki
 from hub.security.xmldsig import DS, ENVELOPED, sign_enveloped, verify_enveloped
 from hub.xmlsafe import XmlInputError
 
@@ -40,21 +39,6 @@ MSGHEAD = """<?xml version="1.0" encoding="UTF-8"?>
 </MsgHead>
 """.encode()
 NS = {"ds": DS}
-
-
-@pytest.fixture(scope="session")
-def pki():
-    return shared_test_pki()
-
-
-@pytest.fixture(scope="session")
-def gp(pki):
-    return load_identity(pki.dir, "gp")
-
-
-@pytest.fixture(scope="session")
-def lab(pki):
-    return load_identity(pki.dir, "lab")
 
 
 # --- PKI ---------------------------------------------------------------------------------------------

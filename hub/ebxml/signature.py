@@ -24,6 +24,7 @@ from lxml import etree
 from hub.codes import EbmsError
 from hub.ebxml.envelope import DS_NS, NEXT_MSH, SOAP_NEXT, SOAP_NS, RefDigest
 from hub.ebxml.errors import EbxmlError, err
+from hub.security.xmldsig import remove_keeping_tail
 
 C14N = "http://www.w3.org/TR/2001/REC-xml-c14n-20010315"
 C14N_COMMENTS = C14N + "#WithComments"
@@ -59,18 +60,6 @@ class Verified:
     certificate: x509.Certificate
     signature_method: str
     references: list[RefDigest]
-
-
-def _remove_keep_tail(el: etree._Element) -> None:
-    """Remove `el` but not the text after it, which belongs to the parent's content."""
-    parent = el.getparent()
-    if el.tail:
-        prev = el.getprevious()
-        if prev is not None:
-            prev.tail = (prev.tail or "") + el.tail
-        else:
-            parent.text = (parent.text or "") + el.tail
-    parent.remove(el)
 
 
 def _c14n(node: etree._Element | etree._ElementTree, algorithm: str) -> bytes:
@@ -115,7 +104,7 @@ def _same_document_digest(doc: etree._Element, signature: etree._Element, refere
     for t in transforms:
         alg = t.get("Algorithm", "")
         if alg == ENVELOPED:
-            _remove_keep_tail(sig)
+            remove_keeping_tail(sig)
         elif alg == XPATH:
             xp = t.find(_ds("XPath"))
             if xp is None or not (xp.text or "").strip():
@@ -127,7 +116,7 @@ def _same_document_digest(doc: etree._Element, signature: etree._Element, refere
             dropped = [el for el in tree.getroot().iter() if isinstance(el.tag, str) and not expr(el)]
             for el in dropped:
                 if el.getparent() is not None and all(a not in dropped for a in el.iterancestors()):
-                    _remove_keep_tail(el)
+                    remove_keeping_tail(el)
         elif alg in (C14N, C14N_COMMENTS) or alg.startswith(EXC_C14N):
             out = _c14n(tree, alg)
         else:

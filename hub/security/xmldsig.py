@@ -116,7 +116,7 @@ def _c14n_document(root: etree._Element, exclusive: bool, with_comments: bool) -
     return etree.tostring(root.getroottree(), method="c14n", exclusive=exclusive, with_comments=with_comments)
 
 
-def _remove_keeping_tail(el: etree._Element) -> None:
+def remove_keeping_tail(el: etree._Element) -> None:
     """Remove `el` but not the text after it: the enveloped-signature transform removes only the element."""
     parent = el.getparent()
     if el.tail:
@@ -342,7 +342,7 @@ def verify_enveloped(
             "(SignedInfo changed, or signed with another key)",
         ) from None
     # SignedInfo is now authentic: its DigestValue says what the document must be
-    _remove_keeping_tail(sig)
+    remove_keeping_tail(sig)
     signed = _c14n_document(root, *p.doc_c14n)
     h = hashes.Hash(_DIGEST_HASH[p.digest_alg]())
     h.update(signed)
@@ -359,6 +359,7 @@ __all__ = [
     "VerifiedSignature",
     "XmlInputError",
     "check_expected",
+    "remove_keeping_tail",
     "sign_enveloped",
     "verify_enveloped",
 ]

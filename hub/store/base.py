@@ -145,12 +145,14 @@ class Message:
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Message:
-        names = {f.name for f in fields(cls)}
-        kw = {k: v for k, v in row.items() if k in names}
+        kw = {k: v for k, v in row.items() if k in _MESSAGE_FIELDS}
         kw["state"] = State(kw["state"])
         if kw.get("last_error_permanent") is not None:
             kw["last_error_permanent"] = bool(kw["last_error_permanent"])
         return cls(**kw)
+
+
+_MESSAGE_FIELDS = frozenset(f.name for f in fields(Message))  # from_row runs once per operation
 
 
 @dataclass(frozen=True)
@@ -312,8 +314,12 @@ def migrate(tx: Tx, types: Mapping[str, str], now: datetime) -> int:
 # --- the store -------------------------------------------------------------------------------------
 
 _NO_DELIVERY_CLOCK = frozenset(State) - {State.QUEUED, State.RETRYING, State.AWAITING_ACK}
+# Every OR branch starts with `state = constant` so each one is a search of messages_due (state, ...):
+# the branch "(queued OR retrying) AND ..." nested one OR inside another and made SQLite scan the whole
+# table, delivered and completed messages included, on every claim.
 _DUE_SQL = """(
-    ((state = 'queued' OR (state = 'retrying' AND attempts < max_retries + 1))
+    (state = 'queued' AND (next_attempt_at IS NULL OR next_attempt_at <= ?))
+    OR (state = 'retrying' AND attempts < max_retries + 1
         AND (next_attempt_at IS NULL OR next_attempt_at <= ?))
     OR (state = 'awaiting_ack' AND attempts < max_retries + 1 AND next_attempt_at <= ?)
     OR (state = 'sending' AND attempts < max_retries + 1 AND lease_until <= ?)
@@ -343,6 +349,11 @@ class Store(ABC):
 
     @abstractmethod
     def _read(self, fn: Callable[[Tx], T]) -> T: ...
+
+    def _read_one(self, sql: str, params: Sequence[Any]) -> Row | None:
+        """One SELECT on its own. A lone statement reads one snapshot, so backends may run it without
+        BEGIN/COMMIT (SQLite: two statements fewer; PostgreSQL: one round trip instead of three)."""
+        return self._read(lambda tx: tx.one(sql, params))
 
     @abstractmethod
     def close(self) -> None: ...
@@ -442,17 +453,17 @@ class Store(ABC):
             created_at=t, updated_at=t,
         )
 
+        names = ["id", "short_id", *cols]
+        # a short id taken already (50 random bits: rare) inserts nothing; draw again. No SELECT first.
+        insert = (f"INSERT INTO messages ({', '.join(names)}) VALUES ({', '.join('?' * len(names))}) "
+                  "ON CONFLICT (short_id) DO NOTHING")
+
         def op(tx: Tx) -> Message:
             while True:
                 mid, short = new_ids()
-                if tx.one("SELECT 1 AS x FROM messages WHERE short_id = ?", (short,)) is None:
+                row = {"id": mid, "short_id": short, **cols}
+                if tx.execute(insert, [row[n] for n in names]) == 1:
                     break
-            row = {"id": mid, "short_id": short, **cols}
-            names = list(row)
-            tx.execute(
-                f"INSERT INTO messages ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
-                [row[n] for n in names],
-            )
             tx.execute(
                 "INSERT INTO blobs (message_id, kind, data, sha256, created_at) VALUES (?, ?, ?, ?, ?)",
                 (mid, ORIGINAL, data, digest, t),
@@ -586,7 +597,7 @@ class Store(ABC):
                 f"SELECT * FROM messages WHERE {_DUE_SQL} "
                 "ORDER BY COALESCE(next_attempt_at, created_at), created_at "
                 f"LIMIT ?{self.skip_locked_clause}",
-                (t, t, t, t, limit),
+                (t, t, t, t, t, limit),
             )
             out = []
             for row in rows:
@@ -751,11 +762,16 @@ class Store(ABC):
         self._write(op)
 
     def blob(self, ref: str, kind: str = ORIGINAL) -> bytes | None:
+        # the relay asks by full id: one statement; short ids, ebXML ids and absent blobs go the long way
+        r = self._read_one(_BLOB_SQL, (ref, kind))
+        if r is not None:
+            return bytes(r["data"])
+
         def op(tx: Tx) -> bytes | None:
             m = _find(tx, ref)
             if m is None:
                 raise NotFound(ref)
-            r = tx.one("SELECT data FROM blobs WHERE message_id = ? AND kind = ?", (m["id"], kind))
+            r = tx.one(_BLOB_SQL, (m["id"], kind))
             return None if r is None else bytes(r["data"])
 
         return self._read(op)
@@ -807,7 +823,9 @@ class Store(ABC):
     # queries ---------------------------------------------------------------------------------------
     def get(self, ref: str) -> Message | None:
         """By full id, short id, ebXML MessageId (ours or theirs) or KITH MsgId; newest match wins."""
-        r = self._read(lambda tx: _find(tx, ref))
+        r = self._read_one(_BY_ID_SQL, (ref, ref.lower()))
+        if r is None:
+            r = self._read_one(_BY_OTHER_ID_SQL, (ref, ref, ref))
         return None if r is None else Message.from_row(r)
 
     def require(self, ref: str) -> Message:
@@ -927,15 +945,19 @@ def _check_lease(row: Row, node: str) -> None:
         )
 
 
+_BLOB_SQL = "SELECT data FROM blobs WHERE message_id = ? AND kind = ?"
+_BY_ID_SQL = "SELECT * FROM messages WHERE id = ? OR short_id = ?"
+_BY_OTHER_ID_SQL = (
+    "SELECT * FROM messages WHERE ebxml_message_id = ? OR out_message_id = ? OR kith_msg_id = ? "
+    "ORDER BY created_at DESC, id DESC LIMIT 1"
+)
+
+
 def _find(tx: Tx, ref: str) -> Row | None:
-    r = tx.one("SELECT * FROM messages WHERE id = ? OR short_id = ?", (ref, ref.lower()))
+    r = tx.one(_BY_ID_SQL, (ref, ref.lower()))
     if r is not None:
         return r
-    return tx.one(
-        "SELECT * FROM messages WHERE ebxml_message_id = ? OR out_message_id = ? OR kith_msg_id = ? "
-        "ORDER BY created_at DESC, id DESC LIMIT 1",
-        (ref, ref, ref),
-    )
+    return tx.one(_BY_OTHER_ID_SQL, (ref, ref, ref))
 
 
 def _filters(**f: Any) -> tuple[str, list[Any]]:  # noqa: ANN401

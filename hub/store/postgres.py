@@ -106,6 +106,9 @@ class PostgresStore(Store):
         with conn.transaction():
             return fn(_Tx(conn))
 
+    def _read_one(self, sql: str, params: Sequence[Any]) -> Row | None:
+        return _Tx(self._conn()).one(sql, params)  # autocommit: no BEGIN/COMMIT round trips
+
     def close(self) -> None:
         with self._lock:
             self._closed = True

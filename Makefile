@@ -18,11 +18,11 @@ run: $(STAMP)
 	$(BIN)/hub serve --demo
 
 test: $(STAMP)
-	$(BIN)/ruff check hub tests bench
+	$(BIN)/ruff check hub tests bench schemas
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check hub tests bench
+	$(BIN)/ruff check hub tests bench schemas
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

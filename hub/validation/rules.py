@@ -320,46 +320,6 @@ def _codes_clean(root: etree._Element) -> bool:
     return True
 
 
-def _any_of(values: frozenset[str]) -> str:
-    """XPath `@V = 'a' or @V = 'b' ...`: exact matches only (whitespace is left to the Python checks)."""
-    assert not any("'" in v for v in values)
-    return " or ".join(f"@V='{v}'" for v in sorted(values))
-
-
-def _suspects_xpath() -> str:
-    """Elements ident_rules or code_rules might object to: a superset, tested by libxml2 in one pass.
-
-    Almost every message has none, and then neither the Python prefilters nor the rules need to run
-    (they cost ~0.3 us per element, mostly building tag strings). Clean means, exactly and without
-    stripping: a TypeId/TypeOffId whose V is in the list its S (or, without S, its place) names, and a
-    HER-id of ASCII digits not all zero with no child nodes; a coded element whose V is in the list its
-    S or fixed place names. Anything else, including odd whitespace, goes to the exact Python checks.
-    """
-    is_type = "(local-name()='TypeId' or local-name()='TypeOffId')"
-    owner_org = " or ".join(f"local-name({{0}})='{n}'" for n in ("Organisation", "Inst", "Dept"))
-    by_place = (f"(local-name(..)='Ident' and ({owner_org.format('../..')}))"
-                f" or (local-name(..)!='Ident' and ({owner_org.format('..')}))")
-    her_id = "../*[local-name()='Id'][1]"
-    her_ok = (f"({her_id} and not({her_id}/node()[not(self::text())]) and string-length({her_id}) > 0"
-              f" and translate({her_id}, '0123456789', '') = '' and translate({her_id}, '0', '') != '')")
-    type_ok = (f"(@S='{OID}9051' and ({_any_of(CODES_9051)}))"
-               f" or (@S='{OID}8116' and ({_any_of(CODES_8116)}))"
-               f" or (not(@S!='') and (({by_place}) and ({_any_of(CODES_9051)})"
-               f" or not({by_place}) and ({_any_of(CODES_8116)})))")
-    ident_bad = f"{is_type} and not(({type_ok}) and (@V!='HER' or {her_ok}))"
-    by_s = " or ".join(f"(@S='{OID}{k}' and not({_any_of(v)}))" for k, v in CODE_LISTS.items())
-    fixed = " or ".join(
-        f"(self::{p}:{local} and not({_any_of(CODE_LISTS[listed])}))"
-        for (ns, _parent, local), listed in _BY_PLACE.items()
-        for p in ({MSGHEAD_NS: "m", APPREC_10_NS: "a", APPREC_11_NS: "b"}[ns],))
-    code_bad = f"@V and (@S!='' and not({is_type}) and ({by_s}) or not(@S!='') and ({fixed}))"
-    return f"boolean(//*[({ident_bad}) or ({code_bad})])"
-
-
-_SUSPECTS = etree.XPath(_suspects_xpath(), namespaces={"m": MSGHEAD_NS, "a": APPREC_10_NS, "b": APPREC_11_NS},
-                        regexp=False, smart_strings=False)
-
-
 def _type_clean(info: MessageInfo) -> bool:
     family = info.family
     return info.type is None or (
@@ -494,9 +454,8 @@ def check(info: MessageInfo, root: etree._Element, *, now: datetime | None = Non
     yield from gen_date_rules(info, root, now)
     yield from type_rules(info, root)
     yield from party_rules(info, root)
-    if _SUSPECTS(root):  # rarely: then the exact Python prefilters, and the rules only where they fail
-        if not _idents_clean(root):
-            yield from ident_rules(root)
-        if not _codes_clean(root):
-            yield from code_rules(root)
+    if not _idents_clean(root):
+        yield from ident_rules(root)
+    if not _codes_clean(root):
+        yield from code_rules(root)
     yield from patient_rules(info, root)

@@ -316,3 +316,30 @@ def test_over_http_post_with_the_ack_back_by_mail(tmp_path: Path):
         assert len(files(p.spool(p.b, 81001) / "in")) == 1
     finally:
         p.stop()
+
+
+def test_pooled_sender_reuses_its_session_and_survives_a_dropped_one():
+    """Mail after mail over one kept session; a session the server dropped while idle is replaced
+    before the mail starts (each mail arrives exactly once)."""
+    from hub.transport.smtp import SmtpListener
+
+    entity = b"Content-Type: text/xml\r\n\r\n<x/>"
+
+    async def run() -> tuple[SmtpListener, SmtpListener]:
+        async def ignore(data: bytes, mail_from: str, rcpts: list[str]) -> None:
+            return None
+
+        first = await SmtpListener({B_ADDR}, ignore).start()
+        sender = SmtpSender("127.0.0.1", first.port, A_ADDR, pool=2)
+        for _ in range(3):
+            await sender.send(entity, f"mailto:{B_ADDR}")
+        await first.stop()  # drops the kept session
+        second = await SmtpListener({B_ADDR}, ignore, port=first.port).start()
+        await sender.send(entity, B_ADDR)
+        await sender.close()
+        await second.stop()
+        return first, second
+
+    first, second = asyncio.run(run())
+    assert (len(first.received), first.sessions) == (3, 1)
+    assert (len(second.received), second.sessions) == (1, 1)

@@ -23,6 +23,7 @@ import logging
 import threading
 import time
 from collections.abc import Coroutine, Iterator
+from concurrent.futures import Future, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from lxml import etree
 
 from hub.codes import EbmsError
@@ -140,19 +142,36 @@ def apprec_original_type(data: bytes) -> str | None:
 class RegisterPeers:
     """Network parties of the address register: accepted only when the register names their certificate."""
 
+    RECHECK_S = 30.0  # how long a certificate file is taken as unchanged (a replaced one is read again)
+
     def __init__(self, register: Register) -> None:
         self.register = register
+        # path -> (certificate, monotonic time to look at the file again): the Msh asks several times
+        # per message, and even the keystore's cache hit (resolve + stat of the file) showed in profiles
+        self._certs: dict[str, tuple[x509.Certificate, float]] = {}
+        self._lock = threading.Lock()
+
+    def _cert(self, path: str) -> x509.Certificate:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._certs.get(path)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        cert = keystore.load_certificate(Path(path))
+        with self._lock:
+            self._certs[path] = (cert, now + self.RECHECK_S)
+        return cert
 
     def peer(self, her_id: str) -> Peer | None:
         p = self.register.resolve(her_id)
         if p is None or p.local or not p.active or not p.sign_cert:
             return None
-        enc = keystore.load_certificate(Path(p.enc_cert)) if p.enc_cert else None
-        return Peer(str(her_id), keystore.load_certificate(Path(p.sign_cert)), enc, p.endpoint)
+        enc = self._cert(p.enc_cert) if p.enc_cert else None
+        return Peer(str(her_id), self._cert(p.sign_cert), enc, p.endpoint)
 
     def sign_cert(self, her_id: int | None) -> x509.Certificate | None:
         p = self.register.resolve(her_id) if her_id is not None else None
-        return keystore.load_certificate(Path(p.sign_cert)) if p is not None and p.sign_cert else None
+        return self._cert(p.sign_cert) if p is not None and p.sign_cert else None
 
 
 class _HeldSeen:
@@ -227,18 +246,45 @@ class Network:
         self.validator = CertificateValidator(load_trust_anchors(cfg.pki), load_intermediates(cfg.pki))
         self.peers = RegisterPeers(self.register)
         self.seen = _HeldSeen(self.store)
+        self._valid: dict[bytes, tuple[Any, float]] = {}
         self.msh = Msh(parties, cpas=cpas, peers=self.peers, seen=self.seen,
-                       validate_certificate=lambda cert, at: self.validator.check(cert, "sign", at))
+                       validate_certificate=self._check_envelope_cert)
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         self._thread: threading.Thread | None = None
         self._timers: list[threading.Timer] = []
-        self.smtp = SmtpSender(*cfg.smtp_relay, mail_from=self.address) if cfg.smtp_relay else None
+        # signals go out without holding a worker thread; stop() waits for them
+        self._pending: set[Future[None]] = set()
+        # Acknowledgments unwrap() built, for answer_peer() moments later in the same admit; kept in
+        # memory, not the store: after a crash in between, answer_peer() builds the ack again
+        self._acks: dict[str, bytes] = {}
+        # woken whenever this relay records its answer to a received message (HTTP SyncReply waits)
+        self._answered = threading.Condition()
+        # kept sessions: one per worker thread that may be sending at once (signals share them)
+        self.smtp = SmtpSender(*cfg.smtp_relay, mail_from=self.address, pool=max(2, cfg.worker.threads)) \
+            if cfg.smtp_relay else None
         self.listener: SmtpListener | None = None
         if cfg.smtp_listen:
             self.listener = SmtpListener(set(cfg.smtp_addresses) or {self.address}, self._after_mail,
                                          host=cfg.smtp_listen[0], port=cfg.smtp_listen[1],
                                          store=self._store_mail)
+
+    VALID_FOR_S = 60.0  # a peer certificate found valid is not walked and CRL-checked again this long
+
+    def _check_envelope_cert(self, cert: x509.Certificate, at: datetime) -> Any:  # noqa: ANN401
+        """The Msh's certificate check for envelope signatures, at receipt time. Every envelope from a
+        peer carries the same certificate: a chain walk with CRL lookup per message showed in profiles,
+        so a pass is remembered briefly (failures never are; an expiry inside the window still fails)."""
+        key = cert.fingerprint(hashes.SHA256())
+        now = time.monotonic()
+        with self._lock:
+            hit = self._valid.get(key)
+        if hit is not None and hit[1] > now and cert.not_valid_before_utc <= at <= cert.not_valid_after_utc:
+            return hit[0]
+        report = self.validator.check(cert, "sign", at)
+        with self._lock:
+            self._valid[key] = (report, now + self.VALID_FOR_S)
+        return report
 
     # --- wiring (hub.relay.server) ---------------------------------------------------------------------
     def deliverers(self) -> dict[pl.RouteKind, Deliverer]:
@@ -263,6 +309,13 @@ class Network:
             except Exception:  # noqa: BLE001 - stopping anyway
                 log.exception("SMTP listener did not stop cleanly")
         if self._thread is not None:
+            # signals on their way: a lost one is sent again when the peer retries, but do not drop them
+            wait(list(self._pending), timeout=15)
+            if self.smtp is not None:
+                try:
+                    self._run(self.smtp.close(), 5)
+                except Exception:  # noqa: BLE001 - stopping anyway
+                    log.warning("SMTP sessions not closed cleanly")
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(5)
             self._thread = None
@@ -276,11 +329,14 @@ class Network:
         return self.listener.port if self.listener is not None else None
 
     # --- intake: store first -----------------------------------------------------------------------
-    def take(self, raw: bytes, channel: str, mail_from: str | None = None) -> Taken:
-        """Store a received entity durably (or settle it: a signal, a duplicate). Raises if not stored."""
+    def take(self, raw: bytes, channel: str, mail_from: str | None = None, *,
+             apply_signal: bool = True) -> Taken:
+        """Store a received entity durably (or settle it: a signal, a duplicate). Raises if not stored.
+        `apply_signal=False`: a signal is only recognised; the caller applies it (`on_signal`)."""
         p = peek(raw)
         if p is not None and p.signal:
-            self.on_signal(raw, channel)
+            if apply_signal:
+                self.on_signal(raw, channel)
             return Taken("signal", peek=p)
         if p is not None and p.message_id:
             rec = self.store.seen_get(p.message_id)
@@ -307,11 +363,18 @@ class Network:
         return Taken("stored", message=m, peek=p)
 
     async def _store_mail(self, data: bytes, mail_from: str, rcpts: list[str]) -> None:
-        taken = await asyncio.to_thread(self.take, data, "smtp", mail_from)
-        if taken.what == "duplicate" and taken.response and taken.reply_to:
+        taken = await asyncio.to_thread(self.take, data, "smtp", mail_from, apply_signal=False)
+        task = None
+        if taken.what == "signal":
+            # applied after the 250, so the peer's sending thread is not held by our checks and store
+            # writes; nothing is lost that was not lost before: a signal is never stored, and one that
+            # is not applied is recovered by our retry, which the peer answers from its seen record
+            task = asyncio.get_running_loop().create_task(asyncio.to_thread(self.on_signal, data, "smtp"))
+        elif taken.what == "duplicate" and taken.response and taken.reply_to:
             task = asyncio.get_running_loop().create_task(self._send_quietly(taken.response, taken.reply_to))
+        if task is not None:
             assert self.listener is not None
-            self.listener.tasks.add(task)
+            self.listener.tasks.add(task)  # stop() drains these
             task.add_done_callback(self.listener.tasks.discard)
 
     async def _after_mail(self, data: bytes, mail_from: str, rcpts: list[str]) -> None:
@@ -326,11 +389,13 @@ class Network:
         p = taken.peek
         if taken.what in ("stored", "in-process") and p is not None and p.sync_reply and p.message_id:
             end = time.monotonic() + 20
-            while time.monotonic() < end:
+            while (left := end - time.monotonic()) > 0:
                 rec = self.store.seen_get(p.message_id)
                 if rec is not None:
                     return _entity_reply(200, bytes(rec.response) or None)
-                time.sleep(0.02)
+                with self._answered:
+                    # woken by our own answer; the timeout covers one recorded by another node
+                    self._answered.wait(min(left, 0.5))
         return _entity_reply(202, None)
 
     # --- signals about what we sent ------------------------------------------------------------------
@@ -369,15 +434,17 @@ class Network:
             payloads = [outcome.delivery.payloads[r.cid] for r in outcome.delivery.envelope.manifest
                         if r.cid in outcome.delivery.payloads]
             if payloads:
-                if held:
-                    self.store.put_artifact(msg.id, DIGEST, held[0][1].encode())
                 if outcome.response:
-                    self.store.put_artifact(msg.id, ACK, outcome.response)
-                # last: its presence means the envelope was accepted (a retry of admit starts here)
+                    with self._lock:
+                        self._acks[msg.id] = outcome.response
+                # its presence means the envelope was accepted (a retry of admit starts here); the
+                # digest is the envelope's content digest, computed again where it is needed
                 self.store.put_artifact(msg.id, PAYLOAD, payloads[0])
                 return payloads[0]
         for rec in held:
             self.seen.store.seen_put(*rec)  # the Msh's own answer (MessageError) is final
+        if held:
+            self._notify_answered()
         reply = outcome.reply_to or self._mail_from(msg)
         if outcome.status == "deferred":
             why = "; ".join(e.description for e in outcome.errors)
@@ -412,7 +479,7 @@ class Network:
         pkg = parse_package(raw)
         env = parse_envelope(pkg.soap)
         if isinstance(decision, pl.Accept) or decision.answer is pl.Answer.APPREC:
-            signal = self.store.blob(m.id, ACK) or b""
+            signal = self._ack_for(m, raw)
         else:
             try:
                 code = EbmsError(decision.ebms_code)
@@ -426,9 +493,26 @@ class Network:
             digest = (self.store.blob(m.id, DIGEST) or b"").decode() or content_digest(env.root, pkg.parts)
             rec = self.store.seen_put(mid, digest, signal)
             signal = bytes(rec.response)  # the first answer recorded is the answer
+            self._notify_answered()
         reply = self.msh.reply_address(env) or self._mail_from(m)
         if signal and reply:
             self._send_signal(signal, reply)
+
+    def _ack_for(self, m: Message, raw: bytes) -> bytes:
+        """The Acknowledgment unwrap() built for this envelope; built again when it is not at hand
+        (a restart between unwrap and the answer: nothing was answered yet, so nothing differs)."""
+        with self._lock:
+            ack = self._acks.pop(m.id, None)
+        if ack is None:
+            ack = self.store.blob(m.id, ACK)  # kept by earlier versions
+        if ack is None:
+            with self.seen.holding():  # the seen record is answer_peer's to write
+                ack = self.msh.receive(raw, _now(), transport=m.channel or "smtp").response
+        return ack or b""
+
+    def _notify_answered(self) -> None:
+        with self._answered:
+            self._answered.notify_all()
 
     def tell_peer(self, m: Message, why: str) -> None:
         """A message from the network ended without being delivered here: DeliveryFailure to its sender."""
@@ -444,6 +528,7 @@ class Network:
         if env.header.message_id and self.store.seen_get(env.header.message_id) is None:
             self.store.seen_put(env.header.message_id, content_digest(env.root, parse_package(raw).parts),
                                 signal)
+            self._notify_answered()
         reply = self.msh.reply_address(env) or self._mail_from(m)
         if reply:
             self._send_signal(signal, reply)
@@ -462,11 +547,20 @@ class Network:
         return f"mailto:{mail_from}" if mail_from else None
 
     def _send_signal(self, entity: bytes, to: str) -> None:
-        """Best effort: a signal that does not get through is sent again when the peer retries."""
+        """Best effort, and without waiting: the answer is recorded before this is called, and a signal
+        that does not get through is sent again when the peer retries (from the seen record)."""
         try:
-            self._run(self._transmit(entity, to, subject="ebXML signal"), 60)
-        except Exception as exc:  # noqa: BLE001
+            fut = asyncio.run_coroutine_threadsafe(self._send_quietly(entity, to), self._loop)
+        except RuntimeError as exc:  # the loop is closed: stopping
             log.warning("signal to %s not sent: %s", to, exc)
+            return
+        with self._lock:
+            self._pending.add(fut)
+        fut.add_done_callback(self._sent)
+
+    def _sent(self, fut: Future[None]) -> None:
+        with self._lock:
+            self._pending.discard(fut)
 
     async def _send_quietly(self, entity: bytes, to: str) -> None:
         try:

@@ -1,7 +1,8 @@
 """SMTP adapters around the Msh: they move MIME entities and nothing else.
 
 Out: `SmtpSender` wraps the entity in a mail (From/To/Subject/Date/Message-ID) and hands it to the
-relay host with aiosmtplib, using STARTTLS whenever the server offers it.
+relay host with aiosmtplib, using STARTTLS whenever the server offers it; a pooling sender keeps its
+sessions open and sends mail after mail over them.
 In: `SmtpListener` is an aiosmtpd server that accepts mail only for our configured addresses, refuses
 oversized mail (552) and mail that is not ebXML (554), and passes each accepted mail to a callback.
 """
@@ -12,6 +13,7 @@ import asyncio
 import email.utils
 import logging
 import ssl
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -43,7 +45,12 @@ def wrap_mail(entity: bytes, *, mail_from: str, rcpt_to: str, subject: str = "eb
 
 @dataclass
 class SmtpSender:
-    """Sends through one relay host (e.g. the HelseNett mail server, or a peer's listener in tests)."""
+    """Sends through one relay host (e.g. the HelseNett mail server, or a peer's listener in tests).
+
+    `pool` > 0 keeps up to that many SMTP sessions open to the host and sends mail after mail over them
+    (connect, EHLO, STARTTLS and QUIT once per session instead of once per mail). Sessions belong to the
+    event loop that opened them: a pooling sender is used from one loop and `close()`d on it.
+    """
 
     host: str
     port: int
@@ -52,16 +59,16 @@ class SmtpSender:
     username: str | None = None
     password: str | None = None
     timeout: float = 30.0
+    pool: int = 0
+    _idle: list[aiosmtplib.SMTP] = field(default_factory=list, init=False, repr=False)
+    _slots: asyncio.Semaphore | None = field(default=None, init=False, repr=False)
 
-    async def send(self, entity: bytes, to: str, *, subject: str = "ebXML") -> None:
-        rcpt = mail_address(to)
-        data = wrap_mail(entity, mail_from=self.mail_from, rcpt_to=rcpt, subject=subject)
-        await aiosmtplib.send(
-            data,
-            sender=self.mail_from,
-            recipients=[rcpt],
+    def _client(self) -> aiosmtplib.SMTP:
+        return aiosmtplib.SMTP(
             hostname=self.host,
             port=self.port,
+            # fixed EHLO name: aiosmtplib would otherwise look up our FQDN in a thread for every session
+            local_hostname=self.mail_from.rpartition("@")[2] or "hub.local",
             start_tls=None,  # None: STARTTLS when the server offers it, plain otherwise
             tls_context=self.tls_context,
             validate_certs=self.tls_context is not None,
@@ -69,6 +76,55 @@ class SmtpSender:
             password=self.password,
             timeout=self.timeout,
         )
+
+    async def send(self, entity: bytes, to: str, *, subject: str = "ebXML") -> None:
+        rcpt = mail_address(to)
+        data = wrap_mail(entity, mail_from=self.mail_from, rcpt_to=rcpt, subject=subject)
+        if self.pool <= 0:
+            async with self._client() as client:
+                await client.sendmail(self.mail_from, [rcpt], data)
+            return
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.pool)
+        async with self._slots:
+            await self._send_pooled(data, rcpt)
+
+    async def _send_pooled(self, data: bytes, rcpt: str) -> None:
+        client = self._idle.pop() if self._idle else None
+        if client is not None:
+            try:
+                # a kept session the server dropped while idle fails here, before the mail has
+                # started: only then is it safe to open a new session and send the mail there
+                await client.mail(self.mail_from)
+            except (aiosmtplib.SMTPServerDisconnected, ConnectionError, aiosmtplib.SMTPTimeoutError):
+                client.close()
+                client = None
+            except BaseException:
+                client.close()
+                raise
+        if client is None:
+            client = self._client()
+            await client.connect()
+            try:
+                await client.mail(self.mail_from)
+            except BaseException:
+                client.close()
+                raise
+        try:
+            await client.rcpt(rcpt)
+            await client.data(data)
+        except BaseException:
+            # whatever state the session is in now, it is not one to send the next mail in
+            client.close()
+            raise
+        self._idle.append(client)
+
+    async def close(self) -> None:
+        """Drop the kept sessions (pooling senders; on the loop that used them). No QUIT: the peer may
+        be gone already, and waiting for its answer would only hold up a shutdown."""
+        idle, self._idle = self._idle, []
+        for client in idle:
+            client.close()
 
 
 def looks_like_ebxml(data: bytes) -> str | None:
@@ -135,6 +191,9 @@ class SmtpListener:
     # awaited before the 250 reply (a relay stores the mail there); raising answers 451
     store: Received | None = None
     _server: asyncio.base_events.Server | None = None
+    # open sessions: senders keep theirs open between mails, so stop() closes them itself
+    _sessions: weakref.WeakSet[SMTP] = field(default_factory=weakref.WeakSet)
+    sessions: int = 0  # SMTP sessions opened to us so far
 
     def __post_init__(self) -> None:
         self.recipients = {mail_address(r).lower() for r in self.recipients}
@@ -142,12 +201,17 @@ class SmtpListener:
     async def start(self) -> SmtpListener:
         handler = _Handler(self)
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: SMTP(handler, hostname="hub.local", data_size_limit=self.max_bytes,
-                         tls_context=self.tls_context, require_starttls=False,
-                         # the size check is ours too, with our reply text; keep the raw bytes
-                         decode_data=False),
-            self.host, self.port)
+
+        def session() -> SMTP:
+            s = SMTP(handler, hostname="hub.local", data_size_limit=self.max_bytes,
+                     tls_context=self.tls_context, require_starttls=False,
+                     # the size check is ours too, with our reply text; keep the raw bytes
+                     decode_data=False)
+            self._sessions.add(s)
+            self.sessions += 1
+            return s
+
+        self._server = await loop.create_server(session, self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -160,4 +224,7 @@ class SmtpListener:
         await self.drain()
         if self._server is not None:
             self._server.close()
+            for sess in list(self._sessions):
+                if sess.transport is not None:
+                    sess.transport.close()
             await self._server.wait_closed()

@@ -225,8 +225,22 @@ class Submitted:
         return self.channel in NETWORK_CHANNELS
 
 
-def _answer_for(sub: Submitted, facts: Facts) -> Answer:
+# personal (KITH document) signature problems: S01 signature, S02 certificate, S03 revoked
+SIGNATURE_CODES = frozenset({"S01", "S02", "S03"})
+
+
+def _answer_for(sub: Submitted, facts: Facts, register: Register | None = None,
+                code: str | None = None) -> Answer:
     if sub.network:
+        # STANDARDS.md §2: a document whose personal signature fails MUST be rejected with an AppRec
+        # S01/S02/S03 - a business-level answer. The ebMS layer carried the envelope fine (it gets its
+        # Acknowledgment), so the AppRec goes back to the sender over the network like any message; only
+        # when the document's sender is the authenticated ebXML From party (or part of it), so that
+        # nobody is sent an AppRec about a document it never sent.
+        if code in SIGNATURE_CODES and register is not None and not facts.is_apprec and facts.msg_id \
+                and facts.sender_her is not None and sub.party_her is not None \
+                and belongs_to(register, facts.sender_her, sub.party_her):
+            return Answer.APPREC
         return Answer.MESSAGE_ERROR
     if facts.is_apprec:
         return Answer.NONE  # an AppRec is never answered with an AppRec
@@ -240,7 +254,8 @@ def decide_intake(facts: Facts, sub: Submitted, register: Register, spool_root: 
     if facts.errors:
         first = facts.errors[0]
         ebms = "SecurityFailure" if first.code.startswith("S") else "OtherXml"
-        return Reject(first.code, first.text, _answer_for(sub, facts), ebms, facts.errors)
+        return Reject(first.code, first.text, _answer_for(sub, facts, register, first.code), ebms,
+                      facts.errors)
     if facts.sender_her is None:
         return Reject("X99", "the message names no sending communication party", _answer_for(sub, facts))
     if sub.party_her is None or not belongs_to(register, facts.sender_her, sub.party_her):

@@ -303,12 +303,20 @@ class Worker:
             body = self.answerer(facts, reject, self.own_her)
             if body is None:
                 return
+            her = facts.sender_her
+            route = pl.route_for(self.register, her, self.spool_root) if her is not None else None
+            network = route is not None and not route.local
+            # a network sender's AppRec travels like any message to a peer: its MessageId fixed before
+            # the first attempt (retries reuse it), the network retry policy
+            policy = self._policy(route) if route is not None else self.cfg.local_policy
             m = self.store.put_generated(
                 body,
-                MessageMeta(direction="local", channel="hub", sender_her=str(self.own_her),
-                            receiver_her=str(facts.sender_her), msg_type=pl.APPREC_TYPE, family="AppRec",
-                            max_retries=self.cfg.local_policy.retries,
-                            retry_interval_s=int(self.cfg.local_policy.interval.total_seconds())),
+                MessageMeta(direction="out" if network else "local", channel="hub",
+                            sender_her=str(self.own_her), receiver_her=str(her), msg_type=pl.APPREC_TYPE,
+                            family="AppRec", max_retries=policy.retries,
+                            retry_interval_s=int(policy.interval.total_seconds()),
+                            out_message_id=str(uuid.uuid4()) if network else None,
+                            cpa_id=route.cpa_id if network and route is not None else None),
                 actor=self.cfg.node, reason=f"negative AppRec ({reject.code}) for {rejected.short_id}",
             )
             self.tap("answer", m, f"AppRec {reject.code} for {rejected.short_id}")

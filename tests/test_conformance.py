@@ -295,3 +295,28 @@ def test_system_over_ebxml_http_acknowledges_and_passes_with_ebxml_cases_counted
     assert "ebMS Acknowledgment" in (by_id["M.ebms-ack"].observed or "")
     assert not [c.case_id for r in results for c in r.cases if c.verdict == "skip"]
     assert {ev.run(r.run_id).transport for r in results} == {"http"}
+
+
+def test_system_over_ebxml_smtp_acknowledges_by_mail_and_passes(tmp_path, network):
+    """The same cells over SMTP on 127.0.0.1: packages and Acknowledgments travel as mails."""
+    from hub.conformance.campaign import Session, run_session_group
+    from hub.conformance.runner import Runner
+
+    ev = Evidence(tmp_path / "hub.sqlite")
+    profile = _planted(None)
+    runner = Runner(ev, month="06.07", timeout=3.0, pki=network)
+    cells = [("Epikrise:1.0", "S"), ("Epikrise:1.0", "M")]
+    results = run_session_group(runner, profile, [Session("06.07", profile.name, m, d) for m, d in cells],
+                                tmp_path / "ex", transport="smtp")
+    assert [r.verdict for r in results] == ["pass"] * 2, [(r.message, r.failed) for r in results]
+    by_id = {c.case_id: c for r in results for c in r.cases}
+    assert by_id["S.ebxml"].verdict == by_id["M.ebms-ack"].verdict == "pass"
+    assert "ebMS Acknowledgment" in (by_id["M.ebms-ack"].observed or "")
+    assert {ev.run(r.run_id).transport for r in results} == {"smtp"}
+    # A system whose message service never answers by mail fails exactly the acknowledgment case.
+    mute = _planted({"kind": "no-ebms-ack"})
+    [r] = run_session_group(Runner(ev, month="06.07", timeout=1.0, pki=network), mute,
+                            [Session("06.07", mute.name, "Epikrise:1.0", "M")], tmp_path / "mute",
+                            transport="smtp")
+    assert [c.case_id for c in r.failed] == ["M.ebms-ack"]
+    assert r.failed[0].errors[0]["rule"] == "ebxml.acknowledgment"

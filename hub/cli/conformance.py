@@ -65,7 +65,7 @@ def run(system: str = typer.Option(..., "--system", "-s"),
                                       help="Start the simulated system (off: a real vendor on the folder)."),
         timeout: float = typer.Option(5.0, help="Seconds to wait for each answer."),
         transport: str = typer.Option(None, "--transport", "-t",
-                                      help="folder | http (ebXML on 127.0.0.1); default: the profile's"),
+                                      help="folder | http | smtp (ebXML on 127.0.0.1); default: profile's"),
         db: Path = DbOpt) -> None:
     """Run the catalogue against one system's claimed cells; store the evidence."""
     from rich.progress import Progress

@@ -61,29 +61,32 @@ def load_campaign(path: Path, profiles: dict[str, Profile] | None = None) -> Cam
 def run_session_group(runner: Runner, profile: Profile, sessions: list[Session], work: Path,
                       *, simulate: bool = True, transport: str | None = None) -> list[CellResult]:
     """Run sessions of one system in one month against that month's release of the system.
-    transport: folder | http (default: the profile's endpoint)."""
+    transport: folder | http | smtp (default: the profile's endpoint); http and smtp carry ebXML between
+    an Msh of the runner and one in front of the simulated system, both on 127.0.0.1."""
     root = work / profile.slug
     shutil.rmtree(root, ignore_errors=True)  # each session starts from an empty exchange
     transport = transport or profile.endpoint.transport
     system = SimulatedSystem(profile, root, month=runner.month, pki=runner.pki) if simulate else None
     closers: list[Callable[[], None]] = []
-    if transport == "http":
+    if transport in ("http", "smtp"):
         if not simulate:
-            raise ValueError("over HTTP only simulated systems are reached (a vendor's URL needs a CPA)")
-        from hub.conformance.ebms import HttpExchange, SystemGateway, connect
+            raise ValueError(f"over {transport.upper()} only simulated systems are reached"
+                             " (a vendor's endpoint needs a CPA)")
+        from hub.conformance.ebms import EbmsExchange, SystemGateway, connect
         from hub.conformance.simulated import TEST_CENTRE, TEST_CENTRE_SERVICE
         from hub.conformance.variants import UNKNOWN_ORG
 
-        gateway = SystemGateway(profile, root, runner.pki)
+        gateway = SystemGateway(profile, root, runner.pki, transport=transport, month=runner.month)
         closers.append(gateway.close)
-        http = HttpExchange(root, runner.pki, [TEST_CENTRE.her_id, TEST_CENTRE_SERVICE.her_id])
-        closers.append(http.close)
-        connect(http, gateway, profile, [UNKNOWN_ORG.her_id])
-        exchange: Exchange = http
+        ebms = EbmsExchange(root, runner.pki, [TEST_CENTRE.her_id, TEST_CENTRE_SERVICE.her_id], transport)
+        ebms.ack_wait = runner.timeout
+        closers.append(ebms.close)
+        connect(ebms, gateway, profile, [UNKNOWN_ORG.her_id])
+        exchange: Exchange = ebms
     elif transport == "folder":
         exchange = FolderExchange(root)
     else:
-        raise ValueError(f"transport {transport!r} is not folder or http")
+        raise ValueError(f"transport {transport!r} is not folder, http or smtp")
     if system:
         system.start()
         closers.append(system.stop)

@@ -29,6 +29,8 @@ Defect kinds (the vocabulary profiles may use):
     bad-signature                  the document changes after it was signed
     signs-with        cert=        signs with a test-PKI special certificate (expired | revoked | unknown-ca)
   Signature checks on receipt are not a defect kind of their own: `accepts codes=["S01"]` etc.
+  ebXML (its message service, hub.conformance.ebms.SystemGateway; http/smtp only)
+    no-ebms-ack                    takes messages in but never sends an Acknowledgment back
 """
 
 
@@ -55,7 +57,7 @@ DEFECT_KINDS = frozenset({
     "accepts", "wrong-code", "silent", "no-patient-check", "answers-duplicates", "not-supported", "slow",
     "apprec-original-id", "apprec-issue-date", "apprec-no-error-oid",
     "not-produced", "omit-content", "msgid-not-uuid", "fnr-invalid", "schema-error",
-    "unsigned", "bad-signature", "signs-with",
+    "unsigned", "bad-signature", "signs-with", "no-ebms-ack",
 })
 
 # The runner's own communication party in the test network (the test centre).

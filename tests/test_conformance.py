@@ -74,7 +74,7 @@ def test_acceptance_test_cases_load_with_the_criterion_codes(reference):
     dialog = {c.path.name: c.expect for c in acceptance_cases(reference) if c.pack.family == "Dialogmelding"}
     assert dialog["Case1-2.xml"].codes == ("T01",)
     for n in ("14a", "14b", "14c"):
-        assert dialog[f"Case1-{n}.xml"].codes == ("E36",)
+        assert dialog[f"Case1-{n}.xml"].codes[0] == "E36"
     assert dialog["Case1-15.xml"].codes == ("E35",)
     for n in ("16a", "16b", "16c"):
         assert dialog[f"Case1-{n}.xml"].status == "2"
@@ -82,9 +82,14 @@ def test_acceptance_test_cases_load_with_the_criterion_codes(reference):
     assert dialog["Case1.xml"].status == "1"
     plo = [c for c in acceptance_cases(reference) if c.pack.family == "PLO" and c.criterion == "1-12"]
     assert plo and all(c.expect.codes == ("E35",) for c in plo)
-    # Dialogmelding 1.0 is a matrix row: its acceptance cases join the M cell when asked for.
+    # Dialogmelding 1.0 is a matrix row: its acceptance cases join the M cell when asked for, and so do
+    # the Dialogmelding messages of the PLO conversations (a cell takes the pack files of its namespace).
     official = [c for c in cases_for(message_type("Dialogmelding:1.0"), "M", official=True) if c.file]
-    assert len(official) == len(dialog)
+    assert {c.file.name for c in official if "dialogmelding/" in c.source} == set(dialog)
+    assert all("/plo/" in c.source for c in official if "dialogmelding/" not in c.source)
+    assert len({c.id for c in official}) == len(official)
+    plo = {c.source for c in cases_for(message_type("Innleggelsesrapport:1.5"), "M", official=True) if c.file}
+    assert plo and all("Innleggelsesrapport" in s for s in plo)
 
 
 def test_apprec_sheet_rows_carry_status_and_codes(reference):
@@ -227,9 +232,9 @@ def network(tmp_path_factory):
     return network_pki(tmp_path_factory.mktemp("pki"), load_profiles())
 
 
-def _planted(defect: dict | None) -> Profile:
-    """System X's profile without its own defects, plus the planted one."""
-    with (VENDORS_DIR / "systems" / "system-x.toml").open("rb") as f:
+def _planted(defect: dict | None, system: str = "system-x") -> Profile:
+    """A system's profile (System X by default) without its own defects, plus the planted one."""
+    with (VENDORS_DIR / "systems" / f"{system}.toml").open("rb") as f:
         data = tomllib.load(f)
     data["defect"] = [{"id": "planted", **defect}] if defect else []
     return parse_profile(data)
@@ -320,3 +325,39 @@ def test_system_over_ebxml_smtp_acknowledges_by_mail_and_passes(tmp_path, networ
                             transport="smtp")
     assert [c.case_id for c in r.failed] == ["M.ebms-ack"]
     assert r.failed[0].errors[0]["rule"] == "ebxml.acknowledgment"
+
+
+# --- the official acceptance-test packs, run on receipt --------------------------------------------------
+
+
+def test_official_pack_cases_run_and_a_planted_fnr_defect_fails_exactly_the_fnr_cases(tmp_path, network,
+                                                                                      reference):
+    """A nursing system (PLO 1.5) and a hospital system (Epikrise 1.1, Henvisning 1.0) get the pack
+    messages of their cells, re-addressed to them; a correct release passes every case, a release that
+    takes a named patient without a usable FNR fails exactly the FNR cases (pack and battery)."""
+    from hub.conformance.campaign import Session, run_session_group
+    from hub.conformance.runner import Runner
+
+    cells = {"omsorg-pluss": ["Innleggelsesrapport:1.5"], "documentarive": ["Epikrise:1.1", "Henvisning:1.0"]}
+    ev = Evidence(tmp_path / "hub.sqlite")
+    for label, defect in (("clean", None), ("planted", {"kind": "ignores", "codes": ["E30", "E31", "E36"]})):
+        results = []
+        for system, messages in cells.items():
+            profile = _planted(defect, system)
+            runner = Runner(ev, month="06.09", timeout=3.0, pki=network, official=True)
+            results += run_session_group(runner, profile, [Session("06.09", profile.name, m, "M")
+                                                           for m in messages], tmp_path / label)
+        official = [c for r in results for c in r.cases if c.source.startswith("akseptansetest/")]
+        assert len(official) > 50 and all(c.verdict != "skip" for c in official)
+        if label == "clean":
+            assert [r.verdict for r in results] == ["pass"] * 3, [(c.case_id, c.expected, c.observed)
+                                                                  for r in results for c in r.failed]
+            continue
+        cases = {c.id: c for r in results for c in
+                 cases_for(message_type(r.message), "M", official=True)}
+        fnr = {cid for cid, c in cases.items()
+               if c.topic == "fnr" or c.variant in ("fnr-missing", "fnr-invalid")}
+        failed = {c.case_id for r in results for c in r.failed}
+        assert failed == fnr
+        criteria = {c.split(".")[-1].split("-")[1] for c in failed if "akseptansetest" in c}
+        assert criteria >= {"11c", "14a", "14b", "22"}  # PLO, Epikrise 1.1 and Henvisning 1.0 FNR cases

@@ -77,7 +77,14 @@ def message_types() -> list[MessageType]:
     """The matrix rows, in the order of the 2007 table, then the PLO messages."""
     out = [MessageType(row.name, row.version, row.family_name, row.family_version, _build_args(row))
            for row in fam.ELIN_K_MESSAGES.values()]
-    return out + _plo_types()
+    return out + _later_types() + _plo_types()
+
+
+def _later_types() -> list[MessageType]:
+    """Versions after the 2007 table that the official acceptance-test packs test on receipt
+    (Epikrise 1.1, Henvisning 1.0): cells of their own, shown in the matrix once approved."""
+    return [MessageType(name, version, name, version, group="later")
+            for name, version in (("Epikrise", "1.1"), ("Henvisning", "1.0"))]
 
 
 def matrix_row(mt: MessageType) -> fam.MatrixMessage | None:
@@ -167,6 +174,7 @@ class Case:
     expect: Expect | None = None
     requires: str | None = None  # "security" (hub.security) | "ebxml" (an ebXML transport, not the folder)
     manual: bool = False  # needs a human (96 h timeout, manual matching): listed, not run
+    topic: str | None = None  # official cases: what the criterion is about (hub.conformance.official)
 
 
 # S checks: (check id, title). The Validator's problems are sorted into them by AppRec code / rule.

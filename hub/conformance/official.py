@@ -10,6 +10,17 @@
    status and error codes its "Forventet resultat" column names; the rows the runner can execute are
    the battery in hub.conformance.catalogue.M_BATTERY, the others are listed as manual.
 
+Running them (Mottak): `official_cases(mt)` gives a cell the pack messages of its own family and
+version (found from each file's namespace; an unreadable file from its folder). The runner sends each
+one as `prepare()` makes it: re-addressed from the pack's test parties to the test centre (sender) and
+the system under test (receiver), with a fresh MsgId, and nothing else changed, so the defect the case
+is about stays. `registered_patients()` are the patients of the pack's correct messages: the test setup
+registers them in the system, as a tester does before an acceptance test; the unknown-patient case's
+patient is never among them.
+
+Expected codes: the criteria name what is wrong, rarely the code. Where the code below is our reading
+of HIS 80415 / HITS 1168 rather than the pack's, the case title says "judgement".
+
 The catalogue works without any of this: official_cases() returns [] when the folder is absent.
 """
 
@@ -17,22 +28,39 @@ from __future__ import annotations
 
 import csv
 import re
+import uuid
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
+
+from lxml import etree
 
 from hub.conformance.catalogue import Case, Expect, MessageType
 from hub.paths import reference_dir
 
 OK = Expect("1")
-MISSING_PATIENT = Expect("2", ("E36",))
+# Patient data removed, name included: E36 (insufficient identification) is the criterion's code; a
+# receiver that first notices the missing name answers E32, which is as right (judgement).
+MISSING_PATIENT = Expect("2", ("E36", "E32"))
 UNKNOWN_PATIENT = Expect("2", ("E35",))
 MISSING_FNR = Expect("2", ("E30",))
+# The FNR missing while the name is there: E30 (FNR missing) or E36 (not identified) (judgement).
+NO_FNR = Expect("2", ("E30", "E36"))
+# Something that is not an FNR where the FNR belongs: E31 (wrong FNR) or E30 (missing) (judgement).
+NOT_AN_FNR = Expect("2", ("E30", "E31"))
 WRONG_FNR = Expect("2", ("E31",))
 # A message without a sender cannot be answered to anyone in particular; the rule catalogue maps
 # `sender.missing` to X99, the receiver rejects it.
 MISSING_SENDER = Expect("2", ("X99",))
 SCHEMA = Expect("2", ("T02",))
 SYNTAX = Expect("2", ("T01",))
+# The whole Patient element removed: the schema requires it, so T02 is as right as E36 (judgement).
+NO_PATIENT_ELEMENT = Expect("2", ("E36", "T02"))
+J = " (judgement: see hub.conformance.official)"
+
+# Topics: what a criterion is about (a planted defect must fail exactly the cases of its topic).
+SYNTAX_T, SCHEMA_T, PATIENT_T, UNKNOWN_T, SENDER_T, FNR_T = (
+    "syntax", "schema", "patient-data", "unknown-patient", "sender", "fnr")
 
 
 @dataclass(frozen=True)
@@ -42,58 +70,75 @@ class Pack:
     folder: str  # glob below samples/akseptansetest
     family: str
     version: str
-    criteria: dict[str, tuple[str, Expect]]  # criterion id -> (title, expected AppRec)
+    criteria: dict[str, tuple[str, Expect, str]]  # criterion id -> (title, expected AppRec, topic)
+    # folder name part -> family, for files that cannot be read (their namespace is unknown)
+    folder_family: tuple[tuple[str, str], ...] = ()
 
 
 _DIALOG = {
-    "1-2": ("Syntax error: the message is not well-formed", SYNTAX),
-    "1-14a": ("Missing patient data: name and identity removed", MISSING_PATIENT),
-    "1-14b": ("Missing patient data: no FNR, only a local help number", MISSING_PATIENT),
-    "1-14c": ("Missing patient data: only date of birth", MISSING_PATIENT),
-    "1-15": ("Unknown patient", UNKNOWN_PATIENT),
-    "1-16a": ("Missing sender: sender's name and identifiers emptied", MISSING_SENDER),
-    "1-16b": ("Missing sender: Sender element removed", MISSING_SENDER),
-    "1-16c": ("Missing sender: Sender element removed", MISSING_SENDER),
-    "1-17a": ("Missing FNR: empty Id", MISSING_FNR),
-    "1-17b": ("Missing FNR: Id removed", MISSING_FNR),
+    "1-2": ("Syntax error: the message is not well-formed", SYNTAX, SYNTAX_T),
+    "1-14a": ("Missing patient data: name and identity removed" + J, MISSING_PATIENT, PATIENT_T),
+    "1-14b": ("Missing patient data: no FNR, only a local help number" + J, MISSING_PATIENT, PATIENT_T),
+    "1-14c": ("Missing patient data: only date of birth" + J, MISSING_PATIENT, PATIENT_T),
+    "1-15": ("Unknown patient", UNKNOWN_PATIENT, UNKNOWN_T),
+    "1-16a": ("Missing sender: sender's name and identifiers emptied" + J, MISSING_SENDER, SENDER_T),
+    "1-16b": ("Missing sender: Sender element removed" + J, MISSING_SENDER, SENDER_T),
+    "1-16c": ("Missing sender: Sender element removed" + J, MISSING_SENDER, SENDER_T),
+    "1-17a": ("Missing FNR: empty Id", MISSING_FNR, FNR_T),
+    "1-17b": ("Missing FNR: Id removed", MISSING_FNR, FNR_T),
 }
 # PLO 1.5 packs (all eight folders share one numbering).
 _PLO = {
-    "1-2": ("Syntax error: an end tag commented out", SYNTAX),
-    "1-11a": ("Missing patient data: patient information removed", MISSING_PATIENT),
-    "1-11b": ("Missing patient data: no FNR, only a local help number", MISSING_PATIENT),
-    "1-11c": ("Missing patient data: no FNR, only a local help number", MISSING_PATIENT),
-    "1-12": ("Unknown patient", UNKNOWN_PATIENT),
-    "1-13a": ("Missing sender: sender information removed", MISSING_SENDER),
-    "1-13b": ("Missing sender: all elements below the sender removed", MISSING_SENDER),
-    "1-14a": ("Missing FNR: FNR removed", MISSING_FNR),
-    "1-14b": ("Missing FNR: other information instead of the FNR", MISSING_FNR),
-    "1-15a": ("Mandatory element removed (Forsendelsesstatus)", SCHEMA),
-    "1-15b": ("Mandatory content removed (SvarPaaForesporsel)", SCHEMA),
+    "1-2": ("Syntax error: an end tag commented out", SYNTAX, SYNTAX_T),
+    "1-11a": ("Missing patient data: name and identity emptied" + J, MISSING_PATIENT, PATIENT_T),
+    # Name, date of birth, sex and an H-number identify a patient (HITS 1168: name + hjelpenummer);
+    # the test setup registers that patient, so a receiver must accept the message (judgement).
+    "1-11b": ("Patient without FNR, identified by name, birth date, sex and H-number: accepted" + J, OK,
+              PATIENT_T),
+    "1-11c": ("Missing FNR: patient with name, birth date and sex, no identity number" + J, NO_FNR, FNR_T),
+    "1-12": ("Unknown patient", UNKNOWN_PATIENT, UNKNOWN_T),
+    "1-13a": ("Missing sender: sender information removed" + J, MISSING_SENDER, SENDER_T),
+    "1-13b": ("Missing sender: all elements below the sender removed" + J, MISSING_SENDER, SENDER_T),
+    "1-14a": ("Missing FNR: FNR emptied" + J, NO_FNR, FNR_T),
+    "1-14b": ("Missing FNR: other text instead of the FNR, unknown code system" + J, NOT_AN_FNR, FNR_T),
+    "1-15a": ("Mandatory element removed (Forsendelsesstatus)", SCHEMA, SCHEMA_T),
+    "1-15b": ("Mandatory content removed (SvarPaaForesporsel)", SCHEMA, SCHEMA_T),
 }
-# Epikrise 1.1 (receiving): patient, sender and receiver criteria; 15-21 are correct variants
+_PLO_FOLDERS = (
+    ("Innleggelsesrapport", "Innleggelsesrapport"), ("Utskrivningsrapport", "Utskrivningsrapport"),
+    ("Helseopplysninger_til_lege", "Helseopplysninger til lege"),
+    ("Helseopplysninger_ved_soknad", "Helseopplysninger ved søknad"),
+    ("Medisinske_opplysninger", "Medisinske opplysninger"),
+    ("Orientering_om_tjenestetilbud", "Orientering om tjenestetilbud"),
+    ("Melding_fravar", "Melding om fravær"), ("Pasientlogistikk", "Pasientlogistikk"),
+)
+# Epikrise 1.1 (receiving): patient, sender and receiver criteria; 13-21 are correct variants
 # (change, related messages, cancellation) the receiver must accept.
 _EPIKRISE = {
-    "1-2": ("Syntax error", SCHEMA),
-    "1-11a": ("Missing FNR: OffId emptied", MISSING_FNR),
-    "1-11b": ("Missing patient data: name, sex and identity removed", MISSING_PATIENT),
-    "1-12a": ("Missing sender: institution identifier emptied", MISSING_SENDER),
-    "1-12b": ("Missing sender: institution removed", MISSING_SENDER),
+    # named a syntax error, but the file is well-formed and breaks the schema: T02
+    "1-2": ("Syntax error (well-formed, breaks the schema)", SCHEMA, SCHEMA_T),
+    "1-11a": ("Missing FNR: OffId emptied" + J, NO_FNR, FNR_T),
+    "1-11b": ("Missing patient data: name, sex and identity removed" + J, MISSING_PATIENT, PATIENT_T),
+    # Only the institution's identifier is emptied: the sender's department/person HER-id still names
+    # the communication party (HIS 1153 AD2.6-AD2.8, the deepest level), so it is accepted (judgement).
+    "1-12a": ("Institution identifier of the sender emptied, its HER-id below remains: accepted" + J, OK,
+              SENDER_T),
+    "1-12b": ("Missing sender: institution removed" + J, MISSING_SENDER, SENDER_T),
 }
 # Henvisning 1.0 (receiving): 20 patient, 21 sender, 22 invalid identity; 23-28 correct variants.
 _HENVISNING = {
-    "1-20a": ("Missing patient data: identifying information removed", MISSING_PATIENT),
-    "1-20b": ("Missing patient data: Patient element removed", MISSING_PATIENT),
-    "1-21a": ("Missing sender: identifying information removed", MISSING_SENDER),
-    "1-21b": ("Missing sender: Requester element removed", MISSING_SENDER),
-    "1-22": ("Invalid identity number (xxx as DNR)", WRONG_FNR),
+    "1-20a": ("Missing patient data: identifying information removed" + J, MISSING_PATIENT, PATIENT_T),
+    "1-20b": ("Missing patient data: Patient element removed" + J, NO_PATIENT_ELEMENT, PATIENT_T),
+    "1-21a": ("Missing sender: identifying information removed" + J, MISSING_SENDER, SENDER_T),
+    "1-21b": ("Missing sender: Requester element removed" + J, MISSING_SENDER, SENDER_T),
+    "1-22": ("Invalid identity number (xxx as DNR)", WRONG_FNR, FNR_T),
 }
 
 PACKS: tuple[Pack, ...] = (
     Pack("dialogmelding/Testcase-Dialogmeldingen", "Dialogmelding", "1.0", _DIALOG),
     Pack("epikrise/Case-mottak-epikrise1_1", "Epikrise", "1.1", _EPIKRISE),
     Pack("henvisning/TestcaseHenvisningMottak", "Henvisning", "1.0", _HENVISNING),
-    Pack("plo/Testcase-mottak-*-v1_5", "PLO", "1.5", _PLO),
+    Pack("plo/Testcase-mottak-*-v1_5", "PLO", "1.5", _PLO, _PLO_FOLDERS),
 )
 
 _CRITERION = re.compile(r"case_?(\d+)(?:([-_])(\d+)(?:-?([a-d])(?![a-z]))?)?", re.IGNORECASE)
@@ -117,11 +162,43 @@ class OfficialCase:
     title: str
     expect: Expect
     known: bool  # the criterion is in the pack's table (False: a base/content case, expected OK)
+    topic: str | None = None  # what the criterion is about (None: a correct message)
 
     @property
     def rel(self) -> str:
         parts = self.path.parts
         return "/".join(parts[parts.index("akseptansetest"):])
+
+    @property
+    def family(self) -> tuple[str, str]:
+        """(family, version) of the message: from its namespace, else from its pack and folder."""
+        return message_family(self.path) or self._folder_family()
+
+    def _folder_family(self) -> tuple[str, str]:
+        for part, fam in self.pack.folder_family:
+            if part in self.path.parent.name:
+                return fam, self.pack.version
+        return self.pack.family, self.pack.version
+
+
+@lru_cache(maxsize=1024)
+def message_family(path: Path) -> tuple[str, str] | None:
+    """(family, version) of a message file by its payload namespace; None when it cannot be read."""
+    from hub.messages.families import MSGHEAD_NS, by_namespace
+    from hub.xmlsafe import parse_bytes
+
+    try:
+        root = parse_bytes(path.read_bytes()).getroot()
+    except Exception:  # noqa: BLE001 - not XML (a syntax-error case): its folder tells
+        return None
+    mig = next((e.text for e in root.iter("{*}MIGversion") if e.text), None)
+    for el in root.iter():
+        ns = etree.QName(el).namespace if isinstance(el.tag, str) else None
+        if ns and ns != MSGHEAD_NS:
+            fam = by_namespace(ns, mig if el is root else None)
+            if fam is not None and fam.name not in ("MsgHead", "kith"):
+                return fam.name, fam.version
+    return None
 
 
 def acceptance_cases(ref: Path | None = None) -> list[OfficialCase]:
@@ -139,21 +216,135 @@ def acceptance_cases(ref: Path | None = None) -> list[OfficialCase]:
                     continue
                 hit = pack.criteria.get(crit)
                 if hit:
-                    out.append(OfficialCase(pack, path, crit, hit[0], hit[1], True))
+                    out.append(OfficialCase(pack, path, crit, hit[0], hit[1], True, hit[2]))
                 else:
                     out.append(OfficialCase(pack, path, crit, f"Correct message (case {crit})", OK, False))
     return out
 
 
 def official_cases(mt: MessageType, ref: Path | None = None) -> list[Case]:
-    """The acceptance-test M cases for one message type (matched on family and version)."""
+    """The acceptance-test M cases for one message type: the pack messages of its family and version
+    (a PLO folder also holds a Dialogmelding of the same conversation: that one is not this cell's)."""
     out = []
     for oc in acceptance_cases(ref):
-        family_ok = oc.pack.family == mt.family or (oc.pack.family == "PLO" and mt.group == "plo")
-        if family_ok and oc.pack.version == mt.family_version:
+        if oc.family == (mt.family, mt.family_version):
             out.append(Case(f"M.akseptansetest.{oc.path.stem}", "M", oc.title,
-                            source=oc.rel, file=oc.path, expect=oc.expect))
+                            source=oc.rel, file=oc.path, expect=oc.expect, topic=oc.topic))
     return out
+
+
+# --- sending a pack message to a system -------------------------------------------------------------
+
+
+def _her_holders(party: etree._Element) -> list[tuple[etree._Element, bool]]:
+    """(Id element, is level 1) of every HER-id in a party: MsgHead Organisation/Ident, HCP Inst, and
+    below (Dept, HCPerson, sub-Organisation, AdditionalId)."""
+    out = []
+    for t in party.iter("{*}TypeId", "{*}Type"):
+        if t.get("V") != "HER":
+            continue
+        holder = t.getparent()
+        id_el = holder.find("{*}Id") if holder is not None else None
+        if id_el is None:
+            continue
+        org = holder.getparent() if etree.QName(holder).localname == "Ident" else holder
+        top = org is not None and org.getparent() is not None and \
+            etree.QName(org.getparent()).localname in ("Sender", "Receiver", "HCP")
+        out.append((id_el, top and etree.QName(holder).localname != "AdditionalId"))
+    return out
+
+
+def _readdress(party: etree._Element, org: int, service: int, renamed: dict[str, str]) -> None:
+    """Put our HER-ids where the pack's test party had its own; emptied identifiers stay empty (a
+    missing-sender case keeps its defect). A level-1 institution named only by another identifier
+    (Epikrise 1.1 writes the ENH number) gets the HER-id in its place: a receiver finds it by that."""
+    holders = _her_holders(party)
+    for id_el, top in holders:
+        old = (id_el.text or "").strip()
+        if old:
+            id_el.text = renamed.setdefault(old, str(org if top else service))
+    if any(top for _, top in holders):
+        return
+    inst = party.find(".//{*}Inst")
+    if inst is None:
+        return
+    id_el, type_el = inst.find("{*}Id"), inst.find("{*}TypeId")
+    if id_el is not None and type_el is not None and (id_el.text or "").strip():
+        id_el.text = str(org)
+        type_el.set("V", "HER")
+        type_el.set("DN", "HER-id")
+
+
+# Copy receivers of the pack's messages become this demo GP office (hub.fixtures.people): a party of
+# the test network that is not the system under test, with a HER-id that is valid today (the packs'
+# dotted test HER-ids like 369.767 are not).
+COPY_RECEIVER = (82001, 82002)
+
+
+def prepare(data: bytes, *, sender: tuple[int, int], receiver: tuple[int, int],
+            copy: tuple[int, int] = COPY_RECEIVER) -> bytes:
+    """A pack message as the runner sends it: from `sender`, to `receiver` ((organisation, service)
+    HER-ids), copy receivers to `copy`, with a fresh MsgId (the pack reuses MsgIds across cases, and
+    a receiver ignores a MsgId it has seen: sheet #12). Everything else is left as the pack has it;
+    a file that cannot be read goes as it is (its envelope says whom it is for)."""
+    from hub.messages.families import by_key
+    from hub.xmlsafe import parse_bytes
+
+    try:
+        tree = parse_bytes(data)
+    except Exception:  # noqa: BLE001 - the syntax-error case: sent unchanged
+        return data
+    root = tree.getroot()
+    mi = root.find("{*}MsgInfo")
+    if mi is not None:  # MsgHead
+        parties = {"sender": [mi.find("{*}Sender")], "receiver": [mi.find("{*}Receiver")],
+                   "copy": mi.findall("{*}OtherReceiver")}
+        msg_id = mi.find("{*}MsgId")
+    else:  # own Message root: the family says where its parties are
+        fam_ver = message_family_of_root(root)
+        fam = by_key(*fam_ver) if fam_ver else None
+        parties = {}
+        for side, path in (("sender", fam and fam.sender_path), ("receiver", fam and fam.receiver_path),
+                           ("copy", fam and fam.copy_path)):
+            steps = path.removesuffix("/k:Inst").split("/") if path else []
+            els = [root]
+            for step in steps:
+                els = [c for e in els for c in e.findall("{*}" + step.removeprefix("k:"))]
+            parties[side] = els if steps else []
+        msg_id = root.find("{*}MsgId")
+    renamed: dict[str, str] = {}  # the pack's HER-id -> ours: the same party wherever it is named
+    for side, (org, service) in (("sender", sender), ("receiver", receiver), ("copy", copy)):
+        for party in parties.get(side, []):
+            if party is not None:
+                _readdress(party, org, service, renamed)
+    for id_el, _top in _her_holders(root):  # e.g. PLO content naming the sender's person again
+        if (id_el.text or "").strip() in renamed:
+            id_el.text = renamed[(id_el.text or "").strip()]
+    if msg_id is not None and (msg_id.text or "").strip():
+        msg_id.text = str(uuid.uuid4())
+    return etree.tostring(tree, xml_declaration=True, encoding=tree.docinfo.encoding or "UTF-8")
+
+
+def message_family_of_root(root: etree._Element) -> tuple[str, str] | None:
+    from hub.messages.families import by_namespace
+
+    ns = etree.QName(root).namespace
+    mig = root.find("{*}MIGversion")
+    fam = by_namespace(ns or "", mig.text if mig is not None else None)
+    return (fam.name, fam.version) if fam else None
+
+
+def registered_patients(cases: list[Case]) -> list[dict]:
+    """The test setup's patients: those of the correct pack messages among `cases` (patients.json
+    shape; a system matches on `ident`). The unknown-patient case's patient is not among them."""
+    from hub.conformance.simulated import patient_ids
+
+    idents: dict[str, None] = {}
+    for c in cases:
+        if c.file is not None and c.expect is not None and c.expect.status == "1":
+            idents.update(dict.fromkeys(sorted(patient_ids(c.file.read_bytes()))))
+    return [{"given_name": "", "family_name": "", "birth_date": "", "sex": "", "ident": i, "ident_type": ""}
+            for i in idents]
 
 
 # --- the AppRec test sheet ------------------------------------------------------------------------------

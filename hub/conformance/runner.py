@@ -171,8 +171,13 @@ class Runner:
             system=profile.name, system_version=profile.version, category=profile.category,
             message=mt.key, direction=direction, month=self.month, transport=exchange.transport,
             ruleset=self.ruleset, message_fp=message_fingerprint(mt), campaign=self.campaign)
-        exchange.register_patients([person_to_json(self.patient)])
         cases = self.cases(mt, direction)
+        patients = [person_to_json(self.patient)]
+        if direction == "M" and any(c.file for c in cases):
+            from hub.conformance.official import registered_patients
+
+            patients += registered_patients(cases)  # as a tester registers a pack's patients first
+        exchange.register_patients(patients)
         if direction == "S" and mt.is_apprec:
             records = self._apprec_s(run_id, profile, exchange, cases)
         elif direction == "S":
@@ -381,6 +386,18 @@ class Runner:
         signed = self.pki.sign(data, TEST_CENTRE_PARTY)
         return tamper(signed) if variant == "bad-signature" else signed
 
+    def _official(self, path: Path, profile: Profile) -> bytes:
+        """A pack message re-addressed from the test centre to the system (fresh MsgId, defect kept);
+        signed like every message the test centre sends, unless it cannot be read."""
+        from hub.conformance.official import prepare
+
+        service = profile.services[0] if profile.services else profile.her_id
+        data = prepare(path.read_bytes(), sender=(TEST_CENTRE.her_id, TEST_CENTRE_SERVICE.her_id),
+                       receiver=(profile.her_id, service))
+        if "security" not in self.parts or data == path.read_bytes():
+            return data
+        return self.pki.sign(data, TEST_CENTRE_PARTY)
+
     def _mottak(self, run_id: int, profile: Profile, exchange: ex.Exchange, mt: MessageType,
                 cases: list[Case]) -> list[CaseRecord]:
         from hub.conformance.variants import UNKNOWN_ORG
@@ -395,7 +412,8 @@ class Runner:
                                            c.expect.describe() if c.expect else None,
                                            self._needs(c) if c.requires else "manual case")
                 continue
-            data = c.file.read_bytes() if c.file else self._variant(mt, c.variant or "valid", target)
+            data = (self._official(c.file, profile) if c.file
+                    else self._variant(mt, c.variant or "valid", target))
             to = UNKNOWN_ORG.her_id if c.variant == "unknown-receiver" else profile.her_id
             copies = 2 if c.variant == "duplicate" else 1
             ids = []

@@ -11,6 +11,8 @@ Defect kinds (the vocabulary profiles may use):
     wrong-code        code=, answers=  rejects with `answers` where `code` is right
     silent            codes=[...]  sends no AppRec where it should reject with one of these codes
     no-patient-check               accepts patients it does not know (should be E35)
+    ignores           codes=[...]  does not make these checks at all (e.g. E30/E31/E36: takes a named
+                                   patient without a usable FNR); other problems are still answered
     answers-duplicates             answers a duplicate MsgId again instead of ignoring it
     not-supported                  cannot receive this message type (answers T10 to everything)
     slow              seconds=     answers only after this delay
@@ -54,7 +56,8 @@ from hub.fixtures.builder import build
 from hub.fixtures.people import Party, Person
 
 DEFECT_KINDS = frozenset({
-    "accepts", "wrong-code", "silent", "no-patient-check", "answers-duplicates", "not-supported", "slow",
+    "accepts", "wrong-code", "silent", "no-patient-check", "ignores", "answers-duplicates", "not-supported",
+    "slow",
     "apprec-original-id", "apprec-issue-date", "apprec-no-error-oid",
     "not-produced", "omit-content", "msgid-not-uuid", "fnr-invalid", "schema-error",
     "unsigned", "bad-signature", "signs-with", "no-ebms-ack",
@@ -231,6 +234,9 @@ class SimulatedSystem:
         if duplicate and not self._has("answers-duplicates", key, "M"):
             return Decision(None), result, mt
         codes = list(dict.fromkeys(p.code for p in result.errors if p.rule != "msgid.unique"))
+        for d in self.defects(key, "M"):
+            if d.kind == "ignores":
+                codes = [c for c in codes if c not in d.params.get("codes", [])]
         if security and security.error and "T01" not in codes:
             codes = [security.error.apprec_code]  # content signed by nobody we trust is not read further
         receiver = int(result.receiver) if result.receiver and str(result.receiver).isdigit() else None

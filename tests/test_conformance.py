@@ -222,6 +222,36 @@ def test_matrix_table_and_self_contained_html_link_every_cell_to_its_evidence(ca
     assert all(f'id="{h[1:]}"' in page for h in hrefs)
 
 
+def test_matrix_table_is_readable_in_an_80_column_console_and_full_when_wide(campaign_home):
+    import io
+
+    from rich.console import Console
+
+    ev = Evidence(campaign_home / "hub.sqlite")
+    profiles = load_profiles()
+    cells = mx.compute(ev, profiles)
+
+    def render(width: int) -> str:
+        console = Console(width=width, file=io.StringIO(), color_system=None)
+        console.print(mx.to_rich(cells, profiles, width=width))
+        return console.file.getvalue()  # type: ignore[attr-defined]
+
+    wide, narrow, tiny = render(400), render(80), render(40)
+    # wide: the full grid, every system a column of one table (one header line names them all)
+    assert any(all(n in line for n in ("System X", "Infodoc")) for line in wide.splitlines())
+    for text, width in ((narrow, 80), (tiny, 40)):
+        assert max(len(line) for line in text.splitlines()) <= width
+    # narrow: one table per category, system codes with a legend, every approval month in its row
+    for label in ("Primærlegesystem", "Sykehussystem", "Labsystem", "P2 = System X", "L4 = Safir LIS v4.2"):
+        assert label in narrow
+    rows = narrow.splitlines()
+    for c in cells.values():
+        assert any(line.startswith(f"│{c.name} {c.version} {c.direction} ") and c.approved in line
+                   for line in rows), (c.system, c.message, c.direction)
+    # tiny: even the compact tables do not fit; a list of approved cells per system
+    assert "System X (Primærlegesystem)" in tiny and "Epikrise 1.0 S: 05.07" in tiny
+
+
 # --- planted defects: one defect, one failing case ------------------------------------------------------
 
 

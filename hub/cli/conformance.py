@@ -141,7 +141,8 @@ def matrix(fmt: str = typer.Option("table", "--format", "-f", help="table | csv 
     profiles = load_profiles()
     cells = mx.compute(evidence, profiles, campaign=campaign)
     if fmt == "table":
-        console.print(mx.to_rich(cells, profiles))
+        # narrower than the grid (15 systems): a compact form that an 80-column terminal can show
+        console.print(mx.to_rich(cells, profiles, width=console.width))
         return
     render = {"csv": lambda: mx.to_csv(cells), "json": lambda: mx.to_json(cells),
               "html": lambda: mx.to_html(cells, profiles, evidence)}.get(fmt)

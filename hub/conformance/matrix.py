@@ -114,7 +114,89 @@ def grid(cells: dict[tuple, Cell], profiles: dict[str, Profile],
     return systems, rows
 
 
-def to_rich(cells: dict[tuple, Cell], profiles: dict[str, Profile], all_systems: bool = True) -> object:
+def to_rich(cells: dict[tuple, Cell], profiles: dict[str, Profile], all_systems: bool = True,
+            width: int | None = None) -> object:
+    """The grid as the 2007 table draws it; when a console of `width` columns cannot show it (15
+    system columns need ~200), one compact table per category with short system codes and a legend,
+    or, if even that is too wide, a list of approved cells per system."""
+    full = _full_grid(cells, profiles, all_systems)
+    if width is None or _fits(full, width):
+        return full
+    compact = _by_category(cells, profiles, all_systems)
+    if all(_fits(t, width) for t in compact.renderables if hasattr(t, "columns")):
+        return compact
+    return _per_system(cells, profiles, all_systems)
+
+
+def _fits(renderable: object, width: int) -> bool:
+    from rich.console import Console
+
+    probe = Console(width=10_000, file=_Null(), color_system=None)
+    return probe.measure(renderable).minimum <= width  # type: ignore[arg-type]
+
+
+class _Null:
+    def write(self, _text: str) -> int:
+        return 0
+
+    def flush(self) -> None:
+        pass
+
+
+def _code(p: Profile, i: int) -> str:
+    """Short column code of a system: category letter + number (P1, S2, L3, O1), as in a legend."""
+    return {"gp": "P", "hospital": "S", "lab": "L", "nursing": "O"}.get(p.category, "X") + str(i)
+
+
+def _by_category(cells: dict[tuple, Cell], profiles: dict[str, Profile], all_systems: bool) -> object:
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    systems, rows = grid(cells, profiles, all_systems)
+    parts: list[object] = [Text("Godkjente systemer (standarder)", style="bold")]
+    for cat in CATEGORY_ORDER:
+        idx = [i for i, p in enumerate(systems) if p.category == cat]
+        if not idx:
+            continue
+        codes = {i: _code(systems[i], n) for n, i in enumerate(idx, 1)}
+        t = Table(title=CATEGORIES[cat], title_justify="left", header_style="bold", pad_edge=False)
+        t.add_column("Melding, versjon, S/M", overflow="fold")
+        for i in idx:
+            t.add_column(codes[i], justify="center", no_wrap=True)
+        for m, d, row in rows:
+            mine = [row[i] for i in idx]
+            if any(mine):  # only the rows this category has approvals in
+                name, version = m.rsplit(":", 1)
+                t.add_row(f"{name} {version} {d}", *[_short_cell(c) for c in mine])
+        if t.row_count:  # the legend under its table: one system a line, never split
+            parts += [t, Text("\n".join(f"  {codes[i]} = {systems[i].name}" for i in idx), style="dim")]
+    parts.append(Text("* = needs re-testing (stale)", style="dim"))
+    return Group(*parts)
+
+
+def _short_cell(c: Cell | None) -> str:
+    return "" if c is None else c.approved + ("*" if c.stale else "")
+
+
+def _per_system(cells: dict[tuple, Cell], profiles: dict[str, Profile], all_systems: bool) -> object:
+    from rich.console import Group
+    from rich.text import Text
+
+    systems, _rows_ = grid(cells, profiles, all_systems)
+    order = {k: i for i, k in enumerate(_rows(cells))}
+    parts: list[object] = [Text("Godkjente systemer (standarder)", style="bold")]
+    for p in systems:
+        mine = sorted((c for c in cells.values() if c.system == p.name),
+                      key=lambda c: order.get((c.message, c.direction), 999))
+        parts.append(Text(f"{p.name} ({p.category_label})", style="bold"))
+        parts += [Text(f"  {c.name} {c.version} {c.direction}: {_short_cell(c)}") for c in mine] or \
+            [Text("  -", style="dim")]
+    parts.append(Text("* = needs re-testing (stale)", style="dim"))
+    return Group(*parts)
+
+
+def _full_grid(cells: dict[tuple, Cell], profiles: dict[str, Profile], all_systems: bool) -> object:
     from rich.table import Table
 
     systems, rows = grid(cells, profiles, all_systems)

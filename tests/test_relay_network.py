@@ -374,3 +374,101 @@ def test_network_sender_with_a_broken_kith_signature_gets_an_apprec(pair: Pair):
     # no MessageError went back to A for this envelope
     envs = [parse_envelope(parse_package(x).soap) for x in mails(pair.a)]
     assert not [e for e in envs if e.error_list is not None and e.header.ref_to_message_id == out.message_id]
+
+
+def test_apprec_the_peer_relay_writes_for_a_refused_document_closes_the_original(pair: Pair):
+    """The GP's document passes relay A (its register names the GP's certificate) but not relay B (its
+    register names relay A's): B refuses it with S02 and answers in the name of the addressed receiver
+    (81002, which B serves), so A correlates the AppRec and closes its original."""
+    gp = load_identity(shared_test_pki().dir, "gp")
+    mid = str(uuid.uuid4())
+    signed = sign_enveloped(dialog(msg_id=mid), gp.sign_key, gp.sign_cert)
+    drop(pair.spool(pair.a, 82001), "notat.xml", signed)
+    refused = wait_for(one(pair.b, mid, State.REJECTED), 15, "B: the document refused")
+    assert refused.last_error_code == "S02"
+    apprec = wait_for(lambda: next((m for m in pair.b.store.list_messages(limit=100)
+                                    if m.msg_type == "APPREC"), None), 10, "B: the AppRec generated")
+    assert apprec.sender_her == "81002"  # the addressed receiver, not relay B's own 81000
+    done = wait_for(one(pair.a, mid, State.COMPLETED, "out"), 20, "A: the original closed by the AppRec")
+    assert done.apprec_status == "2"
+    assert any(e.event == "apprec" for e in pair.a.store.timeline(done.id))
+    got = wait_for(lambda: files(pair.spool(pair.a, 82001) / "in"), 10, "the AppRec at the GP")
+    assert b'V="S02"' in got[0].read_bytes()
+
+
+def test_apprec_sent_by_the_peer_relay_itself_closes_what_we_sent_to_it(pair: Pair):
+    """An AppRec from relay B's own HER-id (81000: a relay speaking for a receiver it does not know)
+    closes the message A sent to a party reached through B; one from a party A never sent it to does
+    not."""
+    mid = str(uuid.uuid4())
+    drop(pair.spool(pair.a, 82001), "notat.xml", dialog(msg_id=mid))
+    wait_for(one(pair.b, mid, State.AWAITING_APPREC), 20, "B: delivered")
+    sent = wait_for(one(pair.a, mid, State.AWAITING_APPREC, "out"), 10, "A: acknowledged")
+    relay_b = people.Party(81000, "Relay B", None, "other")
+    f = default_inspector()(pair.a.store.blob(sent.id) or b"", "x")
+    assert f.gen_date is not None and f.msg_type
+    apprec = build("AppRec", "1.0", sender=relay_b, receiver=people.GP_FASTLEGE, status="2",
+                   errors=[("E21", "Mottaker finnes ikke")],
+                   original=(f.msg_type, f.gen_date.replace(tzinfo=None).isoformat(), mid),
+                   gen_date=now_local(), msg_id=str(uuid.uuid4()))
+    drop(pair.spool(pair.b, 81000), "apprec.xml", apprec)  # relay B's own system writes it
+    done = wait_for(one(pair.a, mid, State.COMPLETED, "out"), 20, "A: closed by the relay's AppRec")
+    assert done.apprec_status == "2"
+
+
+def test_correlation_accepts_a_relay_only_for_what_went_to_it(tmp_path: Path):
+    from types import SimpleNamespace
+
+    from hub.relay import pipeline as pl
+    from hub.relay.register import load_toml
+
+    pki = shared_test_pki().dir
+    f = tmp_path / "register.toml"
+    f.write_text(register_a(pki) + party(85000, "Relay C", endpoint="mailto:edi@relay-c.test",
+                                         pki_party="lab", pki=pki), encoding="utf-8")
+    reg = load_toml(f)
+
+    def cand(receiver: str, direction: str = "out") -> SimpleNamespace:
+        return SimpleNamespace(id="m1", kith_msg_id="k", sender_her="82002", receiver_her=receiver,
+                               msg_type="DIALOG_NOTAT", state="awaiting_apprec", direction=direction)
+
+    def facts(sender: int) -> pl.Facts:
+        return pl.Facts(msg_type="APPREC", family="AppRec", sender_her=sender, receiver_her=82002,
+                        original_msg_id="k", apprec_status="2")
+
+    assert pl.correlate_apprec(facts(81000), [cand("81002")], reg).original_id == "m1"  # relay B
+    assert pl.correlate_apprec(facts(81002), [cand("81002")], reg).original_id == "m1"  # the receiver
+    assert pl.correlate_apprec(facts(85000), [cand("81002")], reg).original_id is None  # another relay
+    assert pl.correlate_apprec(facts(81000), [cand("84002", "local")], reg).original_id is None
+
+
+def test_unreachable_crl_for_a_kith_signature_defers_never_answers_s0x(pair: Pair):
+    """Issue #3: the CRL server is down while the GP's signed document is checked: no verdict, no AppRec;
+    the message waits in `received` and goes through once the CRL server is up."""
+    from hub.security.certs import _http_fetch
+    from hub.security.pki import load_intermediates, load_trust_anchors, serve_crl
+
+    assert pair.a.network is not None
+    pki, port = shared_test_pki().dir, free_port()
+    # relay A fetches its CRLs from a server on `port` (the same files the certificates point at)
+    pair.a.network.validator = net.CertificateValidator(
+        load_trust_anchors(pki), load_intermediates(pki),
+        fetch=lambda url, timeout: _http_fetch(f"http://127.0.0.1:{port}/crl/{url.rsplit('/', 1)[-1]}",
+                                               timeout))
+    deferred: list[str] = []
+    pair.a.tap.listeners.append(lambda what, m, detail: deferred.append(m.id) if what == "deferred" else None)
+    gp = load_identity(pki, "gp")
+    mid = str(uuid.uuid4())
+    signed = sign_enveloped(dialog(receiver=people.NURSING_TILDELING, msg_id=mid), gp.sign_key, gp.sign_cert)
+    drop(pair.spool(pair.a, 82001), "notat.xml", signed)
+    wait_for(lambda: len(deferred) >= 2, 10, "A: deferred at least twice")
+    held = pair.a.store.require(deferred[0])
+    assert held.state is State.RECEIVED and held.last_error_code is None
+    assert files(pair.spool(pair.a, 82001) / "in") == []  # no S-code AppRec to the GP
+    assert files(pair.spool(pair.a, 84001) / "in") == []
+    with serve_crl(pki, port=port) as srv:
+        done = wait_for(one(pair.a, mid, State.AWAITING_APPREC), 10, "A: delivered once the CRL is up")
+        assert srv.requests  # it really asked the server
+    assert done.id == held.id and len(files(pair.spool(pair.a, 84001) / "in")) == 1
+    assert files(pair.spool(pair.a, 82001) / "in") == []
+    assert "reject" not in [e.event for e in pair.a.store.timeline(done.id)]

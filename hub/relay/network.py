@@ -648,6 +648,8 @@ class Network:
             if not kith_signature(data):
                 return facts
             finding = self.check_signature(data, facts)
+            if finding is not None and finding.transient:  # no verdict yet: the pipeline defers it
+                return replace(facts, pending=(finding,))
             return facts if finding is None else replace(facts, errors=(finding, *facts.errors))
 
         return run
@@ -658,7 +660,8 @@ class Network:
             v = verify_enveloped(data, expected_certs=[expected] if expected is not None else [])
             self.validator.check(v.certificate, "sign", facts.gen_date)
         except SecurityError as e:
-            return pl.Finding(e.apprec_code, f"security.{e.kind}", e.message)
+            # e.g. crl-unavailable: the revocation status is unknown now, not bad (issue #3)
+            return pl.Finding(e.apprec_code, f"security.{e.kind}", e.message, transient=e.transient)
         except Exception as e:  # noqa: BLE001 - not XML the verifier can read: a broken signature
             return pl.Finding("S01", "security.signature-malformed", str(e))
         return None

@@ -49,6 +49,8 @@ class Finding:
     code: str
     rule: str
     text: str
+    # the check could not be made now (e.g. the CRL is unreachable): not a verdict on the document
+    transient: bool = False
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,8 @@ class Facts:
     sender_her: int | None = None  # deepest level of the sending communication party
     receiver_her: int | None = None  # deepest level of the receiving communication party
     errors: tuple[Finding, ...] = ()
+    # checks that could not be made now (revocation status unknown): decided later, never answered
+    pending: tuple[Finding, ...] = ()
     # an AppRec only:
     original_msg_id: str | None = None
     apprec_status: str | None = None  # 8258: 1 OK, 2 Avvist, 3 OK with errors in part
@@ -209,7 +213,16 @@ class Reject:
         return f"{self.code}: {self.text} (answered with {self.answer.value})"
 
 
-Decision = Accept | Reject
+@dataclass(frozen=True)
+class Defer:
+    """A check could not be made now (issue #3: CRL unreachable): the message stays `received` and is
+    checked again later; the sender is told nothing yet, since no verdict has been reached."""
+
+    reason: str
+    findings: tuple[Finding, ...] = ()
+
+
+Decision = Accept | Reject | Defer
 
 
 @dataclass(frozen=True)
@@ -256,6 +269,10 @@ def decide_intake(facts: Facts, sub: Submitted, register: Register, spool_root: 
         ebms = "SecurityFailure" if first.code.startswith("S") else "OtherXml"
         return Reject(first.code, first.text, _answer_for(sub, facts, register, first.code), ebms,
                       facts.errors)
+    if facts.pending:
+        # after the permanent findings: a document refused for its content anyway is refused now
+        why = "; ".join(f"{f.rule}: {f.text}" for f in facts.pending)
+        return Defer(f"checked again later: {why}", facts.pending)
     if facts.sender_her is None:
         return Reject("X99", "the message names no sending communication party", _answer_for(sub, facts))
     if sub.party_her is None or not belongs_to(register, facts.sender_her, sub.party_her):
@@ -292,6 +309,18 @@ def decide_intake(facts: Facts, sub: Submitted, register: Register, spool_root: 
     return Accept(route, direction, reason, facts.original_msg_id if facts.is_apprec else None)
 
 
+def apprec_author(register: Register, facts: Facts, own_her: int, spool_root: Path) -> int:
+    """Who writes the relay's negative AppRec for a refused message: the receiver it was addressed to
+    when this relay serves that party (STANDARDS.md §2: the AppRec comes from the original's receiver;
+    the relay speaks for it, and the sending side correlates the AppRec by who the original went to),
+    else the relay itself (an unknown or remote receiver never saw the message)."""
+    her = facts.receiver_her
+    if her is None:
+        return own_her
+    route = route_for(register, her, spool_root)
+    return her if route is not None and route.local else own_her
+
+
 # --- AppRec correlation ------------------------------------------------------------------------------
 
 class _Candidate(Protocol):
@@ -323,7 +352,8 @@ def correlate_apprec(facts: Facts, candidates: Iterable[_Candidate], register: R
         if (c.msg_type or "").upper() == APPREC_TYPE:
             continue
         to_ok = belongs_to(register, _int(c.receiver_her), facts.sender_her) or \
-            belongs_to(register, facts.sender_her, _int(c.receiver_her))
+            belongs_to(register, facts.sender_her, _int(c.receiver_her)) or \
+            _relay_for(register, facts.sender_her, c)
         from_ok = belongs_to(register, _int(c.sender_her), facts.receiver_her) or \
             belongs_to(register, facts.receiver_her, _int(c.sender_her))
         if to_ok and from_ok:
@@ -332,6 +362,20 @@ def correlate_apprec(facts: Facts, candidates: Iterable[_Candidate], register: R
         return Correlation(None, f"MsgId {facts.original_msg_id} was relayed, but not between "
                                  f"{facts.receiver_her} and {facts.sender_her}")
     return Correlation(None, f"no relayed message has MsgId {facts.original_msg_id}")
+
+
+def _relay_for(register: Register, relay_her: int | None, c: _Candidate) -> bool:
+    """Whether `relay_her` is the network relay our message `c` was sent to: a relay that refused it
+    answers with an AppRec from its own HER-id when it does not know the addressed receiver (E21).
+    Both are network parties of our register reached at the same endpoint; only a message we sent
+    out qualifies (a local one never went to a relay)."""
+    if relay_her is None or getattr(c, "direction", "out") != "out":
+        return False
+    relay = register.resolve(relay_her)
+    receiver = register.resolve(_int(c.receiver_her) or 0)
+    if relay is None or receiver is None or relay.local or receiver.local:
+        return False
+    return bool(relay.endpoint) and relay.endpoint == receiver.endpoint
 
 
 def after_delivery(msg_type: str | None, family: str | None) -> Event:

@@ -110,6 +110,7 @@ class RelayConfig:
             network_policy=net_retry,
             ttl=timedelta(seconds=float(w["ttl_s"])) if w.get("ttl_s") else None,
             apprec_limit=timedelta(seconds=float(w.get("apprec_limit_s", 96 * 3600))),
+            defer_s=float(w.get("defer_s", 60.0)),
         )
         smtp, http, folders = d.get("smtp", {}), d.get("http", {}), d.get("folders", {})
         cfg = cls(
@@ -168,7 +169,11 @@ def default_answerer() -> Answerer:
         # the refusal is the relay's (E21 unknown receiver, ...), whatever validation said
         answered = copy.copy(result)
         answered.problems = [Problem(reject.code, "relay." + reject.code.lower(), reject.text)]
-        me = Party(name="Meldingsformidler", her_id=str(own_her))
+        # `own_her` is who writes it (pipeline.apprec_author): the addressed receiver, as the document
+        # names it (organisation, service, person), when the relay speaks for it; else the relay
+        rcv = info.receiver
+        me = rcv if rcv is not None and str(own_her) == str(rcv.communication_her_id) else \
+            Party(name="Meldingsformidler", her_id=str(own_her))
         return build_apprec(answered, sender=me, receiver=info.sender)
 
     return answer

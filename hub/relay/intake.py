@@ -37,7 +37,8 @@ MAX_SIZE = 50 * 1024 * 1024  # a KITH message with attachments; larger is refuse
 class Intake:
     """The one way into the store: durable first, then the worker is told."""
 
-    def __init__(self, store: Store, *, node: str, on_stored: Callable[[str], None]) -> None:
+    def __init__(self, store: Store, *, node: str,
+                 on_stored: Callable[[str, Message, bytes], None]) -> None:
         self.store, self.node, self.on_stored = store, node, on_stored
 
     def accept_local(
@@ -61,7 +62,7 @@ class Intake:
         )
         if dedup_key is not None:
             self._remember(dedup_key, m)
-        self.on_stored(m.id)
+        self.on_stored(m.id, m, data)  # the worker takes both as stored instead of reading them back
         return m, True
 
     def _remember(self, key: str, m: Message) -> None:

@@ -28,7 +28,7 @@ from hub.relay import pipeline as pl
 from hub.relay.delivery import Deliverer, Delivery, FolderDeliverer, Outcome
 from hub.relay.lifecycle import Event, IllegalTransition, RetryPolicy, State
 from hub.relay.register import Register
-from hub.store import APPREC_LIMIT, ErrorInfo, LeaseLost, Message, MessageMeta, NotFound, Store
+from hub.store import APPREC_LIMIT, ErrorInfo, LeaseLost, Message, MessageMeta, NotFound, Step, Store
 
 log = logging.getLogger("hub.relay")
 
@@ -109,8 +109,14 @@ class Worker:
         self.answer_peer = answer_peer
         self.cfg = config or WorkerConfig()
         self.tap = tap or Tap()
-        self._received: queue.SimpleQueue[str] = queue.SimpleQueue()
+        # (id, and when the intake has them at hand: the stored message and its bytes, not read again)
+        self._received: queue.SimpleQueue[tuple[str, Message | None, bytes | None]] = queue.SimpleQueue()
         self._wake = threading.Event()
+        # something may have become due (a message queued without being claimed, a failed attempt, a
+        # generated AppRec): look with claim_due at once instead of at the next poll. Messages the worker
+        # validates are claimed in the same commit and delivered by the same thread, so a stream of new
+        # messages costs no claim_due write per wake-up.
+        self._due = threading.Event()
         self._stop = threading.Event()
         self._inflight = 0
         self._lock = threading.Lock()
@@ -119,12 +125,14 @@ class Worker:
         self._timers: list[threading.Timer] = []  # deferred messages' next admit
 
     # --- the loop ----------------------------------------------------------------------------------
-    def notify_received(self, message_id: str) -> None:
-        """An intake stored a message: check it soon."""
-        self._received.put(message_id)
+    def notify_received(self, message_id: str, message: Message | None = None,
+                        data: bytes | None = None) -> None:
+        """An intake stored a message: check it soon (`message`, `data`: as stored, spares two reads)."""
+        self._received.put((message_id, message, data))
         self._wake.set()
 
     def wake(self) -> None:
+        self._due.set()
         self._wake.set()
 
     def start(self) -> None:
@@ -156,16 +164,16 @@ class Worker:
                     pass
         for m in sorted(self.store.list_messages(state=State.RECEIVED, limit=100_000),
                         key=lambda m: m.created_at):
-            self._received.put(m.id)
+            self._received.put((m.id, None, None))
 
-    def _submit(self, fn: Callable[[Message | str], None], arg: Message | str) -> None:
+    def _submit(self, fn: Callable[..., None], *args: object) -> None:
         assert self._pool is not None
         with self._lock:
             self._inflight += 1
 
         def run() -> None:
             try:
-                fn(arg)
+                fn(*args)
             except Exception:  # noqa: BLE001 - last resort; each stage catches its own
                 log.exception("unexpected error in the relay worker")
             finally:
@@ -180,7 +188,7 @@ class Worker:
             return self.cfg.threads * 2 - self._inflight
 
     def _run(self) -> None:
-        last_sweep = 0.0
+        last_sweep = last_claim = 0.0
         import time
 
         while not self._stop.is_set():
@@ -188,13 +196,17 @@ class Worker:
             busy = False
             while self._free() > 0:
                 try:
-                    mid = self._received.get_nowait()
+                    mid, msg, data = self._received.get_nowait()
                 except queue.Empty:
                     break
-                self._submit(self.admit, mid)  # type: ignore[arg-type]
+                self._submit(self.admit, mid, msg, data)
                 busy = True
             free = self._free()
-            if free > 0:
+            t = time.monotonic()
+            # due work: when something said so, else at each poll (retry and ack deadlines come by time)
+            if free > 0 and (self._due.is_set() or t - last_claim >= self.cfg.poll):
+                self._due.clear()
+                last_claim = t
                 try:
                     claimed = self.store.claim_due(self.cfg.node, min(free, self.cfg.batch),
                                                    lease=self.cfg.lease)
@@ -202,9 +214,10 @@ class Worker:
                     log.exception("claim failed")
                     claimed = []
                 for m in claimed:
-                    self._submit(self.deliver, m)  # type: ignore[arg-type]
+                    self._submit(self.deliver, m)
+                if len(claimed) >= min(free, self.cfg.batch):
+                    self._due.set()  # maybe more where these came from
                 busy = busy or bool(claimed)
-            t = time.monotonic()
             if t - last_sweep >= self.cfg.sweep_every:
                 last_sweep = t
                 try:
@@ -215,19 +228,21 @@ class Worker:
                 self._wake.wait(self.cfg.poll)
 
     # --- stage: admit (check and route) -----------------------------------------------------------
-    def admit(self, ref: str) -> None:
+    def admit(self, ref: str, stored: Message | None = None, data: bytes | None = None) -> None:
         try:
-            msg = self.store.require(ref)
+            # as the intake stored it: the VALIDATED transition still checks the state under the lock
+            msg = stored if stored is not None and stored.id == ref else self.store.require(ref)
             if msg.state is not State.RECEIVED:
                 return  # another node (or an earlier run) got to it first
-            self._admit(msg)
+            self._admit(msg, data if stored is not None else None)
         except (IllegalTransition, NotFound):
             return
         except Exception as exc:  # noqa: BLE001 - poison: fail this message, keep the others going
             self._fail(ref, exc)
 
-    def _admit(self, msg: Message) -> None:
-        data = self.store.blob(msg.id)
+    def _admit(self, msg: Message, data: bytes | None = None) -> None:
+        if data is None:
+            data = self.store.blob(msg.id)
         assert data is not None
         network_in = self.unwrap is not None and msg.direction == "in"
         if network_in:
@@ -272,14 +287,23 @@ class Worker:
             # fixed before the first attempt: retries reuse it (the peer's duplicate elimination
             # relies on that) and an ack that overtakes our own bookkeeping still finds the message
             meta["out_message_id"] = str(uuid.uuid4())
-        m = self.store.transition(msg.id, Event.VALIDATED, actor=self.cfg.node, reason=decision.reason,
-                                  updates={k: v for k, v in meta.items() if v is not None})
+        steps = [Step(Event.VALIDATED, decision.reason, {k: v for k, v in meta.items() if v is not None})]
+        route = decision.route
+        if self.deliverers.get(route.kind) is not None and (expires is None or expires > now):
+            # claimed in the same commit and delivered by this thread below: no claim_due round,
+            # no second commit, no hand-over to another thread
+            steps.append(Step(Event.CLAIM, claim=self.cfg.lease))
+        ms = self.store.advance(msg.id, steps, actor=self.cfg.node)
+        m = ms[0]
         self.tap("queued", m, decision.reason)
         if network_in and self.answer_peer is not None:
             self.answer_peer(m, decision)  # the ebMS Acknowledgment, now that the content is accepted
         if decision.closes:
             self._close_original(m, facts)
-        self._wake.set()
+        if ms[-1].state is State.SENDING:
+            self.deliver(ms[-1], route, data)
+        else:
+            self.wake()
 
     def _defer(self, msg: Message, d: pl.Defer) -> None:
         """No verdict yet (CRL unreachable): stays `received`, admitted again after `defer_s` (and at a
@@ -341,7 +365,7 @@ class Worker:
                 actor=self.cfg.node, reason=f"negative AppRec ({reject.code}) for {rejected.short_id}",
             )
             self.tap("answer", m, f"AppRec {reject.code} for {rejected.short_id}")
-            self._wake.set()
+            self.wake()  # the AppRec is queued: claim it now
         elif reject.answer is pl.Answer.MESSAGE_ERROR and self.notifier is not None:
             self.notifier(rejected, reject.reason)
         elif reject.answer is pl.Answer.NONE and self.notifier is not None and rejected.channel in (
@@ -349,16 +373,18 @@ class Worker:
             self.notifier(rejected, reject.reason)
 
     # --- stage: deliver ------------------------------------------------------------------------------
-    def deliver(self, msg: Message) -> None:
+    def deliver(self, msg: Message, route: pl.Route | None = None, payload: bytes | None = None) -> None:
+        """Deliver a claimed message; `route` and `payload` (the KITH document) when admit has them."""
         try:
-            her = pl._int(msg.receiver_her)
-            route = pl.route_for(self.register, her, self.spool_root) if her is not None else None
+            if route is None:
+                her = pl._int(msg.receiver_her)
+                route = pl.route_for(self.register, her, self.spool_root) if her is not None else None
             if route is None:
                 raise pl.DeliveryError("route.unknown", f"no route to HER-id {msg.receiver_her} in the "
                                        "address register", permanent=True)
-            data = self.store.blob(msg.id)
+            data = payload if payload is not None else self.store.blob(msg.id)
             assert data is not None
-            if self.unwrap is not None and msg.direction == "in":
+            if payload is None and self.unwrap is not None and msg.direction == "in":
                 inner = self.unwrap(msg, data)
                 if inner is None:
                     raise pl.DeliveryError("unwrap", "the received envelope's payload is not available",
@@ -385,21 +411,28 @@ class Worker:
             m = self.store.mark_sent(msg.id, node=node, out_message_id=result.out_message_id)
             self.tap("sent", m, result.detail)
             return
-        m = self.store.transition(msg.id, Event.ACK, actor=node, lease_owner=node, reason=result.detail,
-                                  updates={"out_message_id": result.out_message_id}
-                                  if result.out_message_id else None)
+        # delivered and what follows (awaiting the AppRec, or completed) in one commit
+        ack = Step(Event.ACK, result.detail,
+                   {"out_message_id": result.out_message_id} if result.out_message_id else None)
+        m, m2 = self.store.advance(msg.id, [ack, self._after_step(msg)], actor=node, lease_owner=node)
         self.tap("delivered", m, result.detail)
-        self.after_delivered(m)
+        self._after_tap(m2)
 
-    def after_delivered(self, m: Message) -> None:
+    def _after_step(self, m: Message) -> Step:
         ev = pl.after_delivery(m.msg_type, m.family)
         if ev is Event.AWAIT_APPREC:
             due = _now() + self.cfg.apprec_limit
-            self.store.transition(m.id, ev, actor=self.cfg.node, updates={"apprec_due_at": due},
-                                  reason=f"AppRec expected by {due.isoformat(timespec='seconds')}")
-        else:
-            m2 = self.store.transition(m.id, ev, actor=self.cfg.node, reason="an AppRec expects no answer")
+            return Step(ev, f"AppRec expected by {due.isoformat(timespec='seconds')}", {"apprec_due_at": due})
+        return Step(ev, "an AppRec expects no answer")
+
+    def _after_tap(self, m2: Message) -> None:
+        if m2.state is not State.AWAITING_APPREC:
             self.tap("completed", m2, "delivered")
+
+    def after_delivered(self, m: Message) -> None:
+        st = self._after_step(m)
+        m2 = self.store.advance(m.id, [st], actor=self.cfg.node)[0]
+        self._after_tap(m2)
 
     def on_ack(self, ref_to_message_id: str, detail: str = "ebMS Acknowledgment") -> Message | None:
         """A peer acknowledged our envelope `ref_to_message_id` (from the SMTP/HTTP intake)."""
@@ -408,6 +441,18 @@ class Worker:
             log.warning("ack for unknown MessageId %s", ref_to_message_id)
             return None
         before = m.state
+        if before in (State.SENDING, State.AWAITING_ACK, State.RETRYING, State.DELIVERED):
+            # the ack and what follows delivery in one commit; if the state moved meanwhile, one by one
+            try:
+                m, m2 = self.store.advance(m.id, [Step(Event.ACK, detail), self._after_step(m)],
+                                           actor=self.cfg.node)
+            except IllegalTransition:
+                m2 = None
+            if m2 is not None:
+                if before is not m.state:
+                    self.tap("delivered", m, detail)
+                self._after_tap(m2)
+                return m
         m = self.store.transition(m.id, Event.ACK, actor=self.cfg.node, reason=detail)
         if before is not m.state:
             self.tap("delivered", m, detail)
@@ -439,6 +484,8 @@ class Worker:
         except LeaseLost:
             return
         self.tap("retrying" if m.state is State.RETRYING else m.state.value, m, f"{f.code}: {f.text}")
+        if m.state is State.RETRYING:
+            self.wake()  # its next attempt may be due at once (a zero retry interval)
         if m.state in (State.UNDELIVERED, State.EXPIRED):
             self._tell_sender(m)
 

@@ -23,6 +23,7 @@ from hub.store.base import (
     MessageMeta,
     NotFound,
     SeenRecord,
+    Step,
     Store,
     StoreError,
     Swept,
@@ -31,7 +32,7 @@ from hub.store.base import (
 
 __all__ = [
     "APPREC_LIMIT", "DEFAULT_LEASE", "ORIGINAL", "AuditEntry", "ErrorInfo", "LeaseLost", "Message",
-    "MessageMeta", "NotFound", "SeenRecord", "Store", "StoreError", "Swept", "TimelineEntry",
+    "MessageMeta", "NotFound", "SeenRecord", "Store", "Step", "StoreError", "Swept", "TimelineEntry",
     "default_url", "open_store",
 ]
 

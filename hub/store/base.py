@@ -187,6 +187,23 @@ class AuditEntry:
 
 
 @dataclass(frozen=True)
+class Step:
+    """One lifecycle event of several that `Store.advance` applies to a message in one commit.
+
+    `claim`: the event is CLAIM under a lease of this length, held by the advancing actor (the relay
+    delivers a message it has just validated without a second commit and a trip through claim_due).
+    `artifacts`: derived blobs (kind -> bytes) written in the same commit, replacing ones of that kind.
+    """
+
+    event: Event | str
+    reason: str = ""
+    updates: Mapping[str, Any] | None = None
+    error: ErrorInfo | None = None
+    claim: timedelta | None = None
+    artifacts: Mapping[str, bytes] | None = None
+
+
+@dataclass(frozen=True)
 class Swept:
     message: Message
     events: list[Event] = field(default_factory=list)
@@ -535,6 +552,70 @@ class Store(ABC):
                 ch.update(last_error_code=error.code, last_error_text=error.text,
                           last_error_permanent=int(error.permanent))
             return self._apply(tx, row, event, now=t, reason=reason, actor=actor, changes=ch)
+
+        return op
+
+    def advance(
+        self, ref: str, steps: Sequence[Step], *, actor: str = "", now: datetime | None = None,
+        lease_owner: str | None = None,
+    ) -> list[Message]:
+        """Apply `steps` to one message in order, in ONE commit: all of them or none (raises like
+        `transition`). Returns the message after each step. A relay's message passes validated ->
+        claimed and delivered -> awaiting its AppRec this way: one fsync per pair instead of two."""
+        return self._write(self._op_steps(ref, steps, actor, now, lease_owner))
+
+    def advance_many(
+        self, items: Sequence[tuple[str, Sequence[Step]]], *, actor: str = "", now: datetime | None = None,
+        lease_owner: str | None = None,
+    ) -> list[list[Message] | Exception]:
+        """`advance` for several messages whose writes share commits: each message's steps apply all or
+        none, and a message that fails gets its exception in its place while the others commit."""
+        return self._write_many([self._op_steps(ref, steps, actor, now, lease_owner) for ref, steps in items])
+
+    def _write_many(self, ops: Sequence[Callable[[Tx], T]]) -> list[T | Exception]:
+        """Backends that can queue writes (SQLite's writer) let them share one commit; default: in turn."""
+        out: list[T | Exception] = []
+        for op in ops:
+            try:
+                out.append(self._write(op))
+            except Exception as exc:  # noqa: BLE001 - returned to the caller in the message's place
+                out.append(exc)
+        return out
+
+    def _op_steps(self, ref: str, steps: Sequence[Step], actor: str, now: datetime | None,
+                  lease_owner: str | None) -> Callable[[Tx], list[Message]]:
+        for st in steps:
+            bad = set(st.updates or {}) - TRANSITION_FIELDS
+            if bad:
+                raise ValueError(f"a transition cannot set {sorted(bad)}")
+            if ORIGINAL in (st.artifacts or {}):
+                raise ValueError("the original bytes are written once, at intake")
+        t = aware(now) or utcnow()
+
+        def op(tx: Tx) -> list[Message]:
+            row = self._locked(tx, ref)
+            if lease_owner is not None:
+                _check_lease(row, lease_owner)
+            out: list[Message] = []
+            for st in steps:
+                ch: dict[str, Any] = dict(st.updates or {})
+                if st.error is not None:
+                    ch.update(last_error_code=st.error.code, last_error_text=st.error.text,
+                              last_error_permanent=int(st.error.permanent))
+                reason = st.reason
+                if st.claim is not None:
+                    if row["expires_at"] is not None and row["expires_at"] <= t:
+                        break  # past its TimeToLive: left for the sweep to expire, not claimed
+                    ch.update(attempts=row["attempts"] + 1, lease_owner=actor, lease_until=t + st.claim)
+                    reason = reason or f"attempt {row['attempts'] + 1} of {row['max_retries'] + 1}"
+                m = self._apply(tx, row, st.event, now=t, reason=reason, actor=actor, changes=ch)
+                for kind, data in (st.artifacts or {}).items():
+                    tx.execute("DELETE FROM blobs WHERE message_id = ? AND kind = ?", (row["id"], kind))
+                    digest = hashlib.sha256(data).hexdigest()
+                    tx.execute(_BLOB_INSERT, (row["id"], kind, bytes(data), digest, t))
+                out.append(m)
+                row = _as_row(m)
+            return out
 
         return op
 
@@ -946,6 +1027,7 @@ def _check_lease(row: Row, node: str) -> None:
 
 
 _BLOB_SQL = "SELECT data FROM blobs WHERE message_id = ? AND kind = ?"
+_BLOB_INSERT = "INSERT INTO blobs (message_id, kind, data, sha256, created_at) VALUES (?, ?, ?, ?, ?)"
 _BY_ID_SQL = "SELECT * FROM messages WHERE id = ? OR short_id = ?"
 _BY_OTHER_ID_SQL = (
     "SELECT * FROM messages WHERE ebxml_message_id = ? OR out_message_id = ? OR kith_msg_id = ? "

@@ -127,6 +127,17 @@ class SQLiteStore(Store):
     async def _write_async(self, fn: Callable[[Tx], T]) -> T:
         return await asyncio.wrap_future(self._submit(fn))
 
+    def _write_many(self, ops: Sequence[Callable[[Tx], T]]) -> list[T | Exception]:
+        # queued together, so the writer takes them into one transaction and one fsync
+        futs = [self._submit(op) for op in ops]
+        out: list[T | Exception] = []
+        for f in futs:
+            try:
+                out.append(f.result())
+            except Exception as exc:  # noqa: BLE001 - the caller's, in the message's place
+                out.append(exc)
+        return out
+
     def _run(self) -> None:
         stop = False
         while not stop:

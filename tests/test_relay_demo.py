@@ -1,4 +1,5 @@
-"""`hub serve --demo --duration N` starts from nothing under HUB_HOME, relays, and stops by itself."""
+"""`hub serve --demo --duration N` starts from nothing under HUB_HOME, relays (the hospital behind a
+second relay, over ebXML on SMTP), and stops by itself."""
 
 from __future__ import annotations
 
@@ -28,3 +29,14 @@ def test_demo_runs_from_an_empty_home_and_stops_by_itself(tmp_path):
     assert {m.msg_type for m in done} - {"APPREC"}, "no business message was completed"
     assert any(m.msg_type == "APPREC" for m in done)
     assert stats["failed"] == 0 and stats["undelivered"] == 0, stats
+    # the hospital sits behind the second relay: messages crossed the network both ways and completed
+    assert (demo / "pki" / "pki.json").is_file() and (demo / "sykehus" / "hub.toml").is_file()
+    out = [m for m in done if m.direction == "out" and m.msg_type != "APPREC"]
+    assert out and all(m.out_message_id for m in out), "no business message to the hospital completed"
+    assert any(m.channel == "smtp" and m.msg_type == "APPREC" for m in done), "no AppRec came back by ebXML"
+    with open_store(f"sqlite:///{demo / 'sykehus' / 'hub.sqlite'}") as s:
+        peer_done = s.list_messages(state="completed", limit=1000)
+        peer_stats = s.stats()
+    assert any(m.channel == "smtp" and m.direction == "in" for m in peer_done), peer_stats
+    assert peer_stats["failed"] == 0 and peer_stats["undelivered"] == 0, peer_stats
+    assert "(ebXML out)" in proc.stdout and "ebMS Acknowledgment" in proc.stdout

@@ -1,23 +1,31 @@
-"""`hub serve --demo`: the relay on SQLite with four simulated systems, the flow shown live.
+"""`hub serve --demo`: two relays on SQLite with four simulated systems, the flow shown live.
 
 A GP office, a hospital, a lab and a nursing home (hub.fixtures.people) exchange Dialogmelding,
 Henvisning, Epikrise, Rekvisisjon and Svarrapport through their spool folders, and answer every
-message they receive with an AppRec. Now and then the GP addresses an unknown HER-id (the relay
-refuses it with E21 and answers with an AppRec of its own), and the hospital forgets to answer (the
-relay flags the message once the AppRec limit has passed). Everything lives under $HUB_HOME/demo,
-created on first start.
+message they receive with an AppRec. The municipal relay (HER 80000) serves the GP, the lab and the
+nursing home; the hospital sits behind a second relay (HER 81000, `demo/sykehus`) in the same process,
+so every message to or from the hospital, and its AppRec, crosses the network as signed + encrypted
+ebXML over SMTP on 127.0.0.1 with ebMS Acknowledgments (test PKI made in `demo/pki` on first start,
+its CRL served on loopback while the demo runs). Now and then the GP addresses an unknown HER-id (the
+relay refuses it with E21 and answers with an AppRec of its own), and the hospital forgets to answer
+(the relay flags the message once the AppRec limit has passed). Everything lives under
+$HUB_HOME/demo, created on first start.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import random
 import shutil
+import signal
+import socket
 import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,25 +43,87 @@ from hub.relay import pipeline as pl
 from hub.relay.delivery import ensure_spool
 from hub.relay.server import Relay, RelayConfig, default_inspector
 from hub.relay.worker import Inspector
-from hub.store import Message
+from hub.security.pki import PartySpec, init_pki, layout, serve_crl
+from hub.store import Message, StoreError
 
-DEMO_FILES = ("hub.toml", "register.toml")
+DEMO_FILES = ("hub.toml", "register.toml", "sykehus/hub.toml", "sykehus/register.toml")
+# bumped when the demo's files change shape: an older demo folder gets the new files (its store stays)
+DEMO_VERSION = "2"
+PEER = "sykehus"  # the hospital relay's folder under the demo folder
+# the two relays' enterprise identities in the demo PKI (HER-ids as in the registers)
+PKI_PARTIES = [PartySpec("kommune", "80000", "964338531", "Fjordbyen kommune"),
+               PartySpec("sykehus", "81000", "983015549", "Fjordbyen sykehus HF")]
 
 
 def demo_home() -> Path:
     return home() / "demo"
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def setup(where: Path | None = None) -> Path:
-    """Create the demo's folder (config, register) on first start; returns its hub.toml."""
+    """Create the demo's folder (configs, registers, test PKI) on first start; returns its hub.toml."""
     d = where or demo_home()
     d.mkdir(parents=True, exist_ok=True)
+    marker = d / ".demo-version"
+    current = marker.exists() and marker.read_text().strip() == DEMO_VERSION
     for name in DEMO_FILES:
         target = d / name
-        if not target.exists():
+        if not target.exists() or not current:
+            target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(FIXTURES_DIR / "demo" / name, target)
     (d / "spool").mkdir(exist_ok=True)
+    if not (d / "pki" / "pki.json").exists():
+        # the CRL URL is fixed in the certificates: a port free now; `Demo.run` serves it there
+        # (or, when that port is taken at a later start, points the validators elsewhere)
+        init_pki(d / "pki", PKI_PARTIES, crl_url=f"http://127.0.0.1:{_free_port()}/crl/", special=False)
+    marker.write_text(DEMO_VERSION + "\n")
     return d / "hub.toml"
+
+
+def networked(path: Path) -> tuple[Relay, Relay]:
+    """The municipal relay (`path`) and the hospital's relay beside it, joined over SMTP on 127.0.0.1
+    with ports free now (each relay sends to the other's listener)."""
+    a = RelayConfig.load(path)
+    b = RelayConfig.load(path.parent / PEER / "hub.toml")
+    pa, pb = _free_port(), _free_port()
+    a.smtp_listen, a.smtp_relay = ("127.0.0.1", pa), ("127.0.0.1", pb)
+    b.smtp_listen, b.smtp_relay = ("127.0.0.1", pb), ("127.0.0.1", pa)
+    return Relay(a), Relay(b)
+
+
+@contextlib.contextmanager
+def crl_served(relays: list[Relay]) -> Iterator[str]:
+    """Serve the demo PKI's CRLs on loopback while the relays run (their certificate checks fetch them)."""
+    pki = next((r.cfg.pki for r in relays if r.cfg.pki is not None), None)
+    if pki is None or not (pki / "pki.json").exists():
+        yield ""
+        return
+    base = layout(pki).crl_url
+    port = int(base.rsplit(":", 1)[1].split("/", 1)[0])
+    try:
+        server = serve_crl(pki, port=port)
+        srv = server.__enter__()
+    except OSError:  # the port is taken now: serve anywhere and fetch from there
+        server = serve_crl(pki)
+        srv = server.__enter__()
+        from hub.security.certs import CertificateValidator, _http_fetch
+
+        url = srv.url
+        for r in relays:
+            if r.network is not None:
+                old = r.network.validator
+                r.network.validator = CertificateValidator(
+                    old.anchors, old.intermediates,
+                    fetch=lambda u, t: _http_fetch(url + u.rsplit("/", 1)[-1], t))
+    try:
+        yield srv.url
+    finally:
+        server.__exit__(None, None, None)
 
 
 @dataclass(frozen=True)
@@ -138,34 +208,64 @@ def _now_local() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
 
 
+def hop(m: Message) -> str:
+    """How the message reached (or leaves) this relay: ebXML over the network, or a local folder."""
+    if m.channel in pl.NETWORK_CHANNELS:
+        return f"ebXML/{m.channel} in"
+    if m.direction == "out":
+        return "ebXML out"
+    return "folder"
+
+
+Row = tuple[str, str, str, str, str, str, str, str]
+
+
 @dataclass
 class Demo:
     relay: Relay
+    peer: Relay | None = None  # the hospital's relay, reached over the network (None: all local)
     every: float = 0.8  # seconds between new messages
     seed: int = 7
-    events: deque[tuple[str, str, str, str, str, str]] = field(default_factory=lambda: deque(maxlen=16))
+    events: deque[Row] = field(default_factory=lambda: deque(maxlen=16))
     sent: int = 0
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
         self.inspect = default_inspector()
-        spool = self.relay.cfg.spool_root
         self.systems: dict[int, SimSystem] = {}
         for org, forget in ((people.GP_OFFICE, 0.0), (people.HOSPITAL, 0.15), (people.LAB, 0.0),
                             (people.NURSING_HOME, 0.0)):
-            folder = ensure_spool(spool / str(org.her_id))
+            folder = ensure_spool(self.serving(org.her_id).cfg.spool_root / str(org.her_id))
             self.systems[org.her_id] = SimSystem(org, folder, self.inspect,
                                                  random.Random(self.seed + org.her_id), forget)
-        self.relay.tap.listeners.append(self._on_event)
+        self.relay.tap.listeners.append(self._listener(self.label(self.relay)))
+        if self.peer is not None:
+            self.peer.tap.listeners.append(self._listener(self.label(self.peer)))
         self._stop = threading.Event()
         self._plans = itertools.cycle(PLANS)
         self._lock = threading.Lock()
+        self._last: dict[str, dict[str, int]] = {}
 
-    def _on_event(self, what: str, m: Message, detail: str) -> None:
-        t = datetime.now().strftime("%H:%M:%S")
-        with self._lock:
-            self.events.appendleft((t, m.short_id, m.msg_type or "?", f"{m.sender_her} → {m.receiver_her}",
-                                    what, detail))
+    def serving(self, her_id: int) -> Relay:
+        """The relay whose folders a local system uses: the peer when its register serves the party."""
+        if self.peer is not None:
+            p = self.peer.register.resolve(her_id)
+            if p is not None and p.local:
+                return self.peer
+        return self.relay
+
+    @staticmethod
+    def label(r: Relay) -> str:
+        return f"relay {r.cfg.her_id}"
+
+    def _listener(self, label: str):  # noqa: ANN202 - a Tap listener
+        def on_event(what: str, m: Message, detail: str) -> None:
+            t = datetime.now().strftime("%H:%M:%S")
+            with self._lock:
+                self.events.appendleft((t, label, m.short_id, m.msg_type or "?",
+                                        f"{m.sender_her} → {m.receiver_her}", hop(m), what, detail))
+
+        return on_event
 
     def send_one(self) -> None:
         plan = ODD_ONE if self.sent % 11 == 10 else next(self._plans)
@@ -188,13 +288,14 @@ class Demo:
                     self.send_one()
                     next_send += self.every
             except Exception as exc:  # noqa: BLE001 - a simulated system's hiccup is shown, not fatal
-                self.events.appendleft((datetime.now().strftime("%H:%M:%S"), "-", "-", "-", "demo error",
-                                        str(exc)))
+                self.events.appendleft((datetime.now().strftime("%H:%M:%S"), "demo", "-", "-", "-", "-",
+                                        "demo error", str(exc)))
             self._stop.wait(0.1)
 
     def view(self) -> Group:
         table = Table(title="hub relay demo: the flow, newest first", expand=True, header_style="bold")
-        for col, kw in (("time", {}), ("id", {}), ("type", {}), ("from → to", {}), ("step", {}),
+        for col, kw in (("time", {}), ("where", {}), ("id", {}), ("type", {}), ("from → to", {}),
+                        ("hop", {}), ("step", {}),
                         ("detail", {"overflow": "ellipsis", "no_wrap": True, "ratio": 1})):
             table.add_column(col, **kw)
         colour = {"rejected": "red", "undelivered": "red", "failed": "red", "apprec_overdue": "yellow",
@@ -202,13 +303,27 @@ class Demo:
         with self._lock:
             rows = list(self.events)
         for r in rows:
-            table.add_row(*r[:4], Text(r[4], style=colour.get(r[4], "")), r[5])
-        stats = self.relay.store.stats()
-        line = "  ".join(f"{k} {v}" for k, v in stats.items() if v)
+            table.add_row(*r[:5], Text(r[5], style="bold blue" if r[5].startswith("ebXML") else "dim"),
+                          Text(r[6], style=colour.get(r[6], "")), r[7])
+        line = "   ".join(f"{self.label(r)}: " + "  ".join(f"{k} {v}" for k, v in self._stats(r).items() if v)
+                           for r in self.relays)
         systems = "  ".join(f"{s.org.name}: got {s.received}, answered {s.answered}, AppRecs {s.apprecs}"
                             for s in self.systems.values())
         return Group(table, Text(f"messages by state: {line}"), Text(systems, style="dim"),
                      Text("Ctrl-C stops", style="dim"))
+
+    def _stats(self, r: Relay) -> dict[str, int]:
+        """The relay's counts; the last ones seen once it has stopped (the view's final refresh comes
+        after the relay closed its store)."""
+        try:
+            self._last[r.cfg.node] = r.store.stats()
+        except StoreError:
+            pass
+        return self._last.get(r.cfg.node, {})
+
+    @property
+    def relays(self) -> list[Relay]:
+        return [self.relay] + ([self.peer] if self.peer is not None else [])
 
     def run(self, duration: float | None = None, console: Console | None = None) -> None:
         console = console or Console()
@@ -217,34 +332,84 @@ class Demo:
             host, port = self.relay.http.address
             console.print(f"submit API: http://{host}:{port}/submit "
                           f"(tokens in {self.relay.cfg.register[0]})")
-        console.print(f"spool folders: {self.relay.cfg.spool_root}")
-        if console.is_terminal:
-            with Live(get_renderable=self.view, console=console, refresh_per_second=4, screen=False):
-                t.start()
-                self.relay.run(duration)
-        else:
+        for r in self.relays:
+            smtp = f", ebXML over SMTP on {r.cfg.smtp_listen[0]}:{r.cfg.smtp_listen[1]}" \
+                if r.cfg.smtp_listen and r.network is not None else ""
+            console.print(f"{self.label(r)}: spool folders {r.cfg.spool_root}{smtp}")
+        if not console.is_terminal:
             # a pipe (tests, logs): one line per step instead of a redrawn table
-            self.relay.tap.listeners.append(
-                lambda what, m, detail: console.print(
-                    f"{m.short_id} {m.msg_type or '?'} {m.sender_her}->{m.receiver_her} {what}: {detail}",
-                    soft_wrap=True, highlight=False))
-            t.start()
-            self.relay.run(duration)
-        self._stop.set()
-        t.join(5)
-        stats = self.relay_stats()
-        console.print("demo stopped; messages by state: "
-                      + ", ".join(f"{k} {v}" for k, v in stats.items() if v))
+            def line(label: str):  # noqa: ANN202 - a Tap listener
+                return lambda what, m, detail: console.print(
+                    f"[{label}] {m.short_id} {m.msg_type or '?'} {m.sender_her}->{m.receiver_her} "
+                    f"({hop(m)}) {what}: {detail}", soft_wrap=True, highlight=False, markup=False)
 
-    def relay_stats(self) -> dict[str, int]:
+            for r in self.relays:
+                r.tap.listeners.append(line(self.label(r)))
+        done = threading.Event()
+        old: dict[int, object] = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                old[sig] = signal.signal(sig, lambda *_: done.set())
+        try:
+            with contextlib.ExitStack() as stack:
+                stack.enter_context(crl_served(self.relays))
+                for r in reversed(self.relays):  # stopped in reverse, also when starting fails
+                    r.start()
+                    stack.callback(r.stop)
+                if console.is_terminal:
+                    stack.enter_context(Live(get_renderable=self.view, console=console,
+                                             refresh_per_second=4, screen=False))
+                t.start()
+                try:
+                    done.wait(duration)  # until Ctrl-C / SIGTERM / duration
+                finally:
+                    self._stop.set()  # no new messages from the simulated systems
+                    t.join(5)
+                    self._settle(self.SETTLE_S)
+        finally:
+            for sig, h in old.items():
+                signal.signal(sig, h)  # type: ignore[arg-type]
+        for r in self.relays:
+            stats = self.relay_stats(r)
+            console.print(f"demo stopped; {self.label(r)} messages by state: "
+                          + ", ".join(f"{k} {v}" for k, v in stats.items() if v))
+
+    SETTLE_S = 3.0  # at stop: how long ebXML messages on their way may take to get their signals
+
+    def _settle(self, limit: float) -> None:
+        """Give messages between the relays a moment to be acknowledged, so that stopping one relay
+        does not leave the other retrying (nothing is lost either way: the store keeps them)."""
+        if self.peer is None:
+            return
+        moving = ("sending", "awaiting_ack", "retrying")
+        end = time.monotonic() + limit
+        while time.monotonic() < end:
+            try:
+                if not any(r.store.stats().get(k) for r in self.relays for k in moving):
+                    return
+            except StoreError:
+                return
+            time.sleep(0.1)
+
+    def relay_stats(self, relay: Relay | None = None) -> dict[str, int]:
         from hub.store import open_store
 
-        with open_store(self.relay.cfg.store) as s:  # the relay closed its own on stop
+        with open_store((relay or self.relay).cfg.store) as s:  # the relay closed its own on stop
             return s.stats()
 
 
+def create(path: Path | None = None) -> Demo:
+    """The demo on `path` (default: $HUB_HOME/demo, set up on first start): both relays when the config
+    names a PKI for network traffic, else the municipal relay alone."""
+    path = path or setup()
+    cfg = RelayConfig.load(path)
+    if cfg.pki is not None and (path.parent / PEER / "hub.toml").exists():
+        a, b = networked(path)
+        return Demo(a, b)
+    return Demo(Relay(cfg))
+
+
 def main(duration: float | None = None, console: Console | None = None) -> Demo:
-    cfg = RelayConfig.load(setup())
-    demo = Demo(Relay(cfg))
+    demo = create()
     demo.run(duration, console)
     return demo

@@ -87,6 +87,30 @@ def _c14n_apex(el: etree._Element, algorithm: str) -> bytes:
     return _c14n(apex, algorithm)
 
 
+# The framework's actor filter as any signer writes it (spacing and the SOAP prefix vary: NAV writes
+# `not (... )` with SOAP:): recognised so it runs as one attribute scan instead of an XPath per element.
+_ACTOR_FILTER = re.compile(
+    r"not\s*\(\s*ancestor-or-self::node\(\)\[\s*@([\w.-]+):actor\s*=\s*\"([^\"]*)\"\s*\]\s*\|"
+    r"\s*ancestor-or-self::node\(\)\[\s*@([\w.-]+):actor\s*=\s*\"([^\"]*)\"\s*\]\s*\)")
+
+
+def _actor_filter(text: str, ns: dict[str, str]) -> frozenset[str] | None:
+    """The actor values an XPath filter drops (with their subtrees), when it is the framework's filter
+    over SOAP-ENV:actor; None for any other expression (evaluated as XPath then)."""
+    m = _ACTOR_FILTER.fullmatch(text.strip())
+    if m is None or ns.get(m[1]) != SOAP_NS or ns.get(m[3]) != SOAP_NS:
+        return None
+    return frozenset((m[2], m[4]))
+
+
+def _drop_outermost(dropped: list[etree._Element]) -> None:
+    """Remove each dropped element whose ancestors stay (its subtree goes with it), keeping its tail."""
+    gone = set(dropped)
+    for el in dropped:
+        if el.getparent() is not None and not any(a in gone for a in el.iterancestors()):
+            remove_keeping_tail(el)
+
+
 def _same_document_digest(doc: etree._Element, signature: etree._Element, reference: etree._Element) -> bytes:
     """Octets of Reference URI="" after its transforms (enveloped, XPath filter, C14N)."""
     # Work on a copy of the whole document; find our Signature in it by its position.
@@ -110,13 +134,19 @@ def _same_document_digest(doc: etree._Element, signature: etree._Element, refere
             if xp is None or not (xp.text or "").strip():
                 raise err(EbmsError.SECURITY_FAILURE, "signature", "XPath transform without an expression")
             ns = {k: v for k, v in xp.nsmap.items() if k}
-            expr = etree.XPath(" ".join(xp.text.split()), namespaces=ns)
-            # Filter semantics: a node stays when the expression is true with it as context. For the
-            # framework's actor filter (ancestor-or-self) a false element drops with all its content.
-            dropped = [el for el in tree.getroot().iter() if isinstance(el.tag, str) and not expr(el)]
-            for el in dropped:
-                if el.getparent() is not None and all(a not in dropped for a in el.iterancestors()):
-                    remove_keeping_tail(el)
+            actors = _actor_filter(xp.text, ns)
+            if actors is not None:
+                # The same node set as the expression: an element goes when it or an ancestor carries
+                # one of the actors (the document node has no attributes); text and comments go with
+                # their element, a tail belongs to the parent and stays.
+                attr = f"{{{SOAP_NS}}}actor"
+                dropped = [el for el in tree.getroot().iter(etree.Element) if el.get(attr) in actors]
+            else:
+                # Filter semantics: a node stays when the expression is true with it as context. For
+                # an ancestor-or-self filter a false element drops with all its content.
+                expr = etree.XPath(" ".join(xp.text.split()), namespaces=ns)
+                dropped = [el for el in tree.getroot().iter() if isinstance(el.tag, str) and not expr(el)]
+            _drop_outermost(dropped)
         elif alg in (C14N, C14N_COMMENTS) or alg.startswith(EXC_C14N):
             out = _c14n(tree, alg)
         else:

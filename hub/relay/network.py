@@ -258,6 +258,8 @@ class Network:
         # Acknowledgments unwrap() built, for answer_peer() moments later in the same admit; kept in
         # memory, not the store: after a crash in between, answer_peer() builds the ack again
         self._acks: dict[str, bytes] = {}
+        # the envelope unwrap() read, kept for answer_peer so the stored bytes are not read and parsed again
+        self._envs: dict[str, Envelope] = {}
         # woken whenever this relay records its answer to a received message (HTTP SyncReply waits)
         self._answered = threading.Condition()
         # kept sessions: one per worker thread that may be sending at once (signals share them)
@@ -437,6 +439,7 @@ class Network:
                 if outcome.response:
                     with self._lock:
                         self._acks[msg.id] = outcome.response
+                        self._envs[msg.id] = outcome.delivery.envelope
                 # its presence means the envelope was accepted (a retry of admit starts here); the
                 # digest is the envelope's content digest, computed again where it is needed
                 self.store.put_artifact(msg.id, PAYLOAD, payloads[0])
@@ -474,12 +477,16 @@ class Network:
 
     def answer_peer(self, m: Message, decision: pl.Decision) -> None:
         """The checks have decided: Acknowledgment (accepted) or MessageError; recorded, then sent."""
-        raw = self.store.blob(m.id)
-        assert raw is not None
-        pkg = parse_package(raw)
-        env = parse_envelope(pkg.soap)
+        with self._lock:
+            env = self._envs.pop(m.id, None)
+        pkg = None
+        if env is None:  # not unwrapped by this process (a restart): read the stored envelope
+            raw = self.store.blob(m.id)
+            assert raw is not None
+            pkg = parse_package(raw)
+            env = parse_envelope(pkg.soap)
         if isinstance(decision, pl.Accept) or decision.answer is pl.Answer.APPREC:
-            signal = self._ack_for(m, raw)
+            signal = self._ack_for(m)
         else:
             try:
                 code = EbmsError(decision.ebms_code)
@@ -490,7 +497,11 @@ class Network:
             signal = self.msh.message_error(env, [EbxmlError(code, decision.text, loc)], _now())
         mid = env.header.message_id
         if mid:
-            digest = (self.store.blob(m.id, DIGEST) or b"").decode() or content_digest(env.root, pkg.parts)
+            digest = (self.store.blob(m.id, DIGEST) or b"").decode()
+            if not digest:
+                if pkg is None:
+                    pkg = parse_package(self.store.blob(m.id) or b"")
+                digest = content_digest(env.root, pkg.parts)
             rec = self.store.seen_put(mid, digest, signal)
             signal = bytes(rec.response)  # the first answer recorded is the answer
             self._notify_answered()
@@ -498,7 +509,7 @@ class Network:
         if signal and reply:
             self._send_signal(signal, reply)
 
-    def _ack_for(self, m: Message, raw: bytes) -> bytes:
+    def _ack_for(self, m: Message) -> bytes:
         """The Acknowledgment unwrap() built for this envelope; built again when it is not at hand
         (a restart between unwrap and the answer: nothing was answered yet, so nothing differs)."""
         with self._lock:
@@ -506,6 +517,8 @@ class Network:
         if ack is None:
             ack = self.store.blob(m.id, ACK)  # kept by earlier versions
         if ack is None:
+            raw = self.store.blob(m.id)
+            assert raw is not None
             with self.seen.holding():  # the seen record is answer_peer's to write
                 ack = self.msh.receive(raw, _now(), transport=m.channel or "smtp").response
         return ack or b""
@@ -516,6 +529,8 @@ class Network:
 
     def tell_peer(self, m: Message, why: str) -> None:
         """A message from the network ended without being delivered here: DeliveryFailure to its sender."""
+        with self._lock:
+            self._envs.pop(m.id, None)  # answered here, not by answer_peer
         raw = self.store.blob(m.id)
         if raw is None:
             return

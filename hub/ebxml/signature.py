@@ -78,7 +78,10 @@ def _c14n_apex(el: etree._Element, algorithm: str) -> bytes:
     xmlns:SOAP), so the subtree is serialized as is, the inherited declarations are added to its start
     tag, and the result is canonicalized as a document of its own."""
     text = etree.tostring(el)
-    own = etree.fromstring(text, _PLAIN).nsmap
+    # the apex's own declarations are all on its start tag: parse only that (libxml2 writes ">" in an
+    # attribute value as &gt;, so the first ">" ends it), not the whole subtree a second time
+    head = text[:text.index(b">")].rstrip(b"/")
+    own = etree.fromstring(head + b"/>", _PLAIN).nsmap
     extra = "".join(
         f' xmlns{":" + p if p else ""}="{uri}"' for p, uri in el.nsmap.items() if p not in own
     ).encode()

@@ -13,6 +13,7 @@ import base64
 import copy
 import hashlib
 import re
+import threading
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -45,8 +46,18 @@ _DIGESTS = {SHA256: hashlib.sha256, SHA1: hashlib.sha1,
 _SIGS = {RSA_SHA256: hashes.SHA256, RSA_SHA1: hashes.SHA1}
 
 
-# Our own serialization re-read: no entities, no network (it came from hub.xmlsafe already).
-_PLAIN = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, remove_blank_text=False)
+# Our own serialization re-read: no entities, no network (it came from hub.xmlsafe already). One parser
+# per thread: an lxml parser is locked while in use, and the relay's workers sign and verify at once
+# (a shared one showed up as threads queueing on it, most of _c14n_apex's time under load).
+_PLAIN = threading.local()
+
+
+def _plain() -> etree.XMLParser:
+    parser = getattr(_PLAIN, "parser", None)
+    if parser is None:
+        parser = _PLAIN.parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
+                                                 remove_blank_text=False)
+    return parser
 
 
 def _ds(name: str) -> str:
@@ -81,12 +92,12 @@ def _c14n_apex(el: etree._Element, algorithm: str) -> bytes:
     # the apex's own declarations are all on its start tag: parse only that (libxml2 writes ">" in an
     # attribute value as &gt;, so the first ">" ends it), not the whole subtree a second time
     head = text[:text.index(b">")].rstrip(b"/")
-    own = etree.fromstring(head + b"/>", _PLAIN).nsmap
+    own = etree.fromstring(head + b"/>", _plain()).nsmap
     extra = "".join(
         f' xmlns{":" + p if p else ""}="{uri}"' for p, uri in el.nsmap.items() if p not in own
     ).encode()
     name_end = re.match(rb"<[^\s/>]+", text).end()  # type: ignore[union-attr]
-    apex = etree.fromstring(text[:name_end] + extra + text[name_end:], _PLAIN)
+    apex = etree.fromstring(text[:name_end] + extra + text[name_end:], _plain())
     return _c14n(apex, algorithm)
 
 

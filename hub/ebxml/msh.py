@@ -38,7 +38,7 @@ from hub.ebxml.envelope import (
     serialize,
 )
 from hub.ebxml.errors import LOC, EbxmlError, err
-from hub.ebxml.mime import build_package, new_cid, parse_package
+from hub.ebxml.mime import Package, build_package, new_cid, parse_package
 from hub.ebxml.signals import build_acknowledgment, build_message_error, build_soap_fault
 from hub.ebxml.signature import RSA_SHA256, Verified, sign_envelope, verify_envelope
 
@@ -296,21 +296,27 @@ class Msh:
             self._sign(party, root, {})
         return build_package(serialize(root))
 
-    def receive(self, raw: bytes, now: datetime, *, transport: str = "smtp") -> Outcome:
-        """Process one received MIME entity (mail with headers, or HTTP headers + body)."""
+    def receive(self, raw: bytes, now: datetime, *, transport: str = "smtp",
+                parsed: tuple[Package, Envelope] | None = None) -> Outcome:
+        """Process one received MIME entity (mail with headers, or HTTP headers + body). `parsed`: the
+        package and envelope of `raw` when the caller has them already (not parsed again)."""
         try:
-            return self._receive(raw, now, transport)
+            return self._receive(raw, now, transport, parsed)
         except Exception as exc:  # noqa: BLE001 - any bug must still produce an ebMS answer
             log.exception("unexpected error while receiving")
             e = EbxmlError(EbmsError.UNKNOWN, f"internal error: {type(exc).__name__}", LOC["envelope"])
             return self._fault([e])
 
-    def _receive(self, raw: bytes, now: datetime, transport: str) -> Outcome:
-        try:
-            pkg = parse_package(raw)
-            env = parse_envelope(pkg.soap)
-        except EbxmlError as e:
-            return self._fault([e])
+    def _receive(self, raw: bytes, now: datetime, transport: str,
+                 parsed: tuple[Package, Envelope] | None) -> Outcome:
+        if parsed is not None:
+            pkg, env = parsed
+        else:
+            try:
+                pkg = parse_package(raw)
+                env = parse_envelope(pkg.soap)
+            except EbxmlError as e:
+                return self._fault([e])
         if env.is_signal:
             return self._receive_signal(env, pkg.parts, now)
         sync = env.sync_reply and transport == "http"

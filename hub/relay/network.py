@@ -25,7 +25,7 @@ import time
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import Future, wait
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -38,7 +38,7 @@ from hub.codes import EbmsError
 from hub.ebxml.dedup import content_digest
 from hub.ebxml.envelope import Envelope, parse_envelope
 from hub.ebxml.errors import LOC, EbxmlError
-from hub.ebxml.mime import join_entity, parse_package, split_entity
+from hub.ebxml.mime import Package, join_entity, parse_package, split_entity
 from hub.ebxml.msh import LocalParty, Msh, Outcome, Peer
 from hub.relay import pipeline as pl
 from hub.relay.delivery import Deliverer, Delivery, NetworkDeliverer
@@ -91,6 +91,8 @@ class Peek:
     action: str | None
     digest: str
     sync_reply: bool
+    # what was parsed to peek, handed on so a signal is not parsed again when it is applied
+    parsed: tuple[Package, Envelope] | None = field(default=None, repr=False, compare=False)
 
 
 def peek(raw: bytes) -> Peek | None:
@@ -103,7 +105,7 @@ def peek(raw: bytes) -> Peek | None:
     h = env.header
     digest = content_digest(env.root, pkg.parts) if env.root is not None else ""
     return Peek(env.is_signal, h.message_id, h.conversation_id, h.from_party.her_id, h.to_party.her_id,
-                h.cpa_id, h.service, h.action, digest, env.sync_reply)
+                h.cpa_id, h.service, h.action, digest, env.sync_reply, (pkg, env))
 
 
 def signal_result(env: Envelope) -> tuple[str, str] | None:
@@ -338,7 +340,7 @@ class Network:
         p = peek(raw)
         if p is not None and p.signal:
             if apply_signal:
-                self.on_signal(raw, channel)
+                self.on_signal(raw, channel, p.parsed)
             return Taken("signal", peek=p)
         if p is not None and p.message_id:
             rec = self.store.seen_get(p.message_id)
@@ -371,7 +373,8 @@ class Network:
             # applied after the 250, so the peer's sending thread is not held by our checks and store
             # writes; nothing is lost that was not lost before: a signal is never stored, and one that
             # is not applied is recovered by our retry, which the peer answers from its seen record
-            task = asyncio.get_running_loop().create_task(asyncio.to_thread(self.on_signal, data, "smtp"))
+            task = asyncio.get_running_loop().create_task(asyncio.to_thread(
+                self.on_signal, data, "smtp", taken.peek.parsed if taken.peek else None))
         elif taken.what == "duplicate" and taken.response and taken.reply_to:
             task = asyncio.get_running_loop().create_task(self._send_quietly(taken.response, taken.reply_to))
         if task is not None:
@@ -401,8 +404,9 @@ class Network:
         return _entity_reply(202, None)
 
     # --- signals about what we sent ------------------------------------------------------------------
-    def on_signal(self, raw: bytes, channel: str = "smtp") -> Outcome:
-        outcome = self.msh.receive(raw, _now(), transport=channel)
+    def on_signal(self, raw: bytes, channel: str = "smtp",
+                  parsed: tuple[Package, Envelope] | None = None) -> Outcome:
+        outcome = self.msh.receive(raw, _now(), transport=channel, parsed=parsed)
         env = outcome.envelope
         ref = env.header.ref_to_message_id if env is not None else None
         if outcome.status != "signal" or env is None or not ref:

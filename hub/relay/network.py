@@ -262,6 +262,8 @@ class Network:
         self._acks: dict[str, bytes] = {}
         # the envelope unwrap() read, kept for answer_peer so the stored bytes are not read and parsed again
         self._envs: dict[str, Envelope] = {}
+        # what take() parsed of a stored envelope, for unwrap() on the worker: not parsed a second time
+        self._parsed: dict[str, tuple[Package, Envelope]] = {}
         # woken whenever this relay records its answer to a received message (HTTP SyncReply waits)
         self._answered = threading.Condition()
         # kept sessions: one per worker thread that may be sending at once (signals share them)
@@ -363,6 +365,9 @@ class Network:
         m = self.store.put_received(raw, meta, actor=self.node, seen=seen,
                                     reason=f"ebXML over {channel} ({who}" +
                                     (f", MAIL FROM {mail_from})" if mail_from else ")"))
+        if p is not None and p.parsed is not None:
+            with self._lock:
+                self._parsed[m.id] = p.parsed
         self.relay.worker.notify_received(m.id)
         return Taken("stored", message=m, peek=p)
 
@@ -431,11 +436,13 @@ class Network:
     def unwrap(self, msg: Message, raw: bytes) -> bytes | None:
         """The KITH document in a stored envelope, or None when the envelope settled it (refused,
         duplicate, deferred)."""
+        with self._lock:
+            parsed = self._parsed.pop(msg.id, None)
         done = self.store.blob(msg.id, PAYLOAD)
         if done is not None:
             return done
         with self.seen.holding() as held:
-            outcome = self.msh.receive(raw, _now(), transport=msg.channel or "smtp")
+            outcome = self.msh.receive(raw, _now(), transport=msg.channel or "smtp", parsed=parsed)
         if outcome.status == "delivered" and outcome.delivery is not None:
             payloads = [outcome.delivery.payloads[r.cid] for r in outcome.delivery.envelope.manifest
                         if r.cid in outcome.delivery.payloads]

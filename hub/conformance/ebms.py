@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
@@ -72,7 +73,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-class _Side:
+class _Side(ABC):
     """An Msh behind an HTTP or SMTP listener on 127.0.0.1; deliveries go to `deliver`."""
 
     def __init__(self, name: str, pki: NetworkPki, identity: Identity, her_ids: list[int],
@@ -118,8 +119,9 @@ class _Side:
     async def on_http(self, entity: bytes) -> HttpReply:
         return await self.gateway.on_http(entity)
 
+    @abstractmethod
     def deliver(self, d: Delivery) -> None:
-        raise NotImplementedError
+        """What this side does with a business message its message service accepted."""
 
     def post(self, data: bytes, *, sender: int, receiver: int, action: str, conversation: str,
              answers: str | None = None) -> str:

@@ -1,19 +1,28 @@
 """End-to-end relay throughput and latency, on SQLite and on PostgreSQL, next to `openssl speed rsa2048`.
 
-Each message is a Dialogmelding from the GP's system to the hospital: stored durably at intake, parsed,
-schema- and rule-validated, routed through the register, delivered (network peers: signed ebXML with
-the payload encrypted for the receiver, when the network channel is available; local receivers: written
-and fsynced into their folder), and moved on to awaiting its AppRec. The relay runs in this process.
+The headline lines (`relay_sqlite_*`, `relay_postgres_*`) are a stream of signed and encrypted messages:
+two relays, the GP's (in this process) and the hospital's (in a child process, as two relays never
+share an interpreter when deployed), each on its own store of that backend. A
+Dialogmelding from the GP's system is stored durably at the GP's relay, parsed, schema- and
+rule-validated, routed, wrapped in ebXML (envelope signed, payload CMS-encrypted for the hospital's
+relay) and sent over SMTP on loopback; the hospital's relay stores it durably before its 250, verifies,
+decrypts, validates, writes it fsynced into the hospital's folder and answers with a signed ebMS
+Acknowledgment. Each message costs three RSA private-key operations (envelope signature, CMS decrypt,
+the ack's signature) across both relays, which share the cores of this process's affinity.
 
-- throughput: N messages handed over as fast as the submitters can; msgs/s = N / (last delivered -
-  first handed over).
-- latency: at half that rate, paced; from the moment of hand-over until delivered (p50, p99).
+- throughput: N messages handed over as fast as the submitters can; msgs/s = N / (last written at the
+  hospital - first handed over).
+- latency: at half that rate, paced; from hand-over at the GP's relay to written at the hospital's.
+
+`relay_local_*`: one relay delivering to a local system's folder (no ebXML, no RSA): the cost of the
+store and pipeline alone.
 
 Prints `name: value` lines; PostgreSQL figures only when a server answers at $HUB_BENCH_PG.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -204,11 +213,51 @@ def _net_party(her: int, name: str, extra: str) -> str:
     return f"[[party]]\nher_id = {her}\nname = \"{name}\"\n{extra}\n"
 
 
-def run_network(home: Path) -> dict[str, float]:
-    """Two relays in this process over SMTP on loopback: the GP's relay signs the envelope and encrypts
-    the payload for the hospital's relay, which verifies, decrypts, validates, writes the folder and
-    acknowledges. msgs/s = N / (last written at the hospital - first handed over); latency at half
-    that rate, from hand-over at the GP's relay to written at the hospital's (matched by KITH MsgId)."""
+def _net_config(name: str, her: int, ident: str, listen: int, to: int, addr: str, store: str,
+                pki: Path) -> dict[str, object]:
+    return {
+        "store": store, "her_id": her, "node": f"bench-net-{name}",
+        "register": ["register.toml"], "pki": str(pki), "identity": ident,
+        "smtp": {"listen": f"127.0.0.1:{listen}", "relay": f"127.0.0.1:{to}", "addresses": [addr]},
+        "folders": {"root": "spool", "poll": 3600},
+        "worker": {"threads": int(os.environ.get("HUB_BENCH_THREADS", "8")), "poll_s": 0.05,
+                   "apprec_limit_s": 3600, "network_retry_interval_s": 600},
+    }
+
+
+def serve_peer(home: Path) -> int:
+    """The hospital's relay of the network run, in its own process (as deployed: two relays never share
+    an interpreter): prints `ready`, then `delivered <KITH MsgId> <time.monotonic()>` per message written
+    to the hospital's folder (CLOCK_MONOTONIC is one clock for every process of this machine); stops
+    when stdin closes."""
+    cfg = RelayConfig.from_dict(json.loads((home / "config.json").read_text()), home)
+    relay = Relay(cfg)
+    out = threading.Lock()
+
+    def tap(what: str, m: object, detail: str) -> None:
+        if what == "delivered" and getattr(m, "direction", None) == "in":
+            line = f"delivered {getattr(m, 'kith_msg_id', '')} {time.monotonic()!r}\n"
+            with out:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+
+    relay.tap.listeners.append(tap)
+    relay.start()
+    try:
+        print("ready", flush=True)
+        sys.stdin.read()
+    finally:
+        relay.stop()
+    return 0
+
+
+def run_network(home: Path, stores: dict[str, str] | None = None) -> dict[str, float]:
+    """Two relays over SMTP on loopback, each in its own process: the GP's relay (here) signs the
+    envelope and encrypts the payload for the hospital's relay (a child process), which verifies,
+    decrypts, validates, writes the folder and acknowledges. msgs/s = N / (last written at the
+    hospital - first handed over); latency at half that rate, from hand-over at the GP's relay to
+    written at the hospital's (matched by KITH MsgId). `stores`: the store URL of relay "a" and "b"
+    (default: a SQLite file each)."""
     import socket
 
     from hub.security.testing import shared_test_pki
@@ -235,49 +284,58 @@ def run_network(home: Path) -> dict[str, float]:
         + _net_party(81002, "Poliklinikk", "parent = 81001") + _net_party(82001, "GP", b_peer)
         + _net_party(82002, "Kari", "parent = 82001"),
     }
-    relays = {}
+    cfgs = {}
     for name, her, ident, listen, to, addr in (("a", 80000, "hub", pa, pb, "edi@a.test"),
                                                ("b", 81000, "lab", pb, pa, "edi@b.test")):
         h = home / name
         h.mkdir()
         (h / "register.toml").write_text(regs[name])
-        relays[name] = Relay(RelayConfig.from_dict({
-            "store": "sqlite:///hub.sqlite", "her_id": her, "node": f"bench-net-{name}",
-            "register": ["register.toml"], "pki": str(pki), "identity": ident,
-            "smtp": {"listen": f"127.0.0.1:{listen}", "relay": f"127.0.0.1:{to}", "addresses": [addr]},
-            "folders": {"root": "spool", "poll": 3600},
-            "worker": {"threads": int(os.environ.get("HUB_BENCH_THREADS", "8")), "poll_s": 0.05,
-                       "apprec_limit_s": 3600, "network_retry_interval_s": 600},
-        }, h))
+        cfgs[name] = _net_config(name, her, ident, listen, to, addr,
+                                 (stores or {}).get(name, "sqlite:///hub.sqlite"), pki)
+    (home / "b" / "config.json").write_text(json.dumps(cfgs["b"]))
     start: dict[str, float] = {}
     done: dict[str, float] = {}
     lock, all_done = threading.Lock(), threading.Event()
     expect = [0]
+    peer = subprocess.Popen([sys.executable, "-m", "bench.bench_relay", "--peer", str(home / "b")],
+                            cwd=Path(__file__).resolve().parent.parent, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    assert peer.stdout is not None and peer.stdin is not None
+    ready = threading.Event()
 
-    def tap(what: str, m: object, detail: str) -> None:
-        if what == "delivered" and getattr(m, "direction", None) == "in":
-            with lock:
-                done[str(getattr(m, "kith_msg_id", ""))] = time.perf_counter()
-                if len(done) >= expect[0]:
-                    all_done.set()
+    def read_peer() -> None:
+        assert peer.stdout is not None
+        for line in peer.stdout:
+            parts = line.split()
+            if parts[:1] == ["ready"]:
+                ready.set()
+            elif len(parts) == 3 and parts[0] == "delivered":
+                with lock:
+                    done[parts[1]] = float(parts[2])
+                    if len(done) >= expect[0]:
+                        all_done.set()
 
-    relays["b"].tap.listeners.append(tap)
-    for r in relays.values():
-        r.start()
+    reader = threading.Thread(target=read_peer, daemon=True)
+    reader.start()
+    relay = Relay(RelayConfig.from_dict(cfgs["a"], home / "a"))
+    relay.start()
     try:
-        gp = relays["a"].register.get(82001)
+        if not ready.wait(60):
+            raise RuntimeError("the hospital's relay did not start")
+        gp = relay.register.get(82001)
         assert gp is not None
 
         def hand_over(item: tuple[str, bytes]) -> None:
             with lock:
-                start[item[0]] = time.perf_counter()
-            relays["a"].intake.accept_local(item[1], gp, pl.Channel.SUBMIT)
+                start[item[0]] = time.monotonic()
+            relay.intake.accept_local(item[1], gp, pl.Channel.SUBMIT)
 
         def run(items: list[tuple[str, bytes]], rate: float | None) -> None:
-            start.clear()
-            done.clear()
-            all_done.clear()
-            expect[0] = len(items)
+            with lock:
+                start.clear()
+                done.clear()
+                all_done.clear()
+                expect[0] = len(items)
             if rate is None:
                 chunks = [items[i::SUBMITTERS] for i in range(SUBMITTERS)]
                 ts = [threading.Thread(target=lambda c=c: [hand_over(d) for d in c]) for c in chunks]
@@ -298,8 +356,22 @@ def run_network(home: Path) -> dict[str, float]:
         p50, p99 = percentiles([(done[k] - start[k]) * 1000 for k in done if k in start])
         return {"msgs_per_s": rate, "p50_ms": p50, "p99_ms": p99, "latency_load_msgs_per_s": rate / 2}
     finally:
-        for r in relays.values():
-            r.stop()
+        # the peer first: its last acknowledgments still find our listener
+        peer.stdin.close()
+        try:
+            peer.wait(30)
+        except subprocess.TimeoutExpired:
+            peer.kill()
+        relay.stop()
+
+
+def _report(prefix: str, r: dict[str, float], rsa: float | None, cores: int, note: str = "") -> None:
+    print(f"{prefix}_msgs_per_s: {r['msgs_per_s']:.0f}{note}")
+    if rsa:
+        # against the signing rate of every core the relays may use (openssl speed is one core)
+        print(f"{prefix}_vs_rsa: {r['msgs_per_s'] / (rsa * cores):.3f}")
+    print(f"{prefix}_p50_ms: {r['p50_ms']:.1f}")
+    print(f"{prefix}_p99_ms: {r['p99_ms']:.1f}  (at {r['latency_load_msgs_per_s']:.0f} msgs/s)", flush=True)
 
 
 def main() -> int:
@@ -307,51 +379,46 @@ def main() -> int:
     cores = cores_used()
     print(f"openssl_rsa2048_sign_per_s: {rsa if rsa is not None else 'n/a'}  (one core)", flush=True)
     # every *_vs_rsa line divides by the signing rate of ALL the cores this process may run on (its
-    # CPU affinity): the relay's workers, store writer, SMTP loop and fsyncs all run in this process
-    print(f"cores_used: {cores} (this process's CPU affinity; the relays run in it)")
-    with tempfile.TemporaryDirectory() as tmp:
-        backends = [("sqlite", "sqlite:///hub.sqlite")]
-        pg = os.environ.get("HUB_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-        schema = f"bench_relay_{secrets.token_hex(4)}"
-        try:
-            import psycopg
+    # CPU affinity, which the peer relay's process inherits): workers, store writers, SMTP loops, fsyncs
+    print(f"cores_used: {cores} (this process's CPU affinity; both relays run on these cores)")
+    pg = os.environ.get("HUB_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+    backends = ["sqlite"]
+    try:
+        import psycopg
 
-            with psycopg.connect(pg, connect_timeout=3):
-                backends.append(("postgres", f"{pg}?schema={schema}"))
-        except Exception as exc:  # noqa: BLE001
-            print(f"# postgres skipped: {exc}")
-        for name, url in backends:
-            home = Path(tmp) / name
-            home.mkdir()
+        with psycopg.connect(pg, connect_timeout=3):
+            backends.append("postgres")
+    except Exception as exc:  # noqa: BLE001
+        print(f"# postgres skipped: {exc}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in backends:
+            schemas = [f"bench_relay_{secrets.token_hex(4)}" for _ in range(3)]
+
+            def url(i: int, name: str = name, schemas: list[str] = schemas) -> str:
+                return "sqlite:///hub.sqlite" if name == "sqlite" else f"{pg}?schema={schemas[i]}"
+
             try:
-                r = run_backend(name, url, home)
+                home = Path(tmp) / f"{name}-network"
+                home.mkdir()
+                net = run_network(home, {"a": url(0), "b": url(1)})
+                _report(f"relay_{name}", net, rsa, cores,
+                        "  (signed+encrypted ebXML over SMTP; two relays, two processes; "
+                        "3 RSA private-key ops per message)")
+                home = Path(tmp) / f"{name}-local"
+                home.mkdir()
+                _report(f"relay_local_{name}", run_backend(name, url(2), home), rsa, cores,
+                        "  (one relay, local folder delivery, no ebXML)")
             finally:
                 if name == "postgres":
                     import psycopg
 
                     with psycopg.connect(pg, autocommit=True) as c:
-                        c.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-            print(f"relay_{name}_msgs_per_s: {r['msgs_per_s']:.0f}")
-            if rsa:
-                # against the signing rate of every core the relay may use (openssl speed is one core)
-                print(f"relay_{name}_vs_rsa: {r['msgs_per_s'] / (rsa * cores):.3f}")
-            print(f"relay_{name}_p50_ms: {r['p50_ms']:.1f}")
-            print(f"relay_{name}_p99_ms: {r['p99_ms']:.1f}  (at {r['latency_load_msgs_per_s']:.0f} msgs/s)",
-                  flush=True)
-        home = Path(tmp) / "network"
-        home.mkdir()
-        net = run_network(home)
-        print(f"relay_network_msgs_per_s: {net['msgs_per_s']:.0f}  (sqlite, two relays, signed+encrypted "
-              "ebXML over SMTP)")
-        if rsa:
-            # each message costs 3 RSA private-key operations (envelope signature, CMS decrypt, the
-            # ack's signature; verifications are cheap) across both relays, sharing these cores
-            print(f"relay_network_vs_rsa: {net['msgs_per_s'] / (rsa * cores):.3f}")
-        print(f"relay_network_p50_ms: {net['p50_ms']:.1f}")
-        print(f"relay_network_p99_ms: {net['p99_ms']:.1f}  (at {net['latency_load_msgs_per_s']:.0f} msgs/s)",
-              flush=True)
+                        for sch in schemas:
+                            c.execute(f"DROP SCHEMA IF EXISTS {sch} CASCADE")
     return 0
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--peer"]:
+        sys.exit(serve_peer(Path(sys.argv[2])))
     sys.exit(main())

@@ -297,18 +297,19 @@ class Msh:
         return build_package(serialize(root))
 
     def receive(self, raw: bytes, now: datetime, *, transport: str = "smtp",
-                parsed: tuple[Package, Envelope] | None = None) -> Outcome:
+                parsed: tuple[Package, Envelope] | None = None, digest: str | None = None) -> Outcome:
         """Process one received MIME entity (mail with headers, or HTTP headers + body). `parsed`: the
-        package and envelope of `raw` when the caller has them already (not parsed again)."""
+        package and envelope of `raw` when the caller has them already (not parsed again); `digest`:
+        their content digest, when the caller computed it too (a C14N of the envelope spared)."""
         try:
-            return self._receive(raw, now, transport, parsed)
+            return self._receive(raw, now, transport, parsed, digest if parsed is not None else None)
         except Exception as exc:  # noqa: BLE001 - any bug must still produce an ebMS answer
             log.exception("unexpected error while receiving")
             e = EbxmlError(EbmsError.UNKNOWN, f"internal error: {type(exc).__name__}", LOC["envelope"])
             return self._fault([e])
 
     def _receive(self, raw: bytes, now: datetime, transport: str,
-                 parsed: tuple[Package, Envelope] | None) -> Outcome:
+                 parsed: tuple[Package, Envelope] | None, digest: str | None = None) -> Outcome:
         if parsed is not None:
             pkg, env = parsed
         else:
@@ -330,7 +331,8 @@ class Msh:
             # Without one sender and one receiver there is no one to sign an answer for or send it to.
             if not errors:
                 errors.append(err(EbmsError.OTHER_XML, "from_party", "no HER PartyId to answer"))
-        digest = content_digest(env.root, pkg.parts) if env.root is not None else ""
+        if digest is None:
+            digest = content_digest(env.root, pkg.parts) if env.root is not None else ""
         if h.message_id:
             d = decide(self.seen, h.message_id, digest)
             if d.kind == "duplicate":

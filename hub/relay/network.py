@@ -51,7 +51,7 @@ from hub.security.certs import CertificateValidator
 from hub.security.errors import SecurityError
 from hub.security.pki import Identity, layout, load_identity, load_intermediates, load_trust_anchors
 from hub.security.xmldsig import DS, verify_enveloped
-from hub.store import ErrorInfo, Message, MessageMeta, Store
+from hub.store import PAYLOAD, ErrorInfo, Message, MessageMeta, Store
 from hub.transport.http import post
 from hub.transport.smtp import SmtpListener, SmtpSender, mail_address
 
@@ -62,7 +62,6 @@ log = logging.getLogger("hub.relay.network")
 T = TypeVar("T")
 
 # artefacts kept with a message (store blobs next to the original)
-PAYLOAD = "payload"  # the decrypted KITH document of a received envelope
 ACK = "ebxml-ack"  # the Acknowledgment the Msh built, sent once the content is accepted
 DIGEST = "ebxml-digest"  # duplicate-elimination digest of the received envelope
 OUT = "ebxml-out"  # the signed+encrypted package we send; every retry sends these bytes
@@ -264,6 +263,8 @@ class Network:
         self._envs: dict[str, Envelope] = {}
         # what take() parsed of a stored envelope, for unwrap() on the worker: not parsed a second time
         self._parsed: dict[str, tuple[Package, Envelope]] = {}
+        # the content digest take() computed, for the Msh's duplicate check and answer_peer's seen record
+        self._digests: dict[str, str] = {}
         # woken whenever this relay records its answer to a received message (HTTP SyncReply waits)
         self._answered = threading.Condition()
         # kept sessions: one per worker thread that may be sending at once (signals share them)
@@ -368,6 +369,7 @@ class Network:
         if p is not None and p.parsed is not None:
             with self._lock:
                 self._parsed[m.id] = p.parsed
+                self._digests[m.id] = p.digest
         self.relay.worker.notify_received(m.id)
         return Taken("stored", message=m, peek=p)
 
@@ -438,11 +440,13 @@ class Network:
         duplicate, deferred)."""
         with self._lock:
             parsed = self._parsed.pop(msg.id, None)
+            digest = self._digests.get(msg.id)
         done = self.store.blob(msg.id, PAYLOAD)
         if done is not None:
             return done
         with self.seen.holding() as held:
-            outcome = self.msh.receive(raw, _now(), transport=msg.channel or "smtp", parsed=parsed)
+            outcome = self.msh.receive(raw, _now(), transport=msg.channel or "smtp", parsed=parsed,
+                                       digest=digest)
         if outcome.status == "delivered" and outcome.delivery is not None:
             payloads = [outcome.delivery.payloads[r.cid] for r in outcome.delivery.envelope.manifest
                         if r.cid in outcome.delivery.payloads]
@@ -451,10 +455,10 @@ class Network:
                     with self._lock:
                         self._acks[msg.id] = outcome.response
                         self._envs[msg.id] = outcome.delivery.envelope
-                # its presence means the envelope was accepted (a retry of admit starts here); the
-                # digest is the envelope's content digest, computed again where it is needed
-                self.store.put_artifact(msg.id, PAYLOAD, payloads[0])
+                # the worker stores it (PAYLOAD) in the commit that records its verdict on the content
                 return payloads[0]
+        with self._lock:
+            self._digests.pop(msg.id, None)
         for rec in held:
             self.seen.store.seen_put(*rec)  # the Msh's own answer (MessageError) is final
         if held:
@@ -507,8 +511,10 @@ class Network:
                 else LOC["manifest_ref"]
             signal = self.msh.message_error(env, [EbxmlError(code, decision.text, loc)], _now())
         mid = env.header.message_id
+        with self._lock:
+            digest = self._digests.pop(m.id, "")
         if mid:
-            digest = (self.store.blob(m.id, DIGEST) or b"").decode()
+            digest = digest or (self.store.blob(m.id, DIGEST) or b"").decode()
             if not digest:
                 if pkg is None:
                     pkg = parse_package(self.store.blob(m.id) or b"")
@@ -542,6 +548,7 @@ class Network:
         """A message from the network ended without being delivered here: DeliveryFailure to its sender."""
         with self._lock:
             self._envs.pop(m.id, None)  # answered here, not by answer_peer
+            self._digests.pop(m.id, None)
         raw = self.store.blob(m.id)
         if raw is None:
             return

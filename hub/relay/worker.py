@@ -28,7 +28,7 @@ from hub.relay import pipeline as pl
 from hub.relay.delivery import Deliverer, Delivery, FolderDeliverer, Outcome
 from hub.relay.lifecycle import Event, IllegalTransition, RetryPolicy, State
 from hub.relay.register import Register
-from hub.store import APPREC_LIMIT, ErrorInfo, LeaseLost, Message, MessageMeta, NotFound, Step, Store
+from hub.store import APPREC_LIMIT, PAYLOAD, ErrorInfo, LeaseLost, Message, MessageMeta, NotFound, Step, Store
 
 log = logging.getLogger("hub.relay")
 
@@ -245,12 +245,15 @@ class Worker:
             data = self.store.blob(msg.id)
         assert data is not None
         network_in = self.unwrap is not None and msg.direction == "in"
+        arts: dict[str, bytes] | None = None
         if network_in:
             assert self.unwrap is not None
             inner = self.unwrap(msg, data)  # network intake: the KITH document inside the envelope
             if inner is None:
                 return  # settled by the network layer: refused envelope, duplicate, or deferred
             data = inner
+            # stored with the verdict, in its commit: a delivery after a restart, and the operator, read it
+            arts = {PAYLOAD: inner}
         facts = self.inspect(data, msg.short_id)
         sub = pl.Submitted(pl.Channel(msg.channel or "folder"), pl._int(msg.sender_her),
                            pl._int(msg.receiver_her))
@@ -264,10 +267,9 @@ class Worker:
         }
         meta = {k: v for k, v in meta.items() if v is not None}
         if isinstance(decision, pl.Reject):
-            m = self.store.transition(
-                msg.id, Event.REJECT, actor=self.cfg.node, reason=decision.reason, updates=meta,
-                error=ErrorInfo(decision.code, decision.text, True),
-            )
+            err = ErrorInfo(decision.code, decision.text, True)
+            m = self.store.advance(msg.id, [Step(Event.REJECT, decision.reason, meta, err, artifacts=arts)],
+                                   actor=self.cfg.node)[0]
             self.tap("rejected", m, decision.reason)
             if network_in and self.answer_peer is not None:
                 self.answer_peer(m, decision)  # the MessageError, recorded for duplicates
@@ -287,7 +289,8 @@ class Worker:
             # fixed before the first attempt: retries reuse it (the peer's duplicate elimination
             # relies on that) and an ack that overtakes our own bookkeeping still finds the message
             meta["out_message_id"] = str(uuid.uuid4())
-        steps = [Step(Event.VALIDATED, decision.reason, {k: v for k, v in meta.items() if v is not None})]
+        steps = [Step(Event.VALIDATED, decision.reason, {k: v for k, v in meta.items() if v is not None},
+                      artifacts=arts)]
         route = decision.route
         if self.deliverers.get(route.kind) is not None and (expires is None or expires > now):
             # claimed in the same commit and delivered by this thread below: no claim_due round,

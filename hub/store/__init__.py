@@ -16,6 +16,7 @@ from hub.store.base import (
     APPREC_LIMIT,
     DEFAULT_LEASE,
     ORIGINAL,
+    PAYLOAD,
     AuditEntry,
     ErrorInfo,
     LeaseLost,
@@ -31,7 +32,7 @@ from hub.store.base import (
 )
 
 __all__ = [
-    "APPREC_LIMIT", "DEFAULT_LEASE", "ORIGINAL", "AuditEntry", "ErrorInfo", "LeaseLost", "Message",
+    "APPREC_LIMIT", "DEFAULT_LEASE", "ORIGINAL", "PAYLOAD", "AuditEntry", "ErrorInfo", "LeaseLost", "Message",
     "MessageMeta", "NotFound", "SeenRecord", "Store", "Step", "StoreError", "Swept", "TimelineEntry",
     "default_url", "open_store",
 ]

@@ -31,6 +31,7 @@ SCHEMA_VERSION = 1
 APPREC_LIMIT = timedelta(hours=96)  # HIS 80415 / HITS 1168: no AppRec 96 h after GenDate = alert
 DEFAULT_LEASE = timedelta(minutes=5)
 ORIGINAL = "original"
+PAYLOAD = "payload"  # the decrypted KITH document of a received ebXML envelope
 
 Row = dict[str, Any]
 

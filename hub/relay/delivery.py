@@ -38,6 +38,9 @@ class Delivery:
 
 
 class Deliverer(Protocol):
+    """`prepare(route, data, message) -> {artefact kind: bytes}`, optional: what must be stored before the
+    first attempt; the worker writes it in the commit that claims the message."""
+
     def deliver(self, route: Route, data: bytes, message: Message) -> Delivery: ...
 
 
@@ -195,8 +198,13 @@ class NetworkDeliverer:
     (hub.transport) does the sending and raises its own errors, which `pipeline.classify` sorts.
     """
 
-    def __init__(self, send: Callable[[Route, bytes, Message], Delivery]) -> None:
+    def __init__(self, send: Callable[[Route, bytes, Message], Delivery],
+                 prepare: Callable[[Route, bytes, Message], dict[str, bytes]] | None = None) -> None:
         self._send = send
+        self._prepare = prepare
+
+    def prepare(self, route: Route, data: bytes, message: Message) -> dict[str, bytes] | None:
+        return self._prepare(route, data, message) if self._prepare is not None else None
 
     def deliver(self, route: Route, data: bytes, message: Message) -> Delivery:
         if route.kind not in (RouteKind.SMTP, RouteKind.HTTP):

@@ -295,7 +295,7 @@ class Network:
 
     # --- wiring (hub.relay.server) ---------------------------------------------------------------------
     def deliverers(self) -> dict[pl.RouteKind, Deliverer]:
-        d = NetworkDeliverer(self.deliver)
+        d = NetworkDeliverer(self.deliver, self.prepare)
         return {pl.RouteKind.SMTP: d, pl.RouteKind.HTTP: d}
 
     def start(self) -> None:
@@ -611,11 +611,18 @@ class Network:
         raise pl.DeliveryError("route.channel", f"unsupported endpoint {to!r}", permanent=True)
 
     # --- delivery to a network peer ------------------------------------------------------------------
+    def prepare(self, route: pl.Route, data: bytes, message: Message) -> dict[str, bytes]:
+        """The envelope, built before the claim so it is stored in the claim's commit (see deliver)."""
+        out_id = message.out_message_id
+        if not out_id:
+            raise pl.DeliveryError("ebxml.id", "no out_message_id fixed at validation", permanent=True)
+        return {OUT: self._build(route, data, message, out_id)}
+
     def deliver(self, route: pl.Route, data: bytes, message: Message) -> Delivery:
         out_id = message.out_message_id
         if not out_id:
             raise pl.DeliveryError("ebxml.id", "no out_message_id fixed at validation", permanent=True)
-        entity = self.store.blob(message.id, OUT)
+        entity = self.store.blob(message.id, OUT)  # prepared and stored with the claim, or by an earlier try
         if entity is None:
             entity = self._build(route, data, message, out_id)
             self.store.put_artifact(message.id, OUT, entity)  # before sending: retries send these bytes

@@ -19,7 +19,7 @@ import traceback
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
@@ -76,6 +76,12 @@ class WorkerConfig:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _as_stored(msg: Message, meta: dict[str, object]) -> Message:
+    """`msg` as it reads once `meta` is committed (HER-ids are stored as text)."""
+    ch = {k: str(v) if k in ("sender_her", "receiver_her") else v for k, v in meta.items() if v is not None}
+    return replace(msg, **ch)  # type: ignore[arg-type]
 
 
 def _summary(exc: BaseException) -> str:
@@ -292,10 +298,13 @@ class Worker:
         steps = [Step(Event.VALIDATED, decision.reason, {k: v for k, v in meta.items() if v is not None},
                       artifacts=arts)]
         route = decision.route
-        if self.deliverers.get(route.kind) is not None and (expires is None or expires > now):
+        deliverer = self.deliverers.get(route.kind)
+        if deliverer is not None and (expires is None or expires > now):
             # claimed in the same commit and delivered by this thread below: no claim_due round,
-            # no second commit, no hand-over to another thread
-            steps.append(Step(Event.CLAIM, claim=self.cfg.lease))
+            # no second commit, no hand-over to another thread; what the channel must store before
+            # its first attempt (the signed+encrypted envelope) joins that commit too
+            steps.append(Step(Event.CLAIM, claim=self.cfg.lease,
+                              artifacts=self._prepared(deliverer, route, data, _as_stored(msg, meta))))
         ms = self.store.advance(msg.id, steps, actor=self.cfg.node)
         m = ms[0]
         self.tap("queued", m, decision.reason)
@@ -307,6 +316,17 @@ class Worker:
             self.deliver(ms[-1], route, data)
         else:
             self.wake()
+
+    @staticmethod
+    def _prepared(deliverer: Deliverer, route: pl.Route, data: bytes, msg: Message
+                  ) -> dict[str, bytes] | None:
+        prepare = getattr(deliverer, "prepare", None)
+        if prepare is None:
+            return None
+        try:
+            return prepare(route, data, msg)
+        except Exception:  # noqa: BLE001 - deliver() meets the same fault and records the failed attempt
+            return None
 
     def _defer(self, msg: Message, d: pl.Defer) -> None:
         """No verdict yet (CRL unreachable): stays `received`, admitted again after `defer_s` (and at a

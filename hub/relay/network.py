@@ -490,8 +490,19 @@ class Network:
             self._send_signal(outcome.response, reply)
         return None
 
-    def answer_peer(self, m: Message, decision: pl.Decision) -> None:
-        """The checks have decided: Acknowledgment (accepted) or MessageError; recorded, then sent."""
+    def ack_record(self, m: Message) -> tuple[str, str, bytes] | None:
+        """The seen record (MessageId, digest, Acknowledgment) of an envelope unwrap() accepted in this
+        process, for the worker to write in the commit that accepts its content; None: answer_peer
+        records the answer itself."""
+        with self._lock:
+            env, ack, digest = self._envs.get(m.id), self._acks.get(m.id), self._digests.get(m.id)
+        if env is None or not ack or not digest or not env.header.message_id:
+            return None
+        return env.header.message_id, digest, ack
+
+    def answer_peer(self, m: Message, decision: pl.Decision, *, recorded: bool = False) -> None:
+        """The checks have decided: Acknowledgment (accepted) or MessageError; recorded, then sent.
+        `recorded`: the worker wrote ack_record() with its verdict; the record is read, not written."""
         with self._lock:
             env = self._envs.pop(m.id, None)
         pkg = None
@@ -519,7 +530,9 @@ class Network:
                 if pkg is None:
                     pkg = parse_package(self.store.blob(m.id) or b"")
                 digest = content_digest(env.root, pkg.parts)
-            rec = self.store.seen_put(mid, digest, signal)
+            rec = self.store.seen_get(mid) if recorded else None
+            if rec is None:
+                rec = self.store.seen_put(mid, digest, signal)
             signal = bytes(rec.response)  # the first answer recorded is the answer
             self._notify_answered()
         reply = self.msh.reply_address(env) or self._mail_from(m)

@@ -224,6 +224,7 @@ class Relay:
             answerer=answerer if answerer is not None else _maybe_answerer(), notifier=notify,
             unwrap=unwrap, config=cfg.worker, tap=self.tap,
             answer_peer=self.network.answer_peer if self.network is not None else None,
+            peer_seen=self.network.ack_record if self.network is not None else None,
         )
         self.intake = Intake(self.store, node=cfg.node, on_stored=self.worker.notify_received)
         self.watcher = FolderWatcher(self.intake, self.register, cfg.spool_root, poll=cfg.folder_poll)

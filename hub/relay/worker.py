@@ -105,7 +105,8 @@ class Worker:
         unwrap: Callable[[Message, bytes], bytes | None] | None = None,
         config: WorkerConfig | None = None,
         tap: Tap | None = None,
-        answer_peer: Callable[[Message, pl.Decision], None] | None = None,
+        answer_peer: Callable[..., None] | None = None,
+        peer_seen: Callable[[Message], tuple[str, str, bytes] | None] | None = None,
     ) -> None:
         self.store, self.register = store, register
         self.own_her, self.spool_root = own_her, spool_root
@@ -113,6 +114,9 @@ class Worker:
         self.answerer, self.notifier, self.unwrap = answerer, notifier, unwrap
         # network intake: the ebMS answer (Acknowledgment or MessageError) once the checks have decided
         self.answer_peer = answer_peer
+        # the seen record of that Acknowledgment, when the network layer has it at hand: written in the
+        # commit of the verdict instead of one of its own
+        self.peer_seen = peer_seen
         self.cfg = config or WorkerConfig()
         self.tap = tap or Tap()
         # (id, and when the intake has them at hand: the stored message and its bytes, not read again)
@@ -305,11 +309,13 @@ class Worker:
             # its first attempt (the signed+encrypted envelope) joins that commit too
             steps.append(Step(Event.CLAIM, claim=self.cfg.lease,
                               artifacts=self._prepared(deliverer, route, data, _as_stored(msg, meta))))
-        ms = self.store.advance(msg.id, steps, actor=self.cfg.node)
+        seen = self.peer_seen(msg) if network_in and self.peer_seen is not None else None
+        ms = self.store.advance(msg.id, steps, actor=self.cfg.node, seen=seen)
         m = ms[0]
         self.tap("queued", m, decision.reason)
         if network_in and self.answer_peer is not None:
-            self.answer_peer(m, decision)  # the ebMS Acknowledgment, now that the content is accepted
+            # the ebMS Acknowledgment, now that the content is accepted
+            self.answer_peer(m, decision, recorded=seen is not None)
         if decision.closes:
             self._close_original(m, facts)
         if ms[-1].state is State.SENDING:

@@ -558,12 +558,13 @@ class Store(ABC):
 
     def advance(
         self, ref: str, steps: Sequence[Step], *, actor: str = "", now: datetime | None = None,
-        lease_owner: str | None = None,
+        lease_owner: str | None = None, seen: tuple[str, str, bytes] | None = None,
     ) -> list[Message]:
         """Apply `steps` to one message in order, in ONE commit: all of them or none (raises like
         `transition`). Returns the message after each step. A relay's message passes validated ->
-        claimed and delivered -> awaiting its AppRec this way: one fsync per pair instead of two."""
-        return self._write(self._op_steps(ref, steps, actor, now, lease_owner))
+        claimed and delivered -> awaiting its AppRec this way: one fsync per pair instead of two.
+        `seen`: a `seen_put` (message_id, digest, response) made in the same commit."""
+        return self._write(self._op_steps(ref, steps, actor, now, lease_owner, seen))
 
     def advance_many(
         self, items: Sequence[tuple[str, Sequence[Step]]], *, actor: str = "", now: datetime | None = None,
@@ -584,7 +585,8 @@ class Store(ABC):
         return out
 
     def _op_steps(self, ref: str, steps: Sequence[Step], actor: str, now: datetime | None,
-                  lease_owner: str | None) -> Callable[[Tx], list[Message]]:
+                  lease_owner: str | None, seen: tuple[str, str, bytes] | None = None
+                  ) -> Callable[[Tx], list[Message]]:
         for st in steps:
             bad = set(st.updates or {}) - TRANSITION_FIELDS
             if bad:
@@ -616,6 +618,8 @@ class Store(ABC):
                     tx.execute(_BLOB_INSERT, (row["id"], kind, bytes(data), digest, t))
                 out.append(m)
                 row = _as_row(m)
+            if seen is not None:
+                self._seen_insert(tx, seen[0], seen[1], bytes(seen[2]), t)
             return out
 
         return op

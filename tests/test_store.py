@@ -16,10 +16,12 @@ import pytest
 
 from hub.relay.lifecycle import Event, IllegalTransition, State
 from hub.store import (
+    PAYLOAD,
     ErrorInfo,
     LeaseLost,
     MessageMeta,
     NotFound,
+    Step,
     Store,
     open_store,
 )
@@ -151,6 +153,25 @@ def test_illegal_transition_changes_nothing(store: Store) -> None:
         store.update_meta(m.id, state="completed")
     assert store.require(m.id).state is State.RECEIVED
     assert store.timeline(m.id) == before
+
+
+def test_advance_writes_steps_artefacts_and_seen_record_in_one_commit_or_none(store: Store) -> None:
+    m = store.put_received(b"<envelope/>", now=T0)
+    # an illegal second step: nothing of the call is written, neither the first step nor the seen record
+    with pytest.raises(IllegalTransition):
+        store.advance(m.id, [Step(Event.VALIDATED, "ok", artifacts={PAYLOAD: b"<doc/>"}), Step(Event.ACK)],
+                      seen=("eb-1", "d1", b"ack-1"), now=T0)
+    assert store.require(m.id).state is State.RECEIVED
+    assert store.blob(m.id, PAYLOAD) is None and store.seen_get("eb-1") is None
+    ms = store.advance(m.id, [Step(Event.VALIDATED, "ok", artifacts={PAYLOAD: b"<doc/>"}),
+                              Step(Event.CLAIM, claim=H)],
+                       actor="node-a", seen=("eb-1", "d1", b"ack-1"), now=T0)
+    assert [x.state for x in ms] == [State.QUEUED, State.SENDING] and ms[-1].lease_owner == "node-a"
+    assert store.blob(m.id, PAYLOAD) == b"<doc/>"
+    rec = store.seen_get("eb-1")
+    assert rec is not None and (rec.digest, bytes(rec.response)) == ("d1", b"ack-1")
+    # the first answer recorded stays the answer
+    assert bytes(store.seen_put("eb-1", "d1", b"ack-2").response) == b"ack-1"
 
 
 def test_retry_ladder_until_undelivered(store: Store) -> None:

@@ -156,6 +156,8 @@ def xpath(el: etree._Element, path: str, ns: str) -> list[etree._Element]:
 
 _IDENT, _ORG, _HP = f"{_MH}Ident", f"{_MH}Organisation", f"{_MH}HealthcareProfessional"
 _OTHER = f"{_MH}OtherReceiver"
+_TYPEID, _ID, _ORGNAME = f"{_MH}TypeId", f"{_MH}Id", f"{_MH}OrganisationName"
+_PERSON_NAMES = tuple(f"{_MH}{t}" for t in ("GivenName", "MiddleName", "FamilyName"))
 
 
 def _kids(el: etree._Element, many: str = "") -> tuple[dict[object, etree._Element], list[etree._Element]]:
@@ -181,19 +183,30 @@ def _mh_idents(el: etree._Element) -> list[tuple[str, str]]:
 def _idents_of(idents: list[etree._Element]) -> list[tuple[str, str]]:
     out = []
     for ident in idents:
-        k = _kids(ident)[0]
-        out.append(((_code(k.get(f"{_MH}TypeId")) or ""), _text(k.get(f"{_MH}Id")) or ""))
+        # = _kids(ident): the first TypeId and Id, inline (called for every Ident the parties hold)
+        typ = id_el = None
+        for c in ident:
+            t = c.tag
+            if t == _TYPEID:
+                if typ is None:
+                    typ = c
+            elif t == _ID and id_el is None:
+                id_el = c
+        out.append(((_code(typ) or ""), _text(id_el) or ""))
     return out
 
 
 def _first(ids: list[tuple[str, str]], type_id: str) -> str | None:
-    return next((v for t, v in ids if t == type_id and v), None)
+    for t, v in ids:
+        if t == type_id and v:
+            return v
+    return None
 
 
 def _mh_person_name(hp: etree._Element, k: dict[object, etree._Element] | None = None) -> str | None:
     if k is None:
         k = _kids(hp)[0]
-    names = [_text(k.get(f"{_MH}{t}")) for t in ("GivenName", "MiddleName", "FamilyName")]
+    names = [_text(k.get(t)) for t in _PERSON_NAMES]
     return " ".join(n for n in names if n) or None
 
 
@@ -219,23 +232,16 @@ def msghead_party(party: etree._Element | None) -> Party | None:
     ids = _idents_of(org_idents)
     sub = ok.get(_ORG)
     hp = ok.get(_HP)
-    sk: dict[object, etree._Element] = {}
-    sub_ids: list[tuple[str, str]] = []
+    dept_name = dept_her = None
     if sub is not None:
         sk, sub_idents = _kids(sub, _IDENT)
-        sub_ids = _idents_of(sub_idents)
+        dept_name = _text(sk.get(_ORGNAME))
+        dept_her = _first(_idents_of(sub_idents), "HER")
         if hp is None:
             hp = sk.get(_HP)
     person_name, person_her = _mh_person(hp) if hp is not None else (None, None)
-    return Party(
-        name=_text(ok.get(f"{_MH}OrganisationName")),
-        her_id=_first(ids, "HER"),
-        org_no=_first(ids, "ENH"),
-        dept_name=_text(sk.get(f"{_MH}OrganisationName")) if sub is not None else None,
-        dept_her_id=_first(sub_ids, "HER"),
-        person_name=person_name,
-        person_her_id=person_her,
-    )
+    return Party(_text(ok.get(_ORGNAME)), _first(ids, "HER"), _first(ids, "ENH"), dept_name, dept_her,
+                 person_name, person_her)
 
 
 def _mh_patient(p: etree._Element | None) -> PatientInfo | None:
@@ -333,33 +339,85 @@ def _her(k: dict[str, etree._Element]) -> str | None:
     return _text(k.get("Id")) if _code(k.get("TypeId")) == "HER" else None
 
 
+_Ids = tuple[etree._Element | None, etree._Element | None, etree._Element | None]
+
+
+def _name_id_type(el: etree._Element, depts: list[etree._Element] | None = None,
+                  persons: list[etree._Element] | None = None) -> _Ids:
+    """First Name, Id and TypeId child by local name (as `_lkids`), and every Dept/HCPerson when asked.
+
+    One loop with no dict: this runs for every Inst, Dept, HCPerson and HCProf of a party.
+    """
+    name = id_el = type_el = None
+    for c in el:
+        t = c.tag
+        if not isinstance(t, str):
+            continue
+        local = t[t.find("}") + 1:]
+        if local == "Name":
+            if name is None:
+                name = c
+        elif local == "Id":
+            if id_el is None:
+                id_el = c
+        elif local == "TypeId":
+            if type_el is None:
+                type_el = c
+        elif depts is not None and persons is not None:
+            if local == "Dept":
+                depts.append(c)
+            elif local == "HCPerson":
+                persons.append(c)
+    return name, id_el, type_el
+
+
+def _her_of(k: _Ids) -> str | None:
+    """`_her` of a (Name, Id, TypeId) triple."""
+    return _text(k[1]) if _code(k[2]) == "HER" else None
+
+
+def _pick(levels: list[_Ids]) -> tuple[_Ids | None, str | None]:
+    """The first level with a HER-id, else the first level (as hcp_party always chose), and its HER-id."""
+    for k in levels:
+        her = _her_of(k)
+        if her:
+            return k, her
+    return (levels[0], None) if levels else (None, None)
+
+
 def hcp_party(hcp: etree._Element | None) -> Party | None:
     """HCP of an own-root message (or of an AppRec): Inst with Dept/HCPerson below, or a lone HCProf."""
     if hcp is None:
         return None
-    hk = _lkids(hcp)[0]
-    inst = hk.get("Inst")
+    inst = prof = None
+    for c in hcp:  # = _lkids(hcp): the first Inst and HCProf
+        t = c.tag
+        if not isinstance(t, str):
+            continue
+        local = t[t.find("}") + 1:]
+        if local == "Inst":
+            if inst is None:
+                inst = c
+        elif local == "HCProf" and prof is None:
+            prof = c
     if inst is None:
-        prof = hk.get("HCProf")
         if prof is None:
             return Party()
-        pk = _lkids(prof)[0]
-        return Party(person_name=_text(pk.get("Name")), person_her_id=_her(pk))
-    ik, multi = _lkids(inst, "Dept", "HCPerson")
-    dept_k = [_lkids(d)[0] for d in multi["Dept"]]
-    person_k = [_lkids(p)[0] for p in multi["HCPerson"]]
-    depts = [d for d in dept_k if _her(d)] or dept_k
-    persons = [p for p in person_k if _her(p)] or person_k
-    dept = depts[0] if depts else None
-    person = persons[0] if persons else None
+        pk = _name_id_type(prof)
+        return Party(person_name=_text(pk[0]), person_her_id=_her_of(pk))
+    depts: list[etree._Element] = []
+    persons: list[etree._Element] = []
+    ik = _name_id_type(inst, depts, persons)
+    dept, dept_her = _pick([_name_id_type(d) for d in depts])
+    person, person_her = _pick([_name_id_type(p) for p in persons])
     return Party(
-        name=_text(ik.get("Name")),
-        her_id=_her(ik),
-        org_no=_text(ik.get("Id")) if _code(ik.get("TypeId")) == "ENH" else None,
-        dept_name=_text(dept.get("Name")) if dept is not None else None,
-        dept_her_id=_her(dept) if dept is not None else None,
-        person_name=_text(person.get("Name")) if person is not None else None,
-        person_her_id=_her(person) if person is not None else None,
+        name=_text(ik[0]),
+        her_id=_her_of(ik),
+        org_no=_text(ik[1]) if _code(ik[2]) == "ENH" else None,
+        dept_name=_text(dept[0]) if dept is not None else None,
+        dept_her_id=dept_her,
+        person_name=_text(person[0]) if person is not None else None,
+        person_her_id=person_her,
     )
 
 

@@ -442,7 +442,9 @@ class Network:
             parsed = self._parsed.pop(msg.id, None)
             digest = self._digests.get(msg.id)
         done = self.store.blob(msg.id, PAYLOAD)
-        if done is not None:
+        if done is not None:  # accepted and answered before (a delivery after a restart)
+            with self._lock:
+                self._digests.pop(msg.id, None)
             return done
         with self.seen.holding() as held:
             outcome = self.msh.receive(raw, _now(), transport=msg.channel or "smtp", parsed=parsed,

@@ -369,36 +369,17 @@ def init_pki(
             # an encryption-only certificate: wrong for signing
             "wrong-usage": leaf(spec_of("wrong-usage", "90004"), _ENC_USAGE),
         }
-        sk = _new_key(key_size)
-        made["self-signed"] = (
-            _build(
-                _name("Test self-signed", "999999999", "90005"),
-                sk.public_key(),
-                None,
-                sk,
-                not_before=now - dt.timedelta(days=1),
-                not_after=now + dt.timedelta(days=365),
-                ca=False,
-                usage=_SIGN_USAGE,
-                crl_dp=None,
-            ),
-            sk,
-        )
-        uk = _new_key(key_size)
-        made["unknown-ca"] = (
-            _build(
-                _name("Test unknown-ca", "999999999", "90006"),
-                uk.public_key(),
-                rogue,
-                rogue_key,
-                not_before=now - dt.timedelta(days=1),
-                not_after=now + dt.timedelta(days=365),
-                ca=False,
-                usage=_SIGN_USAGE,
-                crl_dp=None,
-            ),
-            uk,
-        )
+        def outsider(kind: str, her_id: str, issuer: x509.Certificate | None,
+                     issuer_key: PrivateKeyTypes | None) -> tuple[x509.Certificate, PrivateKeyTypes]:
+            """A signing certificate outside our issuing CA (issuer None: signed by its own key)."""
+            k = _new_key(key_size)
+            c = _build(_name(f"Test {kind}", "999999999", her_id), k.public_key(), issuer, issuer_key or k,
+                       not_before=now - dt.timedelta(days=1), not_after=now + dt.timedelta(days=365),
+                       ca=False, usage=_SIGN_USAGE, crl_dp=None)
+            return c, k
+
+        made["self-signed"] = outsider("self-signed", "90005", None, None)
+        made["unknown-ca"] = outsider("unknown-ca", "90006", rogue, rogue_key)
         for kind, (c, k) in made.items():
             _write_pair(lay.special_cert(kind), lay.special_key(kind), c, k)
             manifest["special"][kind] = format(c.serial_number, "x")

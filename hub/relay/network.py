@@ -628,15 +628,10 @@ class Network:
     # --- delivery to a network peer ------------------------------------------------------------------
     def prepare(self, route: pl.Route, data: bytes, message: Message) -> dict[str, bytes]:
         """The envelope, built before the claim so it is stored in the claim's commit (see deliver)."""
-        out_id = message.out_message_id
-        if not out_id:
-            raise pl.DeliveryError("ebxml.id", "no out_message_id fixed at validation", permanent=True)
-        return {OUT: self._build(route, data, message, out_id)}
+        return {OUT: self._build(route, data, message, _out_id(message))}
 
     def deliver(self, route: pl.Route, data: bytes, message: Message) -> Delivery:
-        out_id = message.out_message_id
-        if not out_id:
-            raise pl.DeliveryError("ebxml.id", "no out_message_id fixed at validation", permanent=True)
+        out_id = _out_id(message)
         entity = self.store.blob(message.id, OUT)  # prepared and stored with the claim, or by an earlier try
         if entity is None:
             entity = self._build(route, data, message, out_id)
@@ -720,6 +715,12 @@ class Network:
         except Exception as e:  # noqa: BLE001 - not XML the verifier can read: a broken signature
             return pl.Finding("S01", "security.signature-malformed", str(e))
         return None
+
+
+def _out_id(message: Message) -> str:
+    if not message.out_message_id:
+        raise pl.DeliveryError("ebxml.id", "no out_message_id fixed at validation", permanent=True)
+    return message.out_message_id
 
 
 def _original_id(data: bytes) -> str | None:

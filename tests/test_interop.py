@@ -37,7 +37,7 @@ DOC = """<?xml version="1.0" encoding="UTF-8"?>
 """.encode()
 
 
-def _template(sig_alg: str, digest_alg: str) -> bytes:
+def _template(sig_alg: str, digest_alg: str, doc: bytes = DOC) -> bytes:
     """A document with an empty ds:Signature for `xmlsec1 --sign` to fill in (as other vendors' tools do)."""
     sig = f"""<Signature xmlns="http://www.w3.org/2000/09/xmldsig#"><SignedInfo>
 <CanonicalizationMethod Algorithm="http://www.w3.org/TR/2001/REC-xml-c14n-20010315"/>
@@ -46,7 +46,7 @@ def _template(sig_alg: str, digest_alg: str) -> bytes:
 </Transforms><DigestMethod Algorithm="{digest_alg}"/><DigestValue/></Reference></SignedInfo>
 <SignatureValue/><KeyInfo><X509Data/></KeyInfo></Signature>"""
     # Signature in the default namespace, a newline after it, xsi and xml:lang in scope: what trips naive C14N
-    return DOC.replace(b"</MsgHead>", sig.encode() + b"\n</MsgHead>")
+    return doc.replace(b"</MsgHead>", sig.encode() + b"\n</MsgHead>")
 
 
 def _run(*args: object) -> subprocess.CompletedProcess:
@@ -81,6 +81,51 @@ def test_hub_signs_xmlsec1_verifies(pki, gp, tmp_path):
     assert bad.returncode != 0
 
 
+_MH = "http://www.kith.no/xmlstds/msghead/2006-05-24"
+# Shapes of input that take each of sign_enveloped's paths: the signature spliced into the sender's own
+# bytes, or the document re-serialised (another encoding, something after the root, an element).
+VARIANTS: dict[str, bytes] = {
+    "utf8-declared": DOC,
+    "latin1": DOC.decode().replace('encoding="UTF-8"', 'encoding="ISO-8859-1"').encode("latin-1"),
+    "trailing-comment": DOC + b"<!-- </MsgHead> -->\n<?pi after?>\n",
+    "prefixed-root-crlf": DOC.replace(b"<MsgHead xmlns=", b"<mh:MsgHead xmlns:mh=")
+    .replace(b"</MsgHead>", b"</mh:MsgHead   >")
+    .replace(b"<MsgInfo>", b"<mh:MsgInfo>")
+    .replace(b"</MsgInfo>", b"</mh:MsgInfo>")
+    .replace(b"<Document>", b"<mh:Document>")
+    .replace(b"</Document>", b"</mh:Document>")
+    .replace(b"<RefDoc>", b"<mh:RefDoc>")
+    .replace(b"</RefDoc>", b"</mh:RefDoc>")
+    .replace(b"\n", b"\r\n"),
+    "ds-prefix-taken": DOC.replace(b"<MsgHead ", b'<MsgHead xmlns:ds="urn:example:not-dsig" '),
+    "bom-no-declaration": b"\xef\xbb\xbf" + DOC.split(b"?>\n", 1)[1],
+    "self-closed-root": f'<MsgHead xmlns="{_MH}" xml:lang="nb"/>'.encode(),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_hub_signs_every_input_shape(pki, gp, tmp_path, variant):
+    """Each path of sign_enveloped gives a signature that hub and (where installed) xmlsec1 verify."""
+    data = VARIANTS[variant]
+    signed = sign_enveloped(data, gp.sign_key, gp.sign_cert)
+    if variant in ("utf8-declared", "prefixed-root-crlf", "ds-prefix-taken", "bom-no-declaration"):
+        # the sender's own bytes are kept: only the signature is inserted before the root's end tag
+        end = data.rindex(b"</")
+        assert signed.startswith(data[:end]) and signed.endswith(data[end:])
+    else:
+        assert signed.startswith(b"<?xml version='1.0' encoding='UTF-8'?>")
+    assert verify_enveloped(signed, expected_certs=[gp.sign_cert]).certificate == gp.sign_cert
+    with pytest.raises(SecurityError) as ei:
+        verify_enveloped(signed.replace(b'xml:lang="', b'xml:lang="x'), expected_certs=[gp.sign_cert])
+    assert ei.value.kind == "signature-invalid"
+    if XMLSEC1 is not None:
+        path = tmp_path / "signed.xml"
+        path.write_bytes(signed)
+        trust = ("--trusted-pem", pki.layout.root_cert, "--untrusted-pem", pki.layout.issuing_cert)
+        ok = _run(XMLSEC1, "--verify", *trust, path)
+        assert ok.returncode == 0, ok.stderr.decode()
+
+
 def test_signxml_verifies_what_hub_signs(gp):
     """An independent implementation in-process agrees with our signatures. Not with xml:lang on the root:
     C14N 1.0 makes SignedInfo inherit it (xmlsec1 agrees with us, see below); signxml drops it."""
@@ -103,9 +148,11 @@ def test_signxml_verifies_what_hub_signs(gp):
         ("http://www.w3.org/2000/09/xmldsig#rsa-sha1", "http://www.w3.org/2000/09/xmldsig#sha1", True),
     ],
 )
-def test_xmlsec1_signs_hub_verifies(pki, gp, lab, tmp_path, sig_alg, digest_alg, sha1):
+@pytest.mark.parametrize("lang", [True, False], ids=["xml-lang", "no-xml-lang"])
+def test_xmlsec1_signs_hub_verifies(pki, gp, lab, tmp_path, sig_alg, digest_alg, sha1, lang):
+    # without xml:lang hub canonicalises SignedInfo directly, and must see through libxml2's xmlns=""
     tpl, out = tmp_path / "tpl.xml", tmp_path / "out.xml"
-    tpl.write_bytes(_template(sig_alg, digest_alg))
+    tpl.write_bytes(_template(sig_alg, digest_alg, DOC if lang else DOC.replace(b' xml:lang="no"', b"")))
     keyspec = f"{pki.layout.key('gp', 'sign')},{pki.layout.cert('gp', 'sign')}"
     r = _run(XMLSEC1, "--sign", "--privkey-pem", keyspec, "--output", out, tpl)
     assert r.returncode == 0, r.stderr.decode()

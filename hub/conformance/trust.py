@@ -9,7 +9,6 @@ a loopback server: a kept PKI then needs no port baked into its certificates.
 
 from __future__ import annotations
 
-import base64
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +30,7 @@ from hub.security.pki import (
     load_special,
     load_trust_anchors,
 )
-from hub.security.xmldsig import DS, check_expected, sign_enveloped, verify_enveloped
+from hub.security.xmldsig import DS, cert_from_b64, check_expected, sign_enveloped, verify_enveloped
 from hub.xmlsafe import XmlInputError, parse_bytes
 
 TEST_CENTRE = "test-centre"
@@ -153,7 +152,7 @@ def _key_info_certificate(data: bytes) -> x509.Certificate | None:
         found = root.findall(f"{_SIGNATURE}/{{{DS}}}KeyInfo/{{{DS}}}X509Data/{{{DS}}}X509Certificate")
         if len(found) != 1:
             return None
-        return x509.load_der_x509_certificate(base64.b64decode("".join((found[0].text or "").split())))
+        return cert_from_b64(found[0].text or "")
     except (XmlInputError, ValueError):
         return None
 

@@ -25,7 +25,7 @@ from lxml import etree
 from hub.codes import EbmsError
 from hub.ebxml.envelope import DS_NS, NEXT_MSH, SOAP_NEXT, SOAP_NS, RefDigest
 from hub.ebxml.errors import EbxmlError, err
-from hub.security.xmldsig import remove_keeping_tail
+from hub.security.xmldsig import cert_b64, cert_from_b64, remove_keeping_tail
 
 C14N = "http://www.w3.org/TR/2001/REC-xml-c14n-20010315"
 C14N_COMMENTS = C14N + "#WithComments"
@@ -213,20 +213,13 @@ def sign_envelope(
     sv = etree.SubElement(sig, _ds("SignatureValue"))
     ki = etree.SubElement(sig, _ds("KeyInfo"))
     xd = etree.SubElement(ki, _ds("X509Data"))
-    etree.SubElement(xd, _ds("X509Certificate")).text = base64.b64encode(
-        cert.public_bytes(serialization_der())).decode("ascii")
+    etree.SubElement(xd, _ds("X509Certificate")).text = cert_b64(cert)
     dv.text = _digest(digest_method, _same_document_digest(root, sig, ref))
     refs.insert(0, RefDigest("", digest_method, dv.text))
     signed = _c14n_apex(si, C14N)
     value = key.sign(signed, padding.PKCS1v15(), _SIGS[signature_method]())
     sv.text = base64.b64encode(value).decode("ascii")
     return refs
-
-
-def serialization_der():  # noqa: ANN201 - an Encoding enum member
-    from cryptography.hazmat.primitives.serialization import Encoding
-
-    return Encoding.DER
 
 
 def verify_envelope(root: etree._Element, payloads: dict[str, bytes]) -> Verified:
@@ -255,7 +248,7 @@ def verify_envelope(root: etree._Element, payloads: dict[str, bytes]) -> Verifie
     if cert_el is None or not (cert_el.text or "").strip():
         raise err(EbmsError.SECURITY_FAILURE, "key_info", "KeyInfo carries no X509Certificate")
     try:
-        cert = x509.load_der_x509_certificate(base64.b64decode("".join(cert_el.text.split())))
+        cert = cert_from_b64(cert_el.text)
     except ValueError as exc:
         raise err(EbmsError.SECURITY_FAILURE, "key_info", f"X509Certificate cannot be read: {exc}") from None
     refs: list[RefDigest] = []

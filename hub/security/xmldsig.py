@@ -160,8 +160,8 @@ def _ds(parent: etree._Element, tag: str, **attrib: str) -> etree._Element:
 
 
 @functools.lru_cache(maxsize=256)
-def _cert_b64(cert: x509.Certificate) -> str:
-    # A relay signs with the same few certificates all day: encode each once.
+def cert_b64(cert: x509.Certificate) -> str:
+    """The certificate's DER in base64, as X509Certificate carries it (each certificate encoded once)."""
     return base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
 
 
@@ -169,6 +169,12 @@ def _cert_b64(cert: x509.Certificate) -> str:
 def _load_cert_b64(text: str) -> x509.Certificate:
     # Peers sign with the same few certificates: parse each once (certificate objects are immutable).
     return x509.load_der_x509_certificate(base64.b64decode(text))
+
+
+def cert_from_b64(text: str) -> x509.Certificate:
+    """The certificate an X509Certificate element's text carries (whitespace ignored), parsed once per
+    distinct text. Raises ValueError when it is not base64 DER of a certificate."""
+    return _load_cert_b64("".join(text.split()))
 
 
 # The SignedInfo hub writes is fixed but for the DigestValue, and its canonical form depends only on what
@@ -269,7 +275,7 @@ def sign_enveloped(
     signed_info = t.signed_info_c14n[0] + digest + t.signed_info_c14n[1]
     value = base64.b64encode(key.sign(signed_info, padding.PKCS1v15(), hash_cls())).decode()
     x = t.signature_xml
-    fragment = f"{x[0]}{digest.decode()}{x[1]}{value}{x[2]}{_cert_b64(cert)}{x[3]}".encode()
+    fragment = f"{x[0]}{digest.decode()}{x[1]}{value}{x[2]}{cert_b64(cert)}{x[3]}".encode()
     spliced = _splice_before_end_tag(data, root, fragment)
     if spliced is not None:
         return spliced
@@ -414,7 +420,7 @@ def _certificate_of(sig: etree._Element) -> x509.Certificate:
             "certificate-multiple", f"KeyInfo has {len(texts)} certificates; exactly one (the signer's)"
         )
     try:
-        return _load_cert_b64("".join((texts[0].text or "").split()))
+        return cert_from_b64(texts[0].text or "")
     except ValueError as exc:
         raise _fail("certificate-invalid", f"the X509Certificate in KeyInfo cannot be read: {exc}") from None
 
@@ -488,6 +494,8 @@ __all__ = [
     "ExpectedCerts",
     "VerifiedSignature",
     "XmlInputError",
+    "cert_b64",
+    "cert_from_b64",
     "check_expected",
     "remove_keeping_tail",
     "sign_enveloped",

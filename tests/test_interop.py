@@ -173,6 +173,32 @@ def test_xmlsec1_signs_hub_verifies(pki, gp, lab, tmp_path, sig_alg, digest_alg,
     assert ei.value.apprec_code == "S02"
 
 
+@needs_xmlsec1
+@pytest.mark.parametrize(
+    "c14n",
+    ["http://www.w3.org/TR/2001/REC-xml-c14n-20010315", "http://www.w3.org/2001/10/xml-exc-c14n#"],
+    ids=["c14n", "exc-c14n"],
+)
+def test_xmlsec1_signature_with_two_prefixes_for_dsig(pki, gp, tmp_path, c14n):
+    """Signature declares the dsig namespace twice (default and ds:) and mixes both, and the root binds
+    two prefixes to one URI: a canonicaliser that re-binds elements to one prefix computes other bytes."""
+    ds = "http://www.w3.org/2000/09/xmldsig#"
+    sig = f"""<Signature xmlns="{ds}" xmlns:ds="{ds}"><ds:SignedInfo>\
+<CanonicalizationMethod Algorithm="{c14n}"/>\
+<ds:SignatureMethod Algorithm="http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"/>\
+<Reference URI=""><Transforms><ds:Transform Algorithm="{ds}enveloped-signature"/></Transforms>\
+<DigestMethod Algorithm="http://www.w3.org/2001/04/xmlenc#sha256"/><DigestValue/></Reference>\
+</ds:SignedInfo><SignatureValue/><KeyInfo><X509Data/></KeyInfo></Signature>"""
+    doc = DOC.replace(b' xml:lang="no"', b' xmlns:a="urn:example:u" xmlns:b="urn:example:u"')
+    tpl, out = tmp_path / "tpl.xml", tmp_path / "out.xml"
+    tpl.write_bytes(doc.replace(b"</MsgHead>", sig.encode() + b"\n</MsgHead>"))
+    keyspec = f"{pki.layout.key('gp', 'sign')},{pki.layout.cert('gp', 'sign')}"
+    r = _run(XMLSEC1, "--sign", "--privkey-pem", keyspec, "--output", out, tpl)
+    assert r.returncode == 0, r.stderr.decode()
+    v = verify_enveloped(out.read_bytes(), expected_certs=[gp.sign_cert])
+    assert v.certificate == gp.sign_cert
+
+
 @needs_openssl
 def test_hub_encrypts_openssl_decrypts(pki, lab, tmp_path):
     payload = sign_enveloped(DOC, lab.sign_key, lab.sign_cert) + b"\r\n\x00binary tail"

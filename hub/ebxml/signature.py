@@ -13,7 +13,6 @@ import base64
 import copy
 import hashlib
 import re
-import threading
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -25,7 +24,7 @@ from lxml import etree
 from hub.codes import EbmsError
 from hub.ebxml.envelope import DS_NS, NEXT_MSH, SOAP_NEXT, SOAP_NS, RefDigest
 from hub.ebxml.errors import EbxmlError, err
-from hub.security.xmldsig import cert_b64, cert_from_b64, remove_keeping_tail
+from hub.security.xmldsig import c14n_subtree, cert_b64, cert_from_b64, remove_keeping_tail
 
 C14N = "http://www.w3.org/TR/2001/REC-xml-c14n-20010315"
 C14N_COMMENTS = C14N + "#WithComments"
@@ -44,20 +43,6 @@ ACTOR_XPATH = (
 _DIGESTS = {SHA256: hashlib.sha256, SHA1: hashlib.sha1,
             "http://www.w3.org/2001/04/xmldsig-more#sha256": hashlib.sha256}
 _SIGS = {RSA_SHA256: hashes.SHA256, RSA_SHA1: hashes.SHA1}
-
-
-# Our own serialization re-read: no entities, no network (it came from hub.xmlsafe already). One parser
-# per thread: an lxml parser is locked while in use, and the relay's workers sign and verify at once
-# (a shared one showed up as threads queueing on it, most of _c14n_apex's time under load).
-_PLAIN = threading.local()
-
-
-def _plain() -> etree.XMLParser:
-    parser = getattr(_PLAIN, "parser", None)
-    if parser is None:
-        parser = _PLAIN.parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
-                                                 remove_blank_text=False)
-    return parser
 
 
 def _ds(name: str) -> str:
@@ -83,22 +68,12 @@ def _c14n(node: etree._Element | etree._ElementTree, algorithm: str) -> bytes:
 
 
 def _c14n_apex(el: etree._Element, algorithm: str) -> bytes:
-    """C14N of the subtree at `el` (e.g. SignedInfo) as a document subset: the apex carries every
-    namespace in scope. lxml's own subtree C14N writes stray xmlns="" under an inherited default
-    namespace, and moving elements drops declarations it deems redundant (xmlns:SOAP-ENV beside
-    xmlns:SOAP), so the subtree is serialized as is, the inherited declarations are added to its start
-    tag, and the result is canonicalized as a document of its own."""
-    text = etree.tostring(el)
-    # the apex's own declarations are all on its start tag: parse only that (libxml2 writes ">" in an
-    # attribute value as &gt;, so the first ">" ends it), not the whole subtree a second time
-    head = text[:text.index(b">")].rstrip(b"/")
-    own = etree.fromstring(head + b"/>", _plain()).nsmap
-    extra = "".join(
-        f' xmlns{":" + p if p else ""}="{uri}"' for p, uri in el.nsmap.items() if p not in own
-    ).encode()
-    name_end = re.match(rb"<[^\s/>]+", text).end()  # type: ignore[union-attr]
-    apex = etree.fromstring(text[:name_end] + extra + text[name_end:], _plain())
-    return _c14n(apex, algorithm)
+    """C14N of the subtree at `el` (SignedInfo) as a document subset, by the algorithm's URI."""
+    if algorithm in (C14N, C14N_COMMENTS):
+        return c14n_subtree(el, False, algorithm == C14N_COMMENTS)
+    if algorithm.startswith(EXC_C14N):
+        return c14n_subtree(el, True, algorithm.endswith("WithComments"))
+    raise err(EbmsError.SECURITY_FAILURE, "signature", f"canonicalization {algorithm} is not supported")
 
 
 # The framework's actor filter as any signer writes it (spacing and the SOAP prefix vary: NAV writes

@@ -45,12 +45,13 @@ from lxml import etree
 from signxml import CanonicalizationMethod, DigestAlgorithm, SignatureMethod
 
 from hub.security.errors import SecurityError
-from hub.xmlsafe import XmlInputError, parse_bytes
+from hub.xmlsafe import XmlInputError, parse_bytes, reparse_own
 
 DS = "http://www.w3.org/2000/09/xmldsig#"
 C14N_2001 = CanonicalizationMethod.CANONICAL_XML_1_0.value
 ENVELOPED = "http://www.w3.org/2000/09/xmldsig#enveloped-signature"
 _XML_NS = "{http://www.w3.org/XML/1998/namespace}"
+_START_TAG_NAME = re.compile(rb"<[^\s/>]+")
 _SIGNATURE = f"{{{DS}}}Signature"
 # Clark names of the ds: children the verifier reads: children are matched by tag, not ElementPath queries
 _DS_SIGNED_INFO = f"{{{DS}}}SignedInfo"
@@ -105,25 +106,32 @@ class VerifiedSignature:
 # --- canonicalisation --------------------------------------------------------------------------------
 
 
-def _c14n_subtree(el: etree._Element, exclusive: bool, with_comments: bool) -> bytes:
-    """C14N 1.0 of the subtree at `el` as a document subset (namespace and xml:* context included).
+def c14n_subtree(el: etree._Element, exclusive: bool = False, with_comments: bool = False) -> bytes:
+    """C14N 1.0 (or exclusive C14N) of the subtree at `el` as a document subset, as xmlsec1 computes it
+    for SignedInfo: the apex carries every namespace in scope and, inclusive, the inherited xml:* attributes.
 
-    Rebuilt as a standalone element with every in-scope namespace declared on it, because libxml2 2.14's
-    subtree C14N emits wrong `xmlns=""` deeper down (see module docstring). Inclusive C14N keeps the
-    in-scope declarations and inherited xml:* attributes on the apex; exclusive drops the unused ones.
+    libxml2's own subtree C14N (through lxml) copies the subtree first, and the copy goes wrong twice:
+    spurious `xmlns=""` under an inherited default namespace (libxml2 2.14), and every element re-bound
+    to the first prefix of its namespace where two prefixes name it (`<Signature xmlns="…dsig#"
+    xmlns:ds="…dsig#">`). So the subtree is serialised as it stands, the declarations inherited from
+    above are added to its start tag, and that is canonicalised as a document of its own.
     """
-    clone = etree.Element(el.tag, nsmap=el.nsmap)
-    for k, v in el.attrib.items():
-        clone.set(k, v)
-    if not exclusive:
-        for anc in el.iterancestors():  # C14N 1.0 §2.4: xml:lang, xml:space ... are inherited
+    text = etree.tostring(el, with_tail=False)
+    # the apex's own declarations are all on its start tag: parse only that (libxml2 writes ">" in an
+    # attribute value as &gt;, so the first ">" ends it), not the whole subtree a second time
+    head = text[: text.index(b">")].rstrip(b"/")
+    own = reparse_own(head + b"/>").nsmap
+    extra = "".join(f' xmlns{":" + p if p else ""}="{uri}"' for p, uri in el.nsmap.items() if p not in own)
+    if extra:
+        name_end = _START_TAG_NAME.match(text).end()  # type: ignore[union-attr]
+        text = text[:name_end] + extra.encode() + text[name_end:]
+    apex = reparse_own(text)
+    if not exclusive:  # C14N 1.0 §2.4: xml:lang, xml:space ... are inherited by the apex
+        for anc in el.iterancestors():
             for k, v in anc.attrib.items():
-                if k.startswith(_XML_NS) and k not in clone.attrib:
-                    clone.set(k, v)
-    clone.text = el.text
-    for child in el:
-        clone.append(copy.deepcopy(child))
-    return etree.tostring(clone, method="c14n", exclusive=exclusive, with_comments=with_comments)
+                if k.startswith(_XML_NS) and k not in apex.attrib:
+                    apex.set(k, v)
+    return etree.tostring(apex, method="c14n", exclusive=exclusive, with_comments=with_comments)
 
 
 def _c14n_document(root: etree._Element, exclusive: bool, with_comments: bool) -> bytes:
@@ -208,7 +216,7 @@ def _template(key: _TemplateKey) -> _SignatureTemplate:
     _ds(ref, "DigestValue").text = _DIGEST_SLOT
     _ds(sig, "SignatureValue").text = _VALUE_SLOT
     _ds(_ds(_ds(sig, "KeyInfo"), "X509Data"), "X509Certificate").text = _CERT_SLOT
-    c14n = _c14n_subtree(si, False, False).split(_DIGEST_SLOT.encode())
+    c14n = c14n_subtree(si, False, False).split(_DIGEST_SLOT.encode())
     xml = re.split(f"{_DIGEST_SLOT}|{_VALUE_SLOT}|{_CERT_SLOT}", etree.tostring(sig, encoding="unicode"))
     if len(c14n) != 2 or len(xml) != 4:
         raise AssertionError("signature template placeholders must occur exactly once")
@@ -386,23 +394,6 @@ def _check_profile(sig: etree._Element, allow_sha1: bool) -> _Profile:
     )
 
 
-def _c14n_signed_info(si: etree._Element, exclusive: bool, with_comments: bool) -> bytes:
-    """C14N of SignedInfo: libxml2 directly where that is right, else the rebuild of `_c14n_subtree`.
-
-    Direct subtree C14N is four times cheaper; it is wrong only in two cases, both detected here: an
-    inherited xml:* attribute (Signature and the root are SignedInfo's only ancestors) and libxml2 2.14's
-    spurious `xmlns=""` (see module docstring), which an honest SignedInfo never needs.
-    """
-    if not exclusive:
-        for anc in si.iterancestors():
-            if any(k.startswith(_XML_NS) for k in anc.attrib):
-                return _c14n_subtree(si, exclusive, with_comments)
-    out: bytes = etree.tostring(si, method="c14n", exclusive=exclusive, with_comments=with_comments)
-    if b'xmlns=""' in out:
-        return _c14n_subtree(si, exclusive, with_comments)
-    return out
-
-
 def _certificate_of(sig: etree._Element) -> x509.Certificate:
     texts = [
         c
@@ -467,7 +458,7 @@ def verify_enveloped(
     try:
         public_key.verify(
             p.signature_value,
-            _c14n_signed_info(p.signed_info, *p.c14n),
+            c14n_subtree(p.signed_info, *p.c14n),
             padding.PKCS1v15(),
             _SIG_HASH[p.sig_alg](),
         )
@@ -496,6 +487,7 @@ __all__ = [
     "XmlInputError",
     "cert_b64",
     "cert_from_b64",
+    "c14n_subtree",
     "check_expected",
     "remove_keeping_tail",
     "sign_enveloped",

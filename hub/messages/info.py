@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from lxml import etree
 
-from hub.messages.families import APPREC_10_NS, APPREC_11_NS, MSGHEAD_NS, Family, by_namespace
+from hub.messages.families import APPREC_10_NS, APPREC_11_NS, FAMILIES, MSGHEAD_NS, Family, by_namespace
 
 _MH = f"{{{MSGHEAD_NS}}}"
 _APPREC = (APPREC_10_NS, APPREC_11_NS)
@@ -157,140 +157,277 @@ def xpath(el: etree._Element, path: str, ns: str) -> list[etree._Element]:
 _IDENT, _ORG, _HP = f"{_MH}Ident", f"{_MH}Organisation", f"{_MH}HealthcareProfessional"
 _OTHER = f"{_MH}OtherReceiver"
 _TYPEID, _ID, _ORGNAME = f"{_MH}TypeId", f"{_MH}Id", f"{_MH}OrganisationName"
-_PERSON_NAMES = tuple(f"{_MH}{t}" for t in ("GivenName", "MiddleName", "FamilyName"))
+_GIVEN, _MIDDLE, _FAMILY = f"{_MH}GivenName", f"{_MH}MiddleName", f"{_MH}FamilyName"
+_MSGINFO, _TYPE, _MIG, _MSGID, _GENDATE = (f"{_MH}{t}" for t in ("MsgInfo", "Type", "MIGversion", "MsgId",
+                                                                    "GenDate"))
+_SENDER, _RECEIVER, _PATIENT = f"{_MH}Sender", f"{_MH}Receiver", f"{_MH}Patient"
+_DOB, _SEX = f"{_MH}DateOfBirth", f"{_MH}Sex"
+_REFDOC, _CONTENT, _MSGTYPE = f"{_MH}RefDoc", f"{_MH}Content", f"{_MH}MsgType"
+
+_new = object.__new__
+_set = object.__setattr__
 
 
-def _kids(el: etree._Element, many: str = "") -> tuple[dict[object, etree._Element], list[etree._Element]]:
-    """Children by tag (first one wins, as `find`), plus every child tagged `many`, in one pass.
+def _party(name: str | None, her_id: str | None, org_no: str | None, dept_name: str | None,
+           dept_her_id: str | None, person_name: str | None, person_her_id: str | None) -> Party:
+    """Party(...) as the dataclass makes it, minus its frozen __init__'s seven object.__setattr__ calls."""
+    p = _new(Party)
+    _set(p, "__dict__", {"name": name, "her_id": her_id, "org_no": org_no, "dept_name": dept_name,
+                         "dept_her_id": dept_her_id, "person_name": person_name,
+                         "person_her_id": person_her_id})
+    return p
 
-    One pass over a handful of children is ~3x cheaper than an iterchildren(tag) per name we read.
-    """
-    first: dict[object, etree._Element] = {}
-    multi: list[etree._Element] = []
-    for c in el:
+
+def _patient(name: str | None, ids: tuple[tuple[str, str], ...], date_of_birth: str | None,
+             sex: str | None) -> PatientInfo:
+    """PatientInfo(...) without the frozen __init__, as _party."""
+    p = _new(PatientInfo)
+    _set(p, "__dict__", {"name": name, "ids": ids, "date_of_birth": date_of_birth, "sex": sex})
+    return p
+
+
+def _ident_pair(ident: etree._Element) -> tuple[str, str]:
+    """(code of the first TypeId or "", text of the first Id or "") of a MsgHead Ident."""
+    typ = id_el = None
+    for c in ident:
         t = c.tag
-        if t == many:
-            multi.append(c)
-        if t not in first:
-            first[t] = c
-    return first, multi
-
-
-def _mh_idents(el: etree._Element) -> list[tuple[str, str]]:
-    return _idents_of(_kids(el, _IDENT)[1])
+        if t == _TYPEID:
+            if typ is None:
+                typ = c
+        elif t == _ID and id_el is None:
+            id_el = c
+    return (_code(typ) or ""), _text(id_el) or ""
 
 
 def _idents_of(idents: list[etree._Element]) -> list[tuple[str, str]]:
-    out = []
+    return [_ident_pair(ident) for ident in idents]
+
+
+
+def _first_her(idents: list[etree._Element]) -> str | None:
+    """The Id of the first Ident whose TypeId says HER and whose Id is not empty."""
     for ident in idents:
-        # = _kids(ident): the first TypeId and Id, inline (called for every Ident the parties hold)
-        typ = id_el = None
-        for c in ident:
-            t = c.tag
-            if t == _TYPEID:
-                if typ is None:
-                    typ = c
-            elif t == _ID and id_el is None:
-                id_el = c
-        out.append(((_code(typ) or ""), _text(id_el) or ""))
-    return out
-
-
-def _first(ids: list[tuple[str, str]], type_id: str) -> str | None:
-    for t, v in ids:
-        if t == type_id and v:
+        t, v = _ident_pair(ident)
+        if t == "HER" and v:
             return v
     return None
 
 
-def _mh_person_name(hp: etree._Element, k: dict[object, etree._Element] | None = None) -> str | None:
-    if k is None:
-        k = _kids(hp)[0]
-    names = [_text(k.get(t)) for t in _PERSON_NAMES]
-    return " ".join(n for n in names if n) or None
-
-
 def _mh_person(hp: etree._Element) -> tuple[str | None, str | None]:
-    """(name, HER-id) of a HealthcareProfessional."""
-    k, idents = _kids(hp, _IDENT)
-    return _mh_person_name(hp, k), _first(_idents_of(idents), "HER")
+    """(name, HER-id) of a HealthcareProfessional: one pass over its children."""
+    given = middle = family = None
+    idents = []
+    for c in hp:
+        t = c.tag
+        if t == _IDENT:
+            idents.append(c)
+        elif t == _FAMILY:
+            if family is None:
+                family = c
+        elif t == _GIVEN:
+            if given is None:
+                given = c
+        elif t == _MIDDLE and middle is None:
+            middle = c
+    names = [n for n in (_text(given), _text(middle), _text(family)) if n]
+    return " ".join(names) or None, _first_her(idents)
 
 
 def msghead_party(party: etree._Element | None) -> Party | None:
-    """Sender/Receiver/OtherReceiver of a MsgHead -> Party (levels per AD2.6-AD2.8)."""
+    """Sender/Receiver/OtherReceiver of a MsgHead -> Party (levels per AD2.6-AD2.8).
+
+    Each level is read in one pass over its children (first child per name, as `find`): a pass
+    over a handful of children costs less than an iterchildren(tag) per name we read.
+    """
     if party is None:
         return None
-    pk = _kids(party)[0]
-    org = pk.get(_ORG)
+    org = hp = None
+    for c in party:
+        t = c.tag
+        if t == _ORG:
+            org = c
+            break  # the party-level HealthcareProfessional only counts without an Organisation
+        if t == _HP and hp is None:
+            hp = c
     if org is None:
-        hp = pk.get(_HP)
         if hp is None:
             return Party()
         name, her = _mh_person(hp)
-        return Party(person_name=name, person_her_id=her)
-    ok, org_idents = _kids(org, _IDENT)
-    ids = _idents_of(org_idents)
-    sub = ok.get(_ORG)
-    hp = ok.get(_HP)
+        return _party(None, None, None, None, None, name, her)
+    org_name = sub = hp = None
+    idents = []
+    for c in org:
+        t = c.tag
+        if t == _IDENT:
+            idents.append(c)
+        elif t == _ORGNAME:
+            if org_name is None:
+                org_name = c
+        elif t == _ORG:
+            if sub is None:
+                sub = c
+        elif t == _HP and hp is None:
+            hp = c
+    her = enh = None
+    for ident in idents:  # = _first(ids, "HER") and _first(ids, "ENH")
+        typ, v = _ident_pair(ident)
+        if v:
+            if typ == "HER":
+                if her is None:
+                    her = v
+            elif typ == "ENH" and enh is None:
+                enh = v
     dept_name = dept_her = None
     if sub is not None:
-        sk, sub_idents = _kids(sub, _IDENT)
-        dept_name = _text(sk.get(_ORGNAME))
-        dept_her = _first(_idents_of(sub_idents), "HER")
+        sub_name = sub_hp = None
+        sub_idents = []
+        for c in sub:
+            t = c.tag
+            if t == _IDENT:
+                sub_idents.append(c)
+            elif t == _ORGNAME:
+                if sub_name is None:
+                    sub_name = c
+            elif t == _HP and sub_hp is None:
+                sub_hp = c
+        dept_name = _text(sub_name)
+        dept_her = _first_her(sub_idents)
         if hp is None:
-            hp = sk.get(_HP)
+            hp = sub_hp
     person_name, person_her = _mh_person(hp) if hp is not None else (None, None)
-    return Party(_text(ok.get(_ORGNAME)), _first(ids, "HER"), _first(ids, "ENH"), dept_name, dept_her,
-                 person_name, person_her)
+    return _party(_text(org_name), her, enh, dept_name, dept_her, person_name, person_her)
 
 
 def _mh_patient(p: etree._Element | None) -> PatientInfo | None:
     if p is None:
         return None
-    k, idents = _kids(p, _IDENT)
-    family = _text(k.get(f"{_MH}FamilyName"))
-    given = " ".join(n for n in (_text(k.get(f"{_MH}GivenName")), _text(k.get(f"{_MH}MiddleName"))) if n)
-    name = ", ".join(n for n in (family, given) if n) or None
+    family = given_el = middle = dob = sex = None
+    idents = []
+    for c in p:  # one pass: the first child of each name, every Ident
+        t = c.tag
+        if t == _IDENT:
+            idents.append(c)
+        elif t == _FAMILY:
+            if family is None:
+                family = c
+        elif t == _GIVEN:
+            if given_el is None:
+                given_el = c
+        elif t == _MIDDLE:
+            if middle is None:
+                middle = c
+        elif t == _DOB:
+            if dob is None:
+                dob = c
+        elif t == _SEX and sex is None:
+            sex = c
+    family_name = _text(family)
+    given = " ".join(n for n in (_text(given_el), _text(middle)) if n)
+    name = ", ".join(n for n in (family_name, given) if n) or None
     ids = tuple((t, v) for t, v in _idents_of(idents) if v)
-    return PatientInfo(name, ids, _code(k.get(f"{_MH}DateOfBirth")), _code(k.get(f"{_MH}Sex")))
+    return _patient(name, ids, _code(dob), _code(sex))
 
 
 def payload_elements(root: etree._Element) -> list[etree._Element]:
     """Every element directly inside a RefDoc/Content of a MsgHead, in document order."""
-    return [c for content in root.iter(f"{_MH}Content") for c in content if isinstance(c.tag, str)]
+    return [c for content in root.iter(_CONTENT) for c in content if isinstance(c.tag, str)]
 
 
-def _main_payload(root: etree._Element) -> etree._Element | None:
-    for doc in root.iter(f"{_MH}RefDoc"):
-        k = _kids(doc)[0]
-        if _code(k.get(f"{_MH}MsgType")) in (None, "XML"):
-            content = k.get(f"{_MH}Content")
-            if content is not None:
-                for c in content:
-                    if isinstance(c.tag, str):
-                        return c
-    found = payload_elements(root)
-    return found[0] if found else None
+def _main_payload(refdocs: list[etree._Element], payloads: list[etree._Element]) -> etree._Element | None:
+    """The first element in the first RefDoc (MsgType XML or none) that has one, else the first payload."""
+    for doc in refdocs:
+        msg_type = content = None
+        for c in doc:
+            t = c.tag
+            if t == _MSGTYPE:
+                if msg_type is None:
+                    msg_type = c
+            elif t == _CONTENT and content is None:
+                content = c
+        if content is not None and _code(msg_type) in (None, "XML"):
+            for c in content:
+                if isinstance(c.tag, str):
+                    return c
+    return payloads[0] if payloads else None
 
 
-def _from_msghead(root: etree._Element, info: MessageInfo) -> None:
-    mi = find(root, f"{_MH}MsgInfo")
+class Scan:
+    """What extraction read on the way that the validator's schema plan needs too (no second walk).
+
+    root_mig: findtext(root, "{*}MIGversion"); payloads: payload_elements(root) (MsgHead only, else None);
+    payload_mig: findtext(payload, "{*}MIGversion") of `payload`, the main payload (MsgHead only).
+    """
+
+    __slots__ = ("root_mig", "payloads", "payload", "payload_mig")
+
+    def __init__(self) -> None:
+        self.root_mig: str | None = None
+        self.payloads: list[etree._Element] | None = None
+        self.payload: etree._Element | None = None
+        self.payload_mig: str | None = None
+
+
+def _from_msghead(root: etree._Element, info: MessageInfo, scan: Scan) -> None:
+    mi = None
+    for c in root:  # = find(root, MsgInfo), and the root's own {*}MIGversion for the schema plan
+        t = c.tag
+        if t == _MSGINFO:
+            if mi is None:
+                mi = c
+        elif scan.root_mig is None and isinstance(t, str) and (
+                t == "MIGversion" or t.endswith("}MIGversion")):
+            scan.root_mig = c.text or ""
     if mi is None:
         return
-    k, others = _kids(mi, _OTHER)
-    info.type = _code(k.get(f"{_MH}Type"))
-    info.mig_version = _text(k.get(f"{_MH}MIGversion"))
-    info.msg_id = _text(k.get(f"{_MH}MsgId"))
-    info.gen_date = _text(k.get(f"{_MH}GenDate"))
-    info.sender = msghead_party(k.get(f"{_MH}Sender"))
-    info.receiver = msghead_party(k.get(f"{_MH}Receiver"))
+    typ = mig = msg_id = gen_date = sender = receiver = patient = None
+    others = []
+    for c in mi:  # one pass: the first child of each name (as `find`), every OtherReceiver
+        t = c.tag
+        if t == _TYPE:
+            if typ is None:
+                typ = c
+        elif t == _MIG:
+            if mig is None:
+                mig = c
+        elif t == _GENDATE:
+            if gen_date is None:
+                gen_date = c
+        elif t == _MSGID:
+            if msg_id is None:
+                msg_id = c
+        elif t == _SENDER:
+            if sender is None:
+                sender = c
+        elif t == _RECEIVER:
+            if receiver is None:
+                receiver = c
+        elif t == _OTHER:
+            others.append(c)
+        elif t == _PATIENT and patient is None:
+            patient = c
+    info.type = _code(typ)
+    info.mig_version = _text(mig)
+    info.msg_id = _text(msg_id)
+    info.gen_date = _text(gen_date)
+    info.sender = msghead_party(sender)
+    info.receiver = msghead_party(receiver)
     info.copy_receivers = [p for p in map(msghead_party, others) if p]
-    info.patient = _mh_patient(k.get(f"{_MH}Patient"))
-    payload = _main_payload(root)
+    info.patient = _mh_patient(patient)
+    refdocs = []
+    payloads = []
+    for el in root.iter(_REFDOC, _CONTENT):  # one walk for both (document order kept within each)
+        if el.tag == _CONTENT:
+            payloads.extend(c for c in el if isinstance(c.tag, str))
+        else:
+            refdocs.append(el)
+    payload = _main_payload(refdocs, payloads)
+    scan.payloads = payloads
+    scan.payload = payload
     info.payload = payload
     if payload is not None:
         info.namespace = ns_of(payload)
-        info.family = family_of(info.namespace, findtext(payload, "{*}MIGversion"))
+        scan.payload_mig = findtext(payload, "{*}MIGversion")
+        info.family = family_of(info.namespace, scan.payload_mig)
     else:
         info.namespace = MSGHEAD_NS
         info.family = family_of(MSGHEAD_NS)
@@ -315,28 +452,6 @@ def family_of(namespace: str, mig_version: str | None = None) -> Family | None:
 # --- own Message root ---------------------------------------------------------------------------------
 
 
-_ByName = dict[str, etree._Element]
-
-
-def _lkids(el: etree._Element, *many: str) -> tuple[_ByName, dict[str, list[etree._Element]]]:
-    """`_kids` by local name, i.e. `{*}name` lookups: first child per name, all children for `many`."""
-    first: dict[str, etree._Element] = {}
-    multi: dict[str, list[etree._Element]] = {m: [] for m in many}
-    for c in el:
-        t = c.tag
-        if not isinstance(t, str):
-            continue
-        local = t[t.find("}") + 1:]
-        if local not in first:
-            first[local] = c
-        if local in multi:
-            multi[local].append(c)
-    return first, multi
-
-
-def _her(k: dict[str, etree._Element]) -> str | None:
-    """The Id of an Inst/Dept/HCPerson (by its children) when its TypeId says HER."""
-    return _text(k.get("Id")) if _code(k.get("TypeId")) == "HER" else None
 
 
 _Ids = tuple[etree._Element | None, etree._Element | None, etree._Element | None]
@@ -344,7 +459,7 @@ _Ids = tuple[etree._Element | None, etree._Element | None, etree._Element | None
 
 def _name_id_type(el: etree._Element, depts: list[etree._Element] | None = None,
                   persons: list[etree._Element] | None = None) -> _Ids:
-    """First Name, Id and TypeId child by local name (as `_lkids`), and every Dept/HCPerson when asked.
+    """First Name, Id and TypeId child by local name (`{*}name`), and every Dept/HCPerson when asked.
 
     One loop with no dict: this runs for every Inst, Dept, HCPerson and HCProf of a party.
     """
@@ -376,13 +491,17 @@ def _her_of(k: _Ids) -> str | None:
     return _text(k[1]) if _code(k[2]) == "HER" else None
 
 
-def _pick(levels: list[_Ids]) -> tuple[_Ids | None, str | None]:
+def _pick(levels: list[etree._Element]) -> tuple[_Ids | None, str | None]:
     """The first level with a HER-id, else the first level (as hcp_party always chose), and its HER-id."""
-    for k in levels:
+    first = None
+    for el in levels:
+        k = _name_id_type(el)
         her = _her_of(k)
         if her:
             return k, her
-    return (levels[0], None) if levels else (None, None)
+        if first is None:
+            first = k
+    return first, None
 
 
 def hcp_party(hcp: etree._Element | None) -> Party | None:
@@ -390,7 +509,7 @@ def hcp_party(hcp: etree._Element | None) -> Party | None:
     if hcp is None:
         return None
     inst = prof = None
-    for c in hcp:  # = _lkids(hcp): the first Inst and HCProf
+    for c in hcp:  # the first Inst and HCProf child, by local name
         t = c.tag
         if not isinstance(t, str):
             continue
@@ -404,20 +523,20 @@ def hcp_party(hcp: etree._Element | None) -> Party | None:
         if prof is None:
             return Party()
         pk = _name_id_type(prof)
-        return Party(person_name=_text(pk[0]), person_her_id=_her_of(pk))
+        return _party(None, None, None, None, None, _text(pk[0]), _her_of(pk))
     depts: list[etree._Element] = []
     persons: list[etree._Element] = []
     ik = _name_id_type(inst, depts, persons)
-    dept, dept_her = _pick([_name_id_type(d) for d in depts])
-    person, person_her = _pick([_name_id_type(p) for p in persons])
-    return Party(
-        name=_text(ik[0]),
-        her_id=_her_of(ik),
-        org_no=_text(ik[1]) if _code(ik[2]) == "ENH" else None,
-        dept_name=_text(dept[0]) if dept is not None else None,
-        dept_her_id=dept_her,
-        person_name=_text(person[0]) if person is not None else None,
-        person_her_id=person_her,
+    dept, dept_her = _pick(depts)
+    person, person_her = _pick(persons)
+    return _party(
+        _text(ik[0]),
+        _her_of(ik),
+        _text(ik[1]) if _code(ik[2]) == "ENH" else None,
+        _text(dept[0]) if dept is not None else None,
+        dept_her,
+        _text(person[0]) if person is not None else None,
+        person_her,
     )
 
 
@@ -429,31 +548,111 @@ def _hcp_at(root: etree._Element, inst_path: str | None, ns: str) -> list[etree.
     return xpath(root, hcp_path, ns)
 
 
+_PATIENT_NAMES = frozenset({"Name", "OffId", "TypeOffId", "DateOfBirth", "Sex"})
+
+
 def _own_patient(p: etree._Element | None) -> PatientInfo | None:
     if p is None:
         return None
-    k = _lkids(p)[0]
+    k: dict[str, etree._Element] = {}
+    for c in p:  # first child per local name read; a Patient may hold many results: stop once all seen
+        t = c.tag
+        if not isinstance(t, str):
+            continue
+        local = t[t.find("}") + 1:]
+        if local in _PATIENT_NAMES and local not in k:
+            k[local] = c
+            if len(k) == len(_PATIENT_NAMES):
+                break
     ids = []
     off, typ = _text(k.get("OffId")), _code(k.get("TypeOffId"))
     if off:
         ids.append((typ or "", off))
-    return PatientInfo(_text(k.get("Name")), tuple(ids), _code(k.get("DateOfBirth")), _code(k.get("Sex")))
+    return _patient(_text(k.get("Name")), tuple(ids), _code(k.get("DateOfBirth")), _code(k.get("Sex")))
 
 
-def _from_own(root: etree._Element, info: MessageInfo, family: Family, k: dict[str, etree._Element]) -> None:
+# Family paths "k:Service/k:Role/k:HCP/k:Inst" as the Clark tags of each step (namespace filled in per
+# message), so the parties are found by walking children instead of four XPath evaluations.
+_Steps = tuple[str, str, str, str]  # service, sender role, receiver role, copy role
+_STEPS_MEMO: dict[Family, _Steps | None] = {}
+
+
+def _own_steps(family: Family) -> _Steps | None:
+    if family in _STEPS_MEMO:
+        return _STEPS_MEMO[family]
+    steps = None
+    paths = [p.split("/") if p else [] for p in (family.sender_path, family.receiver_path, family.copy_path)]
+    if all(len(p) == 4 and p[2:] == ["k:HCP", "k:Inst"] and p[0] == paths[0][0]
+           and all(s.startswith("k:") and s[2:].isidentifier() for s in p) for p in paths):
+        steps = (paths[0][0][2:], paths[0][1][2:], paths[1][1][2:], paths[2][1][2:])
+        if len(set(steps)) != 4 or "Patient" in steps or "HCP" in steps:
+            steps = None
+    _STEPS_MEMO[family] = steps  # keys are the fixed family table: bounded
+    return steps
+
+
+_SERVICES = frozenset(s[0] for s in map(_own_steps, (f for f in FAMILIES if f.carrier == "own")) if s)
+
+
+def _hcps(role: etree._Element, hcp_tag: str) -> list[etree._Element]:
+    return [c for c in role if c.tag == hcp_tag]
+
+
+def _from_own(root: etree._Element, info: MessageInfo, family: Family, k: dict[str, etree._Element],
+              services: list[etree._Element]) -> None:
     info.type = _code(k.get("Type"))
     info.mig_version = _text(k.get("MIGversion"))
     info.msg_id = _text(k.get("MsgId"))
     info.gen_date = _code(k.get("GenDate"))  # older versions write it as a TS: V="..."
     ns = info.root_namespace
-    s = _hcp_at(root, family.sender_path, ns)
-    r = _hcp_at(root, family.receiver_path, ns)
-    info.sender = hcp_party(s[0]) if s else None
-    info.receiver = hcp_party(r[0]) if r else None
-    info.copy_receivers = [p for p in map(hcp_party, _hcp_at(root, family.copy_path, ns)) if p]
-    service = family.sender_path.split("/")[0] if family.sender_path else None
-    pats = xpath(root, f"{service}/k:Patient", ns) if service else []
-    info.patient = _own_patient(pats[0] if pats else None)
+    steps = _own_steps(family)
+    if steps is None:  # a path of another shape: evaluate it as written
+        s = _hcp_at(root, family.sender_path, ns)
+        r = _hcp_at(root, family.receiver_path, ns)
+        info.sender = hcp_party(s[0]) if s else None
+        info.receiver = hcp_party(r[0]) if r else None
+        info.copy_receivers = [p for p in map(hcp_party, _hcp_at(root, family.copy_path, ns)) if p]
+        service = family.sender_path.split("/")[0] if family.sender_path else None
+        pats = xpath(root, f"{service}/k:Patient", ns) if service else []
+        info.patient = _own_patient(pats[0] if pats else None)
+        return
+    # The XPaths k:S/k:R/k:HCP in document order: services in order, their role children in order.
+    n = f"{{{ns}}}"
+    service, sender_tag, receiver_tag, copy_tag = (n + s for s in steps)
+    hcp_tag, patient_tag = n + "HCP", n + "Patient"
+    sender = receiver = patient = None
+    copies: list[etree._Element] = []
+    for svc in services:
+        if svc.tag != service:
+            continue
+        for c in svc:
+            t = c.tag
+            if t == sender_tag:
+                if sender is None:
+                    sender = next(iter(_hcps(c, hcp_tag)), None)
+            elif t == receiver_tag:
+                if receiver is None:
+                    receiver = next(iter(_hcps(c, hcp_tag)), None)
+            elif t == copy_tag:
+                copies.extend(_hcps(c, hcp_tag))
+            elif t == patient_tag and patient is None:
+                patient = c
+    info.sender = hcp_party(sender) if sender is not None else None
+    info.receiver = hcp_party(receiver) if receiver is not None else None
+    info.copy_receivers = [p for p in map(hcp_party, copies) if p]
+    info.patient = _own_patient(patient)
+
+
+def _child_local(el: etree._Element | None, local: str) -> etree._Element | None:
+    """= find(el, "{*}local"): the first child element of that local name, in any or no namespace."""
+    if el is None:
+        return None
+    end = "}" + local
+    for c in el:
+        t = c.tag
+        if isinstance(t, str) and (t == local or t.endswith(end)):
+            return c
+    return None
 
 
 def _from_apprec(root: etree._Element, info: MessageInfo, k: dict[str, etree._Element]) -> None:
@@ -461,31 +660,54 @@ def _from_apprec(root: etree._Element, info: MessageInfo, k: dict[str, etree._El
     info.mig_version = _text(k.get("MIGversion"))
     info.msg_id = _text(k.get("Id"))
     info.gen_date = _text(k.get("GenDate"))
-    info.sender = hcp_party(find(k.get("Sender"), "{*}HCP"))
-    info.receiver = hcp_party(find(k.get("Receiver"), "{*}HCP"))
+    info.sender = hcp_party(_child_local(k.get("Sender"), "HCP"))
+    info.receiver = hcp_party(_child_local(k.get("Receiver"), "HCP"))
+
+
+# Root children read by local name outside MsgHead (the first of each, as `{*}name`).
+_ROOT_NAMES = frozenset({"Type", "MIGversion", "MsgId", "GenDate", "MsgType", "Id", "Sender", "Receiver"})
 
 
 def extract_info(tree: etree._ElementTree | etree._Element) -> MessageInfo:
     """Family, version, type, ids, parties and patient of a parsed message. Never raises on odd input."""
+    return scan_info(tree)[0]
+
+
+def scan_info(tree: etree._ElementTree | etree._Element) -> tuple[MessageInfo, Scan]:
+    """extract_info, and what it read that the validator's schema plan needs as well."""
     root = tree.getroot() if isinstance(tree, etree._ElementTree) else tree
-    ns = ns_of(root)
-    info = MessageInfo(root_namespace=ns, root=etree.QName(root).localname, namespace=ns, payload=root)
+    tag = root.tag
+    ns = tag[1:tag.index("}")] if tag[0] == "{" else ""  # = ns_of(root); a root is an element: str tag
+    info = MessageInfo(root_namespace=ns, root=tag[tag.find("}") + 1:], namespace=ns, payload=root)
+    scan = Scan()
     if ns == MSGHEAD_NS:
-        _from_msghead(root, info)
-        return info
-    k = _lkids(root)[0]
+        _from_msghead(root, info, scan)
+        return info, scan
+    k: dict[str, etree._Element] = {}
+    services: list[etree._Element] = []
+    for c in root:
+        t = c.tag
+        if not isinstance(t, str):
+            continue
+        local = t[t.find("}") + 1:]
+        if local in _ROOT_NAMES:
+            if local not in k:
+                k[local] = c
+        elif local in _SERVICES:
+            services.append(c)
     mig = k.get("MIGversion")
-    family = family_of(ns, None if mig is None else (mig.text or ""))
+    scan.root_mig = None if mig is None else (mig.text or "")
+    family = family_of(ns, scan.root_mig)
     info.family = family
     if family is None:
         # Not in the family table: still read the common header fields where a standard has them.
         info.type = _code(k.get("Type"))
         info.msg_id = _text(k.get("MsgId"))
         info.gen_date = _code(k.get("GenDate"))
-        return info
+        return info, scan
     info.carrier = family.carrier
     if ns in _APPREC:
         _from_apprec(root, info, k)
     elif family.carrier == "own":
-        _from_own(root, info, family, k)
-    return info
+        _from_own(root, info, family, k, services)
+    return info, scan

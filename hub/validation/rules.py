@@ -10,10 +10,9 @@ whose list we do not know is left alone.
 
 from __future__ import annotations
 
-import operator
 import re
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 
 from lxml import etree
 
@@ -152,11 +151,31 @@ def parse_gen_date(text: str) -> datetime | None:
     return dt if dt.tzinfo else dt.replace(tzinfo=_local_zone())
 
 
+_DATE_HEAD = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
+_PAST: list[tuple[date, str]] = []  # [(now's date, that date minus 3 days as YYYY-MM-DD)]
+
+
+def _surely_past(text: str, now: datetime) -> bool:
+    """True only if GenDate `text` cannot lie after `now`: its calendar date is 3 days or more before.
+
+    Whatever follows the date, the instant it names (offsets < 24 h, naive = Oslo time) is under 48 h
+    after the date's UTC midnight, and that midnight is over 24 h before now: no parse needed.
+    """
+    if _DATE_HEAD.match(text) is None or now.tzinfo is None:  # (a naive now: let the comparison raise)
+        return False
+    today = now.date()
+    if not _PAST or _PAST[0][0] != today:
+        _PAST[:] = [(today, (today - timedelta(days=3)).isoformat())]
+    return text[:10] <= _PAST[0][1]
+
+
 def gen_date_rules(info: MessageInfo, root: etree._Element, now: datetime | None = None) -> list[Problem]:
     if not info.gen_date:
         return []
-    dt = parse_gen_date(info.gen_date)
     now = now or datetime.now(UTC)
+    if _surely_past(info.gen_date, now):
+        return []
+    dt = parse_gen_date(info.gen_date)
     if dt is not None and dt > now + CLOCK_SKEW:
         el = next(root.iter(f"{_MH}GenDate", "{*}GenDate"), None)
         return [problem("gendate.future", f"GenDate {info.gen_date} lies in the future", el)]
@@ -219,12 +238,18 @@ def _ident_scan(root: etree._Element) -> int | None:
         if holder is None:
             return None
         if s:
-            listed_s += s in _S_LISTED
-            codes = _IDENT_LISTS.get(s.removeprefix(OID))
+            if s in _S_LISTED:
+                listed_s += 1
+            codes = _S_IDENT.get(s)  # = _IDENT_LISTS.get(s.removeprefix(OID))
             if codes is None or value not in codes:
                 return None
-        elif value != "HER" and value not in CODE_LISTS[_ident_list(t, holder)]:
-            return None  # (HER is the one value both lists hold: no need to ask where it stands)
+        elif value != "HER":  # (HER is the one value both lists hold: no need to ask where it stands)
+            # The lists share no other value: only one in which it stands needs the place (_ident_list).
+            if value in CODES_9051:
+                if not _org_place(holder):
+                    return None
+            elif value not in CODES_8116 or _org_place(holder):
+                return None
         if value == "HER":
             id_el = None
             for c in holder:  # = find(holder, "{*}Id"); Id comes first in MsgHead's Ident
@@ -238,7 +263,14 @@ def _ident_scan(root: etree._Element) -> int | None:
     return listed_s
 
 
+def _org_place(holder: etree._Element) -> bool:
+    """_ident_list of a TypeId without S is 9051 (not 8116): it identifies an Organisation/Inst/Dept."""
+    owner = holder.getparent() if _local(holder.tag) == "Ident" else holder
+    return owner is not None and _local(owner.tag) in ("Organisation", "Inst", "Dept")
+
+
 _IDENT_LISTS = {"9051": CODES_9051, "8116": CODES_8116}
+_S_IDENT = {**_IDENT_LISTS, **{OID + listed: codes for listed, codes in _IDENT_LISTS.items()}}
 # An S naming a list we embed, exactly as _code_violation reads it (OID + list number).
 _S_LISTED = frozenset(OID + listed for listed in CODE_LISTS)
 
@@ -312,10 +344,13 @@ def _codes_clean(root: etree._Element, typed_listed_s: int | None = None) -> boo
     typed_listed_s: how many TypeId/TypeOffId hold an S in _S_LISTED (from _ident_scan). When every
     such S in the document is theirs, no element _CODED_BY_S selects can fail on its S: skip that query.
     """
-    if typed_listed_s is None or sum(s in _S_LISTED for s in _ALL_S(root)) != typed_listed_s:
+    all_s = None if typed_listed_s is None else _ALL_S(root)
+    if all_s is None or sum(map(_S_LISTED.__contains__, all_s)) != typed_listed_s:
         for el in _CODED_BY_S(root):
             if _code_violation(el) is not None:  # type: ignore[arg-type]
                 return False
+    if all_s is not None and "" not in all_s:
+        return _fixed_places_clean(root)
     for el in root.iter(_FIXED_TAGS):
         v = el.get("V")
         if v is None:
@@ -333,6 +368,42 @@ def _codes_clean(root: etree._Element, typed_listed_s: int | None = None) -> boo
         if v.strip() not in CODE_LISTS[_FIXED_LIST[tag]]:
             return False
     return True
+
+
+# The fixed-place tags by local name: wildcard tags cost libxml2 matching less to set up than Clark names,
+# and the few extra hits are sorted out by tag. AppRec's Status counts only as a child of the root.
+_FIXED_ANY = tuple(sorted({"{*}" + _local(tag) for tag in _FIXED_TAGS if tag not in _ROOT_STATUS}))
+
+
+def _fixed_places_clean(root: etree._Element) -> bool:
+    """The fixed-place half of _codes_clean when no element holds an empty S.
+
+    An element with a non-empty S then cannot fail here: an S outside our lists names no list, and one in
+    them made _codes_clean run _CODED_BY_S (it is no TypeId, so the counts differed). Only elements
+    without S at their fixed place remain.
+    """
+    for el in root.iter(*_FIXED_ANY):
+        tag = el.tag
+        want = _FIXED_PLACES.get(tag)
+        if want is None or el.get("S") is not None:
+            continue
+        v = el.get("V")
+        if v is None:
+            continue
+        parent = el.getparent()
+        if parent is not None and parent.tag == want and v.strip() not in CODE_LISTS[_FIXED_LIST[tag]]:
+            return False
+    status = _ROOT_STATUS_OF.get(root.tag)
+    if status is not None:
+        for el in root:  # the root is the AppRec: its Status children are the ones _CODED selects
+            if el.tag == status and el.get("S") is None:
+                v = el.get("V")
+                if v is not None and v.strip() not in CODE_LISTS[_FIXED_LIST[status]]:
+                    return False
+    return True
+
+
+_ROOT_STATUS_OF = {root: status for status, root in _ROOT_STATUS.items()}
 
 
 def _type_clean(info: MessageInfo) -> bool:
@@ -394,16 +465,15 @@ _W2 = (5, 4, 3, 2, 7, 6, 5, 4, 3, 2)
 
 
 def fnr_valid(number: str) -> bool:
-    """Fødselsnummer/D-nummer: 11 digits with both mod-11 check digits right."""
+    """Fødselsnummer/D-nummer: 11 digits with both mod-11 check digits right (weights _W1, _W2)."""
     if len(number) != 11 or not number.isdigit():
         return False
-    d = list(map(int, number))
-    for weights, pos in ((_W1, 9), (_W2, 10)):
-        c = 11 - sum(map(operator.mul, weights, d)) % 11
-        c = 0 if c == 11 else c
-        if c == 10 or c != d[pos]:
-            return False
-    return True
+    d0, d1, d2, d3, d4, d5, d6, d7, d8, d9, d10 = map(int, number)  # written out: it runs per message
+    c = 11 - (3 * d0 + 7 * d1 + 6 * d2 + d3 + 8 * d4 + 9 * d5 + 4 * d6 + 5 * d7 + 2 * d8) % 11
+    if (0 if c == 11 else c) != d9:  # c == 10 never equals a digit
+        return False
+    c = 11 - (5 * d0 + 4 * d1 + 3 * d2 + 2 * d3 + 7 * d4 + 6 * d5 + 5 * d6 + 4 * d7 + 3 * d8 + 2 * d9) % 11
+    return (0 if c == 11 else c) == d10
 
 
 def _patient_element(info: MessageInfo, root: etree._Element) -> etree._Element | None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from lxml import etree
 
 from hub.messages.families import FAMILIES, MSGHEAD_NS
-from hub.messages.info import MessageInfo, extract_info, findtext, ns_of, payload_elements
+from hub.messages.info import MessageInfo, Scan, findtext, ns_of, payload_elements, scan_info
 from hub.validation import rules
 from hub.validation.catalog import rule
 from hub.validation.registry import SchemaError, SchemaRef, SchemaRegistry, default_registry
@@ -78,9 +78,9 @@ class Validator:
                                             line=exc.line, column=exc.column))
             return result
         root = tree.getroot()
-        info = extract_info(tree)
+        info, scan = scan_info(root)
         self._fill(result, info)
-        plan = self._plan(info, root)
+        plan = self._plan(info, root, scan)
         if plan is not None:
             refs: list[SchemaRef] | None = plan[0]
         else:
@@ -123,23 +123,28 @@ class Validator:
         result.receiver = info.receiver_her
         result.info = info
 
-    def _plan_key(self, info: MessageInfo, root: etree._Element) -> tuple[object, ...]:
-        """What _schema_refs decides on: the root's namespace and MIGversion, each new payload namespace's."""
+    @staticmethod
+    def _plan_key(info: MessageInfo, root: etree._Element, scan: Scan) -> tuple[object, ...]:
+        """What _schema_refs decides on: the root's namespace and MIGversion, each new payload namespace's.
+
+        Extraction already read the root's MIGversion, the payload elements and the main payload's one.
+        """
         ns = info.root_namespace
         payloads: list[tuple[str, str | None]] = []
         if ns == MSGHEAD_NS:
             seen = {ns}
-            for el in payload_elements(root):
+            for el in payload_elements(root) if scan.payloads is None else scan.payloads:
                 pns = ns_of(el)
                 if pns not in seen:
                     seen.add(pns)
-                    payloads.append((pns, findtext(el, "{*}MIGversion")))
-        return ns, findtext(root, "{*}MIGversion") or info.mig_version, tuple(payloads)
+                    mig = scan.payload_mig if el is scan.payload else findtext(el, "{*}MIGversion")
+                    payloads.append((pns, mig))
+        return ns, scan.root_mig or info.mig_version, tuple(payloads)
 
-    def _plan(self, info: MessageInfo, root: etree._Element) -> _Plan | None:
+    def _plan(self, info: MessageInfo, root: etree._Element, scan: Scan) -> _Plan | None:
         """Refs and compiled schema for this kind of message, remembered per registry once they worked."""
         plans = self.registry.plans
-        key = self._plan_key(info, root)
+        key = self._plan_key(info, root, scan)
         hit = plans.get(key)
         if hit is not None or len(plans) >= _MAX_PLANS:
             return hit

@@ -1,7 +1,8 @@
 """The validator's shortcuts say "clean" only when the full rules would find nothing, and the one-pass
 extraction reads what a plain find()/XPath reading of the same tree reads.
 
-rules.check skips ident_rules/code_rules when _ident_scan/_codes_clean say so; gen_date_rules skips
+rules.check skips ident_rules/code_rules when _ident_scan/_codes_clean say so (the scan skipping the
+TypeIds extraction read and _vet_typeids passed); gen_date_rules skips
 parsing a GenDate days in the past; extraction (hub.messages.info) reads children in one loop, walks
 own-root parties instead of evaluating the family XPaths, and hands the validator's schema plan what it
 read on the way. Mutated fixtures exercise the places where they could differ.
@@ -375,6 +376,8 @@ def test_extraction_reads_what_a_plain_reading_reads(name: str) -> None:
         info, scan = mi.scan_info(root)
         assert info == ref_extract(root)
         assert Validator._plan_key(info, root, scan) == ref_plan_key(info, root)
+        # The TypeIds extraction vouches for change nothing the ident scan says.
+        assert rules._ident_scan(root, rules._vet_typeids(scan.typeids)) == rules._ident_scan(root)
         for party in root.iter(f"{_MH}Sender", f"{_MH}Receiver", f"{_MH}OtherReceiver"):
             assert mi.msghead_party(party) == ref_msghead_party(party)
         for hcp in root.iter("{*}HCP"):

@@ -186,34 +186,48 @@ def _patient(name: str | None, ids: tuple[tuple[str, str], ...], date_of_birth: 
     return p
 
 
-def _ident_pair(ident: etree._Element) -> tuple[str, str]:
+# (TypeId or TypeOffId element, its code or "", first child of its holder with local name Id, whether
+# that holder identifies an organisation (Organisation/Inst/Dept), whether the Id is known): every TypeId
+# extraction reads, so the validator's ident rules need not look each up again (rules._vet_typeids).
+TypeIdSeen = tuple[etree._Element, str, etree._Element | None, bool, bool]
+_Rec = list[TypeIdSeen] | None
+
+
+def _ident_pair(ident: etree._Element, rec: _Rec = None, org: bool = False) -> tuple[str, str]:
     """(code of the first TypeId or "", text of the first Id or "") of a MsgHead Ident."""
-    typ = id_el = None
+    typ = id_el = any_id = None
     for c in ident:
         t = c.tag
         if t == _TYPEID:
             if typ is None:
                 typ = c
-        elif t == _ID and id_el is None:
-            id_el = c
-    return (_code(typ) or ""), _text(id_el) or ""
+        elif t == _ID:
+            if id_el is None:
+                id_el = c
+            if any_id is None:
+                any_id = c
+        elif any_id is None and isinstance(t, str) and (t == "Id" or t.endswith("}Id")):
+            any_id = c  # the ident rules read the first Id of any namespace
+    code = _code(typ) or ""
+    if rec is not None and typ is not None:
+        rec.append((typ, code, any_id, org, True))
+    return code, _text(id_el) or ""
 
 
-def _idents_of(idents: list[etree._Element]) -> list[tuple[str, str]]:
-    return [_ident_pair(ident) for ident in idents]
+def _idents_of(idents: list[etree._Element], rec: _Rec = None, org: bool = False) -> list[tuple[str, str]]:
+    return [_ident_pair(ident, rec, org) for ident in idents]
 
 
-
-def _first_her(idents: list[etree._Element]) -> str | None:
+def _first_her(idents: list[etree._Element], rec: _Rec = None, org: bool = False) -> str | None:
     """The Id of the first Ident whose TypeId says HER and whose Id is not empty."""
     for ident in idents:
-        t, v = _ident_pair(ident)
+        t, v = _ident_pair(ident, rec, org)
         if t == "HER" and v:
             return v
     return None
 
 
-def _mh_person(hp: etree._Element) -> tuple[str | None, str | None]:
+def _mh_person(hp: etree._Element, rec: _Rec = None) -> tuple[str | None, str | None]:
     """(name, HER-id) of a HealthcareProfessional: one pass over its children."""
     given = middle = family = None
     idents = []
@@ -230,11 +244,16 @@ def _mh_person(hp: etree._Element) -> tuple[str | None, str | None]:
         elif t == _MIDDLE and middle is None:
             middle = c
     names = [n for n in (_text(given), _text(middle), _text(family)) if n]
-    return " ".join(names) or None, _first_her(idents)
+    return " ".join(names) or None, _first_her(idents, rec)
 
 
 def msghead_party(party: etree._Element | None) -> Party | None:
-    """Sender/Receiver/OtherReceiver of a MsgHead -> Party (levels per AD2.6-AD2.8).
+    """Sender/Receiver/OtherReceiver of a MsgHead -> Party (levels per AD2.6-AD2.8)."""
+    return _msghead_party(party)
+
+
+def _msghead_party(party: etree._Element | None, rec: _Rec = None) -> Party | None:
+    """msghead_party, noting the TypeIds it reads in `rec`.
 
     Each level is read in one pass over its children (first child per name, as `find`): a pass
     over a handful of children costs less than an iterchildren(tag) per name we read.
@@ -252,7 +271,7 @@ def msghead_party(party: etree._Element | None) -> Party | None:
     if org is None:
         if hp is None:
             return Party()
-        name, her = _mh_person(hp)
+        name, her = _mh_person(hp, rec)
         return _party(None, None, None, None, None, name, her)
     org_name = sub = hp = None
     idents = []
@@ -270,7 +289,7 @@ def msghead_party(party: etree._Element | None) -> Party | None:
             hp = c
     her = enh = None
     for ident in idents:  # = _first(ids, "HER") and _first(ids, "ENH")
-        typ, v = _ident_pair(ident)
+        typ, v = _ident_pair(ident, rec, True)
         if v:
             if typ == "HER":
                 if her is None:
@@ -291,14 +310,14 @@ def msghead_party(party: etree._Element | None) -> Party | None:
             elif t == _HP and sub_hp is None:
                 sub_hp = c
         dept_name = _text(sub_name)
-        dept_her = _first_her(sub_idents)
+        dept_her = _first_her(sub_idents, rec, True)
         if hp is None:
             hp = sub_hp
-    person_name, person_her = _mh_person(hp) if hp is not None else (None, None)
+    person_name, person_her = _mh_person(hp, rec) if hp is not None else (None, None)
     return _party(_text(org_name), her, enh, dept_name, dept_her, person_name, person_her)
 
 
-def _mh_patient(p: etree._Element | None) -> PatientInfo | None:
+def _mh_patient(p: etree._Element | None, rec: _Rec = None) -> PatientInfo | None:
     if p is None:
         return None
     family = given_el = middle = dob = sex = None
@@ -324,7 +343,7 @@ def _mh_patient(p: etree._Element | None) -> PatientInfo | None:
     family_name = _text(family)
     given = " ".join(n for n in (_text(given_el), _text(middle)) if n)
     name = ", ".join(n for n in (family_name, given) if n) or None
-    ids = tuple((t, v) for t, v in _idents_of(idents) if v)
+    ids = tuple((t, v) for t, v in _idents_of(idents, rec) if v)
     return _patient(name, ids, _code(dob), _code(sex))
 
 
@@ -358,13 +377,14 @@ class Scan:
     payload_mig: findtext(payload, "{*}MIGversion") of `payload`, the main payload (MsgHead only).
     """
 
-    __slots__ = ("root_mig", "payloads", "payload", "payload_mig")
+    __slots__ = ("root_mig", "payloads", "payload", "payload_mig", "typeids")
 
     def __init__(self) -> None:
         self.root_mig: str | None = None
         self.payloads: list[etree._Element] | None = None
         self.payload: etree._Element | None = None
         self.payload_mig: str | None = None
+        self.typeids: list[TypeIdSeen] = []  # every TypeId read on the way (TypeIdSeen)
 
 
 def _from_msghead(root: etree._Element, info: MessageInfo, scan: Scan) -> None:
@@ -409,10 +429,11 @@ def _from_msghead(root: etree._Element, info: MessageInfo, scan: Scan) -> None:
     info.mig_version = _text(mig)
     info.msg_id = _text(msg_id)
     info.gen_date = _text(gen_date)
-    info.sender = msghead_party(sender)
-    info.receiver = msghead_party(receiver)
-    info.copy_receivers = [p for p in map(msghead_party, others) if p]
-    info.patient = _mh_patient(patient)
+    rec = scan.typeids
+    info.sender = _msghead_party(sender, rec)
+    info.receiver = _msghead_party(receiver, rec)
+    info.copy_receivers = [p for p in (_msghead_party(o, rec) for o in others) if p]
+    info.patient = _mh_patient(patient, rec)
     refdocs = []
     payloads = []
     for el in root.iter(_REFDOC, _CONTENT):  # one walk for both (document order kept within each)
@@ -454,11 +475,12 @@ def family_of(namespace: str, mig_version: str | None = None) -> Family | None:
 
 
 
-_Ids = tuple[etree._Element | None, etree._Element | None, etree._Element | None]
+# (Name, Id, code of the TypeId) of an Inst, Dept, HCPerson or HCProf.
+_Ids = tuple[etree._Element | None, etree._Element | None, str | None]
 
 
 def _name_id_type(el: etree._Element, depts: list[etree._Element] | None = None,
-                  persons: list[etree._Element] | None = None) -> _Ids:
+                  persons: list[etree._Element] | None = None, rec: _Rec = None, org: bool = False) -> _Ids:
     """First Name, Id and TypeId child by local name (`{*}name`), and every Dept/HCPerson when asked.
 
     One loop with no dict: this runs for every Inst, Dept, HCPerson and HCProf of a party.
@@ -483,19 +505,22 @@ def _name_id_type(el: etree._Element, depts: list[etree._Element] | None = None,
                 depts.append(c)
             elif local == "HCPerson":
                 persons.append(c)
-    return name, id_el, type_el
+    code = _code(type_el)
+    if rec is not None and type_el is not None:
+        rec.append((type_el, code or "", id_el, org, True))
+    return name, id_el, code
 
 
 def _her_of(k: _Ids) -> str | None:
-    """`_her` of a (Name, Id, TypeId) triple."""
-    return _text(k[1]) if _code(k[2]) == "HER" else None
+    """The Id of a (Name, Id, TypeId code) triple when the TypeId says HER."""
+    return _text(k[1]) if k[2] == "HER" else None
 
 
-def _pick(levels: list[etree._Element]) -> tuple[_Ids | None, str | None]:
+def _pick(levels: list[etree._Element], rec: _Rec, org: bool) -> tuple[_Ids | None, str | None]:
     """The first level with a HER-id, else the first level (as hcp_party always chose), and its HER-id."""
     first = None
     for el in levels:
-        k = _name_id_type(el)
+        k = _name_id_type(el, rec=rec, org=org)
         her = _her_of(k)
         if her:
             return k, her
@@ -506,6 +531,11 @@ def _pick(levels: list[etree._Element]) -> tuple[_Ids | None, str | None]:
 
 def hcp_party(hcp: etree._Element | None) -> Party | None:
     """HCP of an own-root message (or of an AppRec): Inst with Dept/HCPerson below, or a lone HCProf."""
+    return _hcp_party(hcp)
+
+
+def _hcp_party(hcp: etree._Element | None, rec: _Rec = None) -> Party | None:
+    """hcp_party, noting the TypeIds it reads in `rec`."""
     if hcp is None:
         return None
     inst = prof = None
@@ -522,17 +552,17 @@ def hcp_party(hcp: etree._Element | None) -> Party | None:
     if inst is None:
         if prof is None:
             return Party()
-        pk = _name_id_type(prof)
+        pk = _name_id_type(prof, rec=rec)
         return _party(None, None, None, None, None, _text(pk[0]), _her_of(pk))
     depts: list[etree._Element] = []
     persons: list[etree._Element] = []
-    ik = _name_id_type(inst, depts, persons)
-    dept, dept_her = _pick(depts)
-    person, person_her = _pick(persons)
+    ik = _name_id_type(inst, depts, persons, rec, True)
+    dept, dept_her = _pick(depts, rec, True)
+    person, person_her = _pick(persons, rec, False)
     return _party(
         _text(ik[0]),
         _her_of(ik),
-        _text(ik[1]) if _code(ik[2]) == "ENH" else None,
+        _text(ik[1]) if ik[2] == "ENH" else None,
         _text(dept[0]) if dept is not None else None,
         dept_her,
         _text(person[0]) if person is not None else None,
@@ -551,7 +581,7 @@ def _hcp_at(root: etree._Element, inst_path: str | None, ns: str) -> list[etree.
 _PATIENT_NAMES = frozenset({"Name", "OffId", "TypeOffId", "DateOfBirth", "Sex"})
 
 
-def _own_patient(p: etree._Element | None) -> PatientInfo | None:
+def _own_patient(p: etree._Element | None, rec: _Rec = None) -> PatientInfo | None:
     if p is None:
         return None
     k: dict[str, etree._Element] = {}
@@ -565,7 +595,10 @@ def _own_patient(p: etree._Element | None) -> PatientInfo | None:
             if len(k) == len(_PATIENT_NAMES):
                 break
     ids = []
-    off, typ = _text(k.get("OffId")), _code(k.get("TypeOffId"))
+    type_el = k.get("TypeOffId")
+    off, typ = _text(k.get("OffId")), _code(type_el)
+    if rec is not None and type_el is not None:  # (the Patient's Id was not looked for: unknown)
+        rec.append((type_el, typ or "", None, False, False))
     if off:
         ids.append((typ or "", off))
     return _patient(_text(k.get("Name")), tuple(ids), _code(k.get("DateOfBirth")), _code(k.get("Sex")))
@@ -599,7 +632,7 @@ def _hcps(role: etree._Element, hcp_tag: str) -> list[etree._Element]:
 
 
 def _from_own(root: etree._Element, info: MessageInfo, family: Family, k: dict[str, etree._Element],
-              services: list[etree._Element]) -> None:
+              services: list[etree._Element], rec: _Rec) -> None:
     info.type = _code(k.get("Type"))
     info.mig_version = _text(k.get("MIGversion"))
     info.msg_id = _text(k.get("MsgId"))
@@ -609,12 +642,13 @@ def _from_own(root: etree._Element, info: MessageInfo, family: Family, k: dict[s
     if steps is None:  # a path of another shape: evaluate it as written
         s = _hcp_at(root, family.sender_path, ns)
         r = _hcp_at(root, family.receiver_path, ns)
-        info.sender = hcp_party(s[0]) if s else None
-        info.receiver = hcp_party(r[0]) if r else None
-        info.copy_receivers = [p for p in map(hcp_party, _hcp_at(root, family.copy_path, ns)) if p]
+        info.sender = _hcp_party(s[0], rec) if s else None
+        info.receiver = _hcp_party(r[0], rec) if r else None
+        copies = _hcp_at(root, family.copy_path, ns)
+        info.copy_receivers = [p for p in (_hcp_party(h, rec) for h in copies) if p]
         service = family.sender_path.split("/")[0] if family.sender_path else None
         pats = xpath(root, f"{service}/k:Patient", ns) if service else []
-        info.patient = _own_patient(pats[0] if pats else None)
+        info.patient = _own_patient(pats[0] if pats else None, rec)
         return
     # The XPaths k:S/k:R/k:HCP in document order: services in order, their role children in order.
     n = f"{{{ns}}}"
@@ -637,10 +671,10 @@ def _from_own(root: etree._Element, info: MessageInfo, family: Family, k: dict[s
                 copies.extend(_hcps(c, hcp_tag))
             elif t == patient_tag and patient is None:
                 patient = c
-    info.sender = hcp_party(sender) if sender is not None else None
-    info.receiver = hcp_party(receiver) if receiver is not None else None
-    info.copy_receivers = [p for p in map(hcp_party, copies) if p]
-    info.patient = _own_patient(patient)
+    info.sender = _hcp_party(sender, rec) if sender is not None else None
+    info.receiver = _hcp_party(receiver, rec) if receiver is not None else None
+    info.copy_receivers = [p for p in (_hcp_party(h, rec) for h in copies) if p]
+    info.patient = _own_patient(patient, rec)
 
 
 def _child_local(el: etree._Element | None, local: str) -> etree._Element | None:
@@ -655,13 +689,13 @@ def _child_local(el: etree._Element | None, local: str) -> etree._Element | None
     return None
 
 
-def _from_apprec(root: etree._Element, info: MessageInfo, k: dict[str, etree._Element]) -> None:
+def _from_apprec(root: etree._Element, info: MessageInfo, k: dict[str, etree._Element], rec: _Rec) -> None:
     info.type = _code(k.get("MsgType"))
     info.mig_version = _text(k.get("MIGversion"))
     info.msg_id = _text(k.get("Id"))
     info.gen_date = _text(k.get("GenDate"))
-    info.sender = hcp_party(_child_local(k.get("Sender"), "HCP"))
-    info.receiver = hcp_party(_child_local(k.get("Receiver"), "HCP"))
+    info.sender = _hcp_party(_child_local(k.get("Sender"), "HCP"), rec)
+    info.receiver = _hcp_party(_child_local(k.get("Receiver"), "HCP"), rec)
 
 
 # Root children read by local name outside MsgHead (the first of each, as `{*}name`).
@@ -707,7 +741,7 @@ def scan_info(tree: etree._ElementTree | etree._Element) -> tuple[MessageInfo, S
         return info, scan
     info.carrier = family.carrier
     if ns in _APPREC:
-        _from_apprec(root, info, k)
+        _from_apprec(root, info, k, scan.typeids)
     elif family.carrier == "own":
-        _from_own(root, info, family, k, services)
+        _from_own(root, info, family, k, services, scan.typeids)
     return info, scan

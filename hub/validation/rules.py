@@ -18,7 +18,7 @@ from lxml import etree
 
 from hub.codes import APPREC_ERRORS
 from hub.messages.families import APPREC_10_NS, APPREC_11_NS, FAMILIES, MSGHEAD_NS
-from hub.messages.info import MessageInfo, Party, PatientInfo, find, xpath
+from hub.messages.info import MessageInfo, Party, PatientInfo, TypeIdSeen, find, xpath
 from hub.validation.catalog import rule
 from hub.validation.result import Problem
 
@@ -223,14 +223,43 @@ def ident_rules(root: etree._Element) -> list[Problem]:
     return out
 
 
-def _ident_scan(root: etree._Element) -> int | None:
+def _vet_typeids(seen: list[TypeIdSeen]) -> dict[etree._Element, bool]:
+    """The TypeIds extraction read that pass _ident_scan's test, each mapped to whether its S is listed.
+
+    Extraction knows where each stands (its holder's kind, the holder's first Id), so only S is read
+    here; _ident_scan then skips them instead of looking up their parent and Id again.
+    """
+    vetted: dict[etree._Element, bool] = {}
+    for t, value, id_el, org, id_known in seen:
+        s = t.get("S")
+        if s:
+            codes = _S_IDENT.get(s)
+            if codes is None or value not in codes:
+                continue
+        elif value != "HER" and not (org if value in CODES_9051 else value in CODES_8116 and not org):
+            continue
+        if value == "HER":
+            her = (id_el.text or "").strip() if id_el is not None else ""
+            if not id_known or not her.isdigit() or int(her) <= 0:
+                continue
+        vetted[t] = bool(s) and s in _S_LISTED
+    return vetted
+
+
+def _ident_scan(root: etree._Element, vetted: dict[etree._Element, bool] | None = None) -> int | None:
     """None if ident_rules may find something; cheaper (no tags, no paths) and may say so wrongly.
 
     Else how many TypeId/TypeOffId carry an S that names a list we embed (see _codes_clean).
     Skipping AdditionalId holders only removes findings, so checking them too errs on the safe side.
+    vetted: TypeIds already found to pass (_vet_typeids), with their S-listed flag.
     """
     listed_s = 0
     for t in root.iter("{*}TypeId", "{*}TypeOffId"):
+        if vetted:
+            hit = vetted.get(t)
+            if hit is not None:
+                listed_s += hit
+                continue
         s = t.get("S")
         v = t.get("V")
         value = (v if v is not None else (t.text or "")).strip()
@@ -533,13 +562,17 @@ def patient_rules(info: MessageInfo, root: etree._Element) -> list[Problem]:
     return out
 
 
-def check(info: MessageInfo, root: etree._Element, *, now: datetime | None = None) -> Iterator[Problem]:
-    """Every business rule but the run-wide ones, in a stable order."""
+def check(info: MessageInfo, root: etree._Element, *, now: datetime | None = None,
+          seen: list[TypeIdSeen] | None = None) -> Iterator[Problem]:
+    """Every business rule but the run-wide ones, in a stable order.
+
+    seen: the TypeIds extraction read (hub.messages.info.Scan.typeids), to spare looking them up again.
+    """
     yield from msg_id_rules(info, root)
     yield from gen_date_rules(info, root, now)
     yield from type_rules(info, root)
     yield from party_rules(info, root)
-    typed_listed_s = _ident_scan(root)
+    typed_listed_s = _ident_scan(root, _vet_typeids(seen) if seen else None)
     if typed_listed_s is None:
         yield from ident_rules(root)
     if not _codes_clean(root, typed_listed_s):

@@ -93,7 +93,7 @@ class Validator:
                 result.family = refs[-1].path.stem  # a pack-only standard: name it by its schema file
             self._schema(refs, tree, data, result, plan[1] if plan is not None else None)
         if self.business_rules and info.family is not None:
-            result.problems.extend(rules.check(info, root, now=self.now))
+            result.problems.extend(rules.check(info, root, now=self.now, seen=scan.typeids))
             self._unique(info, root, name, result)
         self._columns(data, result)
         return result

@@ -23,6 +23,7 @@ from hub.messages import info as mi
 from hub.messages.families import APPREC_10_NS, APPREC_11_NS, MSGHEAD_NS, Family, by_namespace
 from hub.messages.info import MessageInfo, Party, PatientInfo
 from hub.validation import rules
+from hub.validation.result import ValidationResult
 from hub.validation.validate import Validator
 
 OID = rules.OID
@@ -402,6 +403,18 @@ def test_own_root_parties_in_document_order() -> None:
     assert (info.sender_her, info.receiver_her) == ("1", "5")
     assert [p.her_id for p in info.copy_receivers] == ["3", "4"]
     assert info.patient is not None and info.patient.name == "A"
+
+
+def test_fast_built_info_and_result_are_ordinary_dataclasses() -> None:
+    root = etree.fromstring(MESSAGES["dialogmelding-1.1-dialog-helsefaglig.xml"])
+    info = mi.extract_info(root)
+    plain = MessageInfo(**{f: getattr(info, f) for f in vars(info)})
+    assert info == plain and list(vars(info)) == list(vars(plain)) and repr(info) == repr(plain)
+    result = Validator._result("x.xml", info)
+    expected = ValidationResult("x.xml", "Dialogmelding", "1.1", info.type, info.namespace, info.sender_her,
+                                info.receiver_her, info.msg_id, info.gen_date, info=info)
+    assert result == expected and vars(result) == vars(expected)
+    assert list(vars(result)) == list(vars(expected))
 
 
 def test_fast_party_objects_are_ordinary_dataclasses() -> None:

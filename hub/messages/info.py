@@ -243,8 +243,8 @@ def _mh_person(hp: etree._Element, rec: _Rec = None) -> tuple[str | None, str | 
                 given = c
         elif t == _MIDDLE and middle is None:
             middle = c
-    names = [n for n in (_text(given), _text(middle), _text(family)) if n]
-    return " ".join(names) or None, _first_her(idents, rec)
+    name = " ".join([n for n in (_text(given), _text(middle), _text(family)) if n]) or None
+    return name, _first_her(idents, rec)
 
 
 def msghead_party(party: etree._Element | None) -> Party | None:
@@ -340,11 +340,20 @@ def _mh_patient(p: etree._Element | None, rec: _Rec = None) -> PatientInfo | Non
                 dob = c
         elif t == _SEX and sex is None:
             sex = c
-    family_name = _text(family)
-    given = " ".join(n for n in (_text(given_el), _text(middle)) if n)
-    name = ", ".join(n for n in (family_name, given) if n) or None
-    ids = tuple((t, v) for t, v in _idents_of(idents, rec) if v)
-    return _patient(name, ids, _code(dob), _code(sex))
+    # "Family, Given Middle" without the empty parts (plain ifs: no generator per message)
+    family_name, given, mid = _text(family), _text(given_el), _text(middle)
+    if mid:
+        given = f"{given} {mid}" if given else mid
+    if family_name and given:
+        name: str | None = f"{family_name}, {given}"
+    else:
+        name = family_name or given or None
+    ids = []
+    for ident in idents:
+        t, v = _ident_pair(ident, rec)
+        if v:
+            ids.append((t, v))
+    return _patient(name, tuple(ids), _code(dob), _code(sex))
 
 
 def payload_elements(root: etree._Element) -> list[etree._Element]:
@@ -712,7 +721,10 @@ def scan_info(tree: etree._ElementTree | etree._Element) -> tuple[MessageInfo, S
     root = tree.getroot() if isinstance(tree, etree._ElementTree) else tree
     tag = root.tag
     ns = tag[1:tag.index("}")] if tag[0] == "{" else ""  # = ns_of(root); a root is an element: str tag
-    info = MessageInfo(root_namespace=ns, root=tag[tag.find("}") + 1:], namespace=ns, payload=root)
+    info = _new(MessageInfo)  # MessageInfo(root_namespace=ns, root=..., namespace=ns, payload=root), cheaper
+    info.__dict__ = {"root_namespace": ns, "root": tag[tag.find("}") + 1:], "namespace": ns, "family": None,
+                     "carrier": None, "type": None, "mig_version": None, "msg_id": None, "gen_date": None,
+                     "sender": None, "receiver": None, "copy_receivers": [], "patient": None, "payload": root}
     scan = Scan()
     if ns == MSGHEAD_NS:
         _from_msghead(root, info, scan)

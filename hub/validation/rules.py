@@ -519,13 +519,15 @@ def _patient_clean(p: PatientInfo | None) -> bool:
     """A patient patient_rules has nothing to say about (None: let the rules look at the tree)."""
     if p is None or not p.name:
         return False
-    national = False
+    identified = False  # an FNR/DNR (all must pass their check digits) or a hjelpenummer (HNR, FHN)
     for t, v in p.ids:
-        if t in ("FNR", "DNR"):
+        if t == "FNR" or t == "DNR":
             if not fnr_valid(v):
                 return False
-            national = True
-    return national or any(t in ("HNR", "FHN") for t, _ in p.ids)
+            identified = True
+        elif t == "HNR" or t == "FHN":
+            identified = True
+    return identified
 
 
 def patient_rules(info: MessageInfo, root: etree._Element) -> list[Problem]:
@@ -568,13 +570,28 @@ def check(info: MessageInfo, root: etree._Element, *, now: datetime | None = Non
 
     seen: the TypeIds extraction read (hub.messages.info.Scan.typeids), to spare looking them up again.
     """
-    yield from msg_id_rules(info, root)
-    yield from gen_date_rules(info, root, now)
-    yield from type_rules(info, root)
-    yield from party_rules(info, root)
+    yield from check_list(info, root, now=now, seen=seen)
+
+
+def check_list(info: MessageInfo, root: etree._Element, *, now: datetime | None = None,
+               seen: list[TypeIdSeen] | None = None, msg_id_ok: bool | None = None) -> list[Problem]:
+    """check() as a list; each rule is only called when its clean test fails (the valid message's path).
+
+    msg_id_ok: is_uuid(info.msg_id) when the caller has it already (the Validator's MsgId uniqueness).
+    """
+    out: list[Problem] = []
+    if not (msg_id_ok if msg_id_ok is not None else info.msg_id and is_uuid(info.msg_id)):
+        out += msg_id_rules(info, root)
+    if info.gen_date:
+        out += gen_date_rules(info, root, now)
+    if not _type_clean(info):
+        out += type_rules(info, root)
+    out += party_rules(info, root)
     typed_listed_s = _ident_scan(root, _vet_typeids(seen) if seen else None)
     if typed_listed_s is None:
-        yield from ident_rules(root)
+        out += ident_rules(root)
     if not _codes_clean(root, typed_listed_s):
-        yield from code_rules(root)
-    yield from patient_rules(info, root)
+        out += code_rules(root)
+    if not _patient_clean(info.patient):
+        out += patient_rules(info, root)
+    return out

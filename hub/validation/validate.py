@@ -35,6 +35,7 @@ _KNOWN_STEMS = {_DATE_TAIL.sub("", f.namespace) for f in FAMILIES}
 _CLARK = re.compile(r"\{[^}]*\}")
 _Plan = tuple[list[SchemaRef], etree.XMLSchema]
 _MAX_PLANS = 1024  # plan keys hold MIGversion texts from untrusted messages: keep the memo bounded
+_new_result = object.__new__
 
 
 def _problem(rule_id: str, text: str, **where: object) -> Problem:
@@ -70,16 +71,16 @@ class Validator:
 
     def validate_bytes(self, data: bytes, name: str = "<bytes>", *, max_bytes: int | None = None
                        ) -> ValidationResult:
-        result = ValidationResult(file=name)
         try:
             tree = parse_bytes(data, max_bytes=max_bytes or self.max_bytes)
         except XmlInputError as exc:
+            result = ValidationResult(file=name)
             result.problems.append(_problem(_XML_RULES.get(exc.kind, "xml.not-well-formed"), exc.message,
                                             line=exc.line, column=exc.column))
             return result
         root = tree.getroot()
         info, scan = scan_info(root)
-        self._fill(result, info)
+        result = self._result(name, info)
         plan = self._plan(info, root, scan)
         if plan is not None:
             refs: list[SchemaRef] | None = plan[0]
@@ -93,9 +94,13 @@ class Validator:
                 result.family = refs[-1].path.stem  # a pack-only standard: name it by its schema file
             self._schema(refs, tree, data, result, plan[1] if plan is not None else None)
         if self.business_rules and info.family is not None:
-            result.problems.extend(rules.check(info, root, now=self.now, seen=scan.typeids))
-            self._unique(info, root, name, result)
-        self._columns(data, result)
+            mid = info.msg_id
+            uuid = rules.is_uuid(mid) if mid else False  # asked once for the MsgId rules and uniqueness
+            result.problems += rules.check_list(info, root, now=self.now, seen=scan.typeids, msg_id_ok=uuid)
+            if mid and uuid:
+                self._unique(mid, root, name, result)
+        if result.problems:
+            self._columns(data, result)
         return result
 
     def validate_path(self, path: Path) -> ValidationResult:
@@ -112,16 +117,18 @@ class Validator:
     # --- steps -------------------------------------------------------------------------------------------
 
     @staticmethod
-    def _fill(result: ValidationResult, info: MessageInfo) -> None:
-        result.namespace = info.namespace
-        result.family = info.family.name if info.family else None
-        result.version = info.family.version if info.family else None
-        result.type = info.type
-        result.msg_id = info.msg_id
-        result.gen_date = info.gen_date
-        result.sender = info.sender_her
-        result.receiver = info.receiver_her
-        result.info = info
+    def _result(name: str, info: MessageInfo) -> ValidationResult:
+        """ValidationResult(file=name, ...what info says...), set in one step instead of field by field."""
+        family, sender, receiver = info.family, info.sender, info.receiver
+        result = _new_result(ValidationResult)
+        result.__dict__ = {
+            "file": name, "family": family.name if family else None,
+            "version": family.version if family else None, "type": info.type, "namespace": info.namespace,
+            "sender": sender.communication_her_id if sender else None,  # = info.sender_her
+            "receiver": receiver.communication_her_id if receiver else None,
+            "msg_id": info.msg_id, "gen_date": info.gen_date, "problems": [], "info": info,
+        }
+        return result
 
     @staticmethod
     def _plan_key(info: MessageInfo, root: etree._Element, scan: Scan) -> tuple[object, ...]:
@@ -209,10 +216,8 @@ class Validator:
             result.problems.append(_problem("xsd", _CLARK.sub("", e.message), line=e.line or None,
                                             xpath=xpath))
 
-    def _unique(self, info: MessageInfo, root: etree._Element, name: str, result: ValidationResult) -> None:
-        mid = info.msg_id
-        if not mid or not rules.is_uuid(mid):
-            return
+    def _unique(self, mid: str, root: etree._Element, name: str, result: ValidationResult) -> None:
+        """MsgId `mid` (a UUID) not used before in this run."""
         key = mid.strip().lower().replace("-", "")
         first = self._seen.get(key)
         if first is None:

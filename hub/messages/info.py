@@ -212,10 +212,15 @@ def _ident_pair(ident: etree._Element, rec: _Rec = None, org: bool = False) -> t
                 any_id = c
         elif any_id is None and isinstance(t, str) and (t == "Id" or t.endswith("}Id")):
             any_id = c  # the ident rules read the first Id of any namespace
-    code = _code(typ) or ""
-    if rec is not None and typ is not None:
-        rec.append((typ, code, any_id, org, True))
-    return code, _text(id_el) or ""
+    # = (_code(typ) or "", _text(id_el) or ""), inline: this runs for every Ident of every party
+    if typ is None:
+        code = ""
+    else:
+        v = typ.get("V")
+        code = v.strip() if v is not None else (typ.text or "").strip()
+        if rec is not None:
+            rec.append((typ, code, any_id, org, True))
+    return code, (id_el.text or "").strip() if id_el is not None else ""
 
 
 def _idents_of(idents: list[etree._Element], rec: _Rec = None, org: bool = False) -> list[tuple[str, str]]:

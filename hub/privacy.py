@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import re
 
+from hub.ascii import is_ascii_digits
+
 MASK = "*****"
 
 # 6 + 5 digits, optionally with one space between (as people write it), never part of a longer run.
@@ -40,7 +42,7 @@ def _plausible_date(first6: str) -> bool:
 def looks_like_national_id(number: str) -> bool:
     """Whether an 11-digit string is shaped like a fødselsnummer or D-nummer (date part plausible)."""
     digits = number.replace(" ", "")
-    return len(digits) == 11 and digits.isdigit() and _plausible_date(digits[:6])
+    return len(digits) == 11 and is_ascii_digits(digits) and _plausible_date(digits[:6])
 
 
 def find_national_ids(text: str) -> list[str]:

@@ -219,3 +219,25 @@ def test_http_post_gets_the_sync_acknowledgment(w: World):
             await listener.stop()
 
     asyncio.run(run())
+
+
+def test_http_listener_refuses_a_content_length_that_is_not_ascii_digits():
+    """'²' (Latin-1 0xB2) passes str.isdigit() but not int(): the peer gets 411, the listener lives on."""
+
+    async def run() -> None:
+        async def never(entity: bytes) -> object:
+            raise AssertionError("no request may reach the handler")
+
+        listener = await HttpListener(never).start()  # type: ignore[arg-type]
+        try:
+            for length in (b"\xb2", b"1\xb2", b"-1", b"abc"):
+                reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+                writer.write(b"POST /ebxml HTTP/1.1\r\nHost: x\r\nContent-Length: " + length + b"\r\n\r\n")
+                await writer.drain()
+                status = await asyncio.wait_for(reader.readline(), 10)
+                writer.close()
+                assert status.split()[1:2] == [b"411"], (length, status)
+        finally:
+            await listener.stop()
+
+    asyncio.run(run())

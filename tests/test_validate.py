@@ -159,3 +159,22 @@ def test_validate_paths_recurses_folders(tmp_path: Path) -> None:
     results = _validator().validate_paths([tmp_path])
     assert [Path(r.file).name for r in results] == ["b.xml", "a.xml"]
     assert [r.valid for r in results] == [False, True]
+
+
+def _digits_ending_in(data: bytes, last: str) -> bytes:
+    """Every all-digit text node of `data` with its last digit replaced by `last`."""
+    import re
+
+    return re.sub(rb">(\d+)\d<", lambda m: b">" + m[1] + last.encode() + b"<", data)
+
+
+@pytest.mark.parametrize("name", sorted(MESSAGES))
+def test_unicode_digits_in_identifiers_are_plain_errors(name: str) -> None:
+    """'²' passes str.isdigit() but not int(): a HER-id or fødselsnummer ending in it must give the
+    findings a letter there gives, never an exception."""
+    with_letter = _validator().validate_bytes(_digits_ending_in(MESSAGES[name], "X"), name)
+    with_superscript = _validator().validate_bytes(_digits_ending_in(MESSAGES[name], "\u00b2"), name)
+    assert not with_letter.valid
+    assert [(p.rule, p.code) for p in with_superscript.problems] == [
+        (p.rule, p.code) for p in with_letter.problems
+    ]

@@ -47,6 +47,7 @@ from pathlib import Path
 
 from lxml import etree
 
+from hub.ascii import is_ascii_digits
 from hub.conformance import exchange as ex
 from hub.conformance.catalogue import CONTENT, MessageType, action_of, message_types
 from hub.conformance.profiles import Defect, Profile
@@ -239,7 +240,7 @@ class SimulatedSystem:
                 codes = [c for c in codes if c not in d.params.get("codes", [])]
         if security and security.error and "T01" not in codes:
             codes = [security.error.apprec_code]  # content signed by nobody we trust is not read further
-        receiver = int(result.receiver) if result.receiver and str(result.receiver).isdigit() else None
+        receiver = int(result.receiver) if result.receiver and is_ascii_digits(str(result.receiver)) else None
         if receiver is not None and receiver not in self.profile.her_ids:
             if env.receiver not in self.profile.her_ids:
                 return Decision(None), result, mt  # unknown on both levels: not ours to answer
@@ -287,9 +288,9 @@ class SimulatedSystem:
             original_id = f"INT-{self._counter:06d}"
         if self._has("apprec-issue-date", key, "M"):
             issue = now.isoformat()
-        receiver_her = int(result.receiver) if str(getattr(result, "receiver", "")).isdigit() else None
+        receiver_her = int(result.receiver) if is_ascii_digits(str(getattr(result, "receiver", ""))) else None
         me = self._party(receiver_her if receiver_her in self.profile.her_ids else self.profile.her_id)
-        them = self._party(int(result.sender) if str(getattr(result, "sender", "")).isdigit()
+        them = self._party(int(result.sender) if is_ascii_digits(str(getattr(result, "sender", "")))
                            else t.envelope.sender)
         apprec = build("AppRec", "1.0", sender=me, receiver=them, status=decision.status,
                        errors=decision.errors, original=(getattr(result, "type", None) or "UKJENT", issue,

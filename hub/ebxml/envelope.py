@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 from lxml import etree
 
+from hub.ascii import is_ascii_digits
 from hub.codes import EbmsError
 from hub.ebxml.errors import LOC, EbxmlError, err
 from hub.xmlsafe import XmlInputError, parse_bytes
@@ -413,7 +414,7 @@ def check_envelope(env: Envelope, *, transport: str = "smtp",
             errors.append(err(EbmsError.INCONSISTENT, f"{side}_party",
                               f"eb:{side.title()} carries {len(hers)} HER PartyIds ({', '.join(hers)}); "
                               "exactly one is allowed (HITS 1172 rules 13/14)"))
-        elif len(hers) == 1 and not hers[0].isdigit():
+        elif len(hers) == 1 and not is_ascii_digits(hers[0]):
             errors.append(err(EbmsError.VALUE_NOT_RECOGNIZED, f"{side}_party",
                               f"HER-id {hers[0]!r} is not numeric (HITS 1172 rules 31/56)"))
         if party.role is None and not env.is_signal:

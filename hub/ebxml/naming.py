@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hub.ascii import is_ascii_digits
+
 APPREC = "APPREC"
 EBMS_SERVICE = "urn:oasis:names:tc:ebxml-msg:service"
 SIGNAL_ACTIONS = ("Acknowledgment", "MessageError", "Ping", "Pong", "StatusRequest", "StatusResponse")
@@ -69,4 +71,4 @@ def default_cpa_id(her_a: str | int, her_b: str | int) -> str:
 def is_default_cpa_id(cpa_id: str) -> bool:
     parts = cpa_id.split("_")
     # `<HER>_<HER>` or `<HER>_<HER>_<serial>` (the serial is tolerated in practice)
-    return len(parts) in (2, 3) and all(p.isdigit() for p in parts)
+    return len(parts) in (2, 3) and all(is_ascii_digits(p) for p in parts)

@@ -16,6 +16,7 @@ import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from hub.ascii import is_ascii_digits
 from hub.xmlsafe import parse_bytes
 
 KINDS = ("gp", "hospital", "lab", "nursing", "municipal", "national", "other")
@@ -205,7 +206,7 @@ def load_nhn_xml(data: bytes) -> Register:
             if code and addr:
                 addresses[code] = addr
         edi = addresses.get("E_EDI")
-        parent = el.findtext(f"{{{_CP_NS}}}ParentHerId")
+        parent = (el.findtext(f"{{{_CP_NS}}}ParentHerId") or "").strip()
         name = el.findtext(f"{{{_CP_NS}}}Name") or el.findtext(f"{{{_CP_NS}}}DisplayName") or ""
         org_no = el.findtext(f"{{{_CP_NS}}}OrganizationNumber") or el.findtext(
             f"{{{_CP_NS}}}ParentOrganizationNumber"
@@ -216,7 +217,7 @@ def load_nhn_xml(data: bytes) -> Register:
                 name=name.strip(),
                 org_no=org_no or None,
                 level=level,
-                parent_her_id=int(parent) if parent and parent.strip().isdigit() and int(parent) else None,
+                parent_her_id=int(parent) if is_ascii_digits(parent) and int(parent) else None,
                 endpoint=f"mailto:{edi}" if edi and "@" in edi and not edi.startswith("mailto:") else edi,
                 active=(el.findtext(f"{{{_CP_NS}}}Active") or "true").strip() == "true",
                 addresses=addresses,

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from hub.ascii import is_ascii_digits
 from hub.relay.pipeline import RouteKind, route_for
 from hub.relay.register import Register
 
@@ -87,7 +88,7 @@ def resolve_now(
     `recorded_cpa_id`: the CPA recorded on the message at intake, to flag a change since.
     """
     her = str(receiver_her) if receiver_her not in (None, "") else None
-    if her is None or not her.isdigit():
+    if her is None or not is_ascii_digits(her):
         return Resolution(her, problems=("the message names no receiver HER-id",))
     party = register.resolve(her)
     if party is None:
@@ -174,7 +175,7 @@ def _when(text: str | None) -> datetime | None:
     # .NET writes seven fractional digits; Python takes at most six
     if "." in t:
         head, _, rest = t.partition(".")
-        frac = "".join(ch for ch in rest if ch.isdigit())
+        frac = "".join(ch for ch in rest if is_ascii_digits(ch))
         tz = rest[len(frac):]
         t = f"{head}.{frac[:6]}{tz}"
     try:

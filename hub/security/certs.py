@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import verification
 from cryptography.x509.oid import NameOID
 
+from hub.ascii import is_ascii_digits
 from hub.security.errors import SecurityError
 from hub.security.pki import HER_OU_PREFIX
 
@@ -71,7 +72,7 @@ def org_no_of(cert: x509.Certificate) -> str | None:
     """The organisation number: subject serialNumber (older Buypass/Commfides enterprise certificates) or
     organizationIdentifier `NTRNO-<orgno>` (eIDAS-style, Buypass G2 as in NAV's CPA)."""
     for a in cert.subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER):
-        if str(a.value).isdigit():
+        if is_ascii_digits(str(a.value)):
             return str(a.value)
     for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_IDENTIFIER):
         value = str(a.value)

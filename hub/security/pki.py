@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import NameOID
 
+from hub.ascii import is_ascii_digits
 from hub.security import keystore
 from hub.security.errors import SecurityError
 
@@ -59,7 +60,7 @@ class PartySpec:
     def parse(cls, text: str) -> PartySpec:
         """`NAME:HERID:ORGNR` (as on the command line)."""
         parts = text.split(":")
-        if len(parts) != 3 or not all(parts) or not parts[1].isdigit() or not parts[2].isdigit():
+        if len(parts) != 3 or not parts[0] or not (is_ascii_digits(parts[1]) and is_ascii_digits(parts[2])):
             raise ValueError(f"party {text!r} is not NAME:HERID:ORGNR (HER-id and org.no. are digits)")
         return cls(parts[0], parts[1], parts[2])
 

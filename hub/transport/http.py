@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from hub.ascii import is_ascii_digits
 from hub.ebxml.mime import join_entity, split_entity
 
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
@@ -92,7 +93,7 @@ class HttpListener:
                 writer.write(_response(404, None))
                 return
             lengths = [v for k, v in headers if k.lower() == "content-length"]
-            if not lengths or not lengths[0].isdigit():
+            if not lengths or not is_ascii_digits(lengths[0]):
                 writer.write(_response(411, None))  # chunked uploads are not needed by ebXML peers
                 return
             n = int(lengths[0])

@@ -16,6 +16,7 @@ from datetime import UTC, date, datetime, timedelta, tzinfo
 
 from lxml import etree
 
+from hub.ascii import is_ascii_digits
 from hub.codes import APPREC_ERRORS
 from hub.messages.families import APPREC_10_NS, APPREC_11_NS, FAMILIES, MSGHEAD_NS
 from hub.messages.info import MessageInfo, Party, PatientInfo, TypeIdSeen, find, xpath
@@ -217,7 +218,7 @@ def ident_rules(root: etree._Element) -> list[Problem]:
         if value == "HER":
             id_el = find(holder, "{*}Id")
             her = (id_el.text or "").strip() if id_el is not None else ""
-            if not her.isdigit() or int(her) <= 0:
+            if not is_ascii_digits(her) or int(her) <= 0:
                 out.append(problem("ident.her", f"HER-id {her!r} is not a positive integer",
                                    id_el if id_el is not None else t))
     return out
@@ -240,7 +241,7 @@ def _vet_typeids(seen: list[TypeIdSeen]) -> dict[etree._Element, bool]:
             continue
         if value == "HER":
             her = (id_el.text or "").strip() if id_el is not None else ""
-            if not id_known or not her.isdigit() or int(her) <= 0:
+            if not id_known or not is_ascii_digits(her) or int(her) <= 0:
                 continue
         vetted[t] = bool(s) and s in _S_LISTED
     return vetted
@@ -287,7 +288,7 @@ def _ident_scan(root: etree._Element, vetted: dict[etree._Element, bool] | None 
                     id_el = c
                     break
             her = (id_el.text or "").strip() if id_el is not None else ""
-            if not her.isdigit() or int(her) <= 0:
+            if not is_ascii_digits(her) or int(her) <= 0:
                 return None
     return listed_s
 
@@ -495,7 +496,7 @@ _W2 = (5, 4, 3, 2, 7, 6, 5, 4, 3, 2)
 
 def fnr_valid(number: str) -> bool:
     """Fødselsnummer/D-nummer: 11 digits with both mod-11 check digits right (weights _W1, _W2)."""
-    if len(number) != 11 or not number.isdigit():
+    if len(number) != 11 or not is_ascii_digits(number):
         return False
     d0, d1, d2, d3, d4, d5, d6, d7, d8, d9, d10 = map(int, number)  # written out: it runs per message
     c = 11 - (3 * d0 + 7 * d1 + 6 * d2 + d3 + 8 * d4 + 9 * d5 + 4 * d6 + 5 * d7 + 2 * d8) % 11

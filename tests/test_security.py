@@ -135,6 +135,11 @@ def test_sign_element_input_is_not_modified(gp):
     signed = sign_enveloped(root, gp.sign_key, gp.sign_cert)
     assert etree.tostring(root) == before
     verify_enveloped(signed, expected_certs=[gp.sign_cert])
+    # an element inside a document (with namespaces and xml:lang of its own): the whole document is
+    # signed, as for its root
+    doc = etree.fromstring(b'<r xmlns="urn:r"><inner xmlns:x="urn:x" xml:lang="nb"><x:a/></inner></r>')
+    v = verify_enveloped(sign_enveloped(doc[0], gp.sign_key, gp.sign_cert), expected_certs=[gp.sign_cert])
+    assert v.signed_c14n == etree.tostring(doc, method="c14n")
 
 
 def _expect(kind: str, code: str, fn, *args, **kw) -> SecurityError:

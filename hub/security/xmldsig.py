@@ -272,7 +272,7 @@ def sign_enveloped(
         if not _is_utf8(tree, data):
             data = etree.tostring(tree, xml_declaration=True, encoding="UTF-8")
     else:
-        root = doc.getroot() if isinstance(doc, etree._ElementTree) else doc
+        root = doc.getroot() if isinstance(doc, etree._ElementTree) else doc.getroottree().getroot()
         data = etree.tostring(root.getroottree(), xml_declaration=True, encoding="UTF-8")
     if next(root.iter(_SIGNATURE), None) is not None:
         raise SecurityError.of("signature-multiple", "the document is already signed; will not add a second")

@@ -107,6 +107,16 @@ def cores_used() -> int:
         return os.cpu_count() or 1
 
 
+def submit_all(items: list[T], hand_over: Callable[[T], object]) -> None:
+    """Hand every item over as fast as SUBMITTERS threads can, and wait until all are handed over."""
+    chunks = [items[i::SUBMITTERS] for i in range(SUBMITTERS)]
+    ts = [threading.Thread(target=lambda c=c: [hand_over(d) for d in c]) for c in chunks]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+
+
 def paced(items: list[T], rate: float, fn: Callable[[T], object]) -> None:
     """Call fn for each item at `rate` per second (absolute schedule: a late call does not shift the rest)."""
     gap = 1.0 / rate
@@ -177,12 +187,7 @@ def run_backend(name: str, store_url: str, home: Path) -> dict[str, float]:
         clock.all_done.clear()
         clock.expect = N
         t0 = time.perf_counter()
-        chunks = [batch[i::SUBMITTERS] for i in range(SUBMITTERS)]
-        ts = [threading.Thread(target=lambda c=c: [hand_over(d) for d in c]) for c in chunks]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join()
+        submit_all(batch, hand_over)
         if not clock.all_done.wait(300):
             raise RuntimeError(f"{name}: only {len(clock.done)} of {N} delivered")
         rate = N / (max(clock.done.values()) - t0)
@@ -337,12 +342,7 @@ def run_network(home: Path, stores: dict[str, str] | None = None) -> dict[str, f
                 all_done.clear()
                 expect[0] = len(items)
             if rate is None:
-                chunks = [items[i::SUBMITTERS] for i in range(SUBMITTERS)]
-                ts = [threading.Thread(target=lambda c=c: [hand_over(d) for d in c]) for c in chunks]
-                for t in ts:
-                    t.start()
-                for t in ts:
-                    t.join()
+                submit_all(items, hand_over)
             else:
                 paced(items, rate, hand_over)
             if not all_done.wait(600):

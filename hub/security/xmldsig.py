@@ -338,7 +338,8 @@ def _first_children(el: etree._Element) -> dict[object, etree._Element]:
 
 
 def _check_profile(sig: etree._Element, allow_sha1: bool) -> _Profile:
-    si = _first_children(sig).get(_DS_SIGNED_INFO)
+    sig_parts = _first_children(sig)
+    si = sig_parts.get(_DS_SIGNED_INFO)
     if si is None:
         raise _fail("signature-malformed", "ds:Signature has no SignedInfo")
     parts = _first_children(si)
@@ -390,7 +391,7 @@ def _check_profile(sig: etree._Element, allow_sha1: bool) -> _Profile:
         digest_alg=digest_alg,
         doc_c14n=doc_c14n,
         digest_value=_b64(ref_parts.get(_DS_DIGEST_VALUE), "DigestValue"),
-        signature_value=_b64(_first_children(sig).get(_DS_SIGNATURE_VALUE), "SignatureValue"),
+        signature_value=_b64(sig_parts.get(_DS_SIGNATURE_VALUE), "SignatureValue"),
     )
 
 

@@ -6,7 +6,8 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install run test lint bench clean
 
-$(STAMP): pyproject.toml
+# setup.py builds hub/validation/_clean.pyx in place: editing it needs a rebuild, as pyproject.toml does.
+$(STAMP): pyproject.toml setup.py hub/validation/_clean.pyx
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
@@ -18,11 +19,11 @@ run: $(STAMP)
 	$(BIN)/hub serve --demo
 
 test: $(STAMP)
-	$(BIN)/ruff check hub tests bench schemas
+	$(BIN)/ruff check hub tests bench schemas setup.py
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check hub tests bench schemas
+	$(BIN)/ruff check hub tests bench schemas setup.py
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -116,6 +116,93 @@ def test_clean_shortcuts_never_hide_a_finding(name: str) -> None:
         assert rules._codes_clean(root) == rules._codes_clean(root, typed)
 
 
+# --- the compiled clean test (hub/validation/_clean.pyx) ------------------------------------------------
+
+
+def test_the_compiled_clean_test_is_built() -> None:
+    # Without it everything still works, on the slower Python clean test: an install that lost it (no C
+    # compiler, a broken build) must show here rather than as a slower benchmark.
+    assert rules._clean is not None, "hub.validation._clean is not built: `make install` (needs a C compiler)"
+
+
+@pytest.mark.parametrize("name", sorted(MESSAGES))
+def test_compiled_clean_never_hides_a_finding(name: str) -> None:
+    if rules._clean is None:
+        pytest.skip("hub.validation._clean is not built")
+    plain = etree.fromstring(MESSAGES[name])
+    assert rules.fast_clean(plain)  # a valid fixture passes: the shortcut is taken on real traffic
+    seed = sum(name.encode()) + 1
+    passed = 0
+    for root in [*_mutants(MESSAGES[name], seed, 40), *_structural_mutants(MESSAGES[name], seed, 40)]:
+        if rules.fast_clean(root):
+            passed += 1
+            assert not rules.ident_rules(root), etree.tostring(root)
+            assert not rules.code_rules(root), etree.tostring(root)
+    assert passed  # some mutants stay clean: the test does not pass by saying "maybe" to everything
+
+
+def test_check_list_is_the_same_with_and_without_the_compiled_clean_test(monkeypatch: pytest.MonkeyPatch
+                                                                         ) -> None:
+    if rules._clean is None:
+        pytest.skip("hub.validation._clean is not built")
+    now = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+    roots = []
+    for name in sorted(MESSAGES):
+        seed = sum(name.encode()) + 2
+        roots += [*_mutants(MESSAGES[name], seed, 8), *_structural_mutants(MESSAGES[name], seed, 8)]
+    compiled = []
+    for root in roots:
+        info, scan = mi.scan_info(root, typeids=False)
+        compiled.append([(p.rule, p.line, p.xpath, p.text) for p in rules.check_list(info, root, now=now)])
+    monkeypatch.setattr(rules, "_clean", None)
+    found = 0
+    for root, expected in zip(roots, compiled, strict=True):
+        info, scan = mi.scan_info(root)
+        found_now = rules.check_list(info, root, now=now, seen=scan.typeids)
+        got = [(p.rule, p.line, p.xpath, p.text) for p in found_now]
+        assert got == expected, etree.tostring(root)
+        found += bool(got)
+    assert found  # mutants with findings were among them
+
+
+@pytest.mark.parametrize("xml, clean", [
+    # One text node in a CDATA section: read as it is.
+    ('<Ident><Id><![CDATA[81001]]></Id><TypeId V="HER"/></Ident>', True),
+    # Text and CDATA: two nodes, which lxml's .text joins; the C test answers "maybe" instead of joining.
+    ('<Ident><Id>81<![CDATA[001]]></Id><TypeId V="HER"/></Ident>', False),
+    # Whitespace str.strip() removes but the C test does not: "maybe", and the rules accept it.
+    ('<Ident><Id>\u00a081001</Id><TypeId V="HER"/></Ident>', False),
+    ('<Ident><Id> 81001\n</Id><TypeId V="HER"/></Ident>', True),
+    ('<Ident><Id>0</Id><TypeId V="HER"/></Ident>', False),
+    ('<Ident><Id>81001</Id><TypeId V="HER" S="2.16.578.1.12.4.1.1.9051"/></Ident>', True),
+    ('<Ident><Id>81001</Id><TypeId V="HER" S="2.16.578.1.12.4.1.1.9999"/></Ident>', False),
+    ('<Organisation><Ident><Id>1</Id><TypeId V="FNR"/></Ident></Organisation>', False),
+    ('<Person><Ident><Id>1</Id><TypeId V="FNR"/></Ident></Person>', True),
+    ('<AdditionalId><Id>x</Id><TypeId V="whatever"/></AdditionalId>', True),
+    ('<X><Sex V="7" S="2.16.578.1.12.4.1.1.3101"/></X>', False),
+    ('<X><Sex V="7" S="2.16.578.1.12.4.1.1.9999"/></X>', True),
+    # A fixed-place name without S is checked wherever it stands (a superset of code_rules' places).
+    (f'<X xmlns="{MSGHEAD_NS}"><Y><Ack V="Q"/></Y></X>', False),
+    (f'<X xmlns="{MSGHEAD_NS}"><MsgInfo><Ack V="J"/></MsgInfo></X>', True),
+    # A character reference in a value is resolved by the parser like any other text.
+    ('<X><Sex V="&#49;" S="2.16.578.1.12.4.1.1.3101"/></X>', True),
+])
+def test_compiled_clean_cases(xml: str, clean: bool) -> None:
+    if rules._clean is None:
+        pytest.skip("hub.validation._clean is not built")
+    root = etree.fromstring(xml.encode(), etree.XMLParser(strip_cdata=False))
+    assert rules.fast_clean(root) is clean
+    if clean:
+        assert not rules.ident_rules(root) and not rules.code_rules(root)
+
+
+def test_compiled_clean_reads_the_whole_document_from_any_element() -> None:
+    if rules._clean is None:
+        pytest.skip("hub.validation._clean is not built")
+    root = etree.fromstring(b'<X><A><B/></A><Sex V="7" S="2.16.578.1.12.4.1.1.3101"/></X>')
+    assert not rules.fast_clean(root[0][0])
+
+
 def test_listed_s_outside_typeid_is_still_checked() -> None:
     root = etree.fromstring(
         f'<Message><Ident><Id>1</Id><TypeId V="HER" S="{OID}9051"/></Ident>'

@@ -402,7 +402,7 @@ class Scan:
         self.payloads: list[etree._Element] | None = None
         self.payload: etree._Element | None = None
         self.payload_mig: str | None = None
-        self.typeids: list[TypeIdSeen] = []  # every TypeId read on the way (TypeIdSeen)
+        self.typeids: list[TypeIdSeen] | None = []  # every TypeId read on the way; None: not recorded
 
 
 def _from_msghead(root: etree._Element, info: MessageInfo, scan: Scan) -> None:
@@ -722,11 +722,14 @@ _ROOT_NAMES = frozenset({"Type", "MIGversion", "MsgId", "GenDate", "MsgType", "I
 
 def extract_info(tree: etree._ElementTree | etree._Element) -> MessageInfo:
     """Family, version, type, ids, parties and patient of a parsed message. Never raises on odd input."""
-    return scan_info(tree)[0]
+    return scan_info(tree, typeids=False)[0]
 
 
-def scan_info(tree: etree._ElementTree | etree._Element) -> tuple[MessageInfo, Scan]:
-    """extract_info, and what it read that the validator's schema plan needs as well."""
+def scan_info(tree: etree._ElementTree | etree._Element, *, typeids: bool = True) -> tuple[MessageInfo, Scan]:
+    """extract_info, and what it read that the validator's schema plan needs as well.
+
+    typeids: record the TypeIds read in scan.typeids, for the Python ident rules (rules._vet_typeids).
+    """
     root = tree.getroot() if isinstance(tree, etree._ElementTree) else tree
     tag = root.tag
     ns = tag[1:tag.index("}")] if tag[0] == "{" else ""  # = ns_of(root); a root is an element: str tag
@@ -735,6 +738,8 @@ def scan_info(tree: etree._ElementTree | etree._Element) -> tuple[MessageInfo, S
                      "carrier": None, "type": None, "mig_version": None, "msg_id": None, "gen_date": None,
                      "sender": None, "receiver": None, "copy_receivers": [], "patient": None, "payload": root}
     scan = Scan()
+    if not typeids:
+        scan.typeids = None
     if ns == MSGHEAD_NS:
         _from_msghead(root, info, scan)
         return info, scan

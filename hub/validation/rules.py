@@ -574,6 +574,28 @@ def check(info: MessageInfo, root: etree._Element, *, now: datetime | None = Non
     yield from check_list(info, root, now=now, seen=seen)
 
 
+try:  # the compiled clean test (setup.py); without it the Python one below does the same, slower
+    from hub.validation import _clean  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - an install without a C compiler
+    _clean = None
+
+# _clean.clean's view of the lists: S -> codes of coded elements and of TypeIds, TypeId lists by place,
+# and the fixed-place elements by (namespace, local name) whatever their parent (a superset: one-sided).
+_FIXED_BY_NAME = {(ns, local): CODE_LISTS[listed] for (ns, _parent, local), listed in _BY_PLACE.items()}
+_CLEAN_ARGS = ({OID + listed: codes for listed, codes in CODE_LISTS.items()}, _S_IDENT, CODES_9051,
+               CODES_8116, _FIXED_BY_NAME, tuple(sorted({local.encode() for _ns, local in _FIXED_BY_NAME})))
+
+
+def fast_clean_missing() -> bool:
+    """The compiled clean test is not there: the Python one wants the TypeIds extraction read."""
+    return _clean is None
+
+
+def fast_clean(root: etree._Element) -> bool | None:
+    """True only if ident_rules and code_rules both find nothing; None without the compiled module."""
+    return None if _clean is None else _clean.clean(root, *_CLEAN_ARGS)
+
+
 def check_list(info: MessageInfo, root: etree._Element, *, now: datetime | None = None,
                seen: list[TypeIdSeen] | None = None, msg_id_ok: bool | None = None) -> list[Problem]:
     """check() as a list; each rule is only called when its clean test fails (the valid message's path).
@@ -588,11 +610,16 @@ def check_list(info: MessageInfo, root: etree._Element, *, now: datetime | None 
     if not _type_clean(info):
         out += type_rules(info, root)
     out += party_rules(info, root)
-    typed_listed_s = _ident_scan(root, _vet_typeids(seen) if seen else None)
-    if typed_listed_s is None:
-        out += ident_rules(root)
-    if not _codes_clean(root, typed_listed_s):
-        out += code_rules(root)
+    if _clean is not None:
+        if not _clean.clean(root, *_CLEAN_ARGS):
+            out += ident_rules(root)
+            out += code_rules(root)
+    else:
+        typed_listed_s = _ident_scan(root, _vet_typeids(seen) if seen else None)
+        if typed_listed_s is None:
+            out += ident_rules(root)
+        if not _codes_clean(root, typed_listed_s):
+            out += code_rules(root)
     if not _patient_clean(info.patient):
         out += patient_rules(info, root)
     return out

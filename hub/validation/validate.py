@@ -79,7 +79,7 @@ class Validator:
                                             line=exc.line, column=exc.column))
             return result
         root = tree.getroot()
-        info, scan = scan_info(root)
+        info, scan = scan_info(root, typeids=rules.fast_clean_missing())
         result = self._result(name, info)
         plan = self._plan(info, root, scan)
         if plan is not None:

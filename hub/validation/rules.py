@@ -492,18 +492,22 @@ def party_rules(info: MessageInfo, root: etree._Element) -> list[Problem]:
 
 _W1 = (3, 7, 6, 1, 8, 9, 4, 5, 2)
 _W2 = (5, 4, 3, 2, 7, 6, 5, 4, 3, 2)
+_W1_48, _W2_48 = 48 * sum(_W1), 48 * sum(_W2)
 
 
 def fnr_valid(number: str) -> bool:
     """Fødselsnummer/D-nummer: 11 digits with both mod-11 check digits right (weights _W1, _W2)."""
     if len(number) != 11 or not is_ascii_digits(number):
         return False
-    d0, d1, d2, d3, d4, d5, d6, d7, d8, d9, d10 = map(int, number)  # written out: it runs per message
-    c = 11 - (3 * d0 + 7 * d1 + 6 * d2 + d3 + 8 * d4 + 9 * d5 + 4 * d6 + 5 * d7 + 2 * d8) % 11
-    if (0 if c == 11 else c) != d9:  # c == 10 never equals a digit
+    # The ASCII codes, 48 + digit, written out (it runs per message): the 48s come off the sums at once,
+    # 48 * sum(_W1) and 48 * sum(_W2), instead of an int() per digit.
+    c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10 = number.encode()
+    c = 11 - (3 * c0 + 7 * c1 + 6 * c2 + c3 + 8 * c4 + 9 * c5 + 4 * c6 + 5 * c7 + 2 * c8 - _W1_48) % 11
+    if (0 if c == 11 else c) != c9 - 48:  # c == 10 never equals a digit
         return False
-    c = 11 - (5 * d0 + 4 * d1 + 3 * d2 + 2 * d3 + 7 * d4 + 6 * d5 + 5 * d6 + 4 * d7 + 3 * d8 + 2 * d9) % 11
-    return (0 if c == 11 else c) == d10
+    c = 11 - (5 * c0 + 4 * c1 + 3 * c2 + 2 * c3 + 7 * c4 + 6 * c5 + 5 * c6 + 4 * c7 + 3 * c8 + 2 * c9
+              - _W2_48) % 11
+    return (0 if c == 11 else c) == c10 - 48
 
 
 def _patient_element(info: MessageInfo, root: etree._Element) -> etree._Element | None:

@@ -90,7 +90,7 @@ class Consumer(threading.Thread):
 
 
 def run_load(
-    cfgs: list[Path], home: Path, *, total: int, kills: int, seed: int, victims: list[int] | None = None
+    cfgs: list[Path], home: Path, *, total: int, kills: int, seed: int
 ) -> tuple[list[str], set[str]]:
     spool = RelayConfig.load(cfgs[0]).spool_root
     msgs = messages(total, seed)
@@ -108,23 +108,68 @@ def run_load(
                 time.sleep(rng.uniform(0, 0.01))
             if k < kills:
                 time.sleep(rng.uniform(0.2, 0.8))
-                victim = victims[k] if victims else rng.randrange(len(procs))
+                victim = rng.randrange(len(procs))
                 procs[victim].send_signal(signal.SIGKILL)
                 procs[victim].wait()
                 procs[victim] = start(cfgs[victim])
         wait_for(lambda: len(consumer.got) >= total, timeout=60, what=f"{total} deliveries")
         time.sleep(0.5)  # a duplicate, if any, would come now
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        consumer.stop.set()
+        stop_all(procs, consumer)
+    return consumer.got, set(msgs)
+
+
+def stop_all(procs: list[subprocess.Popen], consumer: Consumer) -> None:
+    """SIGTERM every node, which must be a clean stop (exit 0), and stop the consumer."""
     for p in procs:
-        assert p.returncode == 0, p.stderr.read().decode()[-2000:]  # SIGTERM is a clean stop
+        p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(15)
+        except subprocess.TimeoutExpired:
+            p.kill()
+    consumer.stop.set()
+    for p in procs:
+        assert p.returncode == 0, p.stderr.read().decode()[-2000:]
+
+
+def store_actors(store: str) -> set[str]:
+    """The nodes named in any message's timeline."""
+    from hub.store import open_store
+
+    with open_store(store) as s:
+        return {e.actor for m in s.list_messages(limit=1000) for e in s.timeline(m.id)}
+
+
+def run_in_turns(cfgs: list[Path], home: Path, store: str, *, total: int, seed: int
+                 ) -> tuple[list[str], set[str]]:
+    """Two nodes that each certainly handle messages: node-a alone until the store names it, then node-b
+    with node-a killed under load until the store names node-b too, then both for the second half.
+
+    Started together, one node can take every file while the other is still starting: the test would
+    then prove nothing about two nodes (and asserting that both took part would fail at random).
+    """
+    spool = RelayConfig.load(cfgs[0]).spool_root
+    msgs = messages(total, seed)
+    items = list(msgs.items())
+    consumer = Consumer(spool / "81001" / "in", home / "hospital-read")
+    consumer.start()
+    procs = [start(cfgs[0])]
+    try:
+        for mid, data in items[:total // 2]:
+            drop(spool / "82001", f"{mid}.xml", data)
+        wait_for(lambda: "node-a" in store_actors(store), timeout=60, what="node-a at work")
+        procs.append(start(cfgs[1]))
+        procs[0].send_signal(signal.SIGKILL)
+        procs[0].wait()
+        wait_for(lambda: "node-b" in store_actors(store), timeout=60, what="node-b at work")
+        procs[0] = start(cfgs[0])
+        for mid, data in items[total // 2:]:
+            drop(spool / "82001", f"{mid}.xml", data)
+        wait_for(lambda: len(consumer.got) >= total, timeout=60, what=f"{total} deliveries")
+        time.sleep(0.5)  # a duplicate, if any, would come now
+    finally:
+        stop_all(procs, consumer)
     return consumer.got, set(msgs)
 
 
@@ -157,16 +202,10 @@ def test_two_processes_on_one_postgresql_deliver_each_message_once(tmp_path):
     home = tmp_path / "hub"
     cfgs = [write_config(home, store, "node-a"), write_config(home, store, "node-b")]
     try:
-        # Kill node-a: while it restarts, node-b alone must carry on, so both nodes certainly take part
-        # (without this, a fast node-a can take every file and the test would prove nothing about two).
-        got, sent = run_load(cfgs, home, total=120, kills=1, seed=2, victims=[0])
+        got, sent = run_in_turns(cfgs, home, store, total=120, seed=2)
         assert sorted(got) == sorted(sent)
         assert len(got) == len(set(got))
-        from hub.store import open_store
-
-        with open_store(store) as s:
-            actors = {e.actor for m in s.list_messages(limit=1000) for e in s.timeline(m.id)}
-            assert {"node-a", "node-b"} <= actors  # both nodes took part
+        assert {"node-a", "node-b"} <= store_actors(store)  # both nodes took part
     finally:
         import psycopg
 

@@ -3,6 +3,11 @@
 Pure functions over a parsed tree and its MessageInfo; every finding is a Problem carrying the rule id
 and AppRec code of hub.validation.catalog. The run-wide rule (MsgId unique) lives in the Validator.
 
+A valid message must not pay for rules that walk the whole tree: each rule has a cheap "clean" test
+that may only err towards running the rule. For ident_rules and code_rules that test is compiled
+(hub/validation/_clean.pyx, one pass over libxml2's nodes); the Python one here serves installs
+without a C compiler.
+
 Code lists are embedded (small, stable): only values evidenced in the official schemas' examples,
 STANDARDS.md or the KITH lists themselves. A value outside a list we know is a problem; an element
 whose list we do not know is left alone.

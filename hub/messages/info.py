@@ -397,12 +397,13 @@ class Scan:
 
     __slots__ = ("root_mig", "payloads", "payload", "payload_mig", "typeids")
 
-    def __init__(self) -> None:
+    def __init__(self, typeids: bool = True) -> None:
         self.root_mig: str | None = None
         self.payloads: list[etree._Element] | None = None
         self.payload: etree._Element | None = None
         self.payload_mig: str | None = None
-        self.typeids: list[TypeIdSeen] | None = []  # every TypeId read on the way; None: not recorded
+        # every TypeId read on the way, or None: not recorded (see scan_info)
+        self.typeids: list[TypeIdSeen] | None = [] if typeids else None
 
 
 def _from_msghead(root: etree._Element, info: MessageInfo, scan: Scan) -> None:
@@ -737,9 +738,7 @@ def scan_info(tree: etree._ElementTree | etree._Element, *, typeids: bool = True
     info.__dict__ = {"root_namespace": ns, "root": tag[tag.find("}") + 1:], "namespace": ns, "family": None,
                      "carrier": None, "type": None, "mig_version": None, "msg_id": None, "gen_date": None,
                      "sender": None, "receiver": None, "copy_receivers": [], "patient": None, "payload": root}
-    scan = Scan()
-    if not typeids:
-        scan.typeids = None
+    scan = Scan(typeids)
     if ns == MSGHEAD_NS:
         _from_msghead(root, info, scan)
         return info, scan

@@ -619,8 +619,9 @@ def check_list(info: MessageInfo, root: etree._Element, *, now: datetime | None 
     if not _type_clean(info):
         out += type_rules(info, root)
     out += party_rules(info, root)
-    if _clean is not None:
-        if not _clean.clean(root, *_CLEAN_ARGS):
+    clean = fast_clean(root)
+    if clean is not None:
+        if not clean:
             out += ident_rules(root)
             out += code_rules(root)
     else:

@@ -184,6 +184,8 @@ def test_check_list_is_the_same_with_and_without_the_compiled_clean_test(monkeyp
     # A fixed-place name without S is checked wherever it stands (a superset of code_rules' places).
     (f'<X xmlns="{MSGHEAD_NS}"><Y><Ack V="Q"/></Y></X>', False),
     (f'<X xmlns="{MSGHEAD_NS}"><MsgInfo><Ack V="J"/></MsgInfo></X>', True),
+    # S and V in a namespace are other attributes: neither rule reads them.
+    ('<X xmlns:x="urn:x"><Sex x:V="7" x:S="2.16.578.1.12.4.1.1.3101"/></X>', True),
     # A character reference in a value is resolved by the parser like any other text.
     ('<X><Sex V="&#49;" S="2.16.578.1.12.4.1.1.3101"/></X>', True),
 ])

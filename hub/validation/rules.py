@@ -620,16 +620,15 @@ def check_list(info: MessageInfo, root: etree._Element, *, now: datetime | None 
         out += type_rules(info, root)
     out += party_rules(info, root)
     clean = fast_clean(root)
-    if clean is not None:
-        if not clean:
-            out += ident_rules(root)
-            out += code_rules(root)
-    else:
+    if clean is None:  # no compiled module: the Python clean tests, one per rule
         typed_listed_s = _ident_scan(root, _vet_typeids(seen) if seen else None)
         if typed_listed_s is None:
             out += ident_rules(root)
         if not _codes_clean(root, typed_listed_s):
             out += code_rules(root)
+    elif not clean:
+        out += ident_rules(root)
+        out += code_rules(root)
     if not _patient_clean(info.patient):
         out += patient_rules(info, root)
     return out

@@ -92,10 +92,7 @@ class Consumer(threading.Thread):
 def run_load(
     cfgs: list[Path], home: Path, *, total: int, kills: int, seed: int
 ) -> tuple[list[str], set[str]]:
-    spool = RelayConfig.load(cfgs[0]).spool_root
-    msgs = messages(total, seed)
-    consumer = Consumer(spool / "81001" / "in", home / "hospital-read")
-    consumer.start()
+    spool, msgs, consumer = begin_load(cfgs, home, total, seed)
     rng = random.Random(seed)
     procs = [start(c) for c in cfgs]
     items = list(msgs.items())
@@ -103,20 +100,39 @@ def run_load(
     try:
         for k in range(kills + 1):
             chunk = items[k * per_round:] if k == kills else items[k * per_round:(k + 1) * per_round]
-            for mid, data in chunk:
-                drop(spool / "82001", f"{mid}.xml", data)
-                time.sleep(rng.uniform(0, 0.01))
+            drop_all(spool, chunk, rng)
             if k < kills:
                 time.sleep(rng.uniform(0.2, 0.8))
                 victim = rng.randrange(len(procs))
                 procs[victim].send_signal(signal.SIGKILL)
                 procs[victim].wait()
                 procs[victim] = start(cfgs[victim])
-        wait_for(lambda: len(consumer.got) >= total, timeout=60, what=f"{total} deliveries")
-        time.sleep(0.5)  # a duplicate, if any, would come now
+        await_all(consumer, total)
     finally:
         stop_all(procs, consumer)
     return consumer.got, set(msgs)
+
+
+def begin_load(cfgs: list[Path], home: Path, total: int, seed: int
+               ) -> tuple[Path, dict[str, bytes], Consumer]:
+    """The spool, the messages to send by MsgId, and the hospital's consumer, already running."""
+    spool = RelayConfig.load(cfgs[0]).spool_root
+    consumer = Consumer(spool / "81001" / "in", home / "hospital-read")
+    consumer.start()
+    return spool, messages(total, seed), consumer
+
+
+def drop_all(spool: Path, items: list[tuple[str, bytes]], rng: random.Random | None = None) -> None:
+    """Each message into the GP's out folder; with `rng`, a random pause of up to 10 ms after each."""
+    for mid, data in items:
+        drop(spool / "82001", f"{mid}.xml", data)
+        if rng is not None:
+            time.sleep(rng.uniform(0, 0.01))
+
+
+def await_all(consumer: Consumer, total: int) -> None:
+    wait_for(lambda: len(consumer.got) >= total, timeout=60, what=f"{total} deliveries")
+    time.sleep(0.5)  # a duplicate, if any, would come now
 
 
 def stop_all(procs: list[subprocess.Popen], consumer: Consumer) -> None:
@@ -149,25 +165,19 @@ def run_in_turns(cfgs: list[Path], home: Path, store: str, *, total: int, seed: 
     Started together, one node can take every file while the other is still starting: the test would
     then prove nothing about two nodes (and asserting that both took part would fail at random).
     """
-    spool = RelayConfig.load(cfgs[0]).spool_root
-    msgs = messages(total, seed)
+    spool, msgs, consumer = begin_load(cfgs, home, total, seed)
     items = list(msgs.items())
-    consumer = Consumer(spool / "81001" / "in", home / "hospital-read")
-    consumer.start()
     procs = [start(cfgs[0])]
     try:
-        for mid, data in items[:total // 2]:
-            drop(spool / "82001", f"{mid}.xml", data)
+        drop_all(spool, items[:total // 2])
         wait_for(lambda: "node-a" in store_actors(store), timeout=60, what="node-a at work")
         procs.append(start(cfgs[1]))
         procs[0].send_signal(signal.SIGKILL)
         procs[0].wait()
         wait_for(lambda: "node-b" in store_actors(store), timeout=60, what="node-b at work")
         procs[0] = start(cfgs[0])
-        for mid, data in items[total // 2:]:
-            drop(spool / "82001", f"{mid}.xml", data)
-        wait_for(lambda: len(consumer.got) >= total, timeout=60, what=f"{total} deliveries")
-        time.sleep(0.5)  # a duplicate, if any, would come now
+        drop_all(spool, items[total // 2:])
+        await_all(consumer, total)
     finally:
         stop_all(procs, consumer)
     return consumer.got, set(msgs)

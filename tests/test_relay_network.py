@@ -22,12 +22,14 @@ from hub.ebxml.envelope import parse_envelope
 from hub.ebxml.mime import build_package, parse_package
 from hub.fixtures import people
 from hub.fixtures.builder import build
-from hub.relay import network as net
+from hub.relay.ebms_delivery import OUT
 from hub.relay.lifecycle import State
 from hub.relay.server import Relay, RelayConfig, default_inspector
+from hub.security.certs import CertificateValidator
 from hub.security.pki import load_identity
 from hub.security.testing import shared_test_pki
 from hub.security.xmldsig import sign_enveloped
+from hub.store import PAYLOAD
 from hub.transport.smtp import SmtpSender
 
 pytestmark = pytest.mark.timeout(60)
@@ -193,7 +195,7 @@ def test_signed_encrypted_exchange_with_ack_apprec_and_duplicate(pair: Pair):
 
     # relay A's retry (a lost ack): the same bytes again -> the same signal, nothing delivered twice
     before = len(mails(pair.a))
-    smtp_to(pair.pb, pair.a.store.blob(sent.id, net.OUT) or b"", B_ADDR)
+    smtp_to(pair.pb, pair.a.store.blob(sent.id, OUT) or b"", B_ADDR)
     wait_for(lambda: len(mails(pair.a)) > before, 10, "the replayed signal")
     rec = pair.b.store.seen_get(sent.out_message_id)
     assert rec is not None and rec.response
@@ -213,11 +215,11 @@ def test_receiver_down_then_back_same_message_id(tmp_path: Path):
         drop(p.spool(p.a, 82001), "notat.xml", dialog(msg_id=mid))
         m = wait_for(one(p.a, mid, State.RETRYING), 15, "A: retrying while B's SMTP is down")
         assert m.last_error_permanent is False and m.attempts >= 1
-        first = p.a.store.blob(m.id, net.OUT)
+        first = p.a.store.blob(m.id, OUT)
         assert first is not None
         p.b.start()
         sent = wait_for(one(p.a, mid, State.AWAITING_APPREC), 20, "A: delivered once B is back")
-        assert sent.attempts >= 2 and p.a.store.blob(sent.id, net.OUT) == first  # the very same bytes
+        assert sent.attempts >= 2 and p.a.store.blob(sent.id, OUT) == first  # the very same bytes
         got = wait_for(one(p.b, mid, State.AWAITING_APPREC), 10, "B: delivered")
         assert got.ebxml_message_id == sent.out_message_id == m.out_message_id
         assert len(files(p.spool(p.b, 81001) / "in")) == 1
@@ -245,7 +247,7 @@ def test_forged_envelope_gets_security_failure_and_nothing_is_delivered(pair: Pa
     err_mail, env = wait_for(errors, 10, "the MessageError")[0]
     assert env.header.ref_to_message_id == out.message_id
     assert [e.code for e in env.error_list.errors] == ["SecurityFailure"]
-    assert pair.b.store.blob(m.id, net.PAYLOAD) is None
+    assert pair.b.store.blob(m.id, PAYLOAD) is None
     assert files(pair.spool(pair.b, 81001) / "in") == []
     # recorded: the sender's resend is answered with the same MessageError
     assert (rec := pair.b.store.seen_get(out.message_id)) is not None and rec.response in err_mail
@@ -281,7 +283,7 @@ def test_unreachable_crl_defers_then_delivers(pair: Pair):
     assert pair.b.network is not None
     pki, closed = shared_test_pki().dir, free_port()
     working = pair.b.network.validator
-    pair.b.network.validator = net.CertificateValidator(
+    pair.b.network.validator = CertificateValidator(
         load_trust_anchors(pki), load_intermediates(pki),
         fetch=lambda url, timeout: _http_fetch(f"http://127.0.0.1:{closed}/crl", timeout))
     deferred: list[str] = []
@@ -451,7 +453,7 @@ def test_unreachable_crl_for_a_kith_signature_defers_never_answers_s0x(pair: Pai
     assert pair.a.network is not None
     pki, port = shared_test_pki().dir, free_port()
     # relay A fetches its CRLs from a server on `port` (the same files the certificates point at)
-    pair.a.network.validator = net.CertificateValidator(
+    pair.a.network.validator = CertificateValidator(
         load_trust_anchors(pki), load_intermediates(pki),
         fetch=lambda url, timeout: _http_fetch(f"http://127.0.0.1:{port}/crl/{url.rsplit('/', 1)[-1]}",
                                                timeout))

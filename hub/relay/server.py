@@ -35,6 +35,7 @@ from hub.relay import register as regmod
 from hub.relay.delivery import Deliverer, FolderDeliverer
 from hub.relay.intake import FolderWatcher, Intake, NetworkHandler, SubmitApi, SubmitServer
 from hub.relay.lifecycle import RetryPolicy
+from hub.relay.network import Network
 from hub.relay.worker import Answerer, Inspector, Tap, Worker, WorkerConfig, local_notifier
 from hub.store import Store, open_store
 
@@ -199,32 +200,38 @@ class Relay:
         self.stopped = threading.Event()
         deliverers: dict[pl.RouteKind, Deliverer] = {pl.RouteKind.FOLDER: FolderDeliverer()}
         network: NetworkHandler | None = None
-        self.network = None
+        self.network: Network | None = None
         unwrap: Callable | None = None
         if cfg.pki is not None and (cfg.smtp_listen or cfg.smtp_relay or cfg.http_listen):
-            self.network = _network_or_none(self)
+            # the worker is made below with the network's steps: its callbacks are looked up late
+            self.network = Network(
+                cfg, self.store, self.register, tap=self.tap,
+                on_received=lambda mid: self.worker.notify_received(mid),
+                on_ack=lambda ref, detail: self.worker.on_ack(ref, detail),
+                on_nack=lambda ref, code, text: self.worker.on_nack(ref, code, text))
         if self.network is not None:
             deliverers.update(self.network.deliverers())
-            network = self.network.http_handler
-            unwrap = self.network.unwrap
+            network = self.network.intake.http_handler
+            unwrap = self.network.unwrapper.unwrap
         notify_local = local_notifier(self.register, cfg.spool_root)
         inspect = inspector or default_inspector()
         if self.network is not None:
-            inspect = self.network.checked(inspect)  # KITH document signatures
+            inspect = self.network.kith.checked(inspect)  # KITH document signatures
 
         def notify(m: Any, why: str) -> None:  # noqa: ANN401
             if m.direction == "in" and self.network is not None:
-                self.network.tell_peer(m, why)
+                self.network.unwrapper.tell_peer(m, why)
             else:
                 notify_local(m, why)
 
+        unwrapper = self.network.unwrapper if self.network is not None else None
         self.worker = Worker(
             self.store, self.register, own_her=cfg.her_id, spool_root=cfg.spool_root,
             inspector=inspect, deliverers=deliverers,
-            answerer=answerer if answerer is not None else _maybe_answerer(), notifier=notify,
+            answerer=answerer if answerer is not None else default_answerer(), notifier=notify,
             unwrap=unwrap, config=cfg.worker, tap=self.tap,
-            answer_peer=self.network.answer_peer if self.network is not None else None,
-            peer_seen=self.network.ack_record if self.network is not None else None,
+            answer_peer=unwrapper.answer_peer if unwrapper is not None else None,
+            peer_seen=unwrapper.ack_record if unwrapper is not None else None,
         )
         self.intake = Intake(self.store, node=cfg.node, on_stored=self.worker.notify_received)
         self.watcher = FolderWatcher(self.intake, self.register, cfg.spool_root, poll=cfg.folder_poll)
@@ -270,23 +277,6 @@ class Relay:
             for sig, h in old.items():
                 signal.signal(sig, h)
             self.stop()
-
-
-def _maybe_answerer() -> Answerer | None:
-    try:
-        return default_answerer()
-    except ImportError:
-        log.warning("hub.messages.apprec is not available: refused messages get no AppRec")
-        return None
-
-
-def _network_or_none(relay: Relay) -> Any:  # noqa: ANN401 - hub.relay.network.Network when available
-    try:
-        from hub.relay.network import Network
-    except ImportError as exc:
-        log.warning("network channels unavailable (%s); folders and the submit API only", exc)
-        return None
-    return Network(relay)
 
 
 def pid_file(cfg: RelayConfig) -> Path:

@@ -21,6 +21,23 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+async def transmit(entity: bytes, endpoint: str, *, smtp: SmtpSender | None, subject: str = "ebXML",
+                   http_ssl: object | None = None) -> HttpReply | None:
+    """The one way a MIME entity leaves: mailto: over SMTP (None back), http(s): POST (the reply back)."""
+    if endpoint.lower().startswith("mailto"):
+        if smtp is None:
+            raise NoChannel(f"no SMTP relay is configured for {endpoint}")
+        await smtp.send(entity, mail_address(endpoint), subject=subject)
+        return None
+    if endpoint.lower().startswith(("http://", "https://")):
+        return await post(endpoint, entity, ssl_context=http_ssl)  # type: ignore[arg-type]
+    raise NoChannel(f"unsupported endpoint {endpoint!r} (mailto:, http(s): only; AMQP is not carried)")
+
+
+class NoChannel(ValueError):
+    """The endpoint names a channel this side cannot send on (a configuration fault, not a retry)."""
+
+
 @dataclass
 class Gateway:
     msh: Msh
@@ -60,17 +77,10 @@ class Gateway:
     async def deliver(self, entity: bytes, endpoint: str) -> HttpReply | None:
         """Send an entity to an endpoint (mailto: or http(s):). An HTTP reply with a body is a signal
         for us and is processed at once."""
-        if endpoint.lower().startswith("mailto"):
-            if self.smtp is None:
-                raise RuntimeError("no SMTP relay configured")
-            await self.smtp.send(entity, mail_address(endpoint))
-            return None
-        if endpoint.lower().startswith(("http://", "https://")):
-            reply = await post(endpoint, entity, ssl_context=self.http_ssl)  # type: ignore[arg-type]
-            if reply.entity:
-                await self._receive(reply.entity, "http")
-            return reply
-        raise ValueError(f"unsupported endpoint {endpoint!r} (mailto:, http(s): only; AMQP is not carried)")
+        reply = await transmit(entity, endpoint, smtp=self.smtp, http_ssl=self.http_ssl)
+        if reply is not None and reply.entity:
+            await self._receive(reply.entity, "http")
+        return reply
 
     async def send(self, out: Outgoing, endpoint: str | None = None) -> HttpReply | None:
         target = endpoint or (out.endpoints[0] if out.endpoints else None)

@@ -1,0 +1,191 @@
+"""ebMS delivery: a validated KITH document to a network peer, and the peer's signals about it.
+
+`prepare()` builds the signed+encrypted package before the claim (the worker stores it in the claim's
+commit: every retry sends the same bytes with the same MessageId, fixed at `validated` as
+`out_message_id`); `deliver()` hands it to the one transport interface (`send`); over SMTP the
+message is then awaiting_ack, over HTTP the sync signal comes back in the response. `on_signal()`
+applies an Acknowledgment or MessageError (from a mail, or the HTTP response) to what we sent.
+
+Dependencies are passed in: the store, the Msh, a blocking `send(entity, endpoint, subject)` and the
+worker's `on_ack`/`on_nack`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from lxml import etree
+
+from hub.ebxml.envelope import Envelope
+from hub.ebxml.mime import Package
+from hub.ebxml.msh import Msh, Outcome
+from hub.relay import pipeline as pl
+from hub.relay.delivery import Deliverer, Delivery, NetworkDeliverer
+from hub.relay.delivery import Outcome as Sent
+from hub.store import Message, Store
+from hub.transport import NoChannel
+from hub.transport.smtp import mail_address
+
+log = logging.getLogger("hub.relay.ebms_delivery")
+
+OUT = "ebxml-out"  # the signed+encrypted package we send; every retry sends these bytes
+SIGNAL = "ebxml-signal"  # the peer's last signal about a message we sent
+
+# send(entity, endpoint, subject) -> the HTTP reply (status, entity) or None (mail); raises on failure
+Send = Callable[[bytes, str, str], Any]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def signal_result(env: Envelope) -> tuple[str, str] | None:
+    """A MessageError's first Error (code, text), or None for an Acknowledgment / warnings only."""
+    if env.error_list is None:
+        return None
+    errs = [e for e in env.error_list.errors if e.severity == "Error"]
+    if not errs:
+        return None
+    return errs[0].code, "; ".join(f"{e.code}: {e.description or ''}".strip() for e in errs)
+
+
+def _parse(data: bytes) -> etree._Element | None:
+    try:
+        return etree.fromstring(data, etree.XMLParser(resolve_entities=False, no_network=True))
+    except etree.XMLSyntaxError:
+        return None
+
+
+def apprec_original_type(data: bytes) -> str | None:
+    """The message type an AppRec answers (OriginalMsgId/MsgType V): its ebXML Service."""
+    root = _parse(data)
+    el = None if root is None else root.find(".//{*}OriginalMsgId/{*}MsgType")
+    return None if el is None else (el.get("V") or None)
+
+
+def _original_id(data: bytes) -> str | None:
+    root = _parse(data)
+    return None if root is None else (root.findtext(".//{*}OriginalMsgId/{*}Id") or "").strip() or None
+
+
+def _out_id(message: Message) -> str:
+    if not message.out_message_id:
+        raise pl.DeliveryError("ebxml.id", "no out_message_id fixed at validation", permanent=True)
+    return message.out_message_id
+
+
+def transport_error(exc: BaseException) -> pl.DeliveryError:
+    """Connection refused, timeouts, 4xx SMTP: transient; 5xx SMTP: permanent (the peer said no)."""
+    code = getattr(exc, "code", None)
+    name = type(exc).__name__
+    if isinstance(exc, NoChannel):
+        return pl.DeliveryError("route.channel", str(exc), permanent=True)
+    if name.startswith("SMTP") and isinstance(code, int) and 500 <= code < 600:
+        return pl.DeliveryError(f"smtp.{code}", str(exc), permanent=True)
+    if name.startswith("SMTP") and isinstance(code, int) and 400 <= code < 500:
+        return pl.DeliveryError(f"smtp.{code}", str(exc), permanent=False)
+    f = pl.classify(exc)
+    if f.code.startswith("crash."):  # an unknown transport error: worth another try, not a verdict
+        return pl.DeliveryError(f"transport.{name}", str(exc) or name, permanent=False)
+    return pl.DeliveryError(f.code, f.text, permanent=f.permanent)
+
+
+class EbmsDelivery:
+    def __init__(self, store: Store, msh: Msh, *, her_id: int, send: Send,
+                 on_ack: Callable[[str, str], object], on_nack: Callable[[str, str, str], object]) -> None:
+        self.store, self.msh, self.her_id = store, msh, her_id
+        self.send, self.on_ack, self.on_nack = send, on_ack, on_nack
+
+    def deliverers(self) -> dict[pl.RouteKind, Deliverer]:
+        d = NetworkDeliverer(self.deliver, self.prepare)
+        return {pl.RouteKind.SMTP: d, pl.RouteKind.HTTP: d}
+
+    def prepare(self, route: pl.Route, data: bytes, message: Message) -> dict[str, bytes]:
+        """The envelope, built before the claim so it is stored in the claim's commit (see deliver)."""
+        return {OUT: self._build(route, data, message, _out_id(message))}
+
+    def deliver(self, route: pl.Route, data: bytes, message: Message) -> Delivery:
+        out_id = _out_id(message)
+        entity = self.store.blob(message.id, OUT)  # prepared and stored with the claim, or by an earlier try
+        if entity is None:
+            entity = self._build(route, data, message, out_id)
+            self.store.put_artifact(message.id, OUT, entity)  # before sending: retries send these bytes
+        try:
+            reply = self.send(entity, route.endpoint, "ebXML")
+        except pl.DeliveryError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - sorted below; the ladder decides what follows
+            raise transport_error(exc) from exc
+        if route.kind is pl.RouteKind.SMTP:
+            return Delivery(Sent.SENT, f"smtp {mail_address(route.endpoint)} (MessageId {out_id})", out_id)
+        status = getattr(reply, "status", 0)
+        if status >= 500 or status in (408, 429):
+            raise pl.DeliveryError(f"http.{status}", f"{route.endpoint} answered {status}", permanent=False)
+        if status >= 300:
+            raise pl.DeliveryError(f"http.{status}", f"{route.endpoint} answered {status}", permanent=True)
+        signal = getattr(reply, "entity", None)
+        if signal:
+            outcome = self.msh.receive(signal, _now(), transport="http")
+            env = outcome.envelope
+            if outcome.status == "signal" and env is not None and env.header.ref_to_message_id == out_id \
+                    and not outcome.errors:
+                self.msh.sent.pop(out_id, None)
+                nack = signal_result(env)
+                if nack is not None:
+                    raise pl.DeliveryError(f"ebms.{nack[0]}", nack[1], permanent=True)
+                if env.acknowledgment is not None:
+                    self.store.put_artifact(message.id, SIGNAL, signal)
+                    return Delivery(Sent.DELIVERED, f"http {route.endpoint}: sync Acknowledgment", out_id,
+                                    signal)
+        return Delivery(Sent.SENT, f"http {route.endpoint} {status} (MessageId {out_id})", out_id)
+
+    def _build(self, route: pl.Route, data: bytes, message: Message, out_id: str) -> bytes:
+        now = _now()
+        from_her = message.sender_her or str(self.her_id)
+        if from_her not in self.msh.parties:
+            from_her = str(self.her_id)
+        kw: dict[str, Any] = {}
+        if (message.msg_type or "").upper() == pl.APPREC_TYPE:
+            # an AppRec travels in the service of the message it answers, roles reversed (HISD 1209)
+            kw = {"message_type": apprec_original_type(data) or pl.APPREC_TYPE, "action": "APPREC"}
+            orig_id = _original_id(data)
+            orig = self.store.find_by_kith_msg_id(orig_id) if orig_id else []
+            conv = next((o.conversation_id for o in orig if o.conversation_id), None)
+            if conv:
+                kw["conversation_id"] = conv
+        else:
+            kw = {"message_type": message.msg_type or "DIALOG_NOTAT"}
+        ttl = message.expires_at - now if message.expires_at and message.expires_at > now else None
+        try:
+            out = self.msh.send(from_her=from_her, to_her=str(route.her_id), payload=data, now=now,
+                                time_to_live=ttl, message_id=out_id, **kw)
+        except ValueError as exc:  # no encryption certificate: a register fault an operator fixes
+            raise pl.DeliveryError("ebxml.peer", str(exc), permanent=True) from exc
+        return out.data
+
+    # --- signals about what we sent ------------------------------------------------------------------
+    def on_signal(self, raw: bytes, channel: str = "smtp",
+                  parsed: tuple[Package, Envelope] | None = None) -> Outcome:
+        outcome = self.msh.receive(raw, _now(), transport=channel, parsed=parsed)
+        env = outcome.envelope
+        ref = env.header.ref_to_message_id if env is not None else None
+        if outcome.status != "signal" or env is None or not ref:
+            log.warning("signal refused (%s): %s", ref, "; ".join(str(e) for e in outcome.errors))
+            return outcome
+        self.msh.sent.pop(ref, None)  # matched now; the Msh keeps no history for us
+        fatal = [e for e in outcome.errors if e.severity == "Error"]
+        if fatal:
+            log.warning("signal for %s not accepted: %s", ref, "; ".join(map(str, fatal)))
+            return outcome
+        m = self.store.get(ref)
+        if m is not None and m.out_message_id == ref:
+            self.store.put_artifact(m.id, SIGNAL, raw)
+        nack = signal_result(env)
+        if nack is not None:
+            self.on_nack(ref, *nack)
+        elif env.acknowledgment is not None:
+            self.on_ack(ref, f"ebMS Acknowledgment over {channel}")
+        return outcome

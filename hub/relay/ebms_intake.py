@@ -1,0 +1,195 @@
+"""ebMS intake: a MIME entity from the network (SMTP DATA, HTTP POST /ebxml) stored before it is answered.
+
+`take()` stores the raw entity (`put_received`, with an `in:<MessageId>` seen record holding the MAIL
+FROM in the same commit) before the 250 / 2xx. A duplicate of an envelope answered before gets that
+answer again, byte for byte, and is not stored. Signals (Acknowledgment, MessageError) are not messages
+of their own: they go to `on_signal` (hub.relay.ebms_delivery) at once. Everything else (checks,
+answers) happens on the worker, in hub.relay.unwrap.
+
+Dependencies are passed in: the store, `on_stored` (the worker), `on_signal`, `send_later` (a best-effort
+signal), `peer_endpoint` (the register's endpoint of a HER-id) and `handoff` (what was parsed here, for
+the unwrap step so it is not parsed again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from hub.ebxml.dedup import content_digest
+from hub.ebxml.envelope import Envelope, parse_envelope
+from hub.ebxml.mime import Package, join_entity, parse_package, split_entity
+from hub.relay.intake import HttpReply
+from hub.store import Message, MessageMeta, Store
+
+IN_PREFIX = "in:"  # seen key of "stored, being processed" (value: the MAIL FROM to answer to)
+_HTTP_KEEP = ("content-type", "soapaction", "mime-version", "content-transfer-encoding")
+
+
+@dataclass(frozen=True)
+class Peek:
+    """What intake needs to know before storing: a signal or a message, its ids and parties."""
+
+    signal: bool
+    message_id: str | None
+    conversation_id: str | None
+    from_her: str | None
+    to_her: str | None
+    cpa_id: str | None
+    service: str | None
+    action: str | None
+    digest: str
+    sync_reply: bool
+    # what was parsed to peek, handed on so a signal is not parsed again when it is applied
+    parsed: tuple[Package, Envelope] | None = field(default=None, repr=False, compare=False)
+
+
+def peek(raw: bytes) -> Peek | None:
+    """Parse the envelope (no checks); None when it is not readable ebXML (the Msh answers that)."""
+    try:
+        pkg = parse_package(raw)
+        env = parse_envelope(pkg.soap)
+    except Exception:  # noqa: BLE001 - any parse failure: store it and let the Msh give the Fault
+        return None
+    h = env.header
+    digest = content_digest(env.root, pkg.parts) if env.root is not None else ""
+    return Peek(env.is_signal, h.message_id, h.conversation_id, h.from_party.her_id, h.to_party.her_id,
+                h.cpa_id, h.service, h.action, digest, env.sync_reply, (pkg, env))
+
+
+def mail_from(store: Store, m: Message) -> str | None:
+    """The MAIL FROM a received envelope came with (mailto:), recorded at intake."""
+    if not m.ebxml_message_id:
+        return None
+    rec = store.seen_get(IN_PREFIX + m.ebxml_message_id)
+    addr = bytes(rec.response).decode() if rec is not None else ""
+    return f"mailto:{addr}" if addr else None
+
+
+class Answered:
+    """Woken whenever this relay records its answer to a received message (HTTP SyncReply waits)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+
+    def notify(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def wait(self, timeout: float) -> None:
+        with self._cond:
+            self._cond.wait(timeout)
+
+
+@dataclass
+class Taken:
+    what: str  # stored | duplicate | in-process | signal
+    message: Message | None = None
+    response: bytes | None = None  # a duplicate's stored signal, to send back
+    reply_to: str | None = None
+    peek: Peek | None = None
+
+
+def entity_reply(status: int, entity: bytes | None) -> HttpReply:
+    if not entity:
+        return HttpReply(status, b"", "text/plain")
+    headers, body = split_entity(entity)
+    ctype = next((v for k, v in headers if k.lower() == "content-type"), "text/xml")
+    extra = tuple((k, v) for k, v in headers if k.lower() in ("soapaction", "mime-version"))
+    return HttpReply(status, body, ctype, extra)
+
+
+class EbmsIntake:
+    def __init__(
+        self, store: Store, *, node: str, answered: Answered,
+        on_stored: Callable[[str], None],
+        on_signal: Callable[..., object],
+        send_later: Callable[[bytes, str], None],
+        peer_endpoint: Callable[[str], str | None],
+        handoff: Callable[[str, tuple[Package, Envelope], str], None] | None = None,
+    ) -> None:
+        self.store, self.node, self.answered = store, node, answered
+        self.on_stored, self.on_signal, self.send_later = on_stored, on_signal, send_later
+        self.peer_endpoint, self.handoff = peer_endpoint, handoff
+        self.tasks: set[asyncio.Task] = set()  # signals applied after the 250; drained at stop
+
+    def take(self, raw: bytes, channel: str, mail_from: str | None = None, *,
+             apply_signal: bool = True) -> Taken:
+        """Store a received entity durably (or settle it: a signal, a duplicate). Raises if not stored.
+        `apply_signal=False`: a signal is only recognised; the caller applies it (`on_signal`)."""
+        p = peek(raw)
+        if p is not None and p.signal:
+            if apply_signal:
+                self.on_signal(raw, channel, p.parsed)
+            return Taken("signal", peek=p)
+        if p is not None and p.message_id:
+            rec = self.store.seen_get(p.message_id)
+            if rec is not None and rec.digest == p.digest:
+                # answered before: the same signal again, byte for byte; nothing is stored or delivered
+                return Taken("duplicate", response=bytes(rec.response) or None,
+                             reply_to=self._reply_to(p, mail_from), peek=p)
+            if rec is None and self.store.seen_get(IN_PREFIX + p.message_id) is not None:
+                return Taken("in-process", peek=p)  # its signal goes out when the checks are done
+        meta = MessageMeta(
+            direction="in", channel=channel,
+            ebxml_message_id=p.message_id if p else None, conversation_id=p.conversation_id if p else None,
+            cpa_id=p.cpa_id if p else None, service=p.service if p else None, action=p.action if p else None,
+            sender_her=p.from_her if p else None, receiver_her=p.to_her if p else None,
+        )
+        seen = None
+        if p is not None and p.message_id:
+            seen = (IN_PREFIX + p.message_id, p.digest, (mail_from or "").encode())
+        who = f"{p.from_her} -> {p.to_her}" if p else "unreadable"
+        m = self.store.put_received(raw, meta, actor=self.node, seen=seen,
+                                    reason=f"ebXML over {channel} ({who}" +
+                                    (f", MAIL FROM {mail_from})" if mail_from else ")"))
+        if p is not None and p.parsed is not None and self.handoff is not None:
+            self.handoff(m.id, p.parsed, p.digest)
+        self.on_stored(m.id)
+        return Taken("stored", message=m, peek=p)
+
+    def _reply_to(self, p: Peek, mail_from: str | None) -> str | None:
+        endpoint = self.peer_endpoint(p.from_her) if p.from_her else None
+        if endpoint:
+            return endpoint
+        return f"mailto:{mail_from}" if mail_from else None
+
+    async def store_mail(self, data: bytes, mail_from: str, rcpts: list[str]) -> None:
+        """The SMTP listener's store step: durable before the 250."""
+        taken = await asyncio.to_thread(self.take, data, "smtp", mail_from, apply_signal=False)
+        task = None
+        if taken.what == "signal":
+            # applied after the 250, so the peer's sending thread is not held by our checks and store
+            # writes; nothing is lost that was not lost before: a signal is never stored, and one that
+            # is not applied is recovered by our retry, which the peer answers from its seen record
+            task = asyncio.get_running_loop().create_task(asyncio.to_thread(
+                self.on_signal, data, "smtp", taken.peek.parsed if taken.peek else None))
+        elif taken.what == "duplicate" and taken.response and taken.reply_to:
+            self.send_later(taken.response, taken.reply_to)
+        if task is not None:
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def drain(self) -> None:
+        while self.tasks:
+            await asyncio.gather(*list(self.tasks), return_exceptions=True)
+
+    def http_handler(self, body: bytes, headers: dict[str, str], peer: str) -> HttpReply:
+        """POST /ebxml from a network peer: stored before 2xx; a SyncReply gets its signal in the response."""
+        entity = join_entity([(k, v) for k, v in headers.items() if k.lower() in _HTTP_KEEP], body)
+        taken = self.take(entity, "http")
+        if taken.what == "duplicate":
+            return entity_reply(200, taken.response)
+        p = taken.peek
+        if taken.what in ("stored", "in-process") and p is not None and p.sync_reply and p.message_id:
+            end = time.monotonic() + 20
+            while (left := end - time.monotonic()) > 0:
+                rec = self.store.seen_get(p.message_id)
+                if rec is not None:
+                    return entity_reply(200, bytes(rec.response) or None)
+                # woken by our own answer; the timeout covers one recorded by another node
+                self.answered.wait(min(left, 0.5))
+        return entity_reply(202, None)

@@ -1,0 +1,64 @@
+"""The KITH document's own signature (enveloped ds:Signature), checked against the sender's registered
+certificate: a step wrapped around the inspector, so its findings (S01 signature, S02 certificate,
+S03 revoked) reach the pipeline like any other; a CRL that cannot be fetched is no verdict (pending).
+
+Dependencies are passed in: where a HER-id's registered signing certificate is, and the validator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+from cryptography import x509
+from lxml import etree
+
+from hub.relay import pipeline as pl
+from hub.security.certs import CertificateValidator
+from hub.security.errors import SecurityError
+from hub.security.xmldsig import DS, verify_enveloped
+
+Inspector = Callable[[bytes, str], pl.Facts]
+
+
+def kith_signature(data: bytes) -> bool:
+    """Whether the document's root carries a ds:Signature (KITH documents are signed enveloped)."""
+    if b"Signature" not in data:
+        return False
+    try:
+        root = etree.fromstring(data, etree.XMLParser(resolve_entities=False, no_network=True))
+    except etree.XMLSyntaxError:
+        return False
+    return root.find(f"{{{DS}}}Signature") is not None
+
+
+class KithSignatureCheck:
+    def __init__(self, sign_cert: Callable[[int | None], x509.Certificate | None],
+                 validator: CertificateValidator) -> None:
+        self.sign_cert, self.validator = sign_cert, validator
+
+    def checked(self, inspect: Inspector) -> Inspector:
+        """Wrap an inspector: a signed document must verify, signed by the sender's registered certificate."""
+
+        def run(data: bytes, name: str) -> pl.Facts:
+            facts = inspect(data, name)
+            if not kith_signature(data):
+                return facts
+            finding = self.check(data, facts)
+            if finding is not None and finding.transient:  # no verdict yet: the pipeline defers it
+                return replace(facts, pending=(finding,))
+            return facts if finding is None else replace(facts, errors=(finding, *facts.errors))
+
+        return run
+
+    def check(self, data: bytes, facts: pl.Facts) -> pl.Finding | None:
+        expected = self.sign_cert(facts.sender_her)
+        try:
+            v = verify_enveloped(data, expected_certs=[expected] if expected is not None else [])
+            self.validator.check(v.certificate, "sign", facts.gen_date)
+        except SecurityError as e:
+            # e.g. crl-unavailable: the revocation status is unknown now, not bad (issue #3)
+            return pl.Finding(e.apprec_code, f"security.{e.kind}", e.message, transient=e.transient)
+        except Exception as e:  # noqa: BLE001 - not XML the verifier can read: a broken signature
+            return pl.Finding("S01", "security.signature-malformed", str(e))
+        return None

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from lxml import etree
 from typer.testing import CliRunner
 
 from hub.cli.main import app
@@ -103,3 +104,39 @@ def test_explain_adds_xmlschema_reason(tmp_path: Path, monkeypatch: pytest.Monke
     f = _write(tmp_path, {"x.xml": case.data}) / "x.xml"
     res = runner.invoke(app, ["validate", "--explain", str(f)])
     assert res.exit_code == 1 and "TemaKodet" in res.output and "Unexpected child" in res.output
+
+
+def test_parties_with_identifiers_in_human_and_json(tmp_path: Path) -> None:
+    f = _write(tmp_path, {"e.xml": MESSAGES["epikrise-1.1.xml"]}) / "e.xml"
+    res = runner.invoke(app, ["validate", str(f)])
+    assert res.exit_code == 0, res.output
+    sender = next(line for line in res.output.splitlines() if line.strip().startswith("sender:"))
+    assert "[HER " in sender
+    out = json.loads(runner.invoke(app, ["validate", "--json", str(f)]).stdout)[0]
+    parties = out["parties"]
+    assert parties["sender"]["her_id"] == out["sender"] and parties["receiver"]["her_id"] == out["receiver"]
+    levels = parties["sender"]["levels"]
+    assert levels[0]["level"] == "organisation" and {"type", "id"} == set(levels[0]["ids"][0])
+    assert {"type": "HER", "id": out["sender"]} in [i for lvl in levels for i in lvl["ids"]]
+
+
+def test_msgid_reuse_across_files_only_with_unique_msgid(tmp_path: Path) -> None:
+    data = MESSAGES["dialogmelding-1.0-dialog-notat.xml"]
+    d = _write(tmp_path / "m", {"a.xml": data, "b.xml": data})
+    assert runner.invoke(app, ["validate", str(d)]).exit_code == 0
+    res = runner.invoke(app, ["validate", "--unique-msgid", str(d)])
+    assert res.exit_code == 1 and "msgid.unique" in res.output
+
+
+def test_identity_numbers_masked_unless_reveal(tmp_path: Path) -> None:
+    case = next(c for c in build_broken(1) if c.rule == "patient.fnr-invalid")
+    f = _write(tmp_path, {"p.xml": case.data}) / "p.xml"
+    mh = "{http://www.kith.no/xmlstds/msghead/2006-05-24}"
+    number = etree.fromstring(case.data).findtext(f".//{mh}Patient/{mh}Ident/{mh}Id")
+    assert number and len(number) == 11
+    for args in (["validate", str(f)], ["validate", "--json", str(f)]):
+        hidden = runner.invoke(app, args)
+        assert hidden.exit_code == 1 and "patient.fnr-invalid" in hidden.output
+        assert number not in hidden.output and number[:6] + "*****" in hidden.output
+        shown = runner.invoke(app, [*args, "--reveal"])
+        assert number in shown.output

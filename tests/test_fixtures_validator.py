@@ -22,7 +22,7 @@ def _validator(**options: object) -> Validator:
 
 def test_every_fixture_message_is_valid_in_one_run() -> None:
     # One validator for the whole corpus: also proves no two fixtures share a MsgId.
-    validator = _validator()
+    validator = _validator(unique_msgid=True)
     for name, data in build_all(1).items():
         result = validator.validate_bytes(data, name)
         assert result.valid, (name, [(p.rule, p.text) for p in result.errors])
@@ -30,7 +30,7 @@ def test_every_fixture_message_is_valid_in_one_run() -> None:
 
 @pytest.mark.parametrize("case", build_broken(1), ids=lambda c: c.name)
 def test_broken_case_fails_with_exactly_its_code_and_rule(case: BrokenCase) -> None:
-    validator = _validator(**{k: v for k, v in case.options.items() if k == "max_bytes"})
+    validator = _validator(**{k: v for k, v in case.options.items() if k in ("max_bytes", "unique_msgid")})
     for name in case.options.get("preceded_by", []):
         first = validator.validate_bytes(case.companions[name], name)
         assert first.valid, (name, [(p.rule, p.text) for p in first.errors])

@@ -39,7 +39,7 @@ def test_every_valid_fixture_is_quiet() -> None:
 
 @pytest.mark.parametrize("case", BROKEN, ids=lambda c: c.name)
 def test_each_broken_case_fires_its_rule_first(case) -> None:
-    v = _validator(**({"max_bytes": case.options["max_bytes"]} if "max_bytes" in case.options else {}))
+    v = _validator(**{k: case.options[k] for k in ("max_bytes", "unique_msgid") if k in case.options})
     for name in case.options.get("preceded_by", []):
         assert v.validate_bytes(case.companions[name], name).valid
     r = v.validate_bytes(case.data, case.name)
@@ -61,13 +61,15 @@ def test_schema_problem_has_line_column_and_xpath() -> None:
     assert line[p.column - 1:].startswith(b"<Kommentar")
 
 
-def test_msgid_unique_is_per_run() -> None:
+def test_msgid_unique_is_per_run_and_opt_in() -> None:
     data = MESSAGES["dialogmelding-1.0-dialog-notat.xml"]
-    v = _validator()
+    plain = _validator()
+    assert plain.validate_bytes(data, "a.xml").valid and plain.validate_bytes(data, "b.xml").valid
+    v = _validator(unique_msgid=True)
     assert v.validate_bytes(data, "a.xml").valid
     second = v.validate_bytes(data, "b.xml")
     assert [p.rule for p in second.errors] == ["msgid.unique"] and "a.xml" in second.errors[0].text
-    assert _validator().validate_bytes(data, "b.xml").valid  # a new Validator is a new run
+    assert _validator(unique_msgid=True).validate_bytes(data, "b.xml").valid  # a new Validator is a new run
 
 
 def test_gendate_allows_small_clock_skew() -> None:

@@ -35,7 +35,7 @@ _S = [OID + "9051", OID + "8116", OID + "3101", OID + "7304", OID + "8279", "905
 _NAMES = ("Organisation HealthcareProfessional Ident Id TypeId TypeOffId OffId Inst Dept HCPerson HCProf "
           "HCP Patient Sex Ack MsgType Status Content RefDoc MIGversion MsgId GenDate Type Sender Receiver "
           "CopyDest OtherReceiver ServReq Requester ServProvider Name OrganisationName GivenName FamilyName "
-          "DateOfBirth MsgInfo ServRprt ServReport").split()
+          "DateOfBirth MsgInfo ServRprt ServReport AdditionalId").split()
 _NSS = [MSGHEAD_NS, None, "urn:other", APPREC_10_NS, APPREC_11_NS]
 
 
@@ -303,15 +303,27 @@ def _idents(el: etree._Element | None) -> list[tuple[str, str]]:
             for i in el.iterchildren(f"{_MH}Ident")]
 
 
-def _of(ids: list[tuple[str, str]], type_id: str) -> str | None:
+def _her(t: str, v: str) -> str:
+    """HER-ids grouped with dots read as digits, written out again: '369.767' -> '369767'."""
+    parts = v.split(".")
+    if t == "HER" and len(parts) > 1 and all(p.isascii() and p.isdigit() for p in parts):
+        return "".join(parts)
+    return v
+
+
+def _level_ids(pairs: list[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    return tuple((t, _her(t, v)) for t, v in pairs if v)
+
+
+def _of(ids: tuple[tuple[str, str], ...], type_id: str) -> str | None:
     return next((v for t, v in ids if t == type_id and v), None)
 
 
-def _person(hp: etree._Element | None) -> tuple[str | None, str | None]:
+def _person(hp: etree._Element | None) -> tuple[str | None, tuple[tuple[str, str], ...]]:
     if hp is None:
-        return None, None
+        return None, ()
     names = [_text(_first(hp, f"{_MH}{t}")) for t in ("GivenName", "MiddleName", "FamilyName")]
-    return " ".join(n for n in names if n) or None, _of(_idents(hp), "HER")
+    return " ".join(n for n in names if n) or None, _level_ids(_idents(hp))
 
 
 def ref_msghead_party(party: etree._Element | None) -> Party | None:
@@ -322,41 +334,51 @@ def ref_msghead_party(party: etree._Element | None) -> Party | None:
         hp = _first(party, f"{_MH}HealthcareProfessional")
         if hp is None:
             return Party()
-        name, her = _person(hp)
-        return Party(person_name=name, person_her_id=her)
+        name, pids = _person(hp)
+        return Party(person_name=name, person_her_id=_of(pids, "HER"), person_ids=pids)
     sub = _first(org, f"{_MH}Organisation")
     hp = _first(org, f"{_MH}HealthcareProfessional")
     if hp is None:
         hp = _first(sub, f"{_MH}HealthcareProfessional")
-    name, her = _person(hp)
-    ids = _idents(org)
+    name, pids = _person(hp)
+    ids, dids = _level_ids(_idents(org)), _level_ids(_idents(sub))
     return Party(_text(_first(org, f"{_MH}OrganisationName")), _of(ids, "HER"), _of(ids, "ENH"),
-                 _text(_first(sub, f"{_MH}OrganisationName")), _of(_idents(sub), "HER"), name, her)
+                 _text(_first(sub, f"{_MH}OrganisationName")), _of(dids, "HER"), name, _of(pids, "HER"),
+                 ids, dids, pids)
 
 
 def ref_hcp_party(hcp: etree._Element | None) -> Party | None:
     if hcp is None:
         return None
 
+    def ids(el: etree._Element | None) -> tuple[tuple[str, str], ...]:
+        if el is None:
+            return ()
+        pairs = [(_code(_first(el, "{*}TypeId")) or "", _text(_first(el, "{*}Id")) or "")]
+        pairs += [(_code(_first(a, "{*}Type")) or "", _text(_first(a, "{*}Id")) or "")
+                  for a in el.iterchildren("{*}AdditionalId")]
+        return _level_ids(pairs)
+
     def her(el: etree._Element) -> str | None:
-        return _text(_first(el, "{*}Id")) if _code(_first(el, "{*}TypeId")) == "HER" else None
+        return _of(ids(el), "HER")
 
     inst = _first(hcp, "{*}Inst")
     if inst is None:
         prof = _first(hcp, "{*}HCProf")
         if prof is None:
             return Party()
-        return Party(person_name=_text(_first(prof, "{*}Name")), person_her_id=her(prof))
+        return Party(person_name=_text(_first(prof, "{*}Name")), person_her_id=her(prof),
+                     person_ids=ids(prof))
     depts = [d for d in inst.iterchildren("{*}Dept") if her(d)] or list(inst.iterchildren("{*}Dept"))
     persons = [p for p in inst.iterchildren("{*}HCPerson") if her(p)] or list(
         inst.iterchildren("{*}HCPerson"))
     dept = depts[0] if depts else None
     person = persons[0] if persons else None
     return Party(
-        _text(_first(inst, "{*}Name")), her(inst),
-        _text(_first(inst, "{*}Id")) if _code(_first(inst, "{*}TypeId")) == "ENH" else None,
+        _text(_first(inst, "{*}Name")), her(inst), _of(ids(inst), "ENH"),
         _text(_first(dept, "{*}Name")), her(dept) if dept is not None else None,
         _text(_first(person, "{*}Name")), her(person) if person is not None else None,
+        ids(inst), ids(dept), ids(person),
     )
 
 

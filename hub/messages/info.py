@@ -15,17 +15,29 @@ from dataclasses import dataclass, field
 
 from lxml import etree
 
+from hub.ascii import is_ascii_digits
 from hub.messages.families import APPREC_10_NS, APPREC_11_NS, FAMILIES, MSGHEAD_NS, Family, by_namespace
 
 _MH = f"{{{MSGHEAD_NS}}}"
 _APPREC = (APPREC_10_NS, APPREC_11_NS)
 
 
+Ids = tuple[tuple[str, str], ...]  # (type, id) as the message writes them: ("ENH", "974703300"), ...
+
+# Identifier types that name a department/service below an organisation (KITH 9051): RSH (the
+# health-enterprise register), LAV (a local id), LIN/LOK (lab/location codes).
+DEPT_ID_TYPES = ("RSH", "LAV", "LIN", "LOK")
+
+
 @dataclass(frozen=True)
 class Party:
     """A communication party: organisation (level 1), optional service (level 2) and person.
 
-    HER-ids are kept as text: a message may carry a malformed one and we must be able to say so.
+    Each level keeps every identifier it carries as (type, id): MsgHead's Ident (TypeId, Id), an
+    own-root Inst/Dept/HCPerson/HCProf's Id/TypeId and AdditionalId (Type, Id). HER-ids written with
+    dots as digit groups (`369.767`, KITH examples do) are kept as digits (`369767`); anything else is
+    kept as text: a message may carry a malformed one and we must be able to say so.
+    her_id/dept_her_id/person_her_id: the first HER-id of each level; org_no: the first ENH.
     """
 
     name: str | None = None
@@ -35,6 +47,9 @@ class Party:
     dept_her_id: str | None = None
     person_name: str | None = None
     person_her_id: str | None = None
+    ids: Ids = ()  # the organisation's identifiers
+    dept_ids: Ids = ()  # the department's/service's (level 2)
+    person_ids: Ids = ()  # the person's (HPR, HER, FNR, ...)
 
     @property
     def communication_her_id(self) -> str | None:
@@ -42,9 +57,46 @@ class Party:
         return self.person_her_id or self.dept_her_id or self.her_id
 
     @property
+    def dept_ident(self) -> tuple[str, str] | None:
+        """The department's own id other than a HER-id, as (type, id): RSH, LAV, LIN or LOK."""
+        for t, v in self.dept_ids:
+            if t in DEPT_ID_TYPES:
+                return t, v
+        return None
+
+    @property
+    def dept_id(self) -> str | None:
+        """The department id of dept_ident (for routing by organisation number + department)."""
+        d = self.dept_ident
+        return d[1] if d else None
+
+    @property
+    def hpr(self) -> str | None:
+        """The person's HPR number (Helsepersonellregisteret)."""
+        return next((v for t, v in self.person_ids if t == "HPR"), None)
+
+    @property
     def display_name(self) -> str | None:
         parts = [p for p in (self.name, self.dept_name, self.person_name) if p]
         return " / ".join(parts) if parts else None
+
+    def levels(self) -> list[tuple[str, str | None, Ids]]:
+        """(level, name, identifiers) of each level present: organisation, department, person."""
+        out = []
+        for level, name, ids in (("organisation", self.name, self.ids), ("department", self.dept_name,
+                                  self.dept_ids), ("person", self.person_name, self.person_ids)):
+            if name or ids:
+                out.append((level, name, ids))
+        return out
+
+    def to_dict(self) -> dict[str, object]:
+        """For --json: the communication party's HER-id, org_no, dept id and every level's identifiers."""
+        return {
+            "her_id": self.communication_her_id, "org_no": self.org_no, "dept_id": self.dept_id,
+            "hpr": self.hpr,
+            "levels": [{"level": level, "name": name, "ids": [{"type": t, "id": v} for t, v in ids]}
+                       for level, name, ids in self.levels()],
+        }
 
 
 @dataclass(frozen=True)
@@ -169,13 +221,32 @@ _set = object.__setattr__
 
 
 def _party(name: str | None, her_id: str | None, org_no: str | None, dept_name: str | None,
-           dept_her_id: str | None, person_name: str | None, person_her_id: str | None) -> Party:
-    """Party(...) as the dataclass makes it, minus its frozen __init__'s seven object.__setattr__ calls."""
+           dept_her_id: str | None, person_name: str | None, person_her_id: str | None,
+           ids: Ids = (), dept_ids: Ids = (), person_ids: Ids = ()) -> Party:
+    """Party(...) as the dataclass makes it, minus its frozen __init__'s ten object.__setattr__ calls."""
     p = _new(Party)
     _set(p, "__dict__", {"name": name, "her_id": her_id, "org_no": org_no, "dept_name": dept_name,
                          "dept_her_id": dept_her_id, "person_name": person_name,
-                         "person_her_id": person_her_id})
+                         "person_her_id": person_her_id, "ids": ids, "dept_ids": dept_ids,
+                         "person_ids": person_ids})
     return p
+
+
+def her_digits(text: str) -> str:
+    """A HER-id as digits: `369.767` (digit groups separated by dots, as KITH examples write HER-ids)
+    becomes `369767`; any other text is returned as it is (the ident rules judge it)."""
+    if "." in text:
+        digits = text.replace(".", "")
+        if is_ascii_digits(digits) and text[0] != "." and text[-1] != "." and ".." not in text:
+            return digits
+    return text
+
+
+def _first_of(ids: Ids, type_id: str) -> str | None:
+    for t, v in ids:
+        if t == type_id:
+            return v
+    return None
 
 
 def _patient(name: str | None, ids: tuple[tuple[str, str], ...], date_of_birth: str | None,
@@ -223,21 +294,18 @@ def _ident_pair(ident: etree._Element, rec: _Rec = None, org: bool = False) -> t
     return code, (id_el.text or "").strip() if id_el is not None else ""
 
 
-def _idents_of(idents: list[etree._Element], rec: _Rec = None, org: bool = False) -> list[tuple[str, str]]:
-    return [_ident_pair(ident, rec, org) for ident in idents]
-
-
-def _first_her(idents: list[etree._Element], rec: _Rec = None, org: bool = False) -> str | None:
-    """The Id of the first Ident whose TypeId says HER and whose Id is not empty."""
+def _level_ids(idents: list[etree._Element], rec: _Rec = None, org: bool = False) -> Ids:
+    """(TypeId code, Id) of every Ident with an Id, HER-ids as digits (her_digits)."""
+    out = []
     for ident in idents:
         t, v = _ident_pair(ident, rec, org)
-        if t == "HER" and v:
-            return v
-    return None
+        if v:
+            out.append((t, her_digits(v) if t == "HER" else v))
+    return tuple(out)
 
 
-def _mh_person(hp: etree._Element, rec: _Rec = None) -> tuple[str | None, str | None]:
-    """(name, HER-id) of a HealthcareProfessional: one pass over its children."""
+def _mh_person(hp: etree._Element, rec: _Rec = None) -> tuple[str | None, Ids]:
+    """(name, identifiers) of a HealthcareProfessional: one pass over its children."""
     given = middle = family = None
     idents = []
     for c in hp[:]:
@@ -253,7 +321,7 @@ def _mh_person(hp: etree._Element, rec: _Rec = None) -> tuple[str | None, str | 
         elif t == _MIDDLE and middle is None:
             middle = c
     name = " ".join([n for n in (_text(given), _text(middle), _text(family)) if n]) or None
-    return name, _first_her(idents, rec)
+    return name, _level_ids(idents, rec)
 
 
 def msghead_party(party: etree._Element | None) -> Party | None:
@@ -280,8 +348,8 @@ def _msghead_party(party: etree._Element | None, rec: _Rec = None) -> Party | No
     if org is None:
         if hp is None:
             return Party()
-        name, her = _mh_person(hp, rec)
-        return _party(None, None, None, None, None, name, her)
+        name, pids = _mh_person(hp, rec)
+        return _party(None, None, None, None, None, name, _first_of(pids, "HER"), person_ids=pids)
     org_name = sub = hp = None
     idents = []
     for c in org[:]:
@@ -296,16 +364,9 @@ def _msghead_party(party: etree._Element | None, rec: _Rec = None) -> Party | No
                 sub = c
         elif t == _HP and hp is None:
             hp = c
-    her = enh = None
-    for ident in idents:  # = _first(ids, "HER") and _first(ids, "ENH")
-        typ, v = _ident_pair(ident, rec, True)
-        if v:
-            if typ == "HER":
-                if her is None:
-                    her = v
-            elif typ == "ENH" and enh is None:
-                enh = v
-    dept_name = dept_her = None
+    ids = _level_ids(idents, rec, True)
+    dept_name = None
+    dept_ids: Ids = ()
     if sub is not None:
         sub_name = sub_hp = None
         sub_idents = []
@@ -319,11 +380,13 @@ def _msghead_party(party: etree._Element | None, rec: _Rec = None) -> Party | No
             elif t == _HP and sub_hp is None:
                 sub_hp = c
         dept_name = _text(sub_name)
-        dept_her = _first_her(sub_idents, rec, True)
+        dept_ids = _level_ids(sub_idents, rec, True)
         if hp is None:
             hp = sub_hp
-    person_name, person_her = _mh_person(hp, rec) if hp is not None else (None, None)
-    return _party(_text(org_name), her, enh, dept_name, dept_her, person_name, person_her)
+    person_name, person_ids = _mh_person(hp, rec) if hp is not None else (None, ())
+    return _party(_text(org_name), _first_of(ids, "HER"), _first_of(ids, "ENH"), dept_name,
+                  _first_of(dept_ids, "HER"), person_name, _first_of(person_ids, "HER"), ids, dept_ids,
+                  person_ids)
 
 
 def _mh_patient(p: etree._Element | None, rec: _Rec = None) -> PatientInfo | None:
@@ -494,17 +557,39 @@ def family_of(namespace: str, mig_version: str | None = None) -> Family | None:
 
 
 
-# (Name, Id, code of the TypeId) of an Inst, Dept, HCPerson or HCProf.
-_Ids = tuple[etree._Element | None, etree._Element | None, str | None]
+# (Name element, identifiers) of an Inst, Dept, HCPerson or HCProf.
+_Level = tuple[etree._Element | None, Ids]
 
 
-def _name_id_type(el: etree._Element, depts: list[etree._Element] | None = None,
-                  persons: list[etree._Element] | None = None, rec: _Rec = None, org: bool = False) -> _Ids:
-    """First Name, Id and TypeId child by local name (`{*}name`), and every Dept/HCPerson when asked.
+def _additional_id(el: etree._Element) -> tuple[str, str] | None:
+    """(Type code, Id) of an own-root AdditionalId, None without an Id."""
+    id_el = type_el = None
+    for c in el:
+        t = c.tag
+        if not isinstance(t, str):
+            continue
+        local = t[t.find("}") + 1:]
+        if local == "Id":
+            if id_el is None:
+                id_el = c
+        elif local == "Type" and type_el is None:
+            type_el = c
+    v = _text(id_el)
+    if not v:
+        return None
+    typ = _code(type_el) or ""
+    return typ, her_digits(v) if typ == "HER" else v
+
+
+def _level(el: etree._Element, depts: list[etree._Element] | None = None,
+           persons: list[etree._Element] | None = None, rec: _Rec = None, org: bool = False) -> _Level:
+    """First Name, the Id/TypeId pair and every AdditionalId (by local name), and every Dept/HCPerson
+    when asked.
 
     One loop with no dict: this runs for every Inst, Dept, HCPerson and HCProf of a party.
     """
     name = id_el = type_el = None
+    extra = None
     for c in el[:]:
         t = c.tag
         if not isinstance(t, str):
@@ -519,6 +604,11 @@ def _name_id_type(el: etree._Element, depts: list[etree._Element] | None = None,
         elif local == "TypeId":
             if type_el is None:
                 type_el = c
+        elif local == "AdditionalId":
+            if extra is None:
+                extra = [c]
+            else:
+                extra.append(c)
         elif depts is not None and persons is not None:
             if local == "Dept":
                 depts.append(c)
@@ -527,20 +617,25 @@ def _name_id_type(el: etree._Element, depts: list[etree._Element] | None = None,
     code = _code(type_el)
     if rec is not None and type_el is not None:
         rec.append((type_el, code or "", id_el, org, True))
-    return name, id_el, code
+    v = _text(id_el)
+    if v:
+        ids: list[tuple[str, str]] = [(code or "", her_digits(v) if code == "HER" else v)]
+    else:
+        ids = []
+    if extra is not None:
+        for a in extra:
+            pair = _additional_id(a)
+            if pair is not None:
+                ids.append(pair)
+    return name, tuple(ids)
 
 
-def _her_of(k: _Ids) -> str | None:
-    """The Id of a (Name, Id, TypeId code) triple when the TypeId says HER."""
-    return _text(k[1]) if k[2] == "HER" else None
-
-
-def _pick(levels: list[etree._Element], rec: _Rec, org: bool) -> tuple[_Ids | None, str | None]:
+def _pick(levels: list[etree._Element], rec: _Rec, org: bool) -> tuple[_Level | None, str | None]:
     """The first level with a HER-id, else the first level (as hcp_party always chose), and its HER-id."""
     first = None
     for el in levels:
-        k = _name_id_type(el, rec=rec, org=org)
-        her = _her_of(k)
+        k = _level(el, rec=rec, org=org)
+        her = _first_of(k[1], "HER")
         if her:
             return k, her
         if first is None:
@@ -571,21 +666,24 @@ def _hcp_party(hcp: etree._Element | None, rec: _Rec = None) -> Party | None:
     if inst is None:
         if prof is None:
             return Party()
-        pk = _name_id_type(prof, rec=rec)
-        return _party(None, None, None, None, None, _text(pk[0]), _her_of(pk))
+        pname, pids = _level(prof, rec=rec)
+        return _party(None, None, None, None, None, _text(pname), _first_of(pids, "HER"), person_ids=pids)
     depts: list[etree._Element] = []
     persons: list[etree._Element] = []
-    ik = _name_id_type(inst, depts, persons, rec, True)
+    iname, ids = _level(inst, depts, persons, rec, True)
     dept, dept_her = _pick(depts, rec, True)
     person, person_her = _pick(persons, rec, False)
     return _party(
-        _text(ik[0]),
-        _her_of(ik),
-        _text(ik[1]) if ik[2] == "ENH" else None,
+        _text(iname),
+        _first_of(ids, "HER"),
+        _first_of(ids, "ENH"),
         _text(dept[0]) if dept is not None else None,
         dept_her,
         _text(person[0]) if person is not None else None,
         person_her,
+        ids,
+        dept[1] if dept is not None else (),
+        person[1] if person is not None else (),
     )
 
 

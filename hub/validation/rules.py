@@ -24,7 +24,7 @@ from lxml import etree
 from hub.ascii import is_ascii_digits
 from hub.codes import APPREC_ERRORS
 from hub.messages.families import APPREC_10_NS, APPREC_11_NS, FAMILIES, MSGHEAD_NS
-from hub.messages.info import MessageInfo, Party, PatientInfo, TypeIdSeen, find, xpath
+from hub.messages.info import MessageInfo, Party, PatientInfo, TypeIdSeen, find, her_digits, xpath
 from hub.validation.catalog import rule
 from hub.validation.result import Problem
 
@@ -223,8 +223,11 @@ def ident_rules(root: etree._Element) -> list[Problem]:
         if value == "HER":
             id_el = find(holder, "{*}Id")
             her = (id_el.text or "").strip() if id_el is not None else ""
-            if not is_ascii_digits(her) or int(her) <= 0:
-                out.append(problem("ident.her", f"HER-id {her!r} is not a positive integer",
+            digits = her_digits(her)  # `369.767`: digit groups separated by dots, as KITH examples write them
+            if not her:
+                out.append(problem("ident.her", "the HER-id is empty", id_el if id_el is not None else t))
+            elif not is_ascii_digits(digits) or int(digits) <= 0:
+                out.append(problem("ident.her", f"HER-id {her!r} is not a positive whole number",
                                    id_el if id_el is not None else t))
     return out
 
@@ -245,7 +248,7 @@ def _vet_typeids(seen: list[TypeIdSeen]) -> dict[etree._Element, bool]:
         elif value != "HER" and not (org if value in CODES_9051 else value in CODES_8116 and not org):
             continue
         if value == "HER":
-            her = (id_el.text or "").strip() if id_el is not None else ""
+            her = her_digits((id_el.text or "").strip()) if id_el is not None else ""
             if not id_known or not is_ascii_digits(her) or int(her) <= 0:
                 continue
         vetted[t] = bool(s) and s in _S_LISTED
@@ -292,7 +295,7 @@ def _ident_scan(root: etree._Element, vetted: dict[etree._Element, bool] | None 
                 if isinstance(tag, str) and (tag == "Id" or tag.endswith("}Id")):
                     id_el = c
                     break
-            her = (id_el.text or "").strip() if id_el is not None else ""
+            her = her_digits((id_el.text or "").strip()) if id_el is not None else ""
             if not is_ascii_digits(her) or int(her) <= 0:
                 return None
     return listed_s

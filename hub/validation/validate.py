@@ -2,7 +2,9 @@
 
 Fast path: hub.xmlsafe parse, one cached lxml schema per namespace combination, business rules over
 the same tree. xmlschema is used only on demand to explain failures (hub.validation.explain).
-A Validator instance is one run: MsgIds must be unique within it.
+A Validator instance is one run; with unique_msgid it also requires MsgIds to be unique within it (off by
+default: uniqueness belongs to one sender's traffic, which the relay checks, not to a folder of files;
+acceptance-test packs reuse a MsgId across the variants of one case).
 """
 
 from __future__ import annotations
@@ -53,11 +55,12 @@ class Validator:
 
     registry: default = ours + configured packs (+ `packs`, which take precedence).
     now: the clock for GenDate checks (tests pin it); None = the wall clock at each call.
+    unique_msgid: report a MsgId used by an earlier message of this run (msgid.unique).
     """
 
     def __init__(self, registry: SchemaRegistry | None = None, *, packs: Iterable[Path | str] = (),
                  max_bytes: int = DEFAULT_MAX_BYTES, now: datetime | None = None,
-                 business_rules: bool = True) -> None:
+                 business_rules: bool = True, unique_msgid: bool = False) -> None:
         packs = list(packs)
         if registry is None:
             registry = SchemaRegistry.default(packs) if packs else default_registry()
@@ -65,6 +68,7 @@ class Validator:
         self.max_bytes = max_bytes
         self.now = now
         self.business_rules = business_rules
+        self.unique_msgid = unique_msgid
         self._seen: dict[str, str] = {}  # MsgId -> file that used it first in this run
 
     # --- public -----------------------------------------------------------------------------------------
@@ -97,7 +101,7 @@ class Validator:
             mid = info.msg_id
             uuid = rules.is_uuid(mid) if mid else False  # asked once for the MsgId rules and uniqueness
             result.problems += rules.check_list(info, root, now=self.now, seen=scan.typeids, msg_id_ok=uuid)
-            if mid and uuid:
+            if mid and uuid and self.unique_msgid:
                 self._unique(mid, root, name, result)
         if result.problems:
             self._columns(data, result)

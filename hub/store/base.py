@@ -356,6 +356,9 @@ class Store(ABC):
 
     lock_clause: str = ""  # " FOR UPDATE" where the database has row locks
     skip_locked_clause: str = ""
+    # SQL statements run through a Tx (reads and writes), for benchmarks: per message it is the cost the
+    # store adds to the relay. Counted without a lock: a rare lost increment under contention is fine.
+    statements: int = 0
 
     # backend ---------------------------------------------------------------------------------------
     @abstractmethod

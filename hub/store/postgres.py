@@ -34,21 +34,24 @@ def _utc(v: Any) -> Any:  # noqa: ANN401
 
 
 class _Tx:
-    def __init__(self, conn: psycopg.Connection[Row]) -> None:
-        self.conn = conn
+    def __init__(self, conn: psycopg.Connection[Row], store: Store) -> None:
+        self.conn, self.store = conn, store
 
     @staticmethod
     def _sql(sql: str) -> str:
         return sql.replace("%", "%%").replace("?", "%s")
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        self.store.statements += 1
         return self.conn.execute(self._sql(sql), list(params)).rowcount
 
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        self.store.statements += 1
         rows = self.conn.execute(self._sql(sql), list(params)).fetchall()
         return [{k: _utc(v) for k, v in r.items()} for r in rows]
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        self.store.statements += 1
         r = self.conn.execute(self._sql(sql), list(params)).fetchone()
         return None if r is None else {k: _utc(v) for k, v in r.items()}
 
@@ -70,7 +73,7 @@ class PostgresStore(Store):
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
             if schema:
                 conn.execute(pgsql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(pgsql.Identifier(schema)))
-            migrate(_Tx(conn), TYPES, utcnow())
+            migrate(_Tx(conn, self), TYPES, utcnow())
 
     def _conn(self) -> psycopg.Connection[Row]:
         if self._closed:
@@ -92,7 +95,7 @@ class PostgresStore(Store):
             conn = self._conn()
             try:
                 with conn.transaction():
-                    return fn(_Tx(conn))
+                    return fn(_Tx(conn, self))
             except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
                 if attempt == self._retries:
                     raise
@@ -104,10 +107,10 @@ class PostgresStore(Store):
     def _read(self, fn: Callable[[Tx], T]) -> T:
         conn = self._conn()
         with conn.transaction():
-            return fn(_Tx(conn))
+            return fn(_Tx(conn, self))
 
     def _read_one(self, sql: str, params: Sequence[Any]) -> Row | None:
-        return _Tx(self._conn()).one(sql, params)  # autocommit: no BEGIN/COMMIT round trips
+        return _Tx(self._conn(), self).one(sql, params)  # autocommit: no BEGIN/COMMIT round trips
 
     def close(self) -> None:
         with self._lock:

@@ -57,16 +57,19 @@ def _load(row: sqlite3.Row) -> Row:
 
 
 class _Tx:
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
+    def __init__(self, conn: sqlite3.Connection, store: Store) -> None:
+        self.conn, self.store = conn, store
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        self.store.statements += 1
         return self.conn.execute(sql, [_param(p) for p in params]).rowcount
 
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        self.store.statements += 1
         return [_load(r) for r in self.conn.execute(sql, [_param(p) for p in params]).fetchall()]
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        self.store.statements += 1
         r = self.conn.execute(sql, [_param(p) for p in params]).fetchone()
         return None if r is None else _load(r)
 
@@ -90,7 +93,7 @@ class SQLiteStore(Store):
         self._writer.execute("PRAGMA synchronous=FULL")
         self._writer.execute("BEGIN IMMEDIATE")  # also serialises two processes opening at once
         try:
-            migrate(_Tx(self._writer), TYPES, utcnow())
+            migrate(_Tx(self._writer, self), TYPES, utcnow())
             self._writer.execute("COMMIT")
         except BaseException:
             self._writer.execute("ROLLBACK")
@@ -157,7 +160,7 @@ class SQLiteStore(Store):
             self._run_batch(batch)
 
     def _run_batch(self, batch: list[tuple[Callable[[Tx], Any], Future[Any]]]) -> None:
-        conn, tx = self._writer, _Tx(self._writer)
+        conn, tx = self._writer, _Tx(self._writer, self)
         todo = [(fn, fut) for fn, fut in batch if fut.set_running_or_notify_cancel()]
         failed: dict[int, BaseException] = {}
         while True:
@@ -217,12 +220,12 @@ class SQLiteStore(Store):
         conn = self._reader()
         conn.execute("BEGIN")  # one snapshot for the whole read
         try:
-            return fn(_Tx(conn))
+            return fn(_Tx(conn, self))
         finally:
             conn.execute("COMMIT")
 
     def _read_one(self, sql: str, params: Sequence[Any]) -> Row | None:
-        return _Tx(self._reader()).one(sql, params)  # autocommit: the statement is its own snapshot
+        return _Tx(self._reader(), self).one(sql, params)  # autocommit: the statement is its own snapshot
 
     def close(self) -> None:
         with self._lock:

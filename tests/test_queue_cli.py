@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -175,39 +176,46 @@ def run(world: World, *args: str, code: int = 0, input: str | None = None) -> st
     return r.stdout
 
 
-def run_json(world: World, *args: str, code: int = 0) -> object:
-    return json.loads(run(world, *args, "--json", code=code))
+def run_json(world: World, *args: str, code: int = 0) -> Any:  # noqa: ANN401
+    got = json.loads(run(world, *args, "--json", code=code))
+    assert got["source"]["store"] == world.url  # it says which store it read
+    return got
+
+
+def listed(world: World, *args: str) -> list[dict[str, Any]]:
+    """The messages of a listing's JSON (which also says which config and store it read)."""
+    return run_json(world, *args)["messages"]
 
 
 # --- list ------------------------------------------------------------------------------------------
 
 def test_list_filters_select_the_right_messages(world: World) -> None:
-    every = run_json(world, "list")
+    every = listed(world, "list")
     assert {m["short_id"] for m in every} == set(world.ids.values())
     assert [m["created_at"] for m in every] == sorted((m["created_at"] for m in every), reverse=True)
 
-    undelivered = run_json(world, "list", "--state", "undelivered")
+    undelivered = listed(world, "list", "--state", "undelivered")
     assert [m["short_id"] for m in undelivered] == [world.ids["undelivered"]]
     assert undelivered[0]["last_error_code"] == "smtp.550"
 
-    two = run_json(world, "list", "--state", "undelivered,failed")
+    two = listed(world, "list", "--state", "undelivered,failed")
     assert {m["short_id"] for m in two} == {world.ids["undelivered"], world.ids["failed"]}
 
-    to_nursing = run_json(world, "list", "--receiver", str(NURSING_TILDELING.her_id))
+    to_nursing = listed(world, "list", "--receiver", str(NURSING_TILDELING.her_id))
     assert {m["short_id"] for m in to_nursing} == {world.ids["waiting"], world.ids["queued"]}
 
-    from_hosp = run_json(world, "list", "--sender", str(HOSP_POLIKLINIKK.her_id))
+    from_hosp = listed(world, "list", "--sender", str(HOSP_POLIKLINIKK.her_id))
     assert [m["short_id"] for m in from_hosp] == [world.ids["completed"]]
 
-    asks = run_json(world, "list", "--type", "DIALOG_FORESPORSEL")
+    asks = listed(world, "list", "--type", "DIALOG_FORESPORSEL")
     assert [m["short_id"] for m in asks] == [world.ids["waiting"]]
 
-    recent = run_json(world, "list", "--since", "2h")
+    recent = listed(world, "list", "--since", "2h")
     assert {m["short_id"] for m in recent} == {world.ids["retrying"], world.ids["queued"]}
-    since_iso = run_json(world, "list", "--since", (NOW - timedelta(days=1)).isoformat())
+    since_iso = listed(world, "list", "--since", (NOW - timedelta(days=1)).isoformat())
     assert {m["short_id"] for m in since_iso} == {world.ids["retrying"], world.ids["queued"]}
 
-    assert len(run_json(world, "list", "--limit", "2")) == 2
+    assert len(listed(world, "list", "--limit", "2")) == 2
 
 
 def test_list_for_people_shows_ids_states_and_masked_errors(world: World) -> None:
@@ -376,7 +384,7 @@ def test_bulk_resend_dry_run_changes_nothing_and_shows_route_cpa_cert(world: Wor
         before = (st.stats(), [(m.id, m.state, m.updated_at) for m in st.list_messages()])
     args = ("resend", "--state", "undelivered,failed", "--receiver", str(HOSP_POLIKLINIKK.her_id),
             "--dry-run", "--register", str(reg), "--cpa-dir", str(cpa_dir))
-    got = run_json(world, *args)
+    got = listed(world, *args)
     assert {g["id"] for g in got} == {world.ids["undelivered"], world.ids["failed"]}
     for g in got:
         r = g["route"]
@@ -494,18 +502,22 @@ def test_stats_and_overdue(world: World) -> None:
     assert got["total"] == len(world.ids) and got["needs_attention"] == 2
     assert got["states"]["undelivered"] == 1 and got["states"]["retrying"] == 1
     assert "6 message(s), 2 needing attention" in run(world, "stats")
-    late = run_json(world, "overdue")  # 96 h after GenDate
+    late = listed(world, "overdue")  # 96 h after GenDate
     assert [m["short_id"] for m in late] == [world.ids["waiting"]] and late[0]["overdue_s"] > 0
-    assert run_json(world, "overdue", "--after", "6d") == []
+    assert listed(world, "overdue", "--after", "6d") == []
     out = run(world, "overdue", "--after", "1d")
     assert world.ids["waiting"] in out and "DIALOG_FORESPORSEL" in out
 
 
-def test_store_comes_from_the_group_option_or_settings(world: World, tmp_path: Path) -> None:
+def test_store_comes_from_the_group_option_or_the_config(world: World, tmp_path: Path) -> None:
     r = runner.invoke(app, ["queue", "--store", world.url, "stats", "--json"])
     assert r.exit_code == 0 and json.loads(r.stdout)["total"] == len(world.ids)
     home = Path(os.environ["HUB_HOME"])
     home.mkdir(parents=True, exist_ok=True)
-    (home / "settings.json").write_text(json.dumps({"store": world.url}), encoding="utf-8")
+    (home / "hub.toml").write_text(f'store = "{world.url}"\nher_id = 80000\n', encoding="utf-8")
     r = runner.invoke(app, ["queue", "list", "--state", "failed", "--json"])
-    assert r.exit_code == 0 and [m["short_id"] for m in json.loads(r.stdout)] == [world.ids["failed"]]
+    assert r.exit_code == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert [m["short_id"] for m in got["messages"]] == [world.ids["failed"]]
+    assert got["source"]["config"] == str(home / "hub.toml")
+    assert f"config: {home / 'hub.toml'}" in r.stderr

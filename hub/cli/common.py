@@ -1,27 +1,86 @@
-"""Small helpers shared by the CLI areas: output as tables for people, JSON for scripts."""
+"""Small helpers shared by the CLI areas: the configuration, output as tables for people, JSON for scripts."""
 
 from __future__ import annotations
 
 import json
 import sys
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
+import typer
 from rich.console import Console
 from rich.table import Table
 
+from hub import config
+from hub.store import MissingStore, Store, open_store
+
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # error lines stay whole for grep
+
+CONFIG_HELP = "hub.toml to read (default: $HUB_CONFIG, else ./hub.toml, else $HUB_HOME/hub.toml)."
+ConfigOpt = typer.Option(None, "--config", "-c", metavar="FILE", help=CONFIG_HELP)
+StoreOpt = typer.Option(None, "--store", metavar="URL", envvar="HUB_STORE",
+                        help="Store URL (sqlite:///path or postgresql://...); default: the config's 'store'.")
+JsonOpt = typer.Option(False, "--json", help="JSON for scripts.")
+
+# `hub --config FILE <command>`: the root option, used when the command has none of its own
+_root: dict[str, Path | None] = {"config": None}
+
+
+def set_root_config(path: Path | None) -> None:
+    _root["config"] = path
+
+
+def root_config() -> Path | None:
+    return _root["config"]
+
+
+def load_config(given: Path | None = None) -> config.Config:
+    """The configuration a command runs with; a bad or missing given file is a usage error."""
+    try:
+        return config.load(given or root_config())
+    except config.ConfigError as exc:
+        fail(str(exc))
+        raise  # unreachable
+
+
+def open_existing_store(cfg: config.Config, url: str | None = None, *, quiet: bool = False) -> Store:
+    """The store named by `url` (--store) or the configuration; never creates an empty one.
+
+    Says on stderr which config and store were read (stdout stays clean for --json)."""
+    url = url or cfg.store_url
+    if not quiet:
+        where = str(cfg.path) if cfg.path is not None else f"none found (defaults under {config.home()})"
+        err_console.print(f"[dim]config: {where}; store: {config.redact(url)}[/]", highlight=False)
+    try:
+        return open_store(url, create=False)
+    except MissingStore as exc:
+        fail(f"{exc}; give --config or --store (`hub config show` says which config is read)", 1)
+        raise
+    except Exception as exc:  # noqa: BLE001 - any connection/URL problem is the operator's to see
+        fail(f"cannot open the store {config.redact(url)}: {exc}")
+        raise
+
+
+def source(cfg: config.Config, url: str | None = None) -> dict[str, str | None]:
+    """What --json says about where its data came from."""
+    d = cfg.describe()
+    if url:
+        d["store"] = config.redact(url)
+    return d
 
 
 def print_json(data: Any) -> None:  # noqa: ANN401 - any JSON-serialisable value
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
-def print_table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+def print_table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]],
+                *, no_wrap: Sequence[str] = ()) -> None:
+    """A table; columns named in `no_wrap` (ids) are never cut or wrapped, the others fold."""
     table = Table(title=title, show_lines=False, header_style="bold")
     for c in columns:
-        table.add_column(c)
+        table.add_column(c, no_wrap=c in no_wrap, overflow="fold", min_width=len(c) if c in no_wrap else None)
     for r in rows:
         table.add_row(*["" if v is None else str(v) for v in r])
     console.print(table)
@@ -29,7 +88,5 @@ def print_table(title: str | None, columns: Sequence[str], rows: Iterable[Sequen
 
 def fail(message: str, code: int = 2) -> None:
     """Print a clear error and exit (2 = usage/configuration error)."""
-    import typer
-
-    err_console.print(f"[bold red]error:[/] {message}")
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
     raise typer.Exit(code)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 import typer
+
+from hub.cli.common import ConfigOpt, set_root_config
 
 app = typer.Typer(
     name="hub",
@@ -14,10 +17,22 @@ app = typer.Typer(
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        from hub import __version__
+
+        typer.echo(f"hub {__version__}")
+        raise typer.Exit()
+
 
 @app.callback()
-def _root() -> None:
+def _root(
+    config: Path = ConfigOpt,
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the hub's version and exit."),
+) -> None:
     """Routing and conformance hub for Norwegian health e-messages (KITH XML over ebXML)."""
+    set_root_config(config)
 
 
 @app.command()
@@ -38,6 +53,7 @@ _AREAS = [
     "hub.cli.serve",
     "hub.cli.conformance",
     "hub.cli.fixtures",
+    "hub.cli.configure",
 ]
 
 for _mod in _AREAS:

@@ -25,8 +25,19 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from hub.cli.common import console, fail, print_json, print_table
-from hub.config import home, load_settings
+from hub.cli.common import (
+    ConfigOpt,
+    JsonOpt,
+    StoreOpt,
+    console,
+    fail,
+    load_config,
+    open_existing_store,
+    print_json,
+    print_table,
+    source,
+)
+from hub.config import Config
 from hub.privacy import mask_text
 from hub.relay import lifecycle
 from hub.relay.explain import ago, explain, span
@@ -34,15 +45,11 @@ from hub.relay.lifecycle import Event, IllegalTransition, State
 from hub.relay.register import Register, RegisterError
 from hub.relay.register import load as load_register
 from hub.relay.route import CpaLookup, CpaSummary, Resolution, cert_summary, cpa_index, resolve_now
-from hub.store import APPREC_LIMIT, ORIGINAL, Message, Store, TimelineEntry, default_url, open_store
+from hub.store import ORIGINAL, Message, Store, TimelineEntry
 
 queue_app = typer.Typer(help="The relay's messages: list, show, why, resend, export, purge, stats, overdue.",
                         no_args_is_help=True)
 
-STORE_HELP = ("Store URL (sqlite:///path or postgresql://...). "
-              "Default: settings 'store' or HUB_HOME/hub.sqlite.")
-StoreOpt = typer.Option(None, "--store", envvar="HUB_STORE", help=STORE_HELP)
-JsonOpt = typer.Option(False, "--json", help="JSON for scripts.")
 ActorOpt = typer.Option(None, "--actor", help="Who is acting, for the audit log (default: the OS user).")
 
 _ATTENTION = {s.value for s in lifecycle.NEEDS_ATTENTION} | {State.REJECTED.value}
@@ -53,28 +60,35 @@ def register(app: typer.Typer) -> None:
 
 
 @queue_app.callback()
-def _group(ctx: typer.Context, store: str = StoreOpt) -> None:
+def _group(ctx: typer.Context, store: str = StoreOpt, config: Path = ConfigOpt) -> None:
     """The relay's messages: list, show, why, resend, export, purge, stats, overdue."""
-    ctx.obj = {"store": store}
+    ctx.obj = {"store": store, "config": config}
 
 
 # --- helpers ---------------------------------------------------------------------------------------
 
-def store_url(ctx: typer.Context | None, given: str | None) -> str:
-    """--store on the command, else on `hub queue`, else settings 'store', else HUB_HOME/hub.sqlite."""
-    if given:
-        return given
-    parent = (ctx.obj or {}).get("store") if ctx is not None and isinstance(ctx.obj, dict) else None
-    return parent or load_settings().get("store") or default_url()
+def _given(ctx: typer.Context | None, key: str, value: Any) -> Any:  # noqa: ANN401
+    """The command's own option, else the one given to `hub queue`."""
+    if value is not None:
+        return value
+    return (ctx.obj or {}).get(key) if ctx is not None and isinstance(ctx.obj, dict) else None
 
 
-def _open(ctx: typer.Context, given: str | None) -> Store:
-    url = store_url(ctx, given)
-    try:
-        return open_store(url)
-    except Exception as exc:  # noqa: BLE001 - any connection/URL problem is the operator's to see
-        fail(f"cannot open the store {url}: {exc}")
-        raise
+def _config(ctx: typer.Context, config: Path | None) -> Config:
+    return load_config(_given(ctx, "config", config))
+
+
+def store_url(ctx: typer.Context | None, given: str | None, cfg: Config) -> str:
+    """--store on the command, else on `hub queue`, else the configuration's store."""
+    return _given(ctx, "store", given) or cfg.store_url
+
+
+def _open(ctx: typer.Context, given: str | None, cfg: Config) -> Store:
+    return open_existing_store(cfg, store_url(ctx, given, cfg))
+
+
+def _source(ctx: typer.Context, given: str | None, cfg: Config) -> dict[str, str | None]:
+    return source(cfg, store_url(ctx, given, cfg))
 
 
 def _now() -> datetime:
@@ -159,10 +173,17 @@ def _parties(m: Message) -> str:
 
 
 def _require(store: Store, ref: str) -> Message:
+    """By full or short id, ebXML MessageId, KITH MsgId, or any unique prefix of an id."""
+    ref = ref.strip().rstrip("…").rstrip(".")
     m = store.get(ref)
+    if m is None and len(ref) >= 3:
+        hits = store.by_prefix(ref)
+        if len(hits) > 1:
+            fail(f"{ref!r} is the start of several messages' ids; give more of it", 1)
+        m = hits[0] if hits else None
     if m is None:
-        fail(f"no message {ref!r} (give a short id, full id, ebXML MessageId or KITH MsgId; "
-             "`hub queue list` shows them)", 1)
+        fail(f"no message {ref!r} (give an id or any unique start of one, an ebXML MessageId or a "
+             "KITH MsgId; `hub queue list` shows them)", 1)
         raise AssertionError  # unreachable
     return m
 
@@ -210,16 +231,18 @@ def list_(
     limit: int = typer.Option(50, "--limit", "-n", min=1, help="At most this many, newest first."),
     as_json: bool = JsonOpt,
     store: str = StoreOpt,
+    config: Path = ConfigOpt,
 ) -> None:
     """Messages, newest first: id, state, type, sender -> receiver, age, attempts, last error."""
     now = _now()
     states = _states(state)
     since_dt = parse_when(since, now) if since else None
-    with _open(ctx, store) as st:
+    cfg = _config(ctx, config)
+    with _open(ctx, store, cfg) as st:
         msgs = st.list_messages(state=states, receiver=receiver, sender=sender, msg_type=msg_type,
                                 since=since_dt, limit=limit)
     if as_json:
-        print_json([message_json(m, now) for m in msgs])
+        print_json({"source": _source(ctx, store, cfg), "messages": [message_json(m, now) for m in msgs]})
         return
     if not msgs:
         console.print("no messages match")
@@ -261,10 +284,12 @@ def show(
     no_payload: bool = typer.Option(False, "--no-payload", help="Headers and timeline only."),
     as_json: bool = JsonOpt,
     store: str = StoreOpt,
+    config: Path = ConfigOpt,
 ) -> None:
     """Headers, timeline, last error and the payload (identity numbers masked unless --reveal)."""
     now = _now()
-    with _open(ctx, store) as st:
+    cfg = _config(ctx, config)
+    with _open(ctx, store, cfg) as st:
         m = _require(st, ref)
         tl = st.timeline(m.id)
         kinds = st.blob_kinds(m.id)
@@ -282,6 +307,7 @@ def show(
             payload = mask_text(payload)
     if as_json:
         print_json({
+            "source": _source(ctx, store, cfg),
             "message": message_json(m, now, reveal=reveal),
             "timeline": timeline_json(tl, reveal=reveal),
             "artefacts": kinds,
@@ -341,10 +367,12 @@ def why(
     ref: str = typer.Argument(..., help="Short id, full id, ebXML MessageId or KITH MsgId."),
     as_json: bool = JsonOpt,
     store: str = StoreOpt,
+    config: Path = ConfigOpt,
 ) -> None:
     """Why the message is where it is: what happened, what the hub did, what next, what you can do."""
     now = _now()
-    with _open(ctx, store) as st:
+    cfg = _config(ctx, config)
+    with _open(ctx, store, cfg) as st:
         m = _require(st, ref)
         tl = st.timeline(m.id)
         children = _children(st, tl)
@@ -352,7 +380,8 @@ def why(
     text = mask_text(explain(m, tl, now=now, parent=parent, children=children))
     if as_json:
         err = m.last_error
-        print_json({"id": m.short_id, "state": m.state.value, "explanation": text,
+        print_json({"source": _source(ctx, store, cfg), "id": m.id, "short_id": m.short_id,
+                    "state": m.state.value, "explanation": text,
                     "last_error": None if err is None else {"code": err.code, "text": mask_text(err.text),
                                                             "permanent": err.permanent}})
         return
@@ -362,28 +391,24 @@ def why(
 
 # --- resend ----------------------------------------------------------------------------------------
 
-def _register(paths: list[Path] | None) -> tuple[Register | None, str | None]:
-    """The address register (settings 'register' or HUB_HOME/register.toml), or why there is none."""
+def _register(paths: list[Path] | None, cfg: Config) -> tuple[Register | None, str | None]:
+    """The address register (--register, else the config's 'register'), or why there is none."""
+    paths = paths or cfg.register_paths
     if not paths:
-        configured = load_settings().get("register")
-        if configured:
-            paths = [Path(p) for p in ([configured] if isinstance(configured, str) else configured)]
-        else:
-            paths = [home() / "register.toml"]
+        return None, f"no address register: the config {cfg.path} names none (--register)"
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
-        return None, f"no address register at {', '.join(missing)} (--register or settings 'register')"
+        return None, f"no address register at {', '.join(missing)} (--register or the config's 'register')"
     try:
         return load_register(paths), None
     except RegisterError as exc:
         return None, str(exc)
 
 
-def _cpa_lookup(cpa_dir: Path | None) -> CpaLookup | None:
+def _cpa_lookup(cpa_dir: Path | None, cfg: Config) -> CpaLookup | None:
     if cpa_dir is None:
-        configured = load_settings().get("cpa_dir")
-        cpa_dir = Path(configured) if configured else home() / "cpa"
-        if not cpa_dir.is_dir():
+        cpa_dir = cfg.cpa_dir
+        if cpa_dir is None or not cpa_dir.is_dir():
             return None  # no repository: CPA ids are shown unchecked
     try:  # the CPA engineer's full repository when present; our header-only index otherwise
         from hub.ebxml.cpa import CpaRepository
@@ -393,11 +418,6 @@ def _cpa_lookup(cpa_dir: Path | None) -> CpaLookup | None:
     index = {c.cpa_id: CpaSummary(c.cpa_id, c.status, c.start, c.end, tuple(c.her_ids), c.source)
              for c in repo}
     return index.get
-
-
-def _spool() -> Path:
-    configured = load_settings().get("spool")
-    return Path(configured) if configured else home() / "spool"
 
 
 def _resolution_json(r: Resolution) -> dict[str, Any]:
@@ -437,6 +457,7 @@ def resend(
     cpa_dir: Path = typer.Option(None, "--cpa-dir", help="Folder of CPA XML files."),
     as_json: bool = JsonOpt,
     store: str = StoreOpt,
+    config: Path = ConfigOpt,
 ) -> None:
     """Send copies of messages again: each copy is a new message whose parent is the original.
 
@@ -451,9 +472,10 @@ def resend(
     if not bulk and any((states, receiver, sender, msg_type, since)):
         fail("give either message ids or a selection, not both")
     who = actor_name(actor)
-    reg, reg_problem = _register(register_paths)
-    cpas = _cpa_lookup(cpa_dir)
-    spool = _spool()
+    cfg = _config(ctx, config)
+    reg, reg_problem = _register(register_paths, cfg)
+    cpas = _cpa_lookup(cpa_dir, cfg)
+    spool = cfg.spool_root
 
     def route(m: Message) -> Resolution:
         if reg is None:
@@ -461,7 +483,7 @@ def resend(
         return resolve_now(m.receiver_her, reg, spool, now=now, cpas=cpas, certs=cert_summary,
                            recorded_cpa_id=m.cpa_id)
 
-    with _open(ctx, store) as st:
+    with _open(ctx, store, cfg) as st:
         if bulk:
             msgs = st.list_messages(state=states, receiver=receiver, sender=sender, msg_type=msg_type,
                                     since=parse_when(since, now) if since else None, limit=limit)
@@ -469,12 +491,12 @@ def resend(
             msgs = [_require(st, r) for r in refs]
         routes = {m.id: route(m) for m in msgs}
         if dry_run:
-            _dry_run_report(msgs, routes, as_json)
+            _dry_run_report(msgs, routes, as_json, _source(ctx, store, cfg))
             return
         if not msgs:
             console.print("no messages match: nothing resent")
             if as_json:
-                print_json({"resent": [], "skipped": []})
+                print_json({"source": _source(ctx, store, cfg), "resent": [], "skipped": []})
             return
         if bulk and not yes:
             by_state = Counter(m.state.value for m in msgs)
@@ -501,6 +523,7 @@ def resend(
             resent.append((m, child))
     if as_json:
         print_json({
+            "source": _source(ctx, store, cfg),
             "actor": who,
             "resent": [{"parent": p.short_id, "parent_id": p.id, "id": c.short_id, "full_id": c.id,
                         "state": c.state.value, "route": _resolution_json(routes[p.id])} for p, c in resent],
@@ -520,11 +543,12 @@ def resend(
         raise typer.Exit(1)
 
 
-def _dry_run_report(msgs: Sequence[Message], routes: dict[str, Resolution], as_json: bool) -> None:
+def _dry_run_report(msgs: Sequence[Message], routes: dict[str, Resolution], as_json: bool,
+                    src: dict[str, str | None]) -> None:
     if as_json:
-        print_json([{"id": m.short_id, "state": m.state.value, "receiver": m.receiver_her,
-                     "would_resend": _can_resend(m), "route": _resolution_json(routes[m.id])}
-                    for m in msgs])
+        print_json({"source": src, "messages": [
+            {"id": m.short_id, "state": m.state.value, "receiver": m.receiver_her,
+             "would_resend": _can_resend(m), "route": _resolution_json(routes[m.id])} for m in msgs]})
         return
     if not msgs:
         console.print("no messages match")
@@ -575,6 +599,7 @@ def export(
     actor: str = ActorOpt,
     as_json: bool = JsonOpt,
     store: str = StoreOpt,
+    config: Path = ConfigOpt,
 ) -> None:
     """The original bytes exactly as received (unmasked; the export is recorded in the audit log)."""
     import hashlib
@@ -582,7 +607,8 @@ def export(
     now = _now()
     if as_json and out is None and not everything:
         fail("--json describes a written file: add --out or --all")
-    with _open(ctx, store) as st:
+    cfg = _config(ctx, config)
+    with _open(ctx, store, cfg) as st:
         m = _require(st, ref)
         data = st.blob(m.id)
         if data is None or hashlib.sha256(data).hexdigest() != m.sha256:
@@ -619,7 +645,8 @@ def export(
     else:
         target.write_bytes(data)
     if as_json:
-        print_json({"id": m.short_id, "path": str(target), "bytes": len(data), "sha256": m.sha256,
+        print_json({"source": _source(ctx, store, cfg),
+                    "id": m.short_id, "path": str(target), "bytes": len(data), "sha256": m.sha256,
                     "files": sorted(files) if everything else [target.name]})
     else:
         console.print(f"{m.short_id}: wrote {escape(str(target))} ({len(data)} bytes original"
@@ -637,6 +664,7 @@ def purge(
     actor: str = ActorOpt,
     as_json: bool = JsonOpt,
     store: str = StoreOpt,
+    config: Path = ConfigOpt,
 ) -> None:
     """Delete finished messages (with artefacts and timeline). Undelivered/failed ones stay unless --force."""
     now = _now()
@@ -648,7 +676,8 @@ def purge(
                            default=False)
         if not ok:
             raise typer.Exit(1)
-    with _open(ctx, store) as st:
+    cfg = _config(ctx, config)
+    with _open(ctx, store, cfg) as st:
         # counted first: the store keeps them; we say which and why
         kept_states = sorted(s.value for s in in_progress | attention)
         candidates = st.list_messages(state=kept_states, limit=10_000_000)
@@ -657,7 +686,8 @@ def purge(
     need = {s: c for s, c in kept.items() if State(s) in attention}
     busy = {s: c for s, c in kept.items() if State(s) in in_progress}
     if as_json:
-        print_json({"before": cutoff.isoformat(), "purged": n, "forced": force,
+        print_json({"source": _source(ctx, store, cfg),
+                    "before": cutoff.isoformat(), "purged": n, "forced": force,
                     "kept": {"needs_attention": need, "in_progress": busy}})
         return
     console.print(f"purged {n} message(s) last changed before {cutoff.strftime('%Y-%m-%d %H:%M')} UTC"
@@ -673,13 +703,16 @@ def purge(
 # --- stats and overdue -----------------------------------------------------------------------------
 
 @queue_app.command()
-def stats(ctx: typer.Context, as_json: bool = JsonOpt, store: str = StoreOpt) -> None:
+def stats(ctx: typer.Context, as_json: bool = JsonOpt, store: str = StoreOpt,
+          config: Path = ConfigOpt) -> None:
     """Messages per state; those needing attention first."""
-    with _open(ctx, store) as st:
+    cfg = _config(ctx, config)
+    with _open(ctx, store, cfg) as st:
         counts = st.stats()
     need = sum(n for s, n in counts.items() if s in _ATTENTION)
     if as_json:
-        print_json({"states": counts, "total": sum(counts.values()), "needs_attention": need})
+        print_json({"source": _source(ctx, store, cfg),
+                    "states": counts, "total": sum(counts.values()), "needs_attention": need})
         return
     order = sorted(counts.items(), key=lambda kv: (kv[0] not in _ATTENTION, -kv[1], kv[0]))
     console.print(f"{sum(counts.values())} message(s), {need} needing attention")
@@ -687,30 +720,29 @@ def stats(ctx: typer.Context, as_json: bool = JsonOpt, store: str = StoreOpt) ->
         print_table(None, ("state", "messages"), [(_state_cell(s), n) for s, n in order if n])
 
 
-def _apprec_limit() -> timedelta:
-    v = load_settings().get("apprec_limit_s")
-    return timedelta(seconds=float(v)) if v else APPREC_LIMIT
-
-
 @queue_app.command()
 def overdue(
     ctx: typer.Context,
-    after: str = typer.Option(None, "--after", help="Overdue this long after GenDate (default: settings "
-                              "'apprec_limit_s' or 96h)."),
+    after: str = typer.Option(None, "--after", metavar="DURATION", help="Overdue this long after GenDate "
+                              "(default: the config's worker.apprec_limit_s, else 96h)."),
     as_json: bool = JsonOpt,
     store: str = StoreOpt,
+    config: Path = ConfigOpt,
 ) -> None:
     """Delivered messages still without an AppRec after the configured time."""
     now = _now()
+    cfg = _config(ctx, config)
     try:
-        limit = parse_duration(after) if after else _apprec_limit()
+        limit = parse_duration(after) if after else cfg.apprec_limit
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    with _open(ctx, store) as st:
+    with _open(ctx, store, cfg) as st:
         msgs = st.overdue_apprecs(now, after=limit)
     if as_json:
-        print_json([{**message_json(m, now), "overdue_s": int((now - (m.gen_date or m.created_at)
-                                                                - limit).total_seconds())} for m in msgs])
+        src = _source(ctx, store, cfg)
+        print_json({"source": src, "limit_s": int(limit.total_seconds()), "messages": [
+            {**message_json(m, now),
+             "overdue_s": int((now - (m.gen_date or m.created_at) - limit).total_seconds())} for m in msgs]})
         return
     if not msgs:
         console.print(f"no delivered message is waiting for its AppRec longer than {span(limit)}")

@@ -7,23 +7,27 @@ from pathlib import Path
 
 import typer
 
-from hub.cli.common import fail, print_json, print_table
-from hub.config import home, load_settings
+from hub.cli.common import ConfigOpt, JsonOpt, err_console, fail, load_config, print_json, print_table
 from hub.relay.register import Register, RegisterError, load
 
 registry_app = typer.Typer(help="The address register: parties by HER-id, endpoints, certificates.")
 
-RegisterOpt = typer.Option(None, "--register", "-r", help="Register file or folder (TOML / NHN XML).")
+RegisterOpt = typer.Option(None, "--register", metavar="PATH",
+                           help="Register file or folder (TOML / NHN XML); default: the config's 'register'.")
 
 
-def open_register(paths: list[Path] | None) -> Register:
+def open_register(paths: list[Path] | None, config: Path | None = None) -> Register:
+    """--register, else the register the configuration names; says on stderr which it read."""
     if not paths:
-        configured = load_settings().get("register")
-        default = home() / "register.toml"
-        paths = [Path(configured)] if configured else [default]
+        cfg = load_config(config)
+        paths = cfg.register_paths
+        if not paths:
+            fail(f"the config {cfg.path} names no register (key 'register'); or give --register")
+        err_console.print(f"[dim]config: {cfg.path or 'none found'}; register: "
+                          f"{', '.join(map(str, paths))}[/]", highlight=False)
     missing = [p for p in paths if not p.exists()]
     if missing:
-        fail(f"register not found: {', '.join(map(str, missing))} (use --register or settings 'register')")
+        fail(f"register not found: {', '.join(map(str, missing))} (--register, or the config's 'register')")
     try:
         return load(paths)
     except RegisterError as exc:
@@ -40,11 +44,13 @@ def _public(p: object) -> dict:
 @registry_app.command("list")
 def list_(
     register: list[Path] = RegisterOpt,
-    kind: str = typer.Option(None, help="Only parties of this kind (gp, hospital, lab, nursing ...)."),
-    as_json: bool = typer.Option(False, "--json", help="JSON for scripts."),
+    config: Path = ConfigOpt,
+    kind: str = typer.Option(None, "--kind", metavar="KIND",
+                             help="Only parties of this kind (gp, hospital, lab, nursing ...)."),
+    as_json: bool = JsonOpt,
 ) -> None:
     """List every party."""
-    reg = open_register(register)
+    reg = open_register(register, config)
     parties = [p for p in reg if kind is None or reg.resolve(p.her_id).kind == kind]
     if as_json:
         print_json([_public(reg.resolve(p.her_id)) for p in parties])
@@ -72,10 +78,11 @@ def list_(
 def show(
     her_id: int = typer.Argument(..., help="HER-id of the party."),
     register: list[Path] = RegisterOpt,
-    as_json: bool = typer.Option(False, "--json"),
+    config: Path = ConfigOpt,
+    as_json: bool = JsonOpt,
 ) -> None:
     """Everything the register says about one party, with what it inherits from its parents."""
-    reg = open_register(register)
+    reg = open_register(register, config)
     party = reg.resolve(her_id)
     if party is None:
         fail(f"HER-id {her_id} is not in the register", 1)
@@ -92,10 +99,11 @@ def show(
 def lookup(
     text: str = typer.Argument(..., help="HER-id, organisation number or part of a name."),
     register: list[Path] = RegisterOpt,
-    as_json: bool = typer.Option(False, "--json"),
+    config: Path = ConfigOpt,
+    as_json: bool = JsonOpt,
 ) -> None:
     """Find parties by HER-id, organisation number or name."""
-    reg = open_register(register)
+    reg = open_register(register, config)
     hits = reg.find(text)
     if as_json:
         print_json([_public(reg.resolve(p.her_id)) for p in hits])

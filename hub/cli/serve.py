@@ -7,13 +7,14 @@ from pathlib import Path
 
 import typer
 
-from hub.cli.common import err_console, fail
+from hub import config as config_mod
+from hub.cli.common import ConfigOpt, err_console, fail, root_config
 
 
 def register(app: typer.Typer) -> None:
     @app.command()
     def serve(
-        config: Path = typer.Option(None, "--config", "-c", help="The relay's hub.toml (see docs/relay.md)."),
+        config: Path = ConfigOpt,
         demo: bool = typer.Option(False, "--demo", help="Run the demo under $HUB_HOME/demo (created on "
                                   "first start) with simulated systems, shown live."),
         duration: float = typer.Option(None, "--duration", min=0.1,
@@ -35,11 +36,14 @@ def register(app: typer.Typer) -> None:
             except ConfigError as exc:
                 fail(str(exc))
             return
-        if config is None:
-            fail("give --config hub.toml, or --demo")
+        try:
+            path = config_mod.find(config or root_config())
+        except ConfigError as exc:
+            fail(str(exc))
             return
-        else:
-            path = config
+        if path is None:
+            fail(f"no hub.toml: give --config FILE (or set {config_mod.CONFIG_ENV}), or --demo")
+            return
         try:
             cfg = RelayConfig.load(path)
         except ConfigError as exc:
@@ -51,6 +55,8 @@ def register(app: typer.Typer) -> None:
         if relay.http is not None:
             host, port = relay.http.address
             err_console.print(f"submit API and ebXML endpoint on http://{host}:{port}")
-        err_console.print(f"relay node {cfg.node} running (store {cfg.store}); Ctrl-C stops")
+        store = config_mod.redact(cfg.store)
+        err_console.print(f"relay node {cfg.node} running; config {path}; store {store}; Ctrl-C stops",
+                          highlight=False)
         relay.run(duration)
         err_console.print("relay stopped")

@@ -85,15 +85,37 @@ def setup(where: Path | None = None) -> Path:
     return d / "hub.toml"
 
 
+def pin_smtp(path: Path, listen: int, relay: int) -> None:
+    """Write this start's SMTP ports into the demo's hub.toml, so that what the relay runs with is
+    what `hub queue ... --config` reads (resend --dry-run checks that SMTP relay)."""
+    out, section = [], ""
+    for line in path.read_text(encoding="utf-8").splitlines():
+        stripped = line.strip()
+        if stripped.startswith("["):
+            section = stripped
+        if section == "[smtp]" and stripped.startswith(("listen =", "relay =")):
+            continue
+        out.append(line)
+        if stripped == "[smtp]":
+            out += [f'listen = "127.0.0.1:{listen}"', f'relay = "127.0.0.1:{relay}"']
+    path.write_text("\n".join(out) + "\n", encoding="utf-8")
+
+
 def networked(path: Path) -> tuple[Relay, Relay]:
     """The municipal relay (`path`) and the hospital's relay beside it, joined over SMTP on 127.0.0.1
     with ports free now (each relay sends to the other's listener)."""
-    a = RelayConfig.load(path)
-    b = RelayConfig.load(path.parent / PEER / "hub.toml")
     pa, pb = _free_port(), _free_port()
-    a.smtp_listen, a.smtp_relay = ("127.0.0.1", pa), ("127.0.0.1", pb)
-    b.smtp_listen, b.smtp_relay = ("127.0.0.1", pb), ("127.0.0.1", pa)
-    return Relay(a), Relay(b)
+    pin_smtp(path, pa, pb)
+    pin_smtp(path.parent / PEER / "hub.toml", pb, pa)
+    return Relay(RelayConfig.load(path)), Relay(RelayConfig.load(path.parent / PEER / "hub.toml"))
+
+
+def _shown(p: Path) -> Path:
+    """`p` relative to the current folder when it is under it (a shorter command to copy)."""
+    try:
+        return p.resolve().relative_to(Path.cwd())
+    except ValueError:
+        return p
 
 
 @contextlib.contextmanager
@@ -336,6 +358,9 @@ class Demo:
             smtp = f", ebXML over SMTP on {r.cfg.smtp_listen[0]}:{r.cfg.smtp_listen[1]}" \
                 if r.cfg.smtp_listen and r.network is not None else ""
             console.print(f"{self.label(r)}: spool folders {r.cfg.spool_root}{smtp}")
+            conf = _shown(r.cfg.base / "hub.toml")
+            console.print(f"  config {conf}; inspect it with: hub queue list --config {conf}",
+                          highlight=False, soft_wrap=True)
         if not console.is_terminal:
             # a pipe (tests, logs): one line per step instead of a redrawn table
             def line(label: str):  # noqa: ANN202 - a Tap listener

@@ -1,19 +1,7 @@
 """`Relay`: assembles configuration, store, register, PKI, CPAs, listeners and workers; stops cleanly.
 
-Configuration is a TOML file (docs/relay.md); relative paths in it are relative to the file's folder:
-
-    store = "sqlite:///hub.sqlite"     # or postgresql://postgres@127.0.0.1/hub
-    her_id = 80000                     # the relay's own communication party
-    node = "relay-a"                   # this process's name in leases and timelines (stable across restarts)
-    pki = "pki"                        # hub.security test PKI layout (network channels only)
-    identity = "hub"                   # this relay's party in that PKI (signs envelopes, decrypts)
-    register = ["register.toml"]
-    cpa_dir = "cpa"
-    [smtp]    listen = "127.0.0.1:2525"   relay = "127.0.0.1:25"   addresses = ["edi@relay.example"]
-    [http]    listen = "127.0.0.1:8080"   # POST /submit for local systems, POST /ebxml for peers
-    [folders] root = "spool"             poll = 0.2
-    [worker]  threads = 8  lease_s = 300  local_retries = 5  local_retry_interval_s = 30
-              network_retries = 5  network_retry_interval_s = 43200  ttl_s = 0  apprec_limit_s = 345600
+Configuration is hub.toml, validated by `hub.config` (every key: docs/configuration.md); relative paths
+in it are relative to the file's folder.
 """
 
 from __future__ import annotations
@@ -23,13 +11,14 @@ import os
 import signal
 import socket
 import threading
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from hub import config
+from hub.config import ConfigError
 from hub.relay import pipeline as pl
 from hub.relay import register as regmod
 from hub.relay.delivery import Deliverer, FolderDeliverer
@@ -42,15 +31,8 @@ from hub.store import Store, open_store
 log = logging.getLogger("hub.relay")
 
 
-class ConfigError(ValueError):
-    pass
-
-
-def _hostport(text: str, what: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    if not host or not port.isdigit():
-        raise ConfigError(f"{what}: expected host:port, got {text!r}")
-    return host, int(port)
+def _hostport(text: str | None) -> tuple[str, int] | None:
+    return config.host_port(text) if text else None
 
 
 @dataclass
@@ -71,62 +53,46 @@ class RelayConfig:
     defer_s: float = 60.0  # a network message whose check could not be made now (CRL away) is retried
     worker: WorkerConfig = field(default_factory=WorkerConfig)
     base: Path = field(default_factory=Path.cwd)
+    settings: config.HubSettings | None = None  # the validated hub.toml (hub.config) behind this
 
     @classmethod
     def load(cls, path: Path) -> RelayConfig:
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"{path}: {exc}") from None
-        return cls.from_dict(data, path.resolve().parent)
+        """hub.toml validated by hub.config (unknown keys and wrong types are errors naming the key)."""
+        return cls.from_settings(config.read(path), path.resolve().parent)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], base: Path) -> RelayConfig:
-        def p(v: str | None) -> Path | None:
-            if not v:
-                return None
-            q = Path(v)
-            return q if q.is_absolute() else base / q
+        return cls.from_settings(config.validate(d), base)
 
-        store = d.get("store") or "sqlite:///hub.sqlite"
-        if store.startswith("sqlite:///") and not store.startswith("sqlite:////"):
-            store = f"sqlite:///{base / store[len('sqlite:///'):]}"
-        try:
-            her_id = int(d["her_id"])
-        except (KeyError, TypeError, ValueError):
-            raise ConfigError("her_id (the relay's own HER-id, an integer) is required") from None
-        regs = d.get("register", [])
-        regs = [regs] if isinstance(regs, str) else regs
-        w = d.get("worker", {})
+    @classmethod
+    def from_settings(cls, s: config.HubSettings, base: Path) -> RelayConfig:
+        cf = config.Config(base / config.FILE_NAME, s)  # paths are relative to the file's folder
+        if s.her_id is None:
+            raise ConfigError("her_id (the relay's own HER-id, an integer) is required")
+        w = s.worker
         net_retry = None
-        if "network_retries" in w or "network_retry_interval_s" in w:
-            net_retry = RetryPolicy(int(w.get("network_retries", 5)),
-                                    timedelta(seconds=float(w.get("network_retry_interval_s", 43200))))
+        if w.network_retries is not None or w.network_retry_interval_s is not None:
+            net_retry = RetryPolicy(5 if w.network_retries is None else w.network_retries,
+                                    timedelta(seconds=w.network_retry_interval_s or 43200))
         wc = WorkerConfig(
-            threads=int(w.get("threads", 8)),
-            lease=timedelta(seconds=float(w.get("lease_s", 300))),
-            poll=float(w.get("poll_s", 0.25)),
-            local_policy=RetryPolicy(int(w.get("local_retries", 5)),
-                                     timedelta(seconds=max(1.0, float(w.get("local_retry_interval_s", 30))))),
+            threads=w.threads,
+            lease=timedelta(seconds=w.lease_s),
+            poll=w.poll_s,
+            local_policy=RetryPolicy(w.local_retries, timedelta(seconds=max(1.0, w.local_retry_interval_s))),
             network_policy=net_retry,
-            ttl=timedelta(seconds=float(w["ttl_s"])) if w.get("ttl_s") else None,
-            apprec_limit=timedelta(seconds=float(w.get("apprec_limit_s", 96 * 3600))),
-            defer_s=float(w.get("defer_s", 60.0)),
+            ttl=timedelta(seconds=w.ttl_s) if w.ttl_s else None,
+            apprec_limit=timedelta(seconds=w.apprec_limit_s),
+            defer_s=w.defer_s,
         )
-        smtp, http, folders = d.get("smtp", {}), d.get("http", {}), d.get("folders", {})
         cfg = cls(
-            her_id=her_id, store=store, register=[x for x in (p(r) for r in regs) if x],
-            spool_root=p(folders.get("root", "spool")) or base / "spool",
-            pki=p(d.get("pki")), cpa_dir=p(d.get("cpa_dir")),
-            http_listen=_hostport(http["listen"], "http.listen") if http.get("listen") else None,
-            smtp_listen=_hostport(smtp["listen"], "smtp.listen") if smtp.get("listen") else None,
-            smtp_relay=_hostport(smtp["relay"], "smtp.relay") if smtp.get("relay") else None,
-            smtp_addresses=list(smtp.get("addresses", [])),
-            folder_poll=float(folders.get("poll", 0.2)),
-            identity=d.get("identity"), defer_s=float(w.get("defer_s", 60.0)),
-            worker=wc, base=base,
+            her_id=s.her_id, store=config.sqlite_url(s.store, base), register=cf.register_paths,
+            spool_root=cf.spool_root, pki=cf.pki, cpa_dir=cf.resolve(s.cpa_dir),
+            http_listen=_hostport(s.http.listen), smtp_listen=_hostport(s.smtp.listen),
+            smtp_relay=_hostport(s.smtp.relay), smtp_addresses=list(s.smtp.addresses),
+            folder_poll=s.folders.poll, identity=s.identity, defer_s=w.defer_s,
+            worker=wc, base=base, settings=s,
         )
-        cfg.node = str(d.get("node") or f"{socket.gethostname()}-{her_id}")
+        cfg.node = str(s.node or f"{socket.gethostname()}-{s.her_id}")
         cfg.worker.node = cfg.node
         return cfg
 

@@ -33,8 +33,8 @@ from hub.store.base import (
 
 __all__ = [
     "APPREC_LIMIT", "DEFAULT_LEASE", "ORIGINAL", "PAYLOAD", "AuditEntry", "ErrorInfo", "LeaseLost", "Message",
-    "MessageMeta", "NotFound", "SeenRecord", "Store", "Step", "StoreError", "Swept", "TimelineEntry",
-    "default_url", "open_store",
+    "MessageMeta", "MissingStore", "NotFound", "SeenRecord", "Store", "Step", "StoreError", "Swept",
+    "TimelineEntry", "default_url", "open_store",
 ]
 
 
@@ -42,8 +42,16 @@ def default_url() -> str:
     return f"sqlite:///{home() / 'hub.sqlite'}"
 
 
-def open_store(url: str | None = None) -> Store:
-    """Open (creating and migrating as needed) the store at `url`; default: HUB_HOME/hub.sqlite."""
+class MissingStore(StoreError):
+    """`open_store(..., create=False)` found no store: the text names the path."""
+
+
+def open_store(url: str | None = None, *, create: bool = True) -> Store:
+    """Open (creating and migrating as needed) the store at `url`; default: HUB_HOME/hub.sqlite.
+
+    `create=False` (the operator's commands): a SQLite file that is not there is an error naming its
+    path, never a new empty store that would answer "no messages".
+    """
     url = url or default_url()
     parts = urlsplit(url)
     if parts.scheme in ("postgresql", "postgres"):
@@ -58,7 +66,11 @@ def open_store(url: str | None = None) -> Store:
     if parts.scheme == "sqlite":
         if not url.startswith("sqlite:///"):
             raise ValueError(f"SQLite URLs look like sqlite:///relative/path or sqlite:////abs/path: {url!r}")
-        return SQLiteStore(Path(url[len("sqlite:///"):]))
-    if parts.scheme and len(parts.scheme) > 1:  # "C:" is a drive, not a scheme
+        path = Path(url[len("sqlite:///"):])
+    elif parts.scheme and len(parts.scheme) > 1:  # "C:" is a drive, not a scheme
         raise ValueError(f"unsupported store URL {url!r} (sqlite:///... or postgresql://...)")
-    return SQLiteStore(Path(url))
+    else:
+        path = Path(url)
+    if not create and not path.is_file():
+        raise MissingStore(f"no store at {path.resolve()} (a relay creates it on its first start)")
+    return SQLiteStore(path)

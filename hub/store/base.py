@@ -917,6 +917,15 @@ class Store(ABC):
             r = self._read_one(_BY_OTHER_ID_SQL, (ref, ref, ref))
         return None if r is None else Message.from_row(r)
 
+    def by_prefix(self, prefix: str, limit: int = 2) -> list[Message]:
+        """Messages whose short id or full id starts with `prefix` (letters, digits, '-' only)."""
+        if not prefix or not all(c.isascii() and (c.isalnum() or c == "-") for c in prefix):
+            return []
+        rows = self._read(lambda tx: tx.all(
+            "SELECT * FROM messages WHERE short_id LIKE ? OR id LIKE ? ORDER BY created_at DESC LIMIT ?",
+            (prefix.lower() + "%", prefix.lower() + "%", limit)))
+        return [Message.from_row(r) for r in rows]
+
     def require(self, ref: str) -> Message:
         m = self.get(ref)
         if m is None:
@@ -958,11 +967,13 @@ class Store(ABC):
         return [Message.from_row(r) for r in self._read(lambda tx: tx.all(sql, [*params, limit]))]
 
     def overdue_apprecs(self, now: datetime | None = None, after: timedelta = APPREC_LIMIT) -> list[Message]:
-        """Delivered messages still without an AppRec `after` their GenDate (creation time if unknown)."""
+        """Delivered messages still without an AppRec `after` their GenDate (creation time if unknown),
+        and every message the relay has flagged `apprec_overdue` (so `stats` and this list agree)."""
         cutoff = (aware(now) or utcnow()) - after
         rows = self._read(lambda tx: tx.all(
-            "SELECT * FROM messages WHERE state IN ('delivered', 'awaiting_apprec', 'apprec_overdue') "
-            "AND COALESCE(gen_date, created_at) <= ? ORDER BY COALESCE(gen_date, created_at)", (cutoff,)))
+            "SELECT * FROM messages WHERE state = 'apprec_overdue' OR (state IN ('delivered', "
+            "'awaiting_apprec') AND COALESCE(gen_date, created_at) <= ?) "
+            "ORDER BY COALESCE(gen_date, created_at)", (cutoff,)))
         return [Message.from_row(r) for r in rows]
 
     def stats(self) -> dict[str, int]:

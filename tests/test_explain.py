@@ -91,6 +91,9 @@ def every_state(st: Store) -> dict[State, Message]:
                                          reason="sent to the wrong clinic")
     m = _new(st)
     out[State.QUEUED] = st.transition(m.id, Event.VALIDATED, actor=NODE, now=T0)
+    m = _new(st)
+    out[State.DUPLICATE], _ = st.mark_duplicate(m.id, out[State.QUEUED].id, actor=NODE, now=T0,
+                                                reason="MsgId 1234 from 82002 with identical content")
     return out
 
 
@@ -130,6 +133,8 @@ def test_the_facts_of_each_state_are_in_its_paragraph(store: Store) -> None:
     assert "ValueError: bad" in t[State.FAILED] and "hub queue export" in t[State.FAILED]
     assert "by ops-anna: sent to the wrong clinic" in t[State.CANCELLED]
     assert "not yet checked" in t[State.RECEIVED] and "hub serve" in t[State.RECEIVED]
+    assert "MsgId 1234 from 82002 with identical content" in t[State.DUPLICATE]
+    assert "did not deliver it a second time" in t[State.DUPLICATE]
 
 
 def test_lineage_names_parent_and_resends(store: Store) -> None:

@@ -173,6 +173,13 @@ def explain(
                  "Nothing more happens by itself.",
                  f"Inspect it with `hub queue show {m.short_id}` / `hub queue export {m.short_id}`; "
                  f"after fixing the cause, {resend}."]
+    elif st is State.DUPLICATE:
+        dup = _last(timeline, Event.DUPLICATE)
+        parts = [f"The {who} arrived again {since}"
+                 + (f": {dup.reason}." if dup and dup.reason else ": a duplicate of an earlier message."),
+                 "The hub recorded it on the original's timeline and did not deliver it a second time.",
+                 "Nothing more happens to this copy; the original goes on as before.",
+                 "Nothing to do; if the receiver never got the original, resend the original, not this copy."]
     else:  # CANCELLED
         by = _last(timeline, Event.CANCEL)
         parts = [f"The {who} was cancelled {since}" + (f" by {by.actor}" if by and by.actor else "")

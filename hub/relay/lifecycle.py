@@ -26,6 +26,10 @@ Decisions worth knowing:
 - Resend by an operator makes a NEW message (new ids, `parent_id` = the original) born `queued`; the
   original keeps its state and gets a `resent` entry in its timeline. Resending in place would reuse the
   ebXML MessageId, which the receiver's duplicate elimination would rightly swallow.
+- MsgId uniqueness (issue 12) is a property of one sender's traffic: a KITH MsgId the same sender used
+  before is `duplicate` when the content is the same (delivered once; `duplicate_received` goes on the
+  original's timeline without changing its state) and `rejected` (E10) when it differs. Only messages
+  that were accepted count as "used before": a refused one was never relayed.
 - `failed` (permanent processing failure: bad signature, poison message; the sender has been told) is
   reachable from every state in which the hub still works on the message. `rejected` is the answer
   at intake (schema/rule failure answered with a negative AppRec or MessageError).
@@ -57,6 +61,7 @@ class State(StrEnum):
     EXPIRED = "expired"  # TimeToLive passed before delivery
     FAILED = "failed"  # permanent processing failure; the sender has been told
     CANCELLED = "cancelled"  # stopped by an operator before delivery
+    DUPLICATE = "duplicate"  # the same sender's same MsgId with the same content again: not delivered
 
 
 class Event(StrEnum):
@@ -67,6 +72,7 @@ class Event(StrEnum):
     # intake
     VALIDATED = "validated"
     REJECT = "reject"
+    DUPLICATE = "duplicate"  # identical to a message already relayed (same sender, MsgId, content)
     # delivery
     CLAIM = "claim"
     SENT = "sent"
@@ -88,6 +94,8 @@ class Event(StrEnum):
     RETRY_NOW = "retry_now"
     CANCEL = "cancel"
     RESENT = "resent"  # recorded on the original when an operator resends it
+    # recorded on the original when an identical copy of it arrives (the copy ends `duplicate`)
+    DUPLICATE_RECEIVED = "duplicate_received"
 
 
 S, E = State, Event
@@ -98,7 +106,7 @@ ACTIVE: frozenset[State] = frozenset(
 )
 # Nothing more will happen unless a peer or an operator acts.
 FINAL: frozenset[State] = frozenset(
-    {S.REJECTED, S.COMPLETED, S.UNDELIVERED, S.EXPIRED, S.FAILED, S.CANCELLED}
+    {S.REJECTED, S.COMPLETED, S.UNDELIVERED, S.EXPIRED, S.FAILED, S.CANCELLED, S.DUPLICATE}
 )
 # Final states that need a person's attention; purge keeps them unless forced.
 NEEDS_ATTENTION: frozenset[State] = frozenset({S.UNDELIVERED, S.FAILED, S.EXPIRED, S.APPREC_OVERDUE})
@@ -111,6 +119,7 @@ _AFTER_SENT = (S.AWAITING_ACK, S.RETRYING, S.DELIVERED, S.AWAITING_APPREC, S.APP
 TRANSITIONS: dict[tuple[State, Event], State] = {
     (S.RECEIVED, E.VALIDATED): S.QUEUED,
     (S.RECEIVED, E.REJECT): S.REJECTED,
+    (S.RECEIVED, E.DUPLICATE): S.DUPLICATE,
     (S.QUEUED, E.CLAIM): S.SENDING,
     (S.QUEUED, E.TTL_EXPIRED): S.EXPIRED,
     (S.SENDING, E.SENT): S.AWAITING_ACK,
@@ -150,6 +159,8 @@ for _s in (S.RECEIVED, S.QUEUED, S.AWAITING_ACK, S.RETRYING):  # not SENDING: a 
     TRANSITIONS[(_s, E.CANCEL)] = S.CANCELLED
 for _s in (S.UNDELIVERED, S.EXPIRED, S.FAILED, S.CANCELLED, S.APPREC_OVERDUE, S.REJECTED):
     TRANSITIONS[(_s, E.RESENT)] = _s
+for _s in set(S) - {S.RECEIVED, S.REJECTED, S.DUPLICATE}:  # a fact about the original, not a change
+    TRANSITIONS[(_s, E.DUPLICATE_RECEIVED)] = _s
 del _s
 
 

@@ -222,7 +222,16 @@ class Defer:
     findings: tuple[Finding, ...] = ()
 
 
-Decision = Accept | Reject | Defer
+@dataclass(frozen=True)
+class Duplicate:
+    """The sender's MsgId again with the same content: recorded on the original, not delivered again.
+    The sender hears nothing new (a network peer gets its ebMS Acknowledgment: the envelope was fine)."""
+
+    original_id: str
+    reason: str
+
+
+Decision = Accept | Reject | Defer | Duplicate
 
 
 @dataclass(frozen=True)
@@ -240,6 +249,9 @@ class Submitted:
 
 # personal (KITH document) signature problems: S01 signature, S02 certificate, S03 revoked
 SIGNATURE_CODES = frozenset({"S01", "S02", "S03"})
+# refusals of a network document whose envelope was fine, answered with an AppRec: the signature codes,
+# and E10 (a MsgId the sender used before for other content)
+APPREC_CODES = SIGNATURE_CODES | {"E10"}
 
 
 def _answer_for(sub: Submitted, facts: Facts, register: Register | None = None,
@@ -250,7 +262,7 @@ def _answer_for(sub: Submitted, facts: Facts, register: Register | None = None,
         # Acknowledgment), so the AppRec goes back to the sender over the network like any message; only
         # when the document's sender is the authenticated ebXML From party (or part of it), so that
         # nobody is sent an AppRec about a document it never sent.
-        if code in SIGNATURE_CODES and register is not None and not facts.is_apprec and facts.msg_id \
+        if code in APPREC_CODES and register is not None and not facts.is_apprec and facts.msg_id \
                 and facts.sender_her is not None and sub.party_her is not None \
                 and belongs_to(register, facts.sender_her, sub.party_her):
             return Answer.APPREC
@@ -307,6 +319,29 @@ def decide_intake(facts: Facts, sub: Submitted, register: Register, spool_root: 
     what = f"{facts.msg_type or facts.family} {facts.msg_id or ''}".strip()
     reason = f"{what} from {facts.sender_her} to {facts.receiver_her} via {route.kind.value} {route.endpoint}"
     return Accept(route, direction, reason, facts.original_msg_id if facts.is_apprec else None)
+
+
+def msg_id_key(register: Register, facts: Facts, digest: str) -> tuple[str, str, str] | None:
+    """Whose MsgId this is: (sending organisation's HER-id, MsgId, sha256 of the KITH document).
+
+    MsgIds are made by the sending system, so the key is the organisation (a GP office's system
+    numbers the messages of all its doctors). None when the document names no MsgId or sender."""
+    if not facts.msg_id or facts.sender_her is None:
+        return None
+    org = register.organisation_of(facts.sender_her)
+    return str(org.her_id if org is not None else facts.sender_her), facts.msg_id, digest
+
+
+def reused_msg_id(facts: Facts, sub: Submitted, register: Register, *, same_content: bool,
+                  original_id: str, original_ref: str) -> Duplicate | Reject:
+    """The sender's MsgId belongs to an earlier message (`original_ref` names it for people): the same
+    content is a duplicate, delivered once; other content is refused with E10, answered to the sender."""
+    if same_content:
+        return Duplicate(original_id, f"duplicate of {original_ref}: MsgId {facts.msg_id} from "
+                                      f"{facts.sender_her} with identical content")
+    return Reject("E10", f"MsgId {facts.msg_id} was used before by sender {facts.sender_her} for another "
+                  f"message ({original_ref}); a new message needs a new MsgId",
+                  _answer_for(sub, facts, register, "E10"), "OtherXml")
 
 
 def apprec_author(register: Register, facts: Facts, own_her: int, spool_root: Path) -> int:

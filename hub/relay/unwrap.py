@@ -249,7 +249,7 @@ class Unwrapper:
             assert raw is not None
             pkg = parse_package(raw)
             env = parse_envelope(pkg.soap)
-        if isinstance(decision, pl.Accept) or decision.answer is pl.Answer.APPREC:
+        if not isinstance(decision, pl.Reject) or decision.answer is pl.Answer.APPREC:
             signal = self._ack_for(m)
         else:
             try:

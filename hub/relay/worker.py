@@ -12,6 +12,7 @@ the error as the reason, and the others carry on (a poison message never blocks 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import queue
 import threading
@@ -28,7 +29,18 @@ from hub.relay import pipeline as pl
 from hub.relay.delivery import Deliverer, Delivery, FolderDeliverer, Outcome
 from hub.relay.lifecycle import Event, IllegalTransition, RetryPolicy, State
 from hub.relay.register import Register
-from hub.store import APPREC_LIMIT, PAYLOAD, ErrorInfo, LeaseLost, Message, MessageMeta, NotFound, Step, Store
+from hub.store import (
+    APPREC_LIMIT,
+    PAYLOAD,
+    ErrorInfo,
+    LeaseLost,
+    Message,
+    MessageMeta,
+    MsgIdTaken,
+    NotFound,
+    Step,
+    Store,
+)
 
 log = logging.getLogger("hub.relay")
 
@@ -277,15 +289,7 @@ class Worker:
         }
         meta = {k: v for k, v in meta.items() if v is not None}
         if isinstance(decision, pl.Reject):
-            err = ErrorInfo(decision.code, decision.text, True)
-            m = self.store.advance(msg.id, [Step(Event.REJECT, decision.reason, meta, err, artifacts=arts)],
-                                   actor=self.cfg.node)[0]
-            self.tap("rejected", m, decision.reason)
-            if network_in and self.answer_peer is not None:
-                self.answer_peer(m, decision)  # the MessageError, recorded for duplicates
-                if decision.answer is pl.Answer.MESSAGE_ERROR:
-                    return
-            self._answer(m, facts, decision)
+            self._reject(msg, facts, decision, meta, arts, network_in)
             return
         policy = self._policy(decision.route)
         now = _now()
@@ -310,7 +314,14 @@ class Worker:
             steps.append(Step(Event.CLAIM, claim=self.cfg.lease,
                               artifacts=self._prepared(deliverer, route, data, _as_stored(msg, meta))))
         seen = self.peer_seen(msg) if network_in and self.peer_seen is not None else None
-        ms = self.store.advance(msg.id, steps, actor=self.cfg.node, seen=seen)
+        # the sender's MsgId becomes this message's in the same commit (issue 12: whatever the intake)
+        key = pl.msg_id_key(self.register, facts, hashlib.sha256(data).hexdigest())
+        try:
+            ms = self.store.advance(msg.id, steps, actor=self.cfg.node, seen=seen, msg_id=key)
+        except MsgIdTaken as taken:
+            assert key is not None
+            self._reused(msg, facts, sub, taken, key[2], meta, arts, network_in)
+            return
         m = ms[0]
         self.tap("queued", m, decision.reason)
         if network_in and self.answer_peer is not None:
@@ -322,6 +333,37 @@ class Worker:
             self.deliver(ms[-1], route, data)
         else:
             self.wake()
+
+    def _reject(self, msg: Message, facts: pl.Facts, decision: pl.Reject, meta: dict[str, object],
+                arts: dict[str, bytes] | None, network_in: bool) -> None:
+        err = ErrorInfo(decision.code, decision.text, True)
+        m = self.store.advance(msg.id, [Step(Event.REJECT, decision.reason, meta, err, artifacts=arts)],
+                               actor=self.cfg.node)[0]
+        self.tap("rejected", m, decision.reason)
+        if network_in and self.answer_peer is not None:
+            self.answer_peer(m, decision)  # the MessageError, recorded for duplicates
+            if decision.answer is pl.Answer.MESSAGE_ERROR:
+                return
+        self._answer(m, facts, decision)
+
+    def _reused(self, msg: Message, facts: pl.Facts, sub: pl.Submitted, taken: MsgIdTaken, digest: str,
+                meta: dict[str, object], arts: dict[str, bytes] | None, network_in: bool) -> None:
+        """The sender's MsgId is an earlier message's: a duplicate (not delivered again) or E10."""
+        original = self.store.get(taken.message_id)
+        ref = original.short_id if original is not None else taken.message_id
+        decision = pl.reused_msg_id(facts, sub, self.register, same_content=taken.sha256 == digest,
+                                    original_id=taken.message_id, original_ref=ref)
+        if isinstance(decision, pl.Reject):
+            self._reject(msg, facts, decision, meta, arts, network_in)
+            return
+        parties = {"sender_her": facts.sender_her, "receiver_her": facts.receiver_her}
+        m, orig = self.store.mark_duplicate(
+            msg.id, taken.message_id, reason=decision.reason, actor=self.cfg.node,
+            updates={**meta, **{k: v for k, v in parties.items() if v is not None}})
+        self.tap("duplicate", m, decision.reason)
+        self.tap("duplicate-received", orig, f"copy {m.short_id} not delivered again")
+        if network_in and self.answer_peer is not None:
+            self.answer_peer(m, decision)  # the envelope was fine: its Acknowledgment
 
     @staticmethod
     def _prepared(deliverer: Deliverer, route: pl.Route, data: bytes, msg: Message

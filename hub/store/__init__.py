@@ -22,6 +22,7 @@ from hub.store.base import (
     LeaseLost,
     Message,
     MessageMeta,
+    MsgIdTaken,
     NotFound,
     SeenRecord,
     Step,
@@ -33,7 +34,8 @@ from hub.store.base import (
 
 __all__ = [
     "APPREC_LIMIT", "DEFAULT_LEASE", "ORIGINAL", "PAYLOAD", "AuditEntry", "ErrorInfo", "LeaseLost", "Message",
-    "MessageMeta", "MissingStore", "NotFound", "SeenRecord", "Store", "Step", "StoreError", "Swept",
+    "MessageMeta", "MissingStore", "MsgIdTaken", "NotFound", "SeenRecord", "Store", "Step", "StoreError",
+    "Swept",
     "TimelineEntry", "default_url", "open_store",
 ]
 

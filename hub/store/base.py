@@ -27,7 +27,7 @@ from hub.relay.lifecycle import Event, IllegalTransition, RetryPolicy, State
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 APPREC_LIMIT = timedelta(hours=96)  # HIS 80415 / HITS 1168: no AppRec 96 h after GenDate = alert
 DEFAULT_LEASE = timedelta(minutes=5)
 ORIGINAL = "original"
@@ -47,6 +47,15 @@ class NotFound(StoreError, KeyError):
 
 class LeaseLost(StoreError):
     """The node's claim on a message has expired and the message has moved on without it."""
+
+
+class MsgIdTaken(StoreError):
+    """The sender's KITH MsgId belongs to another message already (`advance(..., msg_id=...)`); nothing
+    was written. `sha256` is the digest of that message's KITH document: equal means a duplicate."""
+
+    def __init__(self, sender: str, kith_msg_id: str, message_id: str, sha256: str) -> None:
+        super().__init__(f"MsgId {kith_msg_id} of sender {sender} belongs to message {message_id}")
+        self.sender, self.kith_msg_id, self.message_id, self.sha256 = sender, kith_msg_id, message_id, sha256
 
 
 class Tx(Protocol):
@@ -308,6 +317,20 @@ MIGRATIONS: dict[int, list[str]] = {
             detail TEXT
         )""",
     ],
+    # issue 12: a KITH MsgId is unique per sender; the first accepted message with it owns it. The
+    # primary key is the lookup (sender, MsgId); sha256 is of the KITH document (the payload of an
+    # ebXML envelope), so an identical copy is told from a reuse without reading blobs.
+    2: [
+        """CREATE TABLE kith_ids (
+            sender_her TEXT NOT NULL,
+            kith_msg_id TEXT NOT NULL,
+            message_id TEXT NOT NULL REFERENCES messages (id),
+            sha256 TEXT NOT NULL,
+            created_at {ts} NOT NULL,
+            PRIMARY KEY (sender_her, kith_msg_id)
+        )""",
+        "CREATE INDEX kith_ids_message ON kith_ids (message_id)",
+    ],
 }
 
 _VERSION_TABLE = (
@@ -562,12 +585,15 @@ class Store(ABC):
     def advance(
         self, ref: str, steps: Sequence[Step], *, actor: str = "", now: datetime | None = None,
         lease_owner: str | None = None, seen: tuple[str, str, bytes] | None = None,
+        msg_id: tuple[str, str, str] | None = None,
     ) -> list[Message]:
         """Apply `steps` to one message in order, in ONE commit: all of them or none (raises like
         `transition`). Returns the message after each step. A relay's message passes validated ->
         claimed and delivered -> awaiting its AppRec this way: one fsync per pair instead of two.
-        `seen`: a `seen_put` (message_id, digest, response) made in the same commit."""
-        return self._write(self._op_steps(ref, steps, actor, now, lease_owner, seen))
+        `seen`: a `seen_put` (message_id, digest, response) made in the same commit.
+        `msg_id`: (sender, KITH MsgId, sha256 of the KITH document) becomes this message's in the same
+        commit; MsgIdTaken (nothing written) when another message owns it already."""
+        return self._write(self._op_steps(ref, steps, actor, now, lease_owner, seen, msg_id))
 
     def advance_many(
         self, items: Sequence[tuple[str, Sequence[Step]]], *, actor: str = "", now: datetime | None = None,
@@ -588,8 +614,8 @@ class Store(ABC):
         return out
 
     def _op_steps(self, ref: str, steps: Sequence[Step], actor: str, now: datetime | None,
-                  lease_owner: str | None, seen: tuple[str, str, bytes] | None = None
-                  ) -> Callable[[Tx], list[Message]]:
+                  lease_owner: str | None, seen: tuple[str, str, bytes] | None = None,
+                  msg_id: tuple[str, str, str] | None = None) -> Callable[[Tx], list[Message]]:
         for st in steps:
             bad = set(st.updates or {}) - TRANSITION_FIELDS
             if bad:
@@ -602,6 +628,8 @@ class Store(ABC):
             row = self._locked(tx, ref)
             if lease_owner is not None:
                 _check_lease(row, lease_owner)
+            if msg_id is not None:
+                _own_msg_id(tx, row["id"], msg_id, t)  # first: a refusal must come before any write
             out: list[Message] = []
             for st in steps:
                 ch: dict[str, Any] = dict(st.updates or {})
@@ -832,6 +860,36 @@ class Store(ABC):
             (mid, at, event.value, None if frm is None else str(frm), to.value, reason or "", actor or ""),
         )
 
+    # KITH MsgId uniqueness (per sender) ------------------------------------------------------------
+    def msg_id_owner(self, sender: str | int, kith_msg_id: str) -> tuple[Message, str] | None:
+        """The message that owns `sender`'s MsgId, with the sha256 of its KITH document (one indexed
+        lookup: the primary key of kith_ids)."""
+        r = self._read_one(
+            "SELECT m.*, k.sha256 AS kith_sha256 FROM kith_ids k JOIN messages m ON m.id = k.message_id "
+            "WHERE k.sender_her = ? AND k.kith_msg_id = ?", (str(sender), kith_msg_id))
+        return None if r is None else (Message.from_row(r), r["kith_sha256"])
+
+    def mark_duplicate(self, ref: str, original: str, *, reason: str, actor: str = "",
+                       updates: Mapping[str, Any] | None = None, now: datetime | None = None
+                       ) -> tuple[Message, Message]:
+        """`ref` is an identical copy of `original`: the copy ends `duplicate`, and the original's
+        timeline records it (`duplicate_received`, no state change), in one commit."""
+        t = aware(now) or utcnow()
+        bad = set(updates or {}) - TRANSITION_FIELDS
+        if bad:
+            raise ValueError(f"a transition cannot set {sorted(bad)}")
+
+        def op(tx: Tx) -> tuple[Message, Message]:
+            copy = self._locked(tx, ref)
+            orig = self._locked(tx, original)
+            c = self._apply(tx, copy, Event.DUPLICATE, now=t, actor=actor, changes=dict(updates or {}),
+                            reason=f"{reason}; the original is {orig['short_id']}")
+            o = self._apply(tx, orig, Event.DUPLICATE_RECEIVED, now=t, actor=actor,
+                            reason=f"{reason}; the copy {copy['short_id']} was not delivered again")
+            return c, o
+
+        return self._write(op)
+
     # blobs -----------------------------------------------------------------------------------------
     def put_artifact(self, ref: str, kind: str, data: bytes, *, now: datetime | None = None) -> None:
         """A derived artefact (signed+encrypted package, received AppRec, ...); replaces one of that kind."""
@@ -1002,7 +1060,8 @@ class Store(ABC):
             for i in range(0, len(ids), 500):
                 chunk = ids[i:i + 500]
                 qs = ", ".join("?" * len(chunk))
-                for table, col in (("blobs", "message_id"), ("events", "message_id"), ("messages", "id")):
+                for table, col in (("blobs", "message_id"), ("events", "message_id"),
+                                   ("kith_ids", "message_id"), ("messages", "id")):
                     tx.execute(f"DELETE FROM {table} WHERE {col} IN ({qs})", chunk)
             _audit(tx, actor, "purge", None,
                    f"{len(ids)} messages last changed before {b.isoformat()}; states {','.join(states)}"
@@ -1052,6 +1111,19 @@ _BY_OTHER_ID_SQL = (
     "SELECT * FROM messages WHERE ebxml_message_id = ? OR out_message_id = ? OR kith_msg_id = ? "
     "ORDER BY created_at DESC, id DESC LIMIT 1"
 )
+
+
+def _own_msg_id(tx: Tx, mid: str, key: tuple[str, str, str], t: datetime) -> None:
+    sender, kith_msg_id, digest = key
+    # no SELECT first: the insert is the check (a concurrent owner on PostgreSQL is waited for)
+    if tx.execute("INSERT INTO kith_ids (sender_her, kith_msg_id, message_id, sha256, created_at) "
+                  "VALUES (?, ?, ?, ?, ?) ON CONFLICT (sender_her, kith_msg_id) DO NOTHING",
+                  (sender, kith_msg_id, mid, digest, t)) == 1:
+        return
+    r = tx.one("SELECT message_id, sha256 FROM kith_ids WHERE sender_her = ? AND kith_msg_id = ?",
+               (sender, kith_msg_id))
+    if r is not None and r["message_id"] != mid:  # the same message again (admitted twice): its own
+        raise MsgIdTaken(sender, kith_msg_id, r["message_id"], r["sha256"])
 
 
 def _find(tx: Tx, ref: str) -> Row | None:

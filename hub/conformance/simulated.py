@@ -1,9 +1,11 @@
 """Simulated vendor systems: real endpoints whose behaviour is their own profile, defects included.
 
-A simulated system watches its exchange folder (hub.conformance.exchange) in a thread. What it does
-right it does with the hub's own parts — the Validator judges what it receives, the fixture builder
-writes what it sends — and what it does wrong comes only from the `[[defect]]` tables of its profile
-that are active in the release being tested (the campaign month). Nothing here reads a matrix.
+A simulated system watches its exchange folder (hub.conformance.exchange) in a thread. It judges what it
+receives with its own code (hub.conformance.simkit: xmlschema against the schemas, its own fødselsnummer
+and patient checks, its own AppRec), never with hub.validation: a bug in the hub's rules then shows as
+a disagreement between the hub and the system instead of both agreeing. The fixture builder writes
+what it sends. What it does wrong comes only from the `[[defect]]` tables of its profile that are
+active in the release being tested (the campaign month). Nothing here reads a matrix.
 
 Defect kinds (the vocabulary profiles may use):
   Mottak (how it answers what it receives)
@@ -47,8 +49,8 @@ from pathlib import Path
 
 from lxml import etree
 
-from hub.ascii import is_ascii_digits
 from hub.conformance import exchange as ex
+from hub.conformance import simkit
 from hub.conformance.catalogue import CONTENT, MessageType, action_of, message_types
 from hub.conformance.profiles import Defect, Profile
 from hub.conformance.trust import NetworkPki, check_signature, is_signed, strip_signature, tamper
@@ -101,19 +103,9 @@ def person_from_json(d: dict) -> Person:
                   ident=d.get("ident"), ident_type=d.get("ident_type", "FNR"))
 
 
-_PATIENT_IDS = ("//*[local-name()='Patient']/*[local-name()='OffId']"
-                " | //*[local-name()='Patient']/*[local-name()='Ident']/*[local-name()='Id']")
-
-
 def patient_ids(data: bytes) -> set[str]:
     """The patient identity numbers a message carries (own-root OffId or MsgHead Ident/Id)."""
-    from hub.xmlsafe import parse_bytes
-
-    try:
-        root = parse_bytes(data).getroot()
-    except Exception:  # noqa: BLE001 - an unreadable message has no patient
-        return set()
-    return {(e.text or "").strip() for e in root.xpath(_PATIENT_IDS) if (e.text or "").strip()}
+    return simkit.patient_idents(data)
 
 
 @dataclass
@@ -139,9 +131,6 @@ class SimulatedSystem:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.errors: list[str] = []  # crashes while handling a message (would be a bug here)
-        from hub.validation.validate import Validator
-
-        self.validator = Validator()
         for sub in (ex.TO_SYSTEM, ex.FROM_SYSTEM, ex.ORDERS):
             (root / sub).mkdir(parents=True, exist_ok=True)
 
@@ -198,72 +187,86 @@ class SimulatedSystem:
             return PARTIES[her]
         return Party(int(her or 0), "Ukjent kommunikasjonspart", None, "other")
 
-    def _message_type(self, family: str | None, version: str | None, data: bytes) -> MessageType | None:
+    def _message_type(self, doc: simkit.Doc) -> MessageType | None:
         """Which of the types this system claims to receive the message is (matrix row if several)."""
         from hub.messages.families import ELIN_K_MESSAGES
-        from hub.xmlsafe import parse_bytes
 
-        hits = [mt for mt in message_types() if mt.family == family and mt.family_version == version]
+        fam = doc.family
+        if fam is None:
+            return None
+        hits = [mt for mt in message_types() if mt.family == fam.name and mt.family_version == fam.version]
         if len(hits) > 1:
-            try:
-                root = parse_bytes(data).getroot()
-            except Exception:  # noqa: BLE001 - unreadable (DTD, not XML): any row will do, T01 follows
-                root = None
-            if root is not None:
-                hits = [mt for mt in hits if (mt.name, mt.version) not in ELIN_K_MESSAGES
-                        or ELIN_K_MESSAGES[(mt.name, mt.version)].matches(root)] or hits
+            hits = [mt for mt in hits if (mt.name, mt.version) not in ELIN_K_MESSAGES
+                    or ELIN_K_MESSAGES[(mt.name, mt.version)].matches(doc.root)] or hits
         claimed = [mt for mt in hits if self.profile.claims_cell(mt.key, "M")]
         return (claimed or hits or [None])[0]
 
     # --- Mottak ------------------------------------------------------------------------------------
 
-    def decide(self, data: bytes, env: ex.Envelope) -> tuple[Decision, object, MessageType | None]:
+    def decide(self, data: bytes, env: ex.Envelope) -> tuple[Decision, simkit.Doc | None, MessageType | None]:
         """What a correct receiver answers, then bent by this release's defects."""
-        from hub.codes import APPREC_ERRORS
-
         security = check_signature(data, self.pki) if self.pki and is_signed(data) else None
-        result = self.validator.validate_bytes(strip_signature(data), f"{env.id}.xml")
-        if result.family == "AppRec":
-            return Decision(None), result, None  # AppRecs are consumed, never answered
-        mt = self._message_type(result.family, result.version, data) if result.family else None
+        try:
+            doc: simkit.Doc | None = simkit.read(simkit.parse(strip_signature(data)))
+        except simkit.Unreadable:
+            doc = None
+        if doc is not None and doc.carrier == "apprec":
+            return Decision(None), doc, None  # AppRecs are consumed, never answered
+        mt = self._message_type(doc) if doc is not None else None
         if mt is None:  # unreadable: the envelope still says which service the message was sent to
             mt = self._message_type_of_action(env.action)
         key = mt.key if mt else None
-        # A repeated MsgId is the duplicate the sheet (#12) says to ignore, not an E10 error: the
-        # Validator flags it as msgid.unique, the system's own duplicate check decides.
-        duplicate = bool(result.msg_id) and result.msg_id in self._seen_msg_ids
-        if duplicate and not self._has("answers-duplicates", key, "M"):
-            return Decision(None), result, mt
-        codes = list(dict.fromkeys(p.code for p in result.errors if p.rule != "msgid.unique"))
+        # A repeated MsgId is the duplicate the sheet (#12) says to ignore, not an E10 error.
+        if doc is not None and doc.msg_id and doc.msg_id in self._seen_msg_ids \
+                and not self._has("answers-duplicates", key, "M"):
+            return Decision(None), doc, mt
+        codes = self._check(doc, env, mt)
+        if codes is None:
+            return Decision(None), doc, mt  # unknown on both levels: not ours to answer
         for d in self.defects(key, "M"):
             if d.kind == "ignores":
                 codes = [c for c in codes if c not in d.params.get("codes", [])]
         if security and security.error and "T01" not in codes:
             codes = [security.error.apprec_code]  # content signed by nobody we trust is not read further
-        receiver = int(result.receiver) if result.receiver and is_ascii_digits(str(result.receiver)) else None
-        if receiver is not None and receiver not in self.profile.her_ids:
-            if env.receiver not in self.profile.her_ids:
-                return Decision(None), result, mt  # unknown on both levels: not ours to answer
-            codes.append("E21")
-        if mt is None or not self.profile.claims_cell(mt.key, "M") or self._has("not-supported", key, "M"):
-            if result.family and "T01" not in codes:
-                codes = ["T10"]
-        if not codes and not self._has("no-patient-check", key, "M"):
-            ids = patient_ids(data)
-            if ids and not ids & self._patients():
-                codes.append("E35")
-        decision = Decision("2", [(c, APPREC_ERRORS.get(c, c)) for c in codes]) if codes else Decision("1")
+        decision = Decision("2", [(c, simkit.ERROR_TEXTS.get(c, c)) for c in codes]) if codes \
+            else Decision("1")
         for d in self.defects(key, "M"):
             if d.kind == "accepts" and set(codes) & set(d.params.get("codes", [])):
                 decision = Decision("1")
             elif d.kind == "wrong-code" and d.params.get("code") in codes:
                 wrong = str(d.params["answers"])
-                decision = Decision("2", [(wrong, APPREC_ERRORS.get(wrong, wrong))])
+                decision = Decision("2", [(wrong, simkit.ERROR_TEXTS.get(wrong, wrong))])
             elif d.kind == "silent" and set(codes) & set(d.params.get("codes", [])):
                 decision = Decision(None)
-        if decision.status == "1" and result.msg_id:
-            self._seen_msg_ids.add(result.msg_id)
-        return decision, result, mt
+        if decision.status == "1" and doc is not None and doc.msg_id:
+            self._seen_msg_ids.add(doc.msg_id)
+        return decision, doc, mt
+
+    def _check(self, doc: simkit.Doc | None, env: ex.Envelope, mt: MessageType | None) -> list[str] | None:
+        """The receiver's own checks, in the order it reads a message; None: not for us, no answer."""
+        if doc is None:
+            return ["T01"]
+        key = mt.key if mt else None
+        if doc.family is None:
+            return ["T10"]  # a namespace (standard or version) this system does not know
+        if mt is None or not self.profile.claims_cell(mt.key, "M") or self._has("not-supported", key, "M"):
+            return ["T10"]
+        # A readable message that breaks its schema is still read for the rest: one code per error found
+        # (the FNR a schema requires is missing: T02 for the schema, E30 for the patient).
+        codes = ["T02"] if simkit.schema_errors(doc) else []
+        if not simkit.msgid_ok(doc.msg_id):
+            codes.append("E10")
+        if doc.sender is None or not doc.sender.her_ids:
+            codes.append("X99")  # nobody to answer to: the sender is not identified
+        mine = {str(h) for h in self.profile.her_ids}
+        wanted = doc.receiver.her_ids if doc.receiver else []
+        if not wanted or not set(wanted) <= mine:
+            if env.receiver not in self.profile.her_ids:
+                return None
+            codes.append("E21")
+        check_known = not codes and not self._has("no-patient-check", key, "M")
+        codes += simkit.patient_codes(doc.patient, self._patients() if check_known else None)
+        return codes
 
     def _message_type_of_action(self, action: str | None) -> MessageType | None:
         if not action:
@@ -273,7 +276,7 @@ class SimulatedSystem:
         return (claimed or hits or [None])[0]
 
     def receive(self, t: ex.Transfer) -> None:
-        decision, result, mt = self.decide(t.data, t.envelope)
+        decision, doc, mt = self.decide(t.data, t.envelope)
         if decision.status is None:
             return
         key = mt.key if mt else None
@@ -281,27 +284,36 @@ class SimulatedSystem:
         if slow:
             time.sleep(float(slow.params.get("seconds", 1)))
         now = dt.datetime.now().replace(microsecond=0)
-        original_id = getattr(result, "msg_id", None) or t.envelope.id
-        issue = getattr(result, "gen_date", None) or now.isoformat()
+        original_id = (doc.msg_id if doc else "") or t.envelope.id
+        issue = (doc.gen_date if doc else "") or now.isoformat()
         if self._has("apprec-original-id", key, "M"):
             self._counter += 1
             original_id = f"INT-{self._counter:06d}"
         if self._has("apprec-issue-date", key, "M"):
             issue = now.isoformat()
-        receiver_her = int(result.receiver) if is_ascii_digits(str(getattr(result, "receiver", ""))) else None
-        me = self._party(receiver_her if receiver_her in self.profile.her_ids else self.profile.her_id)
-        them = self._party(int(result.sender) if is_ascii_digits(str(getattr(result, "sender", "")))
-                           else t.envelope.sender)
-        apprec = build("AppRec", "1.0", sender=me, receiver=them, status=decision.status,
-                       errors=decision.errors, original=(getattr(result, "type", None) or "UKJENT", issue,
-                                                         original_id),
-                       msg_id=ex.new_id(), gen_date=now, directory=PARTIES)
-        if self._has("apprec-no-error-oid", key, "M"):
-            apprec = apprec.replace(b' S="2.16.578.1.12.4.1.1.8221"', b"")
+        # Addresses mirrored: we answer as the party the message was addressed to, to its sender, with
+        # every identifier they were written with; from the envelope when the message is unreadable.
+        me = doc.receiver if doc and doc.receiver and doc.receiver.her_ids else \
+            self._written(t.envelope.receiver if t.envelope.receiver in self.profile.her_ids
+                          else self.profile.her_id)
+        them = doc.sender if doc and doc.sender and doc.sender.her_ids else self._written(t.envelope.sender)
+        apprec = simkit.apprec(
+            sender=me, receiver=them, status=decision.status, errors=[c for c, _ in decision.errors],
+            original_type=(doc.msg_type if doc else "") or (t.envelope.action or ""),
+            original_type_dn=doc.msg_type_dn if doc else "", issue_date=issue, original_id=original_id,
+            error_oid=not self._has("apprec-no-error-oid", key, "M"), gen_date=now)
         apprec = self._sign(apprec, key, "M")
         env = ex.Envelope(ex.new_id(), self.profile.her_id, t.envelope.sender, ref=t.envelope.id,
                           action="APPREC")
         ex.put(self.root / ex.FROM_SYSTEM, env, apprec)
+
+    def _written(self, her: int | None) -> simkit.Party:
+        """A party as the test network's directory names it (organisation, and service if `her` is one)."""
+        p = self._party(her)
+        if p.parent_her_id is not None:
+            org = self._party(p.parent_her_id)
+            return simkit.Party(org.name, str(org.her_id), p.name, str(p.her_id))
+        return simkit.Party(p.name, str(p.her_id) if p.her_id else "")
 
     # --- Sending -----------------------------------------------------------------------------------
 
@@ -339,12 +351,10 @@ class SimulatedSystem:
 
     def _bend(self, data: bytes, key: str) -> bytes:
         """Apply the S defects that change the document itself."""
-        from hub.xmlsafe import parse_bytes
-
         bends = [d for d in self.defects(key, "S") if d.kind in ("omit-content", "schema-error")]
         if not bends:
             return data
-        root = parse_bytes(data).getroot()
+        root = simkit.parse(data)
         for d in bends:
             if d.kind == "omit-content":
                 wanted = str(d.params.get("content"))

@@ -1,0 +1,388 @@
+"""The simulated systems' own toolkit: how a vendor's EPJ reads, judges and answers a message.
+
+Written apart from the hub on purpose (the developers' guide: simulated vendor systems must not reuse
+the hub's validation code). Nothing here imports `hub.validation`, `hub.messages.apprec` or
+`hub.messages.info`: schemas are checked with xmlschema (not the hub's lxml schema registry), the
+fødselsnummer with our own mod-11 code, parties and patients are read with our own XPaths, and the
+AppRec is built here with lxml. If the hub's rules have a bug, a simulated system disagrees with the
+hub and a conformance case fails instead of both sides agreeing.
+
+What is shared is data about the standards, not judgement: the family table (namespace -> family,
+version, where an old `Message` root names its parties) and the XSD files in `schemas/`.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import xmlschema
+from lxml import etree
+
+from hub.messages.families import APPREC_10_NS, MSGHEAD_NS, Family
+from hub.messages.families import FAMILIES as _FAMILIES
+from hub.paths import SCHEMAS_DIR
+
+ERROR_OID = "2.16.578.1.12.4.1.1.8221"  # code list 8221, the AppRec error codes
+STATUS_OID = "2.16.578.1.12.4.1.1.8258"
+
+# The texts of the codes a simulated system answers with (volume 8221, as a vendor would copy them).
+ERROR_TEXTS: dict[str, str] = {
+    "T01": "Ikke XML / ikke 'well formed' / uleselig",
+    "T02": "XML validerer ikke mot skjema",
+    "T10": "Meldingstypen eller versjonen støttes ikke",
+    "E10": "Ugyldig meldingsidentifikator",
+    "E21": "Mottaker finnes ikke",
+    "E30": "Pasientens fødselsnummer mangler",
+    "E31": "Pasientens fødselsnummer er feil",
+    "E32": "Pasientens navn mangler",
+    "E35": "Pasienten finnes ikke i mottakersystemet",
+    "E36": "Pasientens identitet er ikke tilstrekkelig angitt",
+    "S01": "Feil på signatur",
+    "S02": "Ugyldig sertifikat",
+    "S03": "Sertifikatet er tilbakekalt",
+    "X99": "Annen feil",
+}
+
+
+class Unreadable(Exception):
+    """Not XML a receiver will read: not well-formed, or carrying a DOCTYPE (entity bombs, XXE)."""
+
+
+_PARSER = etree.XMLParser(resolve_entities=False, load_dtd=False, no_network=True, huge_tree=False,
+                          remove_blank_text=False)
+
+
+def parse(data: bytes) -> etree._Element:
+    """The document element; a DOCTYPE is refused unread, as any EPJ should."""
+    head = data[:4096].lstrip()
+    if b"<!DOCTYPE" in head or b"<!ENTITY" in head:
+        raise Unreadable("DOCTYPE declaration")
+    try:
+        tree = etree.fromstring(data, _PARSER).getroottree()
+    except etree.XMLSyntaxError as exc:
+        raise Unreadable(str(exc)) from None
+    if tree.docinfo.doctype:
+        raise Unreadable("DOCTYPE declaration")
+    return tree.getroot()
+
+
+def _local(el: etree._Element) -> str:
+    return etree.QName(el).localname if isinstance(el.tag, str) else ""
+
+
+def _ns(el: etree._Element) -> str:
+    return etree.QName(el).namespace or "" if isinstance(el.tag, str) else ""
+
+
+def _text(el: etree._Element | None) -> str:
+    return (el.text or "").strip() if el is not None else ""
+
+
+def _child(el: etree._Element | None, *names: str) -> etree._Element | None:
+    for n in names:
+        if el is None:
+            return None
+        el = el.find("{*}" + n)
+    return el
+
+
+# --- fødselsnummer ---------------------------------------------------------------------------------------
+
+_W1 = (3, 7, 6, 1, 8, 9, 4, 5, 2)
+_W2 = (5, 4, 3, 2, 7, 6, 5, 4, 3, 2)
+
+
+def _control(digits: list[int], weights: tuple[int, ...]) -> int | None:
+    r = 11 - sum(d * w for d, w in zip(digits, weights, strict=False)) % 11
+    return 0 if r == 11 else (None if r == 10 else r)
+
+
+def fnr_ok(number: str) -> bool:
+    """Fødselsnummer or D-nummer: 11 digits, both control digits right (Skatteetaten's mod 11)."""
+    if len(number) != 11 or not all("0" <= ch <= "9" for ch in number):
+        return False
+    d = [int(ch) for ch in number]
+    return _control(d[:9], _W1) == d[9] and _control(d[:10], _W2) == d[10]
+
+
+# --- what a message is ----------------------------------------------------------------------------------
+
+
+def family_of(namespace: str, mig: str | None) -> Family | None:
+    """The family of a namespace; versions sharing one (Henvisning 0.9/0.91) differ in the MIGversion's
+    first token ("v0.91")."""
+    hits = [f for f in _FAMILIES if f.namespace == namespace and f.name not in ("MsgHead", "kith")]
+    token = (mig or "").split()[:1]
+    for f in hits:
+        if len(hits) > 1 and token and f.mig_version and f.mig_version.split()[:1] == token:
+            return f
+    return hits[-1] if hits else None
+
+
+@dataclass
+class Party:
+    """One side of a message as written in it: the organisation (level 1) and what is below it."""
+
+    name: str = ""
+    her: str = ""  # level-1 HER-id
+    sub_name: str = ""
+    sub_her: str = ""  # level-2 HER-id (department, service or person)
+    other_ids: list[tuple[str, str]] = field(default_factory=list)  # (id, type) that are not HER-ids
+
+    @property
+    def her_ids(self) -> list[str]:
+        return [h for h in (self.her, self.sub_her) if h]
+
+
+@dataclass
+class Patient:
+    name: str
+    ident: str
+    ident_type: str
+
+
+@dataclass
+class Doc:
+    """What the receiver reads from a message before judging it."""
+
+    root: etree._Element
+    carrier: str  # msghead | own | apprec
+    family: Family | None
+    payload: etree._Element | None  # the family's document (MsgHead: the Content child)
+    msg_id: str
+    gen_date: str
+    msg_type: str
+    msg_type_dn: str
+    sender: Party | None
+    receiver: Party | None
+    patient: Patient | None
+
+
+def _msghead_party(el: etree._Element | None) -> Party | None:
+    if el is None:
+        return None
+    org = _child(el, "Organisation")
+    p = Party()
+    if org is None:
+        return p
+    p.name = _text(_child(org, "OrganisationName"))
+    for ident in org.findall("{*}Ident"):
+        _ident(p, _text(_child(ident, "Id")), _child(ident, "TypeId"), top=True)
+    below = _child(org, "Organisation")
+    person = _child(org, "HealthcareProfessional")
+    if below is not None:
+        p.sub_name = _text(_child(below, "OrganisationName"))
+        for ident in below.findall("{*}Ident"):
+            _ident(p, _text(_child(ident, "Id")), _child(ident, "TypeId"), top=False)
+    elif person is not None:
+        p.sub_name = " ".join(x for x in (_text(_child(person, "GivenName")),
+                                          _text(_child(person, "FamilyName"))) if x)
+        for ident in person.findall("{*}Ident"):
+            _ident(p, _text(_child(ident, "Id")), _child(ident, "TypeId"), top=False)
+    return p
+
+
+def _ident(p: Party, value: str, type_el: etree._Element | None, *, top: bool) -> None:
+    kind = type_el.get("V", "") if type_el is not None else ""
+    if not value:
+        return
+    if kind == "HER":
+        if top and not p.her:
+            p.her = value
+        elif not top and not p.sub_her:
+            p.sub_her = value
+    else:
+        p.other_ids.append((value, kind))
+
+
+def _inst_party(inst: etree._Element | None) -> Party | None:
+    """An old-standard HCP/Inst (or HCProf) with Dept / HCPerson below."""
+    if inst is None:
+        return None
+    p = Party(name=_text(_child(inst, "Name")))
+    _ident(p, _text(_child(inst, "Id")), _child(inst, "TypeId"), top=True)
+    for add in inst.findall("{*}AdditionalId"):
+        _ident(p, _text(_child(add, "Id")), _child(add, "Type"), top=True)
+    for below in [*inst.findall("{*}Dept"), *inst.findall("{*}HCPerson")]:
+        p.sub_name = p.sub_name or _text(_child(below, "Name"))
+        _ident(p, _text(_child(below, "Id")), _child(below, "TypeId"), top=False)
+    return p
+
+
+def _own_party(root: etree._Element, path: str | None) -> Party | None:
+    if not path:
+        return None
+    els = [root]
+    for step in path.split("/"):
+        els = [c for e in els for c in e.findall("{*}" + step.removeprefix("k:"))]
+    if not els:  # the HCP may hold an HCProf instead of an Inst
+        parent = path.rsplit("/", 1)[0]
+        return _own_party(root, f"{parent}/k:HCProf") if not path.endswith("HCProf") else None
+    return _inst_party(els[0])
+
+
+def _patient(el: etree._Element | None, msghead: bool) -> Patient | None:
+    if el is None:
+        return None
+    if msghead:
+        name = " ".join(x for x in (_text(_child(el, "GivenName")), _text(_child(el, "FamilyName"))) if x)
+        ident = _child(el, "Ident")
+        return Patient(name, _text(_child(ident, "Id")),
+                       (_child(ident, "TypeId").get("V", "") if _child(ident, "TypeId") is not None else ""))
+    type_el = _child(el, "TypeOffId")
+    return Patient(_text(_child(el, "Name")), _text(_child(el, "OffId")),
+                   type_el.get("V", "") if type_el is not None else "")
+
+
+def read(root: etree._Element) -> Doc:
+    """The header facts of a parsed message (nothing judged yet)."""
+    ns = _ns(root)
+    if _local(root) == "AppRec":
+        return Doc(root, "apprec", None, root, _text(_child(root, "Id")), _text(_child(root, "GenDate")),
+                   "APPREC", "Applikasjonskvittering", None, None, None)
+    if ns == MSGHEAD_NS:
+        info = _child(root, "MsgInfo")
+        content = _child(root, "Document", "RefDoc", "Content")
+        payload = next((c for c in content if isinstance(c.tag, str)), None) if content is not None else None
+        fam = family_of(_ns(payload), None) if payload is not None else None
+        type_el = _child(info, "Type")
+        return Doc(root, "msghead", fam, payload, _text(_child(info, "MsgId")),
+                   _text(_child(info, "GenDate")),
+                   type_el.get("V", "") if type_el is not None else "",
+                   type_el.get("DN", "") if type_el is not None else "",
+                   _msghead_party(_child(info, "Sender")), _msghead_party(_child(info, "Receiver")),
+                   _patient(_child(info, "Patient"), True))
+    fam = family_of(ns, _text(_child(root, "MIGversion")))
+    gen = _child(root, "GenDate")
+    type_el = _child(root, "Type")
+    patients = root.xpath("//*[local-name()='Patient']")
+    return Doc(root, "own", fam, root, _text(_child(root, "MsgId")),
+               (gen.get("V") or _text(gen)) if gen is not None else "",
+               type_el.get("V", "") if type_el is not None else "",
+               type_el.get("DN", "") if type_el is not None else "",
+               _own_party(root, fam.sender_path if fam else None),
+               _own_party(root, fam.receiver_path if fam else None),
+               _patient(patients[0] if patients else None, False))
+
+
+def patient_idents(data: bytes) -> set[str]:
+    """The patient identity numbers a message carries (for registering test patients)."""
+    try:
+        root = parse(data)
+    except Unreadable:
+        return set()
+    found = root.xpath("//*[local-name()='Patient']/*[local-name()='OffId']"
+                       " | //*[local-name()='Patient']/*[local-name()='Ident']/*[local-name()='Id']")
+    return {_text(e) for e in found if _text(e)}
+
+
+# --- schema validation with xmlschema --------------------------------------------------------------------
+
+_schemas: dict[tuple[str, ...], xmlschema.XMLSchema] = {}
+_schema_lock = threading.Lock()
+
+
+def _schema(files: tuple[str, ...]) -> xmlschema.XMLSchema:
+    with _schema_lock:
+        s = _schemas.get(files)
+        if s is None:
+            s = xmlschema.XMLSchema(str(SCHEMAS_DIR / files[0]), build=False, allow="local")
+            for extra in files[1:]:
+                s.add_schema(str(SCHEMAS_DIR / extra), build=False)
+            s.build()
+            _schemas[files] = s
+        return s
+
+
+def schema_errors(doc: Doc) -> list[str]:
+    """Why the message does not validate against its schema(s) ([] when it does)."""
+    if doc.carrier == "apprec":
+        return []
+    if doc.family is None or not doc.family.own_xsd or not (SCHEMAS_DIR / doc.family.own_xsd).exists():
+        return ["no schema for this namespace"]
+    files = ((doc.family.own_xsd,) if doc.carrier == "own"
+             else ("MsgHead-v1_2.xsd", doc.family.own_xsd))
+    schema = _schema(files)
+    return [f"{e.path}: {e.reason}" for e in schema.iter_errors(doc.root)][:5]
+
+
+# --- judging (the receiver's own checks) ----------------------------------------------------------------
+
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+def msgid_ok(msg_id: str) -> bool:
+    return bool(_UUID.fullmatch(msg_id))
+
+
+def patient_codes(p: Patient | None, known: set[str] | None) -> list[str]:
+    """One code for what is wrong with the patient's identification; E35 when `known` (the patients
+    registered in the system; None: not looked up) does not have them."""
+    if p is None:
+        return ["E36"]
+    if not p.name:  # whatever number it carries, nobody takes a patient without a name
+        return ["E32"]
+    if not p.ident:
+        return ["E30"]
+    if p.ident_type == "HNR":  # a help number identifies a named patient; it is not an FNR
+        pass
+    elif p.ident_type not in ("FNR", "DNR", "") or not fnr_ok(p.ident):
+        return ["E31"]
+    return [] if known is None or p.ident in known else ["E35"]
+
+
+# --- the AppRec ------------------------------------------------------------------------------------------
+
+_A = f"{{{APPREC_10_NS}}}"
+
+
+def _sub(parent: etree._Element, tag: str, text: str | None = None, **attrs: str) -> etree._Element:
+    el = etree.SubElement(parent, _A + tag, {k: v for k, v in attrs.items() if v})
+    if text is not None:
+        el.text = text
+    return el
+
+
+def _party_xml(parent: etree._Element, tag: str, p: Party) -> None:
+    inst = _sub(_sub(_sub(parent, tag), "HCP"), "Inst")
+    if p.name:
+        _sub(inst, "Name", p.name)
+    if p.her:
+        _sub(inst, "Id", p.her)
+        _sub(inst, "TypeId", V="HER", DN="HER-id")
+    if p.sub_her or p.sub_name:
+        dept = _sub(inst, "Dept")
+        if p.sub_name:
+            _sub(dept, "Name", p.sub_name)
+        if p.sub_her:
+            _sub(dept, "Id", p.sub_her)
+            _sub(dept, "TypeId", V="HER", DN="HER-id")
+    for value, kind in p.other_ids:
+        add = _sub(inst, "AdditionalId")
+        _sub(add, "Id", value)
+        _sub(add, "Type", V=kind or "UKJENT")
+
+
+def apprec(*, sender: Party, receiver: Party, status: str, errors: list[str], original_type: str,
+           original_type_dn: str, issue_date: str, original_id: str, error_oid: bool = True,
+           gen_date: datetime | None = None) -> bytes:
+    """An AppRec 1.0: `sender` is us (the original's receiver), `receiver` the original's sender."""
+    root = etree.Element(_A + "AppRec", nsmap={None: APPREC_10_NS})
+    _sub(root, "MsgType", V="APPREC", DN="Applikasjonskvittering")
+    _sub(root, "MIGversion", "1.0 2004-11-21")
+    _sub(root, "GenDate", (gen_date or datetime.now()).replace(microsecond=0).isoformat())
+    _sub(root, "Id", str(uuid.uuid4()))
+    _party_xml(root, "Sender", sender)
+    _party_xml(root, "Receiver", receiver)
+    _sub(root, "Status", V=status, DN={"1": "OK", "2": "Avvist", "3": "OK, feil i delmelding"}[status])
+    for code in errors:
+        _sub(root, "Error", V=code, DN=ERROR_TEXTS.get(code, code), S=ERROR_OID if error_oid else "")
+    orig = _sub(root, "OriginalMsgId")
+    _sub(orig, "MsgType", V=original_type or "UKJENT", DN=original_type_dn or original_type or "Ukjent")
+    _sub(orig, "IssueDate", issue_date)
+    _sub(orig, "Id", original_id)
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)

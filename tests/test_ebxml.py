@@ -213,9 +213,13 @@ def test_signature_verifies_with_xmlsec1_and_sha1(w: World, tmp_path: Path):
     sign_envelope(root, w.gp.sign_key, w.gp.sign_cert, {"a@b": b"cms"}, signature_method=RSA_SHA1,
                   digest_method=SHA1)
     again = parse_bytes(serialize(root)).getroot()
-    assert verify_envelope(again, {"a@b": b"cms"}).signature_method == RSA_SHA1
+    assert verify_envelope(again, {"a@b": b"cms"}, allow_sha1=True).signature_method == RSA_SHA1
     with pytest.raises(EbxmlError):
-        verify_envelope(again, {"a@b": b"cmz"})
+        verify_envelope(again, {"a@b": b"cmz"}, allow_sha1=True)
+    # ...but only where allowed: by default SHA-1 is a SecurityFailure that says how to allow it
+    with pytest.raises(EbxmlError) as refused:
+        verify_envelope(again, {"a@b": b"cms"})
+    assert refused.value.code == EbmsError.SECURITY_FAILURE and "allow_sha1" in refused.value.description
 
 
 def test_nextmsh_headers_are_outside_the_signature(w: World):

@@ -230,14 +230,15 @@ def encrypt(
 
 
 def decrypt(
-    file: Path = typer.Argument(..., help="CMS EnvelopedData, DER ('-' for stdin)."),
+    file: Path = typer.Argument(..., help="CMS EnvelopedData as DER, PEM or S/MIME ('-' for stdin)."),
     party: str = PartyOpt,
     pki: Path = PkiOpt,
     key: Path = typer.Option(None, help="Private key PEM (instead of --party)."),
     cert: Path = typer.Option(None, help="Its certificate PEM (instead of --party)."),
     out: Path = typer.Option(None, "--out", "-o", help="Output file (default stdout)."),
 ) -> None:
-    """Open a CMS EnvelopedData with the party's current or previous decryption key."""
+    """Open a CMS EnvelopedData (DER, PEM or S/MIME, as `openssl cms -outform` writes them) with the
+    party's current or previous decryption key. A gzip document inside (NAV) is written as it is."""
     from hub.security import cms, keystore
 
     try:

@@ -99,12 +99,20 @@ class DeliveryChannel:
     sync_reply_mode: str | None = None
 
 
+# isConfidential/isAuthenticated/isTamperProof values that ask for protection (CPPA 2.0 §8.4.11)
+PROTECTED = ("transient", "persistent", "persistent-and-transient")
+
+
 @dataclass
 class ActionBinding:
     action: str
     direction: str  # send | receive
     channel_ids: list[str]
     package_id: str | None = None
+    # BusinessTransactionCharacteristics; None where the CPA does not say
+    is_confidential: str | None = None  # none | transient | persistent | persistent-and-transient
+    is_authenticated: str | None = None
+    is_non_repudiation_required: bool | None = None
 
 
 @dataclass
@@ -190,6 +198,23 @@ def _by_name(certs: dict[str, CertificateInfo], words: tuple[str, ...]) -> x509.
 
 
 @dataclass
+class Packaging:
+    """A cppa:Packaging: the layers a payload goes through, outermost last (as the CPA lists them):
+    e.g. application/x-gzip then application/pkcs7-mime = gzip, then encrypt (NAV's OppgjorsKontroll)."""
+
+    package_id: str
+    encapsulations: list[str]  # mimetypes of the cppa:Encapsulation elements, in document order
+
+    @property
+    def compressed(self) -> bool:
+        return any("gzip" in m.lower() for m in self.encapsulations)
+
+    @property
+    def encrypted(self) -> bool:
+        return any("pkcs7-mime" in m.lower() for m in self.encapsulations)
+
+
+@dataclass
 class Cpa:
     cpa_id: str
     kind: str  # CPA | CPP
@@ -199,6 +224,11 @@ class Cpa:
     end: datetime | None
     parties: list[PartyInfo]
     source: str | None = None
+    packages: dict[str, Packaging] = field(default_factory=dict)
+
+    @property
+    def agreed(self) -> bool:
+        return (self.status or "").lower() in ("agreed", "signed")
 
     def party(self, her_id: str | None) -> PartyInfo | None:
         return next((p for p in self.parties if her_id is not None and p.her_id == str(her_id)), None)
@@ -259,9 +289,14 @@ def _party_info(pi: etree._Element) -> PartyInfo:
                 tb = can.find(_c("ThisPartyActionBinding"))
                 if tb is None:
                     continue
+                btc = tb.find(_c("BusinessTransactionCharacteristics"))
+                nr = _a(btc, "isNonRepudiationRequired") if btc is not None else None
                 bindings.append(ActionBinding(_a(tb, "action", "") or "", direction,
                                               [_t(c) or "" for c in tb.findall(_c("ChannelId"))],
-                                              _a(tb, "packageId")))
+                                              _a(tb, "packageId"),
+                                              _a(btc, "isConfidential") if btc is not None else None,
+                                              _a(btc, "isAuthenticated") if btc is not None else None,
+                                              None if nr is None else nr.strip().lower() == "true"))
         roles.append(CollaborationRole(_a(role_el, "name", "") or "",
                                        _a(ps, "name") if ps is not None else None,
                                        _t(svc) or "", _a(svc, "type") if svc is not None else None, bindings,
@@ -318,9 +353,33 @@ def _when(el: etree._Element | None) -> datetime | None:
     return parse_time(_t(el)) if _t(el) else None  # type: ignore[arg-type]
 
 
+class NoCpa(ValueError):
+    """The address register answered that there is no CPA for the pair (an empty CpaXmlDetails)."""
+
+
+XSI_NS = "http://www.w3.org/2001/XMLSchema-instance"
+
+
+def _unwrap_register(root: etree._Element, source: str | None) -> etree._Element:
+    """NHN's register (CPA service) answers with the CPA as text in a CpaXmlDetails element (possibly in
+    a SOAP envelope); `i:nil="true"` there means no CPA exists for the two parties."""
+    if etree.QName(root).namespace == CPPA_NS:
+        return root
+    details = next((el for el in root.iter(etree.Element)
+                    if etree.QName(el).localname in ("CpaXmlDetails", "CollaborationProtocolAgreementXml")),
+                   None)
+    if details is None:
+        return root
+    if details.get(f"{{{XSI_NS}}}nil", "").strip() == "true" or not (details.text or "").strip():
+        raise NoCpa(f"{source or 'the register answer'}: no CPA for this pair (empty {details.tag})")
+    inner = details.text.strip().encode("utf-8") if not len(details) else etree.tostring(details[0])
+    return parse_bytes(inner, max_bytes=MAX_CPA_BYTES).getroot()
+
+
 def load_cpa(data: bytes, source: str | None = None) -> Cpa:
-    """A CPA (CollaborationProtocolAgreement) or CPP (CollaborationProtocolProfile) from bytes."""
-    root = parse_bytes(data, max_bytes=MAX_CPA_BYTES).getroot()
+    """A CPA (CollaborationProtocolAgreement) or CPP (CollaborationProtocolProfile) from bytes; also
+    from the address register's CpaXmlDetails answer (NoCpa when that is empty)."""
+    root = _unwrap_register(parse_bytes(data, max_bytes=MAX_CPA_BYTES).getroot(), source)
     local = etree.QName(root).localname
     if etree.QName(root).namespace != CPPA_NS or local not in (
         "CollaborationProtocolAgreement", "CollaborationProtocolProfile"):
@@ -331,8 +390,13 @@ def load_cpa(data: bytes, source: str | None = None) -> Cpa:
     parties = [_party_info(p) for p in root.findall(_c("PartyInfo"))]
     if not ident:
         ident = "cpp:" + "_".join(p.her_id or "?" for p in parties)
+    packages: dict[str, Packaging] = {}
+    for pk in root.iter(_c("Packaging")):
+        pid = _a(pk, "id", "") or ""
+        packages.setdefault(pid, Packaging(pid, [_a(e, "mimetype", "") or ""
+                                                 for e in pk.iter(_c("Encapsulation"))]))
     return Cpa(ident, kind, _a(root, "version"), _a(status, "value") if status is not None else None,
-               _when(root.find(_c("Start"))), _when(root.find(_c("End"))), parties, source)
+               _when(root.find(_c("Start"))), _when(root.find(_c("End"))), parties, source, packages)
 
 
 def load_cpa_file(path: Path) -> Cpa:
@@ -340,10 +404,14 @@ def load_cpa_file(path: Path) -> Cpa:
 
 
 class CpaRepository:
-    """CPAs from a folder: by CPAId, or by (our HER, counterparty HER)."""
+    """CPAs from a folder: by CPAId (every version of an id is kept), or by (our HER, counterparty HER).
+
+    A renewed CPA keeps its CPAId and gets a new validity window; which version applies is decided by
+    the moment asked about (a received message's Timestamp): valid then, agreed preferred, latest start.
+    """
 
     def __init__(self, cpas: list[Cpa] | None = None) -> None:
-        self._by_id: dict[str, Cpa] = {}
+        self._by_id: dict[str, list[Cpa]] = {}
         self.problems: list[str] = []
         for c in cpas or []:
             self.add(c)
@@ -362,28 +430,71 @@ class CpaRepository:
         return repo
 
     def add(self, cpa: Cpa) -> None:
-        self._by_id[cpa.cpa_id] = cpa
+        self._by_id.setdefault(cpa.cpa_id, []).append(cpa)
+        self._by_id[cpa.cpa_id].sort(key=_start_key)
 
     def __len__(self) -> int:
         return len(self._by_id)
 
-    def __iter__(self):  # noqa: ANN204 - iterator of Cpa
-        return iter(self._by_id.values())
+    def __iter__(self):  # noqa: ANN204 - iterator of Cpa: each id's latest version
+        return iter([v[-1] for v in self._by_id.values()])
 
-    def get(self, cpa_id: str) -> Cpa | None:
-        return self._by_id.get(cpa_id)
+    def all(self) -> list[Cpa]:
+        """Every version of every CPA."""
+        return [c for v in self._by_id.values() for c in v]
+
+    def versions(self, cpa_id: str) -> list[Cpa]:
+        """The versions of one CPAId, earliest start first."""
+        return list(self._by_id.get(cpa_id, []))
+
+    def get(self, cpa_id: str, at: datetime | None = None) -> Cpa | None:
+        """The version of `cpa_id` that applies at `at` (see `select`); without `at`, the latest one.
+        With `at` and no version valid then, the latest version (its window is the caller's finding)."""
+        versions = self._by_id.get(cpa_id)
+        if not versions:
+            return None
+        if at is None:
+            return versions[-1]
+        return select(versions, at) or versions[-1]
 
     def between(self, our_her: str, other_her: str, at: datetime | None = None) -> Cpa | None:
-        """The CPA between two parties valid at `at` (the latest starting one), else None."""
-        found = [c for c in self._by_id.values()
+        """The CPA between two parties valid at `at` (agreed first, then the latest start), else None."""
+        found = [c for c in self.all()
                  if c.party(str(our_her)) and c.party(str(other_her)) and str(our_her) != str(other_her)]
-        if at is not None:
-            found = [c for c in found if c.valid_at(at)]
-        found.sort(key=lambda c: c.start or datetime.min.replace(tzinfo=UTC))
-        return found[-1] if found else None
+        if at is None:
+            found.sort(key=_start_key)
+            return found[-1] if found else None
+        return select(found, at)
+
+
+def _start_key(c: Cpa) -> datetime:
+    return c.start or datetime.min.replace(tzinfo=UTC)
+
+
+def window(c: Cpa) -> str:
+    """A CPA version's validity as text: `2025-09-03T12:09:25Z..2026-08-28T21:59:00Z (proposed)`."""
+    def t(d: datetime | None) -> str:
+        return f"{d:%Y-%m-%dT%H:%M:%SZ}" if d else "?"
+    return f"{t(c.start)}..{t(c.end)} ({c.status or 'no status'})"
+
+
+def select(versions: list[Cpa], at: datetime) -> Cpa | None:
+    """Of CPA versions, the one valid at `at`: an agreed one before a proposed one (registry test CPAs
+    are often left "proposed"), then the latest start. None when none is valid at `at`."""
+    valid = sorted((c for c in versions if c.valid_at(at)), key=lambda c: (c.agreed, _start_key(c)))
+    return valid[-1] if valid else None
 
 
 # ---------------------------------------------------------------- what to use for sending
+
+
+# Endpoint types that take business messages; `error` takes MessageErrors only, `login` none of ours.
+DELIVERY_TYPES = ("allPurpose", "request", "response")
+SHA1_NAMES = ("sha1", "rsa-sha1", "dsa-sha1")
+
+
+def _names_sha1(*algorithms: str | None) -> bool:
+    return any(a and a.rstrip().lower().rsplit("#", 1)[-1] in SHA1_NAMES for a in algorithms)
 
 
 @dataclass
@@ -400,36 +511,151 @@ class SendPlan:
     duplicate_elimination: bool = True
     sync_reply_mode: str = "none"
     signature_algorithm: str | None = None
+    digest_algorithm: str | None = None
+    encrypt: bool = True  # register default: payloads are always encrypted (HITS 1171)
+    compress: bool = False
+    protocol: str | None = None  # SMTP | HTTP | AMQP of the receiver's channel
+    channel_id: str | None = None  # the receiver's DeliveryChannel used
+    error_endpoints: list[str] = field(default_factory=list)
+
+
+def _pick_channel(party: PartyInfo, binding: ActionBinding | None, protocol: str | None,
+                  ) -> DeliveryChannel | None:
+    """Of the channels bound to an action, the one over `protocol` (NAV binds SMTP and HTTP channels
+    side by side); else the first bound one; else the party's default channel."""
+    ids = binding.channel_ids if binding else []
+    chans = [c for c in (party.channel(i) for i in ids if i) if c is not None]
+    if protocol:
+        for c in chans:
+            tr = party.transport_of(c)
+            if tr and (tr.receiver_protocol or tr.sender_protocol or "").upper() == protocol.upper():
+                return c
+    return chans[0] if chans else party.channel(None)
+
+
+def _protocol(party: PartyInfo, channel: DeliveryChannel | None) -> str | None:
+    tr = party.transport_of(channel)
+    return (tr.receiver_protocol or tr.sender_protocol) if tr else None
+
+
+@dataclass
+class Protection:
+    """What a CPA says about one action's payload and envelope (BusinessTransactionCharacteristics and
+    the bound package); None fields: the CPA does not say, so the register default applies."""
+
+    confidential: str | None = None
+    authenticated: str | None = None
+    non_repudiation: bool | None = None
+    package: Packaging | None = None
+
+    @property
+    def encryption_required(self) -> bool:
+        """On receipt: encryption is required unless isConfidential says "none" (or, unsaid, the package
+        shows no pkcs7-mime layer)."""
+        if self.confidential is not None:
+            return self.confidential.strip() in PROTECTED
+        return self.package.encrypted if self.package is not None else True
+
+    @property
+    def encrypt(self) -> bool:
+        """On sending: encrypt where isConfidential or the package asks for it; plain only where the CPA
+        says "none" and its package has no pkcs7-mime layer."""
+        if self.package is not None and self.package.encrypted:
+            return True
+        return self.encryption_required
+
+    @property
+    def signature_required(self) -> bool:
+        if self.non_repudiation is None and self.authenticated is None:
+            return True
+        return bool(self.non_repudiation) or (self.authenticated or "").strip() in PROTECTED
+
+
+def protection(cpa: Cpa, sender: PartyInfo, receiver: PartyInfo, service: str, action: str,
+               from_role: str | None = None, to_role: str | None = None) -> Protection:
+    """The sender's CanSend and the receiver's CanReceive binding of the action, taken together: the
+    stricter of the two where both say something."""
+    sb = sender.binding(service, action, "send", from_role)
+    rb = receiver.binding(service, action, "receive", to_role)
+    bs = [x[1] for x in (sb, rb) if x is not None]
+    p = Protection()
+    for b in bs:
+        if b.is_confidential is not None and (p.confidential is None or b.is_confidential in PROTECTED):
+            p.confidential = b.is_confidential
+        if b.is_authenticated is not None and (p.authenticated is None or b.is_authenticated in PROTECTED):
+            p.authenticated = b.is_authenticated
+        if b.is_non_repudiation_required is not None:
+            p.non_repudiation = bool(p.non_repudiation) or b.is_non_repudiation_required
+        if p.package is None and b.package_id and b.package_id in cpa.packages:
+            p.package = cpa.packages[b.package_id]
+    return p
 
 
 def plan_send(repo: CpaRepository | None, our_her: str, receiver_her: str, at: datetime,
-              service: str | None = None, action: str | None = None) -> SendPlan:
+              service: str | None = None, action: str | None = None,
+              protocol: str | None = None) -> SendPlan:
+    """The CPA valid at `at` decides, for this action: the receiver's channel bound to it (over
+    `protocol` when given), its delivery endpoints, encryption, compression, algorithms, ack/sync."""
     cpa = repo.between(our_her, receiver_her, at) if repo else None
     if cpa is None:
         return SendPlan(default_cpa_id(our_her, receiver_her), None, [], None, None, Reliability())
     other = cpa.party(receiver_her)
     ours = cpa.party(our_her)
     assert other is not None and ours is not None
-    channel = None
-    if service and action:
-        b = ours.binding(service, action, "send")
-        if b and b[1].channel_ids:
-            channel = ours.channel(b[1].channel_ids[0])
-    # Where to send is the receiver's channel for that action, else its default channel.
+    b = ours.binding(service, action, "send") if service and action else None
     rb = other.binding(service, action, "receive") if service and action else None
-    rchannel = other.channel(rb[1].channel_ids[0] if rb and rb[1].channel_ids else None)
+    rchannel = _pick_channel(other, rb[1] if rb else None, protocol)
+    proto = protocol or _protocol(other, rchannel)
+    channel = _pick_channel(ours, b[1] if b else None, proto)
     transport = other.transport_of(rchannel)
     de = ours.doc_exchange_of(channel or ours.channel(None))
     rel = (de.sender if de and de.sender else None) or Reliability()
     mc = rchannel or channel
+    prot = protection(cpa, ours, other, service, action) if service and action else Protection()
+    eps = transport.endpoints if transport else []
     return SendPlan(
-        cpa.cpa_id, cpa, [u for u, _ in transport.endpoints] if transport else [],
+        cpa.cpa_id, cpa, [u for u, t in eps if t in DELIVERY_TYPES],
         other.encryption_certificate(), other.signing_certificate(), rel,
         ack_requested=(mc.ack_requested or "always") != "never" if mc else True,
         duplicate_elimination=(mc.duplicate_elimination or "always") != "never" if mc else True,
         sync_reply_mode=(mc.sync_reply_mode or "none") if mc else "none",
         signature_algorithm=de.signature_algorithm if de else None,
+        digest_algorithm=de.hash_function if de else None,
+        encrypt=prot.encrypt,
+        compress=bool(prot.package and prot.package.compressed),
+        protocol=_protocol(other, rchannel),
+        channel_id=rchannel.channel_id if rchannel else None,
+        error_endpoints=[u for u, t in eps if t == "error"],
     )
+
+
+@dataclass
+class ReceivePolicy:
+    """What the CPA (or the register defaults) requires of a received business message."""
+
+    encryption_required: bool = True
+    signature_required: bool = True
+    allow_sha1: bool = False
+    compressed: bool = False  # the package says gzip (recognised by content anyway)
+    sender_channel: DeliveryChannel | None = None
+
+    @classmethod
+    def of(cls, cpa: Cpa | None, env: Envelope, *, allow_sha1: bool = False) -> ReceivePolicy:
+        """From the CPA bound to the message (`allow_sha1`: the register's per-peer setting)."""
+        h = env.header
+        sender = cpa.party(h.from_party.her_id) if cpa else None
+        receiver = cpa.party(h.to_party.her_id) if cpa else None
+        if cpa is None or sender is None or receiver is None:
+            return cls(allow_sha1=allow_sha1)
+        prot = protection(cpa, sender, receiver, h.service or "", h.action or "", h.from_party.role,
+                          h.to_party.role)
+        sb = sender.binding(h.service or "", h.action or "", "send", h.from_party.role)
+        ch = _pick_channel(sender, sb[1] if sb else None, None)
+        de = sender.doc_exchange_of(ch)
+        # a CPA that names SHA-1 for the sender's signatures allows it for this sender
+        sha1 = _names_sha1(de.signature_algorithm, de.hash_function) if de else False
+        return cls(prot.encryption_required, prot.signature_required, allow_sha1 or sha1,
+                   bool(prot.package and prot.package.compressed), ch)
 
 
 # ---------------------------------------------------------------- checking a received message
@@ -444,7 +670,7 @@ def check_against_cpa(env: Envelope, repo: CpaRepository | None, signer: x509.Ce
     fh, th = h.from_party.her_id, h.to_party.her_id
     at = h.timestamp or datetime.now(UTC)
     errors: list[EbxmlError] = []
-    cpa = repo.get(h.cpa_id) if repo and h.cpa_id else None
+    cpa = repo.get(h.cpa_id, at) if repo and h.cpa_id else None
     if cpa is None:
         if not h.cpa_id or not is_default_cpa_id(h.cpa_id):
             return None, [err(EbmsError.VALUE_NOT_RECOGNIZED, "cpa_id",
@@ -470,11 +696,10 @@ def check_against_cpa(env: Envelope, repo: CpaRepository | None, signer: x509.Ce
                               "the envelope is not signed with the sender's registered certificate"))
         return None, errors
     if not cpa.valid_at(at):
+        windows = ", ".join(window(c) for c in repo.versions(cpa.cpa_id)) if repo else window(cpa)
         errors.append(err(EbmsError.INCONSISTENT, "cpa_id",
-                          f"CPA {cpa.cpa_id} is valid {cpa.start:%Y-%m-%dT%H:%M:%SZ} to "
-                          f"{cpa.end:%Y-%m-%dT%H:%M:%SZ}, not at the message's timestamp "
-                          f"{at:%Y-%m-%dT%H:%M:%SZ}" if cpa.start and cpa.end else
-                          f"CPA {cpa.cpa_id} is not valid at {at:%Y-%m-%dT%H:%M:%SZ}"))
+                          f"CPA {cpa.cpa_id} is valid {windows}, not at the message's timestamp "
+                          f"{at:%Y-%m-%dT%H:%M:%SZ}"))
         return cpa, errors
     sender, receiver = cpa.party(fh), cpa.party(th)
     if sender is None:

@@ -397,9 +397,10 @@ def read_envelope(root: etree._Element) -> Envelope:
 # ---------------------------------------------------------------- rules
 
 
-def check_envelope(env: Envelope, *, transport: str = "smtp",
-                   now: datetime | None = None) -> list[EbxmlError]:
-    """The framework's header rules (HIS 1037 §5, HITS 1172) that need no CPA; empty when all hold."""
+def check_envelope(env: Envelope, *, transport: str = "smtp", now: datetime | None = None,
+                   signature_required: bool = True) -> list[EbxmlError]:
+    """The framework's header rules (HIS 1037 §5, HITS 1172) that need no CPA; empty when all hold.
+    `signature_required`: False only where a CPA asks for neither authentication nor non-repudiation."""
     h = env.header
     errors: list[EbxmlError] = []
     mh = env.root.find(f"{{{SOAP_NS}}}Header/{_eb('MessageHeader')}") if env.root is not None else None
@@ -439,7 +440,7 @@ def check_envelope(env: Envelope, *, transport: str = "smtp",
     if h.ref_to_message_id and not env.is_signal:
         errors.append(err(EbmsError.INCONSISTENT, "ref_to_message_id",
                           "RefToMessageId is only used in signals (HIS 1037 §5.2)"))
-    if not env.is_signal and not env.signed:
+    if not env.is_signal and not env.signed and signature_required:
         errors.append(err(EbmsError.SECURITY_FAILURE, "signature", "the envelope is not signed"))
     if env.sync_reply and transport == "smtp":
         errors.append(err(EbmsError.NOT_SUPPORTED, "sync_reply",

@@ -21,6 +21,8 @@ from hub.ebxml.errors import EbxmlError
 
 CRLF = b"\r\n"
 PKCS7_TYPE = "application/pkcs7-mime; smime-type=enveloped-data"
+PLAIN_TYPE = "application/xml"  # a payload sent unencrypted where the CPA says isConfidential="none"
+GZIP_TYPE = "application/x-gzip"  # ...and compressed (the mimetype NAV's CPA packages name)
 
 
 @dataclass

@@ -22,8 +22,16 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from hub.codes import EbmsError
-from hub.ebxml import naming
-from hub.ebxml.cpa import Cpa, CpaRepository, SendPlan, check_against_cpa, plan_send
+from hub.ebxml import compression, naming
+from hub.ebxml.cpa import (
+    DELIVERY_TYPES,
+    Cpa,
+    CpaRepository,
+    ReceivePolicy,
+    SendPlan,
+    check_against_cpa,
+    plan_send,
+)
 from hub.ebxml.dedup import MemorySeen, SeenMessages, content_digest, decide
 from hub.ebxml.envelope import (
     Envelope,
@@ -38,9 +46,10 @@ from hub.ebxml.envelope import (
     serialize,
 )
 from hub.ebxml.errors import LOC, EbxmlError, err
-from hub.ebxml.mime import Package, build_package, new_cid, parse_package
+from hub.ebxml.mime import GZIP_TYPE, PKCS7_TYPE, PLAIN_TYPE, Package, build_package, new_cid, parse_package
+from hub.ebxml.receipt import open_payload
 from hub.ebxml.signals import build_acknowledgment, build_message_error, build_soap_fault
-from hub.ebxml.signature import RSA_SHA256, Verified, sign_envelope, verify_envelope
+from hub.ebxml.signature import RSA_SHA1, RSA_SHA256, SHA1, SHA256, Verified, sign_envelope, verify_envelope
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +79,8 @@ class Peer:
     sign_cert: x509.Certificate | None = None
     enc_cert: x509.Certificate | None = None
     endpoint: str | None = None  # mailto:..., http(s)://...
+    compress: bool = False  # gzip payloads to this peer before encryption (as NAV does)
+    allow_sha1: bool = False  # accept rsa-sha1/sha1 signatures from this peer (old HTTP sync senders)
 
 
 class PeerDirectory(Protocol):
@@ -191,11 +202,12 @@ class Msh:
     # ------------------------------------------------------------ sending
 
     def _sign(self, party: LocalParty, root: object, payloads: dict[str, bytes],
-              method: str = RSA_SHA256) -> list[RefDigest]:
+              method: str = RSA_SHA256, digest: str = SHA256) -> list[RefDigest]:
         key = party.sign_key
         if not isinstance(key, rsa.RSAPrivateKey):
             raise ValueError("the signing key must be RSA")
-        return sign_envelope(root, key, party.sign_cert, payloads, signature_method=method)  # type: ignore[arg-type]
+        return sign_envelope(root, key, party.sign_cert, payloads,  # type: ignore[arg-type]
+                             signature_method=method, digest_method=digest)
 
     def send(
         self,
@@ -235,12 +247,20 @@ class Msh:
             from_role = from_role or (b[0].role if b else None)
             to_role = to_role or (r[0].role if r else None)
         peer = self.peers.peer(str(to_her))
-        enc_cert = plan.encryption_certificate or (peer.enc_cert if peer else None)
-        if enc_cert is None:
-            raise ValueError(f"no encryption certificate for HER {to_her} (no CPA, not in the register)")
         if not plan.endpoints and peer and peer.endpoint:
             plan.endpoints = [peer.endpoint]
-        cms = self.crypto.encrypt(payload, [enc_cert])
+        # The CPA's package (or the register's setting) says gzip, then encrypt; isConfidential="none"
+        # with no pkcs7-mime layer sends the document plain.
+        if plan.compress or (plan.cpa is None and peer is not None and peer.compress):
+            plan.compress = True
+            payload = compression.compress(payload)
+        if plan.encrypt:
+            enc_cert = plan.encryption_certificate or (peer.enc_cert if peer else None)
+            if enc_cert is None:
+                raise ValueError(f"no encryption certificate for HER {to_her} (no CPA, not in the register)")
+            cms = self.crypto.encrypt(payload, [enc_cert])
+        else:
+            cms = payload
         cid = new_cid(f"{party.her_id}.hub")
         header = MessageHeader(
             from_party=Party.her(party.her_id, from_role),
@@ -257,8 +277,14 @@ class Msh:
         )
         root = build_envelope(header, ack_requested=plan.ack_requested and not sync_reply,
                               sync_reply=sync_reply, manifest=[ManifestRef("cid:" + cid)])
-        refs = self._sign(party, root, {cid: cms})
-        data = build_package(serialize(root), [(cid, cms)], soap_base64=soap_base64)
+        # the CPA's algorithms for our signatures; SHA-1 only where the CPA names it
+        method = RSA_SHA1 if plan.signature_algorithm and plan.signature_algorithm.endswith("rsa-sha1") \
+            else RSA_SHA256
+        digest = SHA1 if method == RSA_SHA1 and (plan.digest_algorithm or "").endswith("sha1") else SHA256
+        refs = self._sign(party, root, {cid: cms}, method, digest)
+        data = build_package(serialize(root), [(cid, cms)], soap_base64=soap_base64,
+                             payload_type=PKCS7_TYPE if plan.encrypt else
+                             GZIP_TYPE if plan.compress else PLAIN_TYPE)
         assert header.message_id and header.conversation_id
         self.sent[header.message_id] = Sent(header.message_id, str(to_her), refs)
         return Outgoing(header.message_id, header.conversation_id, data, plan.endpoints, plan, refs)
@@ -270,8 +296,10 @@ class Msh:
         if cpa is not None and her:
             p = cpa.party(her)
             tr = p.transport_of(p.channel(None)) if p else None
-            if tr and tr.endpoints:
-                return tr.endpoints[0][0]
+            # signals go to the party's default (MSH signal) channel; never to a `login` endpoint
+            eps = [u for u, t in (tr.endpoints if tr else []) if t in (*DELIVERY_TYPES, "error")]
+            if eps:
+                return eps[0]
         peer = self.peers.peer(her) if her else None
         return peer.endpoint if peer else None
 
@@ -321,8 +349,13 @@ class Msh:
         if env.is_signal:
             return self._receive_signal(env, pkg.parts, now)
         sync = env.sync_reply and transport == "http"
-        errors = check_envelope(env, transport=transport, now=now)
         h = env.header
+        # What the CPA version in force at the message's timestamp (or the register) requires of it
+        peer = self.peers.peer(h.from_party.her_id) if h.from_party.her_id else None
+        cpa_in_force = self.cpas.get(h.cpa_id, h.timestamp or now) if self.cpas and h.cpa_id else None
+        policy = ReceivePolicy.of(cpa_in_force, env, allow_sha1=bool(peer and peer.allow_sha1))
+        errors = check_envelope(env, transport=transport, now=now,
+                                signature_required=policy.signature_required)
         if h.to_party.her_id and h.to_party.her_id not in self.parties and not any(
                 e.location == LOC["to_party"] for e in errors):
             errors.append(err(EbmsError.DELIVERY_FAILURE, "to_party",
@@ -356,12 +389,12 @@ class Msh:
         verified: Verified | None = None
         if env.signed and not any(e.code == EbmsError.MIME_PROBLEM for e in errors):
             try:
-                verified = verify_envelope(env.root, pkg.parts)  # type: ignore[arg-type]
+                verified = verify_envelope(env.root, pkg.parts,  # type: ignore[arg-type]
+                                           allow_sha1=policy.allow_sha1)
             except EbxmlError as e:
                 errors.append(e)
         cpa: Cpa | None = None
         if not errors:
-            peer = self.peers.peer(h.from_party.her_id or "")
             cpa, cerrs = check_against_cpa(env, self.cpas, verified.certificate if verified else None,
                                            sender_cert=peer.sign_cert if peer else None)
             errors += cerrs
@@ -381,13 +414,13 @@ class Msh:
         payloads: dict[str, bytes] = {}
         if not errors:
             party = self.parties[h.to_party.her_id or ""]
-            for ref in env.manifest:
-                try:
-                    cid = ref.cid or ""
-                    payloads[cid] = self.crypto.decrypt(pkg.parts[cid], party.decryption_keys)
-                except Exception as exc:  # noqa: BLE001 - SecurityError or a CMS parse error
-                    errors.append(EbxmlError(EbmsError.SECURITY_FAILURE, f"payload {ref.href}: {exc}",
-                                             LOC["manifest_ref"]))
+            for i, ref in enumerate(env.manifest, 1):
+                opened = open_payload(ref, i, pkg.parts, pkg.part_types, policy, party.decryption_keys,
+                                      self.crypto.decrypt, cpa.cpa_id if cpa else None)
+                if opened.error is not None:
+                    errors.append(opened.error)
+                elif opened.document is not None:
+                    payloads[ref.cid or ""] = opened.document
         reply_to = self._reply_to(env, cpa)
         fatal = [e for e in errors if e.severity == "Error"]
         if fatal:
@@ -421,12 +454,15 @@ class Msh:
         errors: list[EbxmlError] = []
         sent = self.sent.get(h.ref_to_message_id or "")
         if env.signed:
+            peer = self.peers.peer(h.from_party.her_id) if h.from_party.her_id else None
+            cpa = self.cpas.get(h.cpa_id, h.timestamp or now) if self.cpas and h.cpa_id else None
+            policy = ReceivePolicy.of(cpa, env, allow_sha1=bool(peer and peer.allow_sha1))
             try:
-                v = verify_envelope(env.root, parts)  # type: ignore[arg-type]
+                v = verify_envelope(env.root, parts,  # type: ignore[arg-type]
+                                    allow_sha1=policy.allow_sha1)
             except EbxmlError as e:
                 return Outcome("rejected", env, errors=[e])
             expected = None
-            cpa = self.cpas.get(h.cpa_id or "") if self.cpas else None
             p = cpa.party(h.from_party.her_id) if cpa else None
             if p is not None:
                 expected = p.signing_certificate()

@@ -197,11 +197,17 @@ def sign_envelope(
     return refs
 
 
-def verify_envelope(root: etree._Element, payloads: dict[str, bytes]) -> Verified:
+SHA1_REFUSED = ("SHA-1 is not allowed for this sender (allow it per peer in the register, `allow_sha1 = "
+                "true`, or by a CPA that names rsa-sha1)")
+
+
+def verify_envelope(root: etree._Element, payloads: dict[str, bytes], *,
+                    allow_sha1: bool = False) -> Verified:
     """Check the envelope's one ds:Signature; raise EbxmlError(SecurityFailure) saying what is wrong.
 
-    Accepts rsa-sha256 and rsa-sha1 (HTTP sync in 2024 still signs with sha1); `payloads` maps cid to
-    the raw part bytes. Whether the signer is the right party is the caller's check (CPA/register).
+    rsa-sha256/sha256 always; rsa-sha1/sha1 (HTTP sync in 2024 still signs with it) only with
+    `allow_sha1` (the peer's or the CPA's setting). `payloads` maps cid to the raw part bytes. Whether
+    the signer is the right party is the caller's check (CPA/register).
     """
     header = root.find(f"{{{SOAP_NS}}}Header")
     sigs = header.findall(_ds("Signature")) if header is not None else []
@@ -219,6 +225,8 @@ def verify_envelope(root: etree._Element, payloads: dict[str, bytes]) -> Verifie
     method = sm.get("Algorithm", "") if sm is not None else ""
     if method not in _SIGS:
         raise err(EbmsError.SECURITY_FAILURE, "signature", f"signature method {method!r} is not supported")
+    if method == RSA_SHA1 and not allow_sha1:
+        raise err(EbmsError.SECURITY_FAILURE, "signature", f"signature method rsa-sha1: {SHA1_REFUSED}")
     cert_el = sig.find(f"{_ds('KeyInfo')}/{_ds('X509Data')}/{_ds('X509Certificate')}")
     if cert_el is None or not (cert_el.text or "").strip():
         raise err(EbmsError.SECURITY_FAILURE, "key_info", "KeyInfo carries no X509Certificate")
@@ -233,6 +241,8 @@ def verify_envelope(root: etree._Element, payloads: dict[str, bytes]) -> Verifie
         alg = dm.get("Algorithm", "") if dm is not None else ""
         stated = "".join((ref.findtext(_ds("DigestValue")) or "").split())
         where = f"/SOAP:Envelope/SOAP:Header/ds:Signature/ds:SignedInfo/ds:Reference[{i}]"
+        if alg == SHA1 and not allow_sha1:
+            raise EbxmlError(EbmsError.SECURITY_FAILURE, f"digest method sha1: {SHA1_REFUSED}", where)
         if uri == "":
             actual = _digest(alg, _same_document_digest(root, sig, ref))
         elif uri is not None and uri.startswith("cid:"):

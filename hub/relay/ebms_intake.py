@@ -25,6 +25,7 @@ from hub.ebxml.mime import Package, join_entity, parse_package, split_entity
 from hub.relay.intake import HttpReply
 from hub.store import Message, MessageMeta, Store
 
+MAIL_FROM = "smtp-mail-from"  # the MAIL FROM of a received mail whose MessageId was answered before
 IN_PREFIX = "in:"  # seen key of "stored, being processed" (value: the MAIL FROM to answer to)
 _HTTP_KEEP = ("content-type", "soapaction", "mime-version", "content-transfer-encoding")
 
@@ -64,8 +65,9 @@ def mail_from(store: Store, m: Message) -> str | None:
     """The MAIL FROM a received envelope came with (mailto:), recorded at intake."""
     if not m.ebxml_message_id:
         return None
-    rec = store.seen_get(IN_PREFIX + m.ebxml_message_id)
-    addr = bytes(rec.response).decode() if rec is not None else ""
+    own = store.blob(m.id, MAIL_FROM)  # a reused MessageId: the in: record names its first sender
+    rec = store.seen_get(IN_PREFIX + m.ebxml_message_id) if own is None else None
+    addr = bytes(own if own is not None else rec.response if rec is not None else b"").decode()
     return f"mailto:{addr}" if addr else None
 
 
@@ -125,6 +127,7 @@ class EbmsIntake:
             if apply_signal:
                 self.on_signal(raw, channel, p.parsed)
             return Taken("signal", peek=p)
+        rec = None
         if p is not None and p.message_id:
             rec = self.store.seen_get(p.message_id)
             if rec is not None and rec.digest == p.digest:
@@ -146,6 +149,9 @@ class EbmsIntake:
         m = self.store.put_received(raw, meta, actor=self.node, seen=seen,
                                     reason=f"ebXML over {channel} ({who}" +
                                     (f", MAIL FROM {mail_from})" if mail_from else ")"))
+        if rec is not None and mail_from:
+            # answered before with other content: its MessageError goes to this sender, not the first
+            self.store.put_artifact(m.id, MAIL_FROM, mail_from.encode())
         if p is not None and p.parsed is not None and self.handoff is not None:
             self.handoff(m.id, p.parsed, p.digest)
         self.on_stored(m.id)

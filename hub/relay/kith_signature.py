@@ -34,8 +34,9 @@ def kith_signature(data: bytes) -> bool:
 
 class KithSignatureCheck:
     def __init__(self, sign_cert: Callable[[int | None], x509.Certificate | None],
-                 validator: CertificateValidator) -> None:
-        self.sign_cert, self.validator = sign_cert, validator
+                 validator: CertificateValidator,
+                 allow_sha1: Callable[[int | None], bool] = lambda her: False) -> None:
+        self.sign_cert, self.validator, self.allow_sha1 = sign_cert, validator, allow_sha1
 
     def checked(self, inspect: Inspector) -> Inspector:
         """Wrap an inspector: a signed document must verify, signed by the sender's registered certificate."""
@@ -54,7 +55,8 @@ class KithSignatureCheck:
     def check(self, data: bytes, facts: pl.Facts) -> pl.Finding | None:
         expected = self.sign_cert(facts.sender_her)
         try:
-            v = verify_enveloped(data, expected_certs=[expected] if expected is not None else [])
+            v = verify_enveloped(data, expected_certs=[expected] if expected is not None else [],
+                                 allow_sha1=self.allow_sha1(facts.sender_her))
             self.validator.check(v.certificate, "sign", facts.gen_date)
         except SecurityError as e:
             # e.g. crl-unavailable: the revocation status is unknown now, not bad (issue #3)

@@ -148,7 +148,7 @@ class Network:
         answered = Answered()
         self.delivery = EbmsDelivery(store, self.msh, her_id=cfg.her_id, send=self.outbound.send,
                                      on_ack=on_ack, on_nack=on_nack)
-        self.kith = KithSignatureCheck(self.peers.sign_cert, validator)
+        self.kith = KithSignatureCheck(self.peers.sign_cert, validator, self.peers.allow_sha1)
         self.unwrapper = Unwrapper(store, self.msh, seen, node=self.node, defer_s=cfg.defer_s,
                                    answered=answered, send_later=self.outbound.send_later,
                                    on_signal=self.delivery.on_signal, on_received=on_received, tap=tap)

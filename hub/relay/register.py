@@ -46,6 +46,8 @@ class Party:
     token_sha256: str | None = None  # HTTP submit credential of a local system, stored hashed
     active: bool = True
     addresses: dict[str, str] = field(default_factory=dict)  # code list 9044 type -> address
+    compress: bool = False  # gzip payloads to this peer before encryption (NAV-style), without a CPA
+    allow_sha1: bool = False  # accept this peer's rsa-sha1/sha1 signatures (envelope and documents)
 
     def accepts_message(self, family: str, version: str) -> bool:
         if not self.accepts:
@@ -168,6 +170,8 @@ def _party_from_table(t: dict, source: str, base: Path) -> Party:
         accepts=tuple(t.get("accepts", ())),
         token_sha256=t.get("token_sha256") or (hash_token(token) if token else None),
         active=bool(t.get("active", True)),
+        compress=bool(t.get("compress", False)),
+        allow_sha1=bool(t.get("allow_sha1", False)),
     )
 
 

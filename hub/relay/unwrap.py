@@ -76,7 +76,12 @@ class RegisterPeers:
         if p is None or p.local or not p.active or not p.sign_cert:
             return None
         enc = self._cert(p.enc_cert) if p.enc_cert else None
-        return Peer(str(her_id), self._cert(p.sign_cert), enc, p.endpoint)
+        return Peer(str(her_id), self._cert(p.sign_cert), enc, p.endpoint, p.compress, p.allow_sha1)
+
+    def allow_sha1(self, her_id: int | str | None) -> bool:
+        """The register's per-peer SHA-1 setting, for envelopes and KITH documents alike."""
+        p = self.register.resolve(her_id) if her_id is not None else None
+        return bool(p is not None and p.allow_sha1)
 
     def endpoint(self, her_id: str) -> str | None:
         peer = self.peer(her_id)

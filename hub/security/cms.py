@@ -7,6 +7,11 @@ content type id-data. cryptography's PKCS7EnvelopeBuilder produces exactly that.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import email
+import email.policy
+import re
 from collections.abc import Sequence
 
 from cryptography import x509
@@ -45,16 +50,49 @@ def encrypt(data: bytes, recipients: Sequence[x509.Certificate]) -> bytes:
     return builder.encrypt(serialization.Encoding.DER, [pkcs7.PKCS7Options.Binary])
 
 
+_PEM = re.compile(rb"-----BEGIN (CMS|PKCS7)-----(.*?)-----END \1-----", re.S)
+
+
+def looks_like_cms(data: bytes) -> bool:
+    """Whether `data` is CMS in one of the shapes `to_der` reads (DER, PEM, S/MIME), by its first bytes."""
+    head = data.lstrip()[:2048].lower()
+    return data[:1] == b"\x30" or head.startswith((b"-----begin cms-----", b"-----begin pkcs7-----")) \
+        or (b"content-type:" in head and b"pkcs7-mime" in head)
+
+
+def to_der(data: bytes) -> bytes:
+    """CMS as DER from DER, PEM (`openssl cms -outform PEM`) or S/MIME (`-outform SMIME`: a MIME entity
+    application/(x-)pkcs7-mime, base64); SecurityError decrypt-failed naming the shape otherwise."""
+    if data[:1] == b"\x30":
+        return data
+    m = _PEM.search(data)
+    if m:
+        try:
+            return base64.b64decode(b"".join(m.group(2).split()), validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise SecurityError.of("decrypt-failed", f"PEM CMS: base64 cannot be decoded ({exc})") from None
+    head = data.lstrip()[:2048].lower()
+    if b"content-type:" in head and b"pkcs7-mime" in head:
+        msg = email.message_from_bytes(data.lstrip(), policy=email.policy.compat32)
+        if msg.get_content_subtype() not in ("pkcs7-mime", "x-pkcs7-mime"):
+            raise SecurityError.of("decrypt-failed", f"S/MIME part is {msg.get_content_type()}, "
+                                   "not application/pkcs7-mime")
+        body = msg.get_payload(decode=True)
+        if isinstance(body, bytes) and body[:1] == b"\x30":
+            return body
+        raise SecurityError.of("decrypt-failed", "S/MIME body is not base64 DER CMS")
+    raise SecurityError.of("decrypt-failed", "not CMS: neither DER (leading SEQUENCE), PEM nor S/MIME")
+
+
 def decrypt(der: bytes, keys: Sequence[tuple[x509.Certificate, PrivateKeyTypes]]) -> bytes:
-    """Open EnvelopedData (DER) with whichever held key it was encrypted for.
+    """Open EnvelopedData (DER, PEM or S/MIME) with whichever held key it was encrypted for.
 
     `keys` are (certificate, private key) pairs, current first; during a certificate change a party holds
     its previous decryption key beside the new one. The recipient info is matched on issuerAndSerialNumber.
     """
     if not keys:
         raise SecurityError.of("decrypt-no-key", "no decryption key held")
-    if der[:1] != b"\x30":
-        raise SecurityError.of("decrypt-failed", "not DER CMS (no leading SEQUENCE); still base64?")
+    der = to_der(der)
     last: str = ""
     for cert, key in keys:
         try:

@@ -1,0 +1,338 @@
+"""CPA-driven security and packaging, against NAV's real CPA (its certificates swapped for the test
+PKI's, since we hold no NAV keys): plain payloads where isConfidential="none", encryption where required,
+gzip inside CMS, CPA versions chosen by time, SHA-1 only where allowed, CMS as DER, PEM and S/MIME."""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
+from lxml import etree
+
+from hub.codes import EbmsError
+from hub.ebxml import compression
+from hub.ebxml.cpa import (
+    CPPA_NS,
+    CpaRepository,
+    NoCpa,
+    check_against_cpa,
+    load_cpa,
+    plan_send,
+)
+from hub.ebxml.envelope import ManifestRef, MessageHeader, Party, build_envelope, new_id, serialize
+from hub.ebxml.errors import LOC
+from hub.ebxml.mime import PLAIN_TYPE, build_package, new_cid, parse_package
+from hub.ebxml.msh import CmsCrypto, Delivery, LocalParty, Msh, Peer, Peers
+from hub.ebxml.signature import RSA_SHA1, SHA1, sign_envelope
+from hub.security import cms
+
+NAV_CPA = "navikt_nav-qass-31162.xml"
+PARTNER, NAV = "8090595", "79768"  # the pharmacy partner (Utleverer) and NAV in that CPA
+NOW = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)  # inside the CPA's window (2025-09-03 .. 2026-08-28)
+C = f"{{{CPPA_NS}}}"
+
+
+def nav_cpa(reference: Path, partner_sign, partner_enc, nav_sign, nav_enc, *,  # noqa: ANN001
+            edit=None, start: str | None = None, end: str | None = None) -> bytes:  # noqa: ANN001
+    """NAV's real CPA with test-PKI certificates in place of its own (and optional one-point edits)."""
+    root = etree.fromstring((reference / "cpa" / NAV_CPA).read_bytes())
+    certs = {"Partner_cert_sign_partner": partner_sign, "Partner_cert_crypt_partner": partner_enc,
+             "NAV_default_sign_cert": nav_sign, "NAV_default_crypt_cert": nav_enc}
+    for el in root.iter(f"{C}Certificate"):
+        cert = certs.get(el.get(f"{C}certId"))
+        if cert is not None:
+            x = el.find(".//{http://www.w3.org/2000/09/xmldsig#}X509Certificate")
+            x.text = base64.b64encode(cert.public_bytes(Encoding.DER)).decode()
+    if start:
+        root.find(f"{C}Start").text = start
+    if end:
+        root.find(f"{C}End").text = end
+    if edit:
+        edit(root)
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+
+
+@pytest.fixture(scope="module")
+def parties(pki):  # noqa: ANN001, ANN201
+    from hub.security.pki import load_identity
+
+    gp, lab, hub_ = (load_identity(pki.dir, n) for n in ("gp", "lab", "hub"))
+    partner = LocalParty(PARTNER, gp.sign_cert, gp.sign_key, list(gp.decryption_keys))
+    nav = LocalParty(NAV, lab.sign_cert, lab.sign_key, list(lab.decryption_keys))
+    return partner, nav, gp, lab, hub_
+
+
+def repo_of(*cpas: bytes) -> CpaRepository:
+    return CpaRepository([load_cpa(d, f"v{i}") for i, d in enumerate(cpas)])
+
+
+def egenandel_request(partner: LocalParty, payload: bytes, *, encrypt_for=None, at: datetime = NOW,  # noqa: ANN001
+                      cpa_id: str = "nav:qass:31162", method: str | None = None,
+                      digest: str | None = None,
+                      names: tuple[str, str, str, str] = ("HarBorgerEgenandelFritak", "EgenandelForesporsel",
+                                                          "Utleverer", "Frikortregister")) -> bytes:
+    """NAV's HTTP sync request as its senders build it: SyncReply, one payload part, plain XML unless
+    `encrypt_for` is given. Built here without the Msh's sending side."""
+    service, action, from_role, to_role = names
+    h = MessageHeader(Party.her(PARTNER, from_role), Party.her(NAV, to_role), cpa_id, new_id(),
+                      service, action, new_id(), at, service_type="string")
+    cid = new_cid("sender")
+    part = cms.encrypt(payload, [encrypt_for]) if encrypt_for is not None else payload
+    root = build_envelope(h, sync_reply=True, manifest=[ManifestRef("cid:" + cid)])
+    kw = {"signature_method": method, "digest_method": digest} if method else {}
+    sign_envelope(root, partner.sign_key, partner.sign_cert, {cid: part}, **kw)  # type: ignore[arg-type]
+    return build_package(serialize(root), [(cid, part)], soap_base64=False,
+                         payload_type=PLAIN_TYPE if encrypt_for is None else
+                         "application/pkcs7-mime; smime-type=enveloped-data")
+
+
+def receive(nav: LocalParty, repo: CpaRepository | None, data: bytes, peers: Peers | None = None):  # noqa: ANN201
+    got: list[Delivery] = []
+    msh = Msh([nav], cpas=repo, peers=peers, handoff=got.append)
+    return msh.receive(data, NOW, transport="http"), got
+
+
+DOC = b'<?xml version="1.0" encoding="UTF-8"?><EgenandelForesporsel>12345678901</EgenandelForesporsel>'
+
+
+def _set_confidential(value: str):  # noqa: ANN202
+    def edit(root: etree._Element) -> None:
+        for b in root.iter(f"{C}ThisPartyActionBinding"):
+            if b.get(f"{C}action") == "EgenandelForesporsel":
+                b.find(f"{C}BusinessTransactionCharacteristics").set(f"{C}isConfidential", value)
+    return edit
+
+
+def test_plain_payload_accepted_where_the_cpa_says_isconfidential_none(reference: Path, parties):  # noqa: ANN001
+    partner, nav, gp, lab, _ = parties
+    repo = repo_of(nav_cpa(reference, gp.sign_cert, gp.enc_cert, lab.sign_cert, lab.enc_cert))
+    out, got = receive(nav, repo, egenandel_request(partner, DOC))
+    assert out.status == "delivered", out.errors
+    assert out.sync and out.response_kind == "ack"
+    assert list(got[0].payloads.values()) == [DOC]
+    # the same request encrypted is accepted as well ("none" asks for nothing, forbids nothing)
+    out, got = receive(nav, repo, egenandel_request(partner, DOC, encrypt_for=lab.enc_cert))
+    assert out.status == "delivered" and list(got[0].payloads.values()) == [DOC]
+
+
+@pytest.mark.parametrize("confidential", ["transient", "persistent", "persistent-and-transient"])
+def test_plain_payload_refused_where_the_cpa_requires_encryption(reference: Path, parties, confidential):  # noqa: ANN001
+    partner, nav, gp, lab, _ = parties
+    repo = repo_of(nav_cpa(reference, gp.sign_cert, gp.enc_cert, lab.sign_cert, lab.enc_cert,
+                           edit=_set_confidential(confidential)))
+    out, got = receive(nav, repo, egenandel_request(partner, DOC))
+    assert out.status == "rejected" and not got
+    (e,) = out.errors
+    assert e.code == EbmsError.SECURITY_FAILURE and e.location == LOC["manifest_ref"] + "[1]"
+    assert "not encrypted" in e.description and "nav:qass:31162" in e.description
+    assert out.response_kind == "error" and out.sync  # the MessageError goes back on the HTTP exchange
+    out, got = receive(nav, repo, egenandel_request(partner, DOC, encrypt_for=lab.enc_cert))
+    assert out.status == "delivered"
+
+
+def test_without_a_cpa_payloads_must_be_encrypted(parties):  # noqa: ANN001
+    partner, nav, gp, lab, _ = parties
+    peers = Peers({PARTNER: Peer(PARTNER, gp.sign_cert, gp.enc_cert, "https://partner.test/ebxml")})
+    names = ("S-DIALOG_NOTAT", "DIALOG_NOTAT", "DIALOG_NOTATsender", "DIALOG_NOTATreceiver")
+    plain = egenandel_request(partner, DOC, cpa_id=f"{NAV}_{PARTNER}", names=names)
+    out, _ = receive(nav, None, plain, peers)
+    assert [e.code for e in out.errors] == [EbmsError.SECURITY_FAILURE], out.errors
+    assert "without a CPA" in out.errors[0].description
+    out, got = receive(nav, None, egenandel_request(partner, DOC, cpa_id=f"{NAV}_{PARTNER}", names=names,
+                                                    encrypt_for=lab.enc_cert), peers)
+    assert out.status == "delivered" and list(got[0].payloads.values()) == [DOC]
+
+
+def test_gzip_inside_cms_is_recognised_by_content(reference: Path, parties):  # noqa: ANN001
+    """NAV gzips the document and encrypts the result; no MIME header says so."""
+    partner, nav, gp, lab, _ = parties
+    repo = repo_of(nav_cpa(reference, gp.sign_cert, gp.enc_cert, lab.sign_cert, lab.enc_cert))
+    zipped = subprocess.run(["gzip", "-c"], input=DOC, capture_output=True, check=True).stdout  # not ours
+    out, got = receive(nav, repo, egenandel_request(partner, zipped, encrypt_for=lab.enc_cert))
+    assert out.status == "delivered" and list(got[0].payloads.values()) == [DOC]
+    # a part that starts like gzip but is cut short is refused, not delivered as garbage
+    out, got = receive(nav, repo, egenandel_request(partner, zipped[:-12], encrypt_for=lab.enc_cert))
+    assert out.status == "rejected" and out.errors[0].code == EbmsError.MIME_PROBLEM
+    assert "truncated" in out.errors[0].description
+
+
+def test_the_cpa_package_decides_compression_and_the_receiver_unpacks(reference: Path, parties):  # noqa: ANN001
+    """OppgjorsKontroll/Oppgjorskrav: NAV's package is x-gzip inside pkcs7-mime, so we gzip then encrypt."""
+    partner, nav, gp, lab, _ = parties
+    repo = repo_of(nav_cpa(reference, gp.sign_cert, gp.enc_cert, lab.sign_cert, lab.enc_cert))
+    plan = plan_send(repo, PARTNER, NAV, NOW, "OppgjorsKontroll", "Oppgjorskrav")
+    assert plan.compress and plan.encrypt and plan.endpoints == ["mailto://mottak-qass@test-es.nav.no"]
+    out = Msh([partner], cpas=repo).send(from_her=PARTNER, to_her=NAV, payload=DOC, now=NOW,
+                                         service="OppgjorsKontroll", action="Oppgjorskrav")
+    (part,) = parse_package(out.data).parts.values()
+    inner = cms.decrypt(part, lab.decryption_keys)
+    assert compression.is_gzip(inner)
+    assert subprocess.run(["gzip", "-dc"], input=inner, capture_output=True, check=True).stdout == DOC
+    got: list[Delivery] = []
+    res = Msh([nav], cpas=repo, handoff=got.append).receive(out.data, NOW, transport="smtp")
+    assert res.status == "delivered" and list(got[0].payloads.values()) == [DOC]
+
+
+def test_the_channel_bound_to_the_action_is_used(reference: Path, parties):  # noqa: ANN001
+    """NAV binds SMTP for Oppgjorskrav and HTTP (sync) for EgenandelForesporsel."""
+    _, _, gp, lab, _ = parties
+    repo = repo_of(nav_cpa(reference, gp.sign_cert, gp.enc_cert, lab.sign_cert, lab.enc_cert))
+    http = plan_send(repo, PARTNER, NAV, NOW, "HarBorgerEgenandelFritak", "EgenandelForesporsel")
+    assert http.endpoints == ["https://nhn-gw-q.nav.no:9443/ebxml/msh"] and http.protocol == "HTTP"
+    assert http.sync_reply_mode == "signalsAndResponse" and not http.ack_requested
+    smtp = plan_send(repo, PARTNER, NAV, NOW, "OppgjorsKontroll", "Oppgjorskrav")
+    assert smtp.protocol == "SMTP" and smtp.ack_requested and smtp.sync_reply_mode == "none"
+    # endpoints of type error/login are not where messages are delivered
+    def add_endpoints(root: etree._Element) -> None:
+        for tr in root.iter(f"{C}Transport"):
+            if tr.get(f"{C}transportId") == "NAV_transportHttp":
+                rc = tr.find(f"{C}TransportReceiver")
+                first = rc.find(f"{C}Endpoint")
+                for kind in ("login", "error"):
+                    first.addprevious(etree.Element(f"{C}Endpoint", {f"{C}uri": f"https://nav.test/{kind}",
+                                                                    f"{C}type": kind}))
+    repo2 = repo_of(nav_cpa(reference, gp.sign_cert, gp.enc_cert, lab.sign_cert, lab.enc_cert,
+                            edit=add_endpoints))
+    p = plan_send(repo2, PARTNER, NAV, NOW, "HarBorgerEgenandelFritak", "EgenandelForesporsel")
+    assert p.endpoints == ["https://nhn-gw-q.nav.no:9443/ebxml/msh"]
+    assert p.error_endpoints == ["https://nav.test/error"]
+
+
+def test_two_versions_of_one_cpa_select_by_time(reference: Path, parties):  # noqa: ANN001
+    """A renewed CPA keeps its id; the partner's signing certificate changed with the renewal."""
+    partner, nav, gp, lab, hub_ = parties
+    old = nav_cpa(reference, gp.sign_cert, gp.enc_cert, lab.sign_cert, lab.enc_cert,
+                  start="2025-09-03T12:09:25Z", end="2026-01-31T23:59:59Z",
+                  edit=lambda r: r.find(f"{C}Status").set(f"{C}value", "agreed"))
+    new = nav_cpa(reference, hub_.sign_cert, hub_.enc_cert, lab.sign_cert, lab.enc_cert,
+                  start="2026-02-01T00:00:00Z", end="2027-01-31T23:59:59Z",
+                  edit=lambda r: r.find(f"{C}Status").set(f"{C}value", "agreed"))
+    for order in ((old, new), (new, old)):  # file order does not matter
+        repo = repo_of(*order)
+        assert len(repo.versions("nav:qass:31162")) == 2
+        jan, mar = datetime(2026, 1, 10, tzinfo=UTC), NOW
+        assert repo.get("nav:qass:31162", jan).start.month == 9
+        assert repo.get("nav:qass:31162", mar).start.month == 2
+        # a January message signed with the then-agreed certificate passes; in March it must be the new one
+        jan_msg = egenandel_request(partner, DOC, at=jan)
+        from hub.ebxml.envelope import parse_envelope
+
+        env = parse_envelope(parse_package(jan_msg).soap)
+        assert check_against_cpa(env, repo, gp.sign_cert)[1] == []
+        mar_env = parse_envelope(parse_package(egenandel_request(partner, DOC, at=mar)).soap)
+        (e,) = check_against_cpa(mar_env, repo, gp.sign_cert)[1]
+        assert e.code == EbmsError.SECURITY_FAILURE
+        assert check_against_cpa(mar_env, repo, hub_.sign_cert)[1] == []
+        # outside both windows: the error names every version's window
+        late_msg = egenandel_request(partner, DOC, at=datetime(2027, 6, 1, tzinfo=UTC))
+        (e,) = check_against_cpa(parse_envelope(parse_package(late_msg).soap), repo, gp.sign_cert)[1]
+        assert e.code == EbmsError.INCONSISTENT
+        assert "2026-01-31" in e.description and "2027-01-31" in e.description
+
+
+def test_an_agreed_version_wins_over_a_proposed_one(reference: Path, parties):  # noqa: ANN001
+    _, _, gp, lab, hub_ = parties
+    proposed = nav_cpa(reference, gp.sign_cert, gp.enc_cert, lab.sign_cert, lab.enc_cert,
+                       start="2026-02-01T00:00:00Z")  # the real one says "proposed"
+    agreed = nav_cpa(reference, hub_.sign_cert, hub_.enc_cert, lab.sign_cert, lab.enc_cert,
+                     start="2025-10-01T00:00:00Z",
+                     edit=lambda r: r.find(f"{C}Status").set(f"{C}value", "agreed"))
+    repo = repo_of(proposed, agreed)
+    assert repo.get("nav:qass:31162", NOW).status == "agreed"
+    assert repo.between(PARTNER, NAV, NOW).status == "agreed"
+
+
+def test_sha1_envelopes_refused_unless_allowed(reference: Path, parties):  # noqa: ANN001
+    partner, nav, gp, lab, _ = parties
+    repo = repo_of(nav_cpa(reference, gp.sign_cert, gp.enc_cert, lab.sign_cert, lab.enc_cert))
+    sha1 = egenandel_request(partner, DOC, method=RSA_SHA1, digest=SHA1)
+    out, got = receive(nav, repo, sha1)
+    assert out.status == "rejected" and not got
+    assert out.errors[0].code == EbmsError.SECURITY_FAILURE and "SHA-1" in out.errors[0].description
+    # allowed for the peer (register setting)...
+    peers = Peers({PARTNER: Peer(PARTNER, gp.sign_cert, gp.enc_cert, allow_sha1=True)})
+    out, got = receive(nav, repo, sha1, peers)
+    assert out.status == "delivered", out.errors
+
+    # ...or by a CPA that names rsa-sha1 for the sender's signatures (as NHN's CPP templates still do)
+    def sha1_cpa(root: etree._Element) -> None:
+        for el in root.iter(f"{C}SignatureAlgorithm"):
+            el.text = RSA_SHA1
+        for el in root.iter(f"{C}HashFunction"):
+            el.text = SHA1
+    repo1 = repo_of(nav_cpa(reference, gp.sign_cert, gp.enc_cert, lab.sign_cert, lab.enc_cert, edit=sha1_cpa))
+    out, _ = receive(nav, repo1, sha1)
+    assert out.status == "delivered", out.errors
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not installed")
+@pytest.mark.parametrize("form", ["DER", "PEM", "SMIME"])
+def test_cms_from_openssl_in_every_output_form(parties, tmp_path: Path, pki, form: str):  # noqa: ANN001
+    _, _, _, lab, _ = parties
+    (tmp_path / "doc.xml").write_bytes(DOC)
+    enc = pki.dir / "parties" / "lab" / "enc.pem"
+    subprocess.run(["openssl", "cms", "-encrypt", "-binary", "-aes256", "-in", str(tmp_path / "doc.xml"),
+                    "-outform", form, "-out", str(tmp_path / "doc.p7m"), str(enc)], check=True)
+    data = (tmp_path / "doc.p7m").read_bytes()
+    assert cms.looks_like_cms(data)
+    assert cms.decrypt(data, lab.decryption_keys) == DOC
+    assert CmsCrypto().decrypt(data, lab.decryption_keys) == DOC
+
+
+def test_not_cms_says_which_shapes_are_read():
+    from hub.security.errors import SecurityError
+
+    with pytest.raises(SecurityError) as exc:
+        cms.to_der(b"<xml/>")
+    assert "DER" in str(exc.value) and "PEM" in str(exc.value) and "S/MIME" in str(exc.value)
+
+
+def test_register_cpa_wrapper_and_its_empty_answer(reference: Path):
+    cpa_text = (reference / "cpa" / NAV_CPA).read_text(encoding="utf-8")
+    from xml.sax.saxutils import escape
+
+    wrapped = ('<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body>'
+               '<GetCpaXmlResponse xmlns="http://register.nhn.no/CPAService"><GetCpaXmlResult>'
+               f'<CpaXmlDetails>{escape(cpa_text.split("?>", 1)[1])}</CpaXmlDetails>'
+               '</GetCpaXmlResult></GetCpaXmlResponse></s:Body></s:Envelope>').encode()
+    assert load_cpa(wrapped).cpa_id == "nav:qass:31162"
+    empty = (b'<GetCpaXmlResult xmlns="http://register.nhn.no/CPAService" '
+             b'xmlns:i="http://www.w3.org/2001/XMLSchema-instance">'
+             b'<CpaXmlDetails i:nil="true"/></GetCpaXmlResult>')
+    with pytest.raises(NoCpa) as exc:
+        load_cpa(empty, "register answer for 79768/8090595")
+    assert "no CPA for this pair" in str(exc.value)
+
+
+def test_compression_is_bounded():
+    bomb = compression.compress(b"\0" * (2 * 1024 * 1024))
+    with pytest.raises(compression.CompressionError):
+        compression.decompress(bomb, max_bytes=1024 * 1024)
+    assert compression.decompress(bomb) == b"\0" * (2 * 1024 * 1024)
+    two = compression.compress(b"a") + compression.compress(b"b")
+    assert compression.decompress(two) == b"ab"  # concatenated members, as gzip(1) reads them
+    assert compression.unwrap(b"<x/>") == (b"<x/>", False)
+
+
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not installed")
+@pytest.mark.parametrize("form", ["PEM", "SMIME"])
+def test_hub_decrypt_reads_pem_and_smime(pki, tmp_path: Path, form: str):  # noqa: ANN001
+    from typer.testing import CliRunner
+
+    from hub.cli.main import app
+
+    (tmp_path / "doc.xml").write_bytes(DOC)
+    subprocess.run(["openssl", "cms", "-encrypt", "-binary", "-aes256", "-in", str(tmp_path / "doc.xml"),
+                    "-outform", form, "-out", str(tmp_path / "doc.p7m"),
+                    str(pki.dir / "parties" / "lab" / "enc.pem")], check=True)
+    r = CliRunner().invoke(app, ["decrypt", str(tmp_path / "doc.p7m"), "--pki", str(pki.dir),
+                                 "--party", "lab", "-o", str(tmp_path / "out.xml")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "out.xml").read_bytes() == DOC

@@ -16,14 +16,14 @@ import errno
 import socket
 import ssl
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
 from hub.relay.lifecycle import Event, RetryPolicy
-from hub.relay.register import Party, Register
+from hub.relay.register import DEPT_ID_TYPES, Party, Register
 
 
 class Channel(StrEnum):
@@ -54,6 +54,17 @@ class Finding:
 
 
 @dataclass(frozen=True)
+class Org:
+    """A party as an organisation number plus department identifiers, for the register's by_org()."""
+
+    org_no: str
+    dept_ids: tuple[tuple[str, str], ...] = ()
+
+    def __str__(self) -> str:
+        return " + ".join([f"ENH {self.org_no}", *(f"{t} {v}" for t, v in self.dept_ids)])
+
+
+@dataclass(frozen=True)
 class Facts:
     """What the relay needs to know about one KITH document (from validation and AppRec parsing)."""
 
@@ -64,6 +75,12 @@ class Facts:
     gen_date: datetime | None = None
     sender_her: int | None = None  # deepest level of the sending communication party
     receiver_her: int | None = None  # deepest level of the receiving communication party
+    # a party named without a HER-id (own-root families: Svarrapport, Rekvisisjon, ...): its
+    # organisation number (ENH) and its department's identifiers ((type, id): RSH, LAV, ...)
+    sender_org: Org | None = None
+    receiver_org: Org | None = None
+    # how the receiver was found when the document names no HER-id for it (resolve_parties)
+    receiver_via: str | None = None
     errors: tuple[Finding, ...] = ()
     # checks that could not be made now (revocation status unknown): decided later, never answered
     pending: tuple[Finding, ...] = ()
@@ -116,6 +133,15 @@ def parse_kith_time(text: str | None) -> datetime | None:
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
+def _org(party: object) -> Org | None:
+    """The organisation number and department ids of a hub.messages.info.Party (duck-typed)."""
+    org_no = getattr(party, "org_no", None)
+    if not org_no:
+        return None
+    depts = tuple((t, v) for t, v in getattr(party, "dept_ids", ()) if t in DEPT_ID_TYPES and v)
+    return Org(str(org_no), depts)
+
+
 def facts_from_result(
     result: _ResultLike, *, original_msg_id: str | None = None, apprec_status: str | None = None
 ) -> Facts:
@@ -124,6 +150,7 @@ def facts_from_result(
         Finding(str(getattr(p, "code", "X99")), str(getattr(p, "rule", "")), str(getattr(p, "text", "")))
         for p in result.errors
     )
+    info = getattr(result, "info", None)
     return Facts(
         family=result.family,
         version=result.version,
@@ -132,6 +159,8 @@ def facts_from_result(
         gen_date=parse_kith_time(result.gen_date),
         sender_her=_int(result.sender),
         receiver_her=_int(result.receiver),
+        sender_org=_org(getattr(info, "sender", None)),
+        receiver_org=_org(getattr(info, "receiver", None)),
         errors=errors,
         original_msg_id=original_msg_id,
         apprec_status=apprec_status,
@@ -274,8 +303,46 @@ def _answer_for(sub: Submitted, facts: Facts, register: Register | None = None,
     return Answer.NONE
 
 
+# validation rules about a party without a HER-id: routing's to decide (resolve_parties)
+PARTY_RULES = frozenset({"receiver.missing", "sender.missing"})
+
+
+def resolve_parties(facts: Facts, sub: Submitted, register: Register) -> Facts:
+    """The document's parties as HER-ids, also where it names none (issue 12).
+
+    The receiver: its HER-id (deepest level); else its organisation number plus department ids through
+    the address register (`Register.by_org`); else, on network intake, the ebXML To PartyId. The sender
+    likewise by organisation number. What nothing resolves stays None: decide_intake answers it (E21).
+    Validation's "names no HER-id" findings give way to this: who the parties are is decided here, at
+    routing time, with the register at hand.
+    """
+    changes: dict[str, object] = {}
+    if any(e.rule in PARTY_RULES for e in facts.errors):
+        changes["errors"] = tuple(e for e in facts.errors if e.rule not in PARTY_RULES)
+    if facts.sender_her is None and facts.sender_org is not None:
+        p = register.by_org(facts.sender_org.org_no, facts.sender_org.dept_ids)
+        if p is not None:
+            changes["sender_her"] = p.her_id
+    if facts.receiver_her is None:
+        p = register.by_org(facts.receiver_org.org_no, facts.receiver_org.dept_ids) \
+            if facts.receiver_org is not None else None
+        if p is not None:
+            changes.update(receiver_her=p.her_id,
+                           receiver_via=f"{facts.receiver_org} in the address register")
+        elif sub.network and sub.to_her is not None:
+            changes.update(receiver_her=sub.to_her, receiver_via=f"the ebXML To PartyId {sub.to_her}")
+    return replace(facts, **changes) if changes else facts  # type: ignore[arg-type]
+
+
+def _no_receiver(facts: Facts) -> str:
+    named = f" (it names {facts.receiver_org})" if facts.receiver_org is not None else ""
+    return ("Mottaker finnes ikke: the document names no receiving HER-id, and the address register "
+            f"finds no single party by organisation number and department{named}")
+
+
 def decide_intake(facts: Facts, sub: Submitted, register: Register, spool_root: Path) -> Decision:
     """Checked, who from, who to: accept with a route, or reject with the answer the sender gets."""
+    facts = resolve_parties(facts, sub, register)
     if facts.errors:
         first = facts.errors[0]
         ebms = "SecurityFailure" if first.code.startswith("S") else "OtherXml"
@@ -296,9 +363,15 @@ def decide_intake(facts: Facts, sub: Submitted, register: Register, spool_root: 
             "SecurityFailure",
         )
     if facts.receiver_her is None:
-        return Reject("E21", "Mottaker finnes ikke: no receiving HER-id", _answer_for(sub, facts),
-                      "DeliveryFailure")
-    if sub.network and sub.to_her is not None and facts.receiver_her != sub.to_her:
+        return Reject("E21", _no_receiver(facts), _answer_for(sub, facts), "DeliveryFailure")
+    if facts.receiver_via is not None and sub.network and sub.to_her is not None and \
+            not belongs_to(register, facts.receiver_her, sub.to_her):
+        return Reject(
+            "E21", f"receiver {facts.receiver_her} ({facts.receiver_via}) is not the ebXML To party "
+            f"{sub.to_her} or part of it", Answer.MESSAGE_ERROR, "Inconsistent",
+        )
+    if facts.receiver_via is None and sub.network and sub.to_her is not None and \
+            facts.receiver_her != sub.to_her:
         return Reject(
             "E21", f"receiver HER-id {facts.receiver_her} differs from the ebXML To party {sub.to_her}",
             Answer.MESSAGE_ERROR, "Inconsistent",
@@ -317,7 +390,9 @@ def decide_intake(facts: Facts, sub: Submitted, register: Register, spool_root: 
                       _answer_for(sub, facts), "NotSupported")
     direction = "in" if sub.network else ("local" if route.local else "out")
     what = f"{facts.msg_type or facts.family} {facts.msg_id or ''}".strip()
-    reason = f"{what} from {facts.sender_her} to {facts.receiver_her} via {route.kind.value} {route.endpoint}"
+    via = f" (found by {facts.receiver_via})" if facts.receiver_via else ""
+    reason = (f"{what} from {facts.sender_her} to {facts.receiver_her}{via} via {route.kind.value} "
+              f"{route.endpoint}")
     return Accept(route, direction, reason, facts.original_msg_id if facts.is_apprec else None)
 
 

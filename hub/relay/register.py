@@ -1,5 +1,9 @@
 """The address register: communication parties keyed by HER-id, and how to reach each.
 
+A party is found by its HER-id, or (issue 12: Svarrapport, Rekvisisjon and other own-root messages
+that name their parties without one) by organisation number (ENH) plus a department identifier (RSH,
+LAV, LIN or LOK: code list 9051) through `by_org()`.
+
 Two sources load into one `Register`:
 - our own TOML file (`[[party]]` tables, see `docs/register.md` and `fixtures/register/demo.toml`);
 - NHN address-register responses (`CommunicationParty` XML: Organization, Service, OrganizationPerson).
@@ -48,6 +52,9 @@ class Party:
     addresses: dict[str, str] = field(default_factory=dict)  # code list 9044 type -> address
     compress: bool = False  # gzip payloads to this peer before encryption (NAV-style), without a CPA
     allow_sha1: bool = False  # accept this peer's rsa-sha1/sha1 signatures (envelope and documents)
+    # the party's own identifiers besides HER-id and organisation number, as (type, id) sorted: a
+    # department's RSH/LAV/LIN/LOK id (9051), by which documents without HER-ids address it
+    ids: tuple[tuple[str, str], ...] = ()
 
     def accepts_message(self, family: str, version: str) -> bool:
         if not self.accepts:
@@ -62,14 +69,21 @@ class Party:
         return hmac.compare_digest(digest, self.token_sha256)
 
 
+# identifier types of code list 9051 that name a department/service below an organisation
+DEPT_ID_TYPES = ("RSH", "LAV", "LIN", "LOK")
+
+
 class Register:
     def __init__(self, parties: list[Party] | None = None) -> None:
         self._parties: dict[int, Party] = {}
+        # (org_no -> parties stating it, (type, id) -> parties): built on the first by_org() after a change
+        self._index: tuple[dict[str, list[Party]], dict[tuple[str, str], list[Party]]] | None = None
         for p in parties or []:
             self.add(p)
 
     def add(self, party: Party) -> None:
         self._parties[party.her_id] = party
+        self._index = None
 
     def __len__(self) -> int:
         return len(self._parties)
@@ -109,6 +123,35 @@ class Register:
                         changes[name] = v
                         break
         return replace(party, **changes) if changes else party
+
+    def by_org(self, org_no: str, dept_ids: tuple[tuple[str, str], ...] | list[tuple[str, str]] = ()
+               ) -> Party | None:
+        """The party a document addresses by organisation number and, optionally, department ids.
+
+        With department ids: the one party under that organisation (its own or an ancestor's org_no)
+        that carries one of them; the organisation alone is not taken in its place, a department the
+        register does not know is not delivered to a guess. Without: the one organisation-level party
+        with that number. None when nothing, or more than one party, fits."""
+        org_no = org_no.strip()
+        if not org_no:
+            return None
+        if self._index is None:
+            by_org: dict[str, list[Party]] = {}
+            by_id: dict[tuple[str, str], list[Party]] = {}
+            for p in self._parties.values():
+                if p.org_no:
+                    by_org.setdefault(p.org_no, []).append(p)
+                for key in p.ids:
+                    by_id.setdefault(key, []).append(p)
+            self._index = by_org, by_id
+        by_org, by_id = self._index
+        wanted = {(t.upper(), v.strip()) for t, v in dept_ids if t.upper() in DEPT_ID_TYPES and v.strip()}
+        if wanted:
+            hits = {p.her_id: p for key in wanted for p in by_id.get(key, ())
+                    if any(a.org_no == org_no for a in self.chain(p.her_id))}
+        else:
+            hits = {p.her_id: p for p in by_org.get(org_no, ()) if p.parent_her_id is None}
+        return next(iter(hits.values())) if len(hits) == 1 else None
 
     def organisation_of(self, her_id: int | str) -> Party | None:
         chain = self.chain(her_id)
@@ -151,6 +194,20 @@ def _party_from_table(t: dict, source: str, base: Path) -> Party:
         p = Path(v)
         return str(p if p.is_absolute() else base / p)
 
+    org_no = t.get("orgnr", t.get("org_no"))
+    org_no = str(org_no).strip() if org_no not in (None, "") else None
+    if org_no is not None and not (len(org_no) == 9 and is_ascii_digits(org_no)):
+        raise RegisterError(f"{source}: party {her_id}: orgnr {org_no!r} is not a 9-digit "
+                            "organisation number")
+    raw_ids = t.get("ids", {})
+    if not isinstance(raw_ids, dict):
+        raise RegisterError(f"{source}: party {her_id}: ids must be a table such as {{ LAV = \"4711\" }}")
+    ids = []
+    for typ, value in raw_ids.items():
+        if typ.upper() not in DEPT_ID_TYPES:
+            raise RegisterError(f"{source}: party {her_id}: ids.{typ} is not a department identifier type "
+                                f"({', '.join(DEPT_ID_TYPES)}; HER-id and orgnr have their own keys)")
+        ids.append((typ.upper(), str(value).strip()))
     endpoint = t.get("endpoint")
     if endpoint and endpoint.startswith("folder:") and not Path(endpoint[7:]).is_absolute():
         endpoint = "folder:" + str(base / endpoint[7:])
@@ -159,7 +216,7 @@ def _party_from_table(t: dict, source: str, base: Path) -> Party:
         her_id=her_id,
         name=name,
         kind=kind,
-        org_no=str(t["org_no"]) if t.get("org_no") else None,
+        org_no=org_no,
         level=t.get("level", "organisation" if not t.get("parent") else "service"),
         parent_her_id=int(t["parent"]) if t.get("parent") else None,
         local=bool(t.get("local", False)),
@@ -172,6 +229,7 @@ def _party_from_table(t: dict, source: str, base: Path) -> Party:
         active=bool(t.get("active", True)),
         compress=bool(t.get("compress", False)),
         allow_sha1=bool(t.get("allow_sha1", False)),
+        ids=tuple(sorted(ids)),
     )
 
 
@@ -192,19 +250,38 @@ def load_toml(path: Path) -> Register:
     return reg
 
 
+_NHN_TYPES = ("Organization", "Service", "OrganizationPerson")
+
+
+def _org_number(text: str | None) -> str | None:
+    """An NHN OrganizationNumber/ParentOrganizationNumber as text; the register writes -1 for none."""
+    t = (text or "").strip()
+    return t if is_ascii_digits(t) and int(t) > 0 else None
+
+
 def load_nhn_xml(data: bytes) -> Register:
-    """Parties from an NHN address-register response (CommunicationParty, possibly in a SOAP envelope)."""
+    """Parties from an NHN address-register response (CommunicationParty, possibly in a SOAP envelope).
+
+    The organisation numbers are what the register records: OrganizationNumber of an Organization,
+    ParentOrganizationNumber (its organisation's) of a Service or OrganizationPerson. The register
+    records no department identifiers (RSH/LAV): those come from our own TOML register. Services and
+    people listed inside an Organization (`Services/Service`, `People/OrganizationPerson`, without an
+    xsi:type) are parties too."""
     root = parse_bytes(data).getroot()
     reg = Register()
     for el in root.iter():
-        if not isinstance(el.tag, str) or el.get(_XSI_TYPE) is None or el.find(f"{{{_CP_NS}}}HerId") is None:
+        if not isinstance(el.tag, str) or el.find(f"{{{_CP_NS}}}HerId") is None:
             continue
-        typ = el.get(_XSI_TYPE, "").split(":")[-1]
+        local = el.tag.rsplit("}", 1)[-1]
+        typ = el.get(_XSI_TYPE, "").split(":")[-1] or (local if local in _NHN_TYPES else "")
+        if not typ:
+            continue
         level = {"Organization": "organisation", "Service": "service", "OrganizationPerson": "person"}.get(
             typ, "organisation"
         )
         addresses: dict[str, str] = {}
-        for ea in el.iter(f"{{{_COMMON_NS}}}ElectronicAddress"):
+        # its own addresses only: an Organization's iter() would reach its nested services' as well
+        for ea in el.iterfind(f"{{{_CP_NS}}}ElectronicAddresses/{{{_COMMON_NS}}}ElectronicAddress"):
             code = ea.findtext(f"{{{_COMMON_NS}}}TypeCodeValue") or ""
             addr = (ea.findtext(f"{{{_COMMON_NS}}}Address") or "").strip()
             if code and addr:
@@ -212,9 +289,8 @@ def load_nhn_xml(data: bytes) -> Register:
         edi = addresses.get("E_EDI")
         parent = (el.findtext(f"{{{_CP_NS}}}ParentHerId") or "").strip()
         name = el.findtext(f"{{{_CP_NS}}}Name") or el.findtext(f"{{{_CP_NS}}}DisplayName") or ""
-        org_no = el.findtext(f"{{{_CP_NS}}}OrganizationNumber") or el.findtext(
-            f"{{{_CP_NS}}}ParentOrganizationNumber"
-        )
+        org_no = _org_number(el.findtext(f"{{{_CP_NS}}}OrganizationNumber")) or _org_number(
+            el.findtext(f"{{{_CP_NS}}}ParentOrganizationNumber"))
         reg.add(
             Party(
                 her_id=int(el.findtext(f"{{{_CP_NS}}}HerId") or 0),

@@ -279,6 +279,8 @@ class Worker:
         facts = self.inspect(data, msg.short_id)
         sub = pl.Submitted(pl.Channel(msg.channel or "folder"), pl._int(msg.sender_her),
                            pl._int(msg.receiver_her))
+        # parties named without a HER-id, as the register finds them: recorded and answered as such
+        facts = pl.resolve_parties(facts, sub, self.register)
         decision = pl.decide_intake(facts, sub, self.register, self.spool_root)
         if isinstance(decision, pl.Defer):
             self._defer(msg, decision)

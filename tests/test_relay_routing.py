@@ -1,0 +1,311 @@
+"""Issue 12: routing messages that carry no HER-id.
+
+The relay resolves the receiver by HER-id; where the document names none, by organisation number (ENH)
+plus department id (RSH/LAV/...) through the address register; on network intake, by the ebXML To
+PartyId. Only when none resolves is it E21, at routing time, answered to the sender.
+
+The lab result is a Svarrapport 1.3 shaped like the official samples (Requester/HCP/Inst with Dept and
+HCPerson), built with the project's builder and then addressed the way lab systems do when they know
+no HER-id: the GP office by organisation number, its department by a LAV id, the doctor by HPR number.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from lxml import etree
+from relay_helpers import drop, files, make_config, wait_for
+from test_relay_network import Pair
+
+from hub.fixtures import people
+from hub.fixtures.builder import build
+from hub.messages.apprec import parse_apprec
+from hub.relay import pipeline as pl
+from hub.relay.delivery import ensure_spool
+from hub.relay.lifecycle import State
+from hub.relay.register import Register, RegisterError, load_nhn_xml, load_toml
+from hub.relay.server import Relay, default_inspector
+
+ELVEBAKKEN_ENH = "974703300"
+LAB_ENH = "981275721"
+
+EXTRA = f"""
+[[party]]
+her_id = 83001
+name = "Fjordlab AS"
+kind = "lab"
+local = true
+orgnr = "{LAB_ENH}"
+
+[[party]]
+her_id = 83002
+name = "Avdeling for medisinsk biokjemi"
+parent = 83001
+ids = {{ LAV = "B1" }}
+
+[[party]]
+her_id = 86001
+name = "Elvebakken legesenter"
+kind = "gp"
+local = true
+orgnr = "{ELVEBAKKEN_ENH}"
+
+[[party]]
+her_id = 86002
+name = "Elvebakken avd. Sentrum"
+parent = 86001
+ids = {{ LAV = "4711" }}
+endpoint = "folder:spool/elvebakken-sentrum"
+
+[[party]]
+her_id = 86003
+name = "Elvebakken avd. Nord"
+parent = 86001
+ids = {{ LAV = "4712", RSH = "4201234" }}
+endpoint = "folder:spool/elvebakken-nord"
+"""
+
+
+def svarrapport(receiver_ids: list[tuple[str, str]] | None, msg_id: str, *,
+                lab_by_enh: bool = False) -> bytes:
+    """A Svarrapport 1.3 from the lab's biochemistry to the GP. `receiver_ids`: the Requester's Inst
+    and Dept identifiers [(TypeId, Id), ...] in place of HER-ids (the first is the Inst's, the rest its
+    Dept's); the doctor is named by HPR number. `lab_by_enh`: the lab too by ENH + LAV."""
+    doc = build("Svarrapport", "1.3", sender=people.LAB_BIOKJEMI, receiver=people.GP_FASTLEGE,
+                msg_id=msg_id, gen_date=datetime.now(UTC).replace(tzinfo=None, microsecond=0))
+    if receiver_ids is None:
+        return doc
+    root = etree.fromstring(doc)
+    ns = etree.QName(root).namespace
+
+    def k(name: str) -> str:
+        return f"{{{ns}}}{name}"
+
+    def readdress(inst: etree._Element, ids: list[tuple[str, str]], dept_name: str) -> None:
+        inst.find(k("Id")).text = ids[0][1]
+        inst.find(k("TypeId")).attrib.update({"V": ids[0][0], "DN": "Organisasjonsnummeret"})
+        for d in inst.findall(k("Dept")):
+            inst.remove(d)
+        if len(ids) > 1:
+            dept = etree.Element(k("Dept"))
+            etree.SubElement(dept, k("Name")).text = dept_name
+            etree.SubElement(dept, k("Id")).text = ids[1][1]
+            etree.SubElement(dept, k("TypeId"), {"V": ids[1][0], "DN": "Avdelingsidentifikator"})
+            inst.insert(list(inst).index(inst.find(k("TypeId"))) + 1, dept)
+
+    inst = root.find(f".//{k('Requester')}/{k('HCP')}/{k('Inst')}")
+    readdress(inst, receiver_ids, "Elvebakken avd. Sentrum")
+    person = inst.find(k("HCPerson"))
+    if person is not None:
+        person.find(k("Id")).text = people.FASTLEGE.hpr
+        person.find(k("TypeId")).attrib.update({"V": "HPR", "DN": "HPR-nummer"})
+    if lab_by_enh:
+        lab = root.find(f".//{k('ServProvider')}/{k('HCP')}/{k('Inst')}")
+        readdress(lab, [("ENH", LAB_ENH), ("LAV", "B1")], "Avdeling for medisinsk biokjemi")
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+
+
+# --- the register ----------------------------------------------------------------------------------
+
+@pytest.fixture
+def register(tmp_path: Path) -> Register:
+    from relay_helpers import REGISTER
+
+    p = tmp_path / "register.toml"
+    p.write_text(REGISTER + EXTRA, encoding="utf-8")
+    return load_toml(p)
+
+
+def test_by_org_finds_the_department_by_its_id_and_the_organisation_without_one(register: Register) -> None:
+    assert register.by_org(ELVEBAKKEN_ENH, [("LAV", "4711")]).her_id == 86002  # type: ignore[union-attr]
+    assert register.by_org(ELVEBAKKEN_ENH, [("RSH", "4201234")]).her_id == 86003  # type: ignore[union-attr]
+    assert register.by_org(ELVEBAKKEN_ENH).her_id == 86001  # type: ignore[union-attr]
+    assert register.resolve(86003).org_no == ELVEBAKKEN_ENH  # inherited from the organisation
+    # a department the register does not know is not delivered to a guess (nor to the organisation)
+    assert register.by_org(ELVEBAKKEN_ENH, [("LAV", "9999")]) is None
+    # the right id under another organisation number is not it
+    assert register.by_org(LAB_ENH, [("LAV", "4711")]) is None
+    assert register.by_org("999999999") is None
+    # two departments named at once: no single party
+    assert register.by_org(ELVEBAKKEN_ENH, [("LAV", "4711"), ("LAV", "4712")]) is None
+
+
+def test_register_file_errors_name_the_party(tmp_path: Path) -> None:
+    p = tmp_path / "r.toml"
+    p.write_text('[[party]]\nher_id = 1\nname = "x"\norgnr = "12345"\n', encoding="utf-8")
+    with pytest.raises(RegisterError, match="party 1: orgnr '12345' is not a 9-digit"):
+        load_toml(p)
+    p.write_text('[[party]]\nher_id = 2\nname = "x"\nids = { HER = "5" }\n', encoding="utf-8")
+    with pytest.raises(RegisterError, match="party 2: ids.HER is not a department identifier type"):
+        load_toml(p)
+
+
+# The shape of an NHN GetCommunicationPartyDetails answer for an Organization (as in
+# ../shared/reference/adresseregister): its services inside, without xsi:type, and -1 for "no parent
+# organisation number".
+NHN_ORG = b"""<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope"><s:Body>
+<GetCommunicationPartyDetailsResponse xmlns="http://register.nhn.no/CommunicationParty">
+ <GetCommunicationPartyDetailsResult i:type="Organization" xmlns:i="http://www.w3.org/2001/XMLSchema-instance">
+  <Active>true</Active>
+  <ElectronicAddresses xmlns:b="http://register.nhn.no/Common"><b:ElectronicAddress>
+   <b:Address>edi@org.example</b:Address><b:TypeCodeValue>E_EDI</b:TypeCodeValue></b:ElectronicAddress>
+  </ElectronicAddresses>
+  <HerId>8142987</HerId><Name>Eksempel AS</Name><ParentHerId>-1</ParentHerId>
+  <ParentOrganizationNumber>-1</ParentOrganizationNumber><Type>Organization</Type>
+  <OrganizationNumber>931796003</OrganizationNumber>
+  <Services><Service>
+   <Active>true</Active>
+   <ElectronicAddresses xmlns:b="http://register.nhn.no/Common"><b:ElectronicAddress>
+    <b:Address>edi@service.example</b:Address><b:TypeCodeValue>E_EDI</b:TypeCodeValue></b:ElectronicAddress>
+   </ElectronicAddresses>
+   <HerId>8143060</HerId><Name>Saksbehandling</Name><ParentHerId>8142987</ParentHerId>
+   <ParentOrganizationNumber>931796003</ParentOrganizationNumber><Type>Service</Type>
+  </Service></Services>
+ </GetCommunicationPartyDetailsResult>
+</GetCommunicationPartyDetailsResponse></s:Body></s:Envelope>"""
+
+
+def test_nhn_organisation_with_its_services_and_organisation_numbers() -> None:
+    reg = load_nhn_xml(NHN_ORG)
+    org, svc = reg.get(8142987), reg.get(8143060)
+    assert org is not None and svc is not None
+    assert (org.org_no, org.parent_her_id, org.endpoint) == ("931796003", None, "mailto:edi@org.example")
+    assert (svc.level, svc.parent_her_id, svc.org_no) == ("service", 8142987, "931796003")
+    assert svc.endpoint == "mailto:edi@service.example"  # its own, not mixed with its organisation's
+    assert reg.by_org("931796003") == org
+
+
+def test_real_nhn_responses_record_organisation_numbers(reference: Path) -> None:
+    folder = reference / "adresseregister"
+    org = load_nhn_xml((folder / "get-communication-party-details-organzation-response.xml").read_bytes())
+    assert {p.her_id for p in org} == {8142987, 8143040, 8143060}
+    assert {p.org_no for p in org} == {"931796003"}
+    assert org.by_org("931796003").her_id == 8142987  # type: ignore[union-attr]
+    svc = load_nhn_xml((folder / "get-communication-party-details-service-response.xml").read_bytes())
+    assert svc.get(8094866).org_no == "994598759"  # type: ignore[union-attr] - its ParentOrganizationNumber
+
+
+# --- pure decisions --------------------------------------------------------------------------------
+
+LAB_LOCAL = pl.Submitted(pl.Channel.FOLDER, 83001)
+
+
+def _facts(data: bytes) -> pl.Facts:
+    return default_inspector()(data, "svar.xml")
+
+
+def test_the_document_names_enh_and_lav_and_the_register_resolves_them(register: Register) -> None:
+    f = _facts(svarrapport([("ENH", ELVEBAKKEN_ENH), ("LAV", "4711")], str(uuid.uuid4())))
+    assert f.receiver_her is None and f.receiver_org == pl.Org(ELVEBAKKEN_ENH, (("LAV", "4711"),))
+    r = pl.resolve_parties(f, LAB_LOCAL, register)
+    assert r.receiver_her == 86002
+    assert r.receiver_via == f"ENH {ELVEBAKKEN_ENH} + LAV 4711 in the address register"
+    assert not [e for e in r.errors if e.rule in pl.PARTY_RULES]
+    d = pl.decide_intake(f, LAB_LOCAL, register, Path("/spool"))
+    assert isinstance(d, pl.Accept) and d.route.her_id == 86002
+    assert d.route.endpoint.endswith("elvebakken-sentrum")
+    assert "found by ENH" in d.reason
+
+
+def test_an_unknown_department_is_e21_at_routing_answered_to_the_sender(register: Register) -> None:
+    f = _facts(svarrapport([("ENH", ELVEBAKKEN_ENH), ("LAV", "9999")], str(uuid.uuid4())))
+    d = pl.decide_intake(f, LAB_LOCAL, register, Path("/spool"))
+    assert isinstance(d, pl.Reject) and d.code == "E21" and d.answer is pl.Answer.APPREC
+    assert f"ENH {ELVEBAKKEN_ENH} + LAV 9999" in d.text
+
+
+def test_network_intake_falls_back_to_the_ebxml_to_party(register: Register) -> None:
+    f = _facts(svarrapport([("ENH", "999999999")], str(uuid.uuid4())))  # an organisation we do not know
+    net = pl.Submitted(pl.Channel.SMTP, 83001, to_her=86003)
+    r = pl.resolve_parties(f, net, register)
+    assert r.receiver_her == 86003 and r.receiver_via == "the ebXML To PartyId 86003"
+    # the register's answer comes first; it must lie under the To party
+    f2 = _facts(svarrapport([("ENH", ELVEBAKKEN_ENH), ("LAV", "4711")], str(uuid.uuid4())))
+    d = pl.decide_intake(f2, pl.Submitted(pl.Channel.SMTP, 83001, to_her=86003), register, Path("/s"))
+    assert isinstance(d, pl.Reject) and d.code == "E21" and d.answer is pl.Answer.MESSAGE_ERROR
+    assert pl.resolve_parties(f2, pl.Submitted(pl.Channel.SMTP, 83001, to_her=86001), register).receiver_her \
+        == 86002
+
+
+# --- end to end: the relay -------------------------------------------------------------------------
+
+@pytest.fixture
+def relay(tmp_path: Path) -> Iterator[Relay]:
+    r = Relay(make_config(tmp_path / "hub", extra_register=EXTRA, worker={"apprec_limit_s": 3600}))
+    for dept in ("elvebakken-sentrum", "elvebakken-nord"):  # the departments' systems keep these
+        ensure_spool(r.cfg.spool_root / dept)
+    r.start()
+    yield r
+    r.stop()
+
+
+def _one(r: Relay, mid: str, state: State):  # noqa: ANN202
+    return lambda: next((m for m in r.store.find_by_kith_msg_id(mid)
+                         if m.msg_type != "APPREC" and m.state is state), None)
+
+
+@pytest.mark.parametrize("lab_by_enh", [False, True], ids=["lab-by-her", "lab-by-enh-too"])
+def test_svarrapport_addressed_by_enh_and_lav_reaches_that_department(relay: Relay, lab_by_enh: bool) -> None:
+    mid = str(uuid.uuid4())
+    doc = svarrapport([("ENH", ELVEBAKKEN_ENH), ("LAV", "4711")], mid, lab_by_enh=lab_by_enh)
+    assert b'V="HER"' not in doc.split(b"<Requester>")[1].split(b"</Requester>")[0]
+    drop(relay.cfg.spool_root / "83001", "svar.xml", doc)
+    m = wait_for(_one(relay, mid, State.AWAITING_APPREC), what="the result delivered")
+    assert m.receiver_her == "86002" and m.sender_her == "83002"  # by HER-id, or by ENH + LAV B1
+    assert m.family == "Svarrapport" and m.version == "1.3"
+    sentrum = relay.cfg.spool_root / "elvebakken-sentrum" / "in"
+    got = wait_for(lambda: files(sentrum), what="the file in Sentrum's in/")
+    assert got[0].read_bytes() == doc  # the lab's bytes, unchanged
+    assert files(relay.cfg.spool_root / "elvebakken-nord" / "in") == []
+    validated = next(e for e in relay.store.timeline(m.id) if e.event == "validated")
+    assert f"ENH {ELVEBAKKEN_ENH} + LAV 4711 in the address register" in validated.reason
+
+
+def test_unresolvable_receiver_is_e21_at_routing_with_an_apprec_to_the_lab(relay: Relay) -> None:
+    mid = str(uuid.uuid4())
+    doc = svarrapport([("ENH", ELVEBAKKEN_ENH), ("LAV", "0000")], mid)
+    drop(relay.cfg.spool_root / "83001", "svar.xml", doc)
+    m = wait_for(_one(relay, mid, State.REJECTED), what="the refusal")
+    assert m.last_error_code == "E21" and "LAV 0000" in (m.last_error_text or "")
+    tl = relay.store.timeline(m.id)
+    assert [e.event for e in tl] == ["accept", "reject"] and "E21" in tl[-1].reason
+    back = wait_for(lambda: files(relay.cfg.spool_root / "83001" / "in"), what="the negative AppRec")
+    ar = parse_apprec(back[0].read_bytes())
+    assert ar.status == "2" and ar.original_msg_id == mid and [e.code for e in ar.errors] == ["E21"]
+    assert "ENH 974703300 + LAV 0000" in (ar.errors[0].detail or "")
+    for folder in ("elvebakken-sentrum", "elvebakken-nord", "86001"):
+        assert files(relay.cfg.spool_root / folder / "in") == []
+
+
+# --- network: the peer relay knows the department by the ebXML To PartyId only ---------------------
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Iterator[Pair]:
+    p = Pair(tmp_path)
+    p.a.start()
+    p.b.start()
+    yield p
+    p.stop()
+
+
+@pytest.mark.timeout(60)
+def test_over_the_network_the_to_party_routes_what_the_document_does_not_name(pair: Pair) -> None:
+    assert pair.a.network is not None
+    mid = str(uuid.uuid4())
+    # a document naming its receiver by an organisation number relay B's register does not record
+    doc = svarrapport([("ENH", "999999999")], mid)
+    out = pair.a.network.msh.send(from_her="82002", to_her="81002", payload=doc.replace(
+        b"<Id>83001</Id>", b"<Id>82001</Id>").replace(b"<Id>83002</Id>", b"<Id>82002</Id>"),
+        now=datetime.now(UTC), message_type="SVAR")
+    from test_relay_network import smtp_to
+
+    smtp_to(pair.pb, out.data, "edi@relay-b.test")
+    got = wait_for(_one(pair.b, mid, State.AWAITING_APPREC), 15, "B: delivered by the To party")
+    assert got.receiver_her == "81002" and got.direction == "in"
+    assert len(files(pair.spool(pair.b, 81001) / "in")) == 1
+    validated = next(e for e in pair.b.store.timeline(got.id) if e.event == "validated")
+    assert "the ebXML To PartyId 81002" in validated.reason

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from relay_helpers import GP_TOKEN, drop, files, make_config, wait_for
 from test_relay import by_msg_id, dialog, post, spool
-from test_relay_network import Pair, mails, one, smtp_to
+from test_relay_network import Pair, mails, one, pair, smtp_to  # noqa: F401 - pair: a fixture
 from test_store import pg_database, store_url  # noqa: F401 - fixtures: SQLite and PostgreSQL
 
 from hub.ebxml.envelope import parse_envelope
@@ -190,17 +190,11 @@ def test_two_submits_without_idempotency_key_deliver_once(relay: Relay) -> None:
 
 # --- network intake --------------------------------------------------------------------------------
 
-@pytest.fixture
-def pair(tmp_path: Path) -> Iterator[Pair]:
-    p = Pair(tmp_path)
-    p.a.start()
-    p.b.start()
-    yield p
-    p.stop()
-
 
 @pytest.mark.timeout(60)
-def test_network_copies_in_new_envelopes_are_one_delivery_and_a_reuse_is_e10(pair: Pair) -> None:
+def test_network_copies_in_new_envelopes_are_one_delivery_and_a_reuse_is_e10(
+        pair: Pair,  # noqa: F811 - the imported fixture
+) -> None:
     assert pair.a.network is not None
     mid = str(uuid.uuid4())
     doc = dialog(msg_id=mid)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from lxml import etree
 from relay_helpers import drop, files, make_config, wait_for
-from test_relay_network import Pair
+from test_relay_network import Pair, pair, smtp_to  # noqa: F401 - pair: a fixture
 
 from hub.fixtures import people
 from hub.fixtures.builder import build
@@ -283,17 +283,11 @@ def test_unresolvable_receiver_is_e21_at_routing_with_an_apprec_to_the_lab(relay
 
 # --- network: the peer relay knows the department by the ebXML To PartyId only ---------------------
 
-@pytest.fixture
-def pair(tmp_path: Path) -> Iterator[Pair]:
-    p = Pair(tmp_path)
-    p.a.start()
-    p.b.start()
-    yield p
-    p.stop()
-
 
 @pytest.mark.timeout(60)
-def test_over_the_network_the_to_party_routes_what_the_document_does_not_name(pair: Pair) -> None:
+def test_over_the_network_the_to_party_routes_what_the_document_does_not_name(
+        pair: Pair,  # noqa: F811 - the imported fixture
+) -> None:
     assert pair.a.network is not None
     mid = str(uuid.uuid4())
     # a document naming its receiver by an organisation number relay B's register does not record
@@ -301,8 +295,6 @@ def test_over_the_network_the_to_party_routes_what_the_document_does_not_name(pa
     out = pair.a.network.msh.send(from_her="82002", to_her="81002", payload=doc.replace(
         b"<Id>83001</Id>", b"<Id>82001</Id>").replace(b"<Id>83002</Id>", b"<Id>82002</Id>"),
         now=datetime.now(UTC), message_type="SVAR")
-    from test_relay_network import smtp_to
-
     smtp_to(pair.pb, out.data, "edi@relay-b.test")
     got = wait_for(_one(pair.b, mid, State.AWAITING_APPREC), 15, "B: delivered by the To party")
     assert got.receiver_her == "81002" and got.direction == "in"

@@ -189,6 +189,53 @@ def test_security_cases_count_in_the_campaign(campaign_home):
     assert all(v == {"pass"} for v in seen.values()), seen
 
 
+def test_campaign_runs_hospital_and_lab_systems_over_ebxml(campaign_home):
+    """Hospital systems are reached over ebXML on HTTP, lab systems over ebXML on SMTP: their runs
+    count the ebXML cases (envelope, Acknowledgment) instead of skipping them."""
+    ev = Evidence(campaign_home / "hub.sqlite")
+    profiles = load_profiles()
+    runs = ev.runs()
+    assert {r.transport for r in runs} == {"folder", "http", "smtp"}
+    judged: dict[str, int] = {}
+    for r in runs:
+        assert r.transport == profiles[r.system].endpoint.transport, r.system
+        verdicts = {c.case_id: c.verdict for c in ev.cases(r.id)}
+        ebxml = {k: v for k, v in verdicts.items() if k in ("S.ebxml", "M.ebms-ack")}  # not in AppRec S
+        if r.transport == "folder":
+            assert set(ebxml.values()) <= {"skip"}
+            continue
+        assert "skip" not in ebxml.values(), (r.system, r.message, ebxml)
+        judged[r.transport] = judged.get(r.transport, 0) + len(ebxml)
+        if r.verdict == "pass":
+            assert set(ebxml.values()) <= {"pass"}
+    assert judged["http"] >= 5 and judged["smtp"] >= 3, judged
+    assert {profiles[r.system].category for r in runs if r.transport != "folder"} == {"hospital", "lab"}
+
+
+def test_campaign_lists_every_session_not_as_recorded_and_exits_1(campaign_home, tmp_path):
+    from typer.testing import CliRunner
+
+    from hub.cli.main import app
+
+    (tmp_path / "c.toml").write_text(
+        'name = "history check"\n'
+        '[[test]]\nmonth = "02.07"\nsystem = "System X"\nmessage = "Epikrise:1.0"\ndirection = "S"\n'
+        '[[test]]\nmonth = "05.07"\nsystem = "System X"\nmessage = "Epikrise:1.0"\ndirection = "S"\n'
+        'expect = "fail"\n'
+        '[[test]]\nmonth = "05.07"\nsystem = "System X"\nmessage = "Svarrapport Radiologi:1.2"\n'
+        'direction = "M"\n', encoding="utf-8")
+    res = CliRunner().invoke(app, ["conformance", "campaign", str(tmp_path / "c.toml"), "--timeout", "2",
+                                   "--db", str(tmp_path / "e.sqlite")],
+                             env={"HUB_HOME": str(campaign_home), "COLUMNS": "250"})
+    assert res.exit_code == 1, res.output
+    odd = [line for line in res.output.splitlines() if "NOT AS RECORDED" in line]
+    assert len(odd) == 2, res.output
+    assert "02.07 System X Epikrise:1.0 S: expected pass, got fail" in odd[0]
+    assert "S.content.discharge-diagnosis" in odd[0]
+    assert "05.07 System X Epikrise:1.0 S: expected fail, got pass" in odd[1]
+    assert "1 as recorded, 2 not" in res.output
+
+
 def test_campaign_defect_fails_exactly_its_case_with_evidence(campaign_home):
     ev = Evidence(campaign_home / "hub.sqlite")
     epi = [r for r in ev.runs() if (r.system, r.message, r.direction) == ("System X", "Epikrise:1.0", "S")]

@@ -112,20 +112,31 @@ def run(system: str = typer.Option(..., "--system", "-s"),
 @conformance_app.command("campaign")
 def campaign(file: Path = typer.Argument(..., exists=True, dir_okay=False),
              timeout: float = typer.Option(5.0), db: Path = DbOpt) -> None:
-    """Replay a campaign file (fixtures/vendors/campaign-*.toml) against the simulated systems."""
+    """Replay a campaign file (fixtures/vendors/campaign-*.toml) against the simulated systems.
+    Exit 1 when a session did not go as the file records (`expect`), listing each one."""
     from rich.progress import Progress
 
-    from hub.conformance.campaign import load_campaign, run_campaign
+    from hub.conformance.campaign import load_campaign, run_campaign, surprises
 
     c = load_campaign(file)
     evidence = _evidence(db)
+    pairs = []
+
+    def done(s, r) -> None:  # noqa: ANN001 - Session, CellResult
+        pairs.append((s, r))
+        bar.update(task, advance=1, description=f"{s.month} {s.system}")
+
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task(c.name, total=len(c.sessions))
-        results = run_campaign(c, evidence, _work(), timeout=timeout,
-                               on_result=lambda s, r: bar.update(task, advance=1,
-                                                                 description=f"{s.month} {s.system}"))
+        results = run_campaign(c, evidence, _work(), timeout=timeout, on_result=done)
     passed = sum(r.verdict == "pass" for r in results)
-    console.print(f"{c.name}: {len(results)} sessions, {passed} passed, {len(results) - passed} failed")
+    odd = surprises(pairs)
+    console.print(f"{c.name}: {len(results)} sessions, {passed} passed, {len(results) - passed} failed;"
+                  f" {len(results) - len(odd)} as recorded, {len(odd)} not")
+    for x in odd:
+        console.print(f"  [red]NOT AS RECORDED[/] {x.describe()}")
+    if odd:
+        raise typer.Exit(1)
 
 
 @conformance_app.command("matrix")

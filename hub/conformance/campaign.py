@@ -2,8 +2,12 @@
 
 A campaign file (fixtures/vendors/campaign-*.toml) lists `[[test]]` sessions. Replaying it starts each
 simulated system as released in that month (its profile's defects active then), runs the cell's cases
-against it over its real folder endpoint and stores the evidence; the matrix is then computed from
-the evidence. Whether a session passes is never written in the file: it is found out by running.
+against it over its profile's endpoint (the folder, or ebXML over HTTP or SMTP on 127.0.0.1) and stores
+the evidence; the matrix is then computed from the evidence.
+
+What history says about a session is written in the file (`expect = "fail"`; a pass is the default),
+what happened is found out by running: `surprises()` lists every session whose verdict is not the one
+history records. The simulated systems never read the file: their behaviour is their profile.
 """
 
 from __future__ import annotations
@@ -31,6 +35,11 @@ class Session:
     message: str  # catalogue key
     direction: str
     note: str = ""
+    expect: str = "pass"  # what history recorded: pass | fail
+
+    @property
+    def label(self) -> str:
+        return f"{self.month} {self.system} {self.message} {self.direction}"
 
 
 @dataclass(frozen=True)
@@ -52,9 +61,12 @@ def load_campaign(path: Path, profiles: dict[str, Profile] | None = None) -> Cam
                 raise ProfileError(f"direction {t['direction']!r}")
             name = find_profile(t["system"], profiles).name
             message_type(t["message"])
+            if t.get("expect", "pass") not in ("pass", "fail"):
+                raise ProfileError(f"expect {t['expect']!r} is not pass or fail")
         except (KeyError, ProfileError) as exc:
             raise ProfileError(f"{path}: test #{i}: {exc}") from None
-        sessions.append(Session(t["month"], name, t["message"], t["direction"], t.get("note", "")))
+        sessions.append(Session(t["month"], name, t["message"], t["direction"], t.get("note", ""),
+                                t.get("expect", "pass")))
     return Campaign(raw.get("name", path.stem), tuple(sessions), path)
 
 
@@ -116,3 +128,20 @@ def run_campaign(campaign: Campaign, evidence: Evidence, work: Path, *, timeout:
                 on_result(s, r)
         results += cells
     return results
+
+
+@dataclass(frozen=True)
+class Surprise:
+    """A session that did not go as history says: what was expected, what happened, which cases."""
+
+    session: Session
+    result: CellResult
+
+    def describe(self) -> str:
+        cases = ", ".join(c.case_id for c in self.result.failed) or "every case passed"
+        return (f"{self.session.label}: expected {self.session.expect}, got {self.result.verdict}"
+                f" (run {self.result.run_id}; {cases})")
+
+
+def surprises(pairs: list[tuple[Session, CellResult]]) -> list[Surprise]:
+    return [Surprise(s, r) for s, r in pairs if r.verdict != s.expect]

@@ -23,12 +23,18 @@ from hub.ascii import is_ascii_digits
 
 MASK = "*****"
 
-# 6 + 5 digits, optionally with one space between (as people write it), never part of a longer run.
-_TEXT = re.compile(r"(?<![0-9])([0-9]{6})( ?)([0-9]{5})(?![0-9])")
-_BYTES = re.compile(rb"(?<![0-9])([0-9]{6})( ?)([0-9]{5})(?![0-9])")
+# Every way people write one, never part of a longer run of digits: the date as DDMMYY or DD.MM.YY,
+# then the five digits straight after it or after one space (also no-break), hyphen or dot:
+# 07059943124, 070599 43124, 070599-43124, 070599.43124, 07.05.99 43124, 07.05.99-43124.
+_DATE = r"[0-9]{6}|[0-9]{2}\.[0-9]{2}\.[0-9]{2}"
+_TEXT = re.compile(rf"(?<![0-9])(?<![0-9]\.)({_DATE})([ \u00a0.-]?)([0-9]{{5}})(?![0-9])")
+# bytes: the no-break space is C2 A0 in UTF-8 and A0 in ISO-8859-1
+_BYTES = re.compile(rb"(?<![0-9])(?<![0-9]\.)(" + _DATE.encode()
+                    + rb")( |\xc2\xa0|\xa0|[.-])?([0-9]{5})(?![0-9])")
 
 
 def _plausible_date(first6: str) -> bool:
+    first6 = first6.replace(".", "")
     day, month = int(first6[0:2]), int(first6[2:4])
     if 41 <= day <= 71:  # D-nummer
         day -= 40
@@ -41,13 +47,14 @@ def _plausible_date(first6: str) -> bool:
 
 def looks_like_national_id(number: str) -> bool:
     """Whether an 11-digit string is shaped like a fødselsnummer or D-nummer (date part plausible)."""
-    digits = number.replace(" ", "")
+    digits = re.sub(r"[ \u00a0.-]", "", number)
     return len(digits) == 11 and is_ascii_digits(digits) and _plausible_date(digits[:6])
 
 
 def find_national_ids(text: str) -> list[str]:
     """The identity numbers in `text` (without spaces), in order of appearance."""
-    return [m.group(1) + m.group(3) for m in _TEXT.finditer(text) if _plausible_date(m.group(1))]
+    return [m.group(1).replace(".", "") + m.group(3) for m in _TEXT.finditer(text)
+            if _plausible_date(m.group(1))]
 
 
 def mask_text(text: str) -> str:
@@ -65,6 +72,6 @@ def mask_bytes(data: bytes) -> bytes:
     def repl(m: re.Match[bytes]) -> bytes:
         if not _plausible_date(m.group(1).decode("ascii")):
             return m.group(0)
-        return m.group(1) + m.group(2) + MASK.encode("ascii")
+        return m.group(1) + (m.group(2) or b"") + MASK.encode("ascii")
 
     return _BYTES.sub(repl, data)

@@ -73,3 +73,30 @@ def test_iso_8859_1_document_is_masked_without_decoding() -> None:
     assert fnr.encode() not in masked
     assert masked.count(fnr[:6].encode() + b"*****") == 2
     assert "Bjørn Øvrebø".encode("iso-8859-1") in masked
+
+
+def test_every_written_form_is_masked_in_text_and_bytes() -> None:
+    fnr, dnr = _ids(3)
+    d, n = fnr[:6], fnr[6:]
+    dotted = f"{d[:2]}.{d[2:4]}.{d[4:]}"
+    forms = {
+        f"{d}{n}": f"{d}*****",
+        f"{d} {n}": f"{d} *****",
+        f"{d}-{n}": f"{d}-*****",
+        f"{d}.{n}": f"{d}.*****",
+        f"{d}\u00a0{n}": f"{d}\u00a0*****",
+        f"{dotted} {n}": f"{dotted} *****",
+        f"{dotted}-{n}": f"{dotted}-*****",
+        f"{dnr[:6]}-{dnr[6:]}": f"{dnr[:6]}-*****",
+    }
+    for written, masked in forms.items():
+        text = f"Pasient (fnr.{written}), se notat."
+        assert mask_text(text) == f"Pasient (fnr.{masked}), se notat.", written
+        assert find_national_ids(text) == [written.replace(".", "").replace(" ", "").replace("-", "")
+                                           .replace("\u00a0", "")], written
+        for enc in ("utf-8", "iso-8859-1"):
+            want = f"Pasient (fnr.{masked}), se notat.".encode(enc)
+            assert mask_bytes(text.encode(enc)) == want, (written, enc)
+    # not identity numbers: longer runs, ISO dates with a number after, implausible dates
+    for keep in (f"{d}{n}7", f"1{d}-{n}", "2026-07-05 12345", "999999-12345", "1.07.05.99 12345"):
+        assert mask_text(keep) == keep, keep

@@ -384,8 +384,13 @@ def test_bulk_resend_dry_run_changes_nothing_and_shows_route_cpa_cert(world: Wor
         before = (st.stats(), [(m.id, m.state, m.updated_at) for m in st.list_messages()])
     args = ("resend", "--state", "undelivered,failed", "--receiver", str(HOSP_POLIKLINIKK.her_id),
             "--dry-run", "--register", str(reg), "--cpa-dir", str(cpa_dir))
-    got = listed(world, *args)
+    r = runner.invoke(app, ["queue", *args, "--store", world.url, "--json"])
+    # no relay config here: no SMTP relay to hand the copies to, so none would be delivered now
+    assert r.exit_code == 1, r.stdout
+    got = json.loads(r.stdout)["messages"]
     assert {g["id"] for g in got} == {world.ids["undelivered"], world.ids["failed"]}
+    assert all(not g["would_deliver_now"] for g in got)
+    assert all("smtp relay: none configured (smtp.relay)" in g["hop"]["problems"] for g in got)
     for g in got:
         r = g["route"]
         assert g["would_resend"] is True
@@ -394,7 +399,8 @@ def test_bulk_resend_dry_run_changes_nothing_and_shows_route_cpa_cert(world: Wor
         assert r["cpa"]["end"].startswith((NOW + timedelta(days=200)).date().isoformat())
         assert r["enc_cert"]["subject"] == "CN=Fjordbyen sykehus HF enc" and r["enc_cert"]["serial"] == "5eed"
         assert r["ok"] is True and any("signing certificate" in n for n in r["notes"])
-    human = run(world, *args)
+    human = run(world, *args, code=1)
+    assert "0 of 2 would be resent and delivered now; 2 would not (exit 1)" in human
     assert "nothing changed" in human and "mailto:edi@sykehus.example" in human and "cpa-hosp-1" in human
     assert "CN=Fjordbyen sykehus HF enc" in human
     with open_store(world.url) as st:
@@ -479,7 +485,16 @@ def test_export_returns_the_exact_original_bytes(world: World, tmp_path: Path) -
 # --- purge, stats, overdue --------------------------------------------------------------------------
 
 def test_purge_keeps_undelivered_and_failed_unless_forced(world: World) -> None:
-    got = run_json(world, "purge", "--before", "1d", "--actor", "ops-ed")
+    dry = run_json(world, "purge", "--before", "1d", "--dry-run")
+    assert dry["purged"] == 0 and dry["would_purge"] == {"completed": 1}
+    assert "would purge 1 message(s)" in run(world, "purge", "--before", "1d", "--dry-run")
+    out = run(world, "purge", "--before", "1d", input="n\n", code=1)  # it asks; no: nothing deleted
+    assert "About to delete 1 message(s)" in out and "1 completed" in out
+    with open_store(world.url) as st:
+        assert st.get(world.ids["completed"]) is not None
+    r = runner.invoke(app, ["queue", "purge", "--before", "1d", "--json", "--store", world.url])
+    assert r.exit_code == 2 and "add --yes" in r.stderr
+    got = run_json(world, "purge", "--before", "1d", "--actor", "ops-ed", "--yes")
     assert got["purged"] == 1  # only the old completed one
     assert got["kept"]["needs_attention"] == {"undelivered": 1, "failed": 1}
     assert got["kept"]["in_progress"] == {"awaiting_apprec": 1}
@@ -521,3 +536,19 @@ def test_store_comes_from_the_group_option_or_the_config(world: World, tmp_path:
     assert [m["short_id"] for m in got["messages"]] == [world.ids["failed"]]
     assert got["source"]["config"] == str(home / "hub.toml")
     assert f"config: {home / 'hub.toml'}" in r.stderr
+
+
+def test_show_masks_hyphenated_and_dotted_numbers_everywhere(world: World) -> None:
+    hyphen, dotted = "070599-43124", "07.05.99 43124"
+    with open_store(world.url) as st:
+        m = st.put_received(f"<Notat>Pasient {hyphen}, også skrevet {dotted}</Notat>".encode(),
+                            _meta(b"", 82001, 81002, "DIALOG_NOTAT", "Dialogmelding", RECENT), actor="t")
+        st.transition(m.id, Event.REJECT, actor=NODE, reason=f"refused: patient {hyphen} unknown",
+                      error=ErrorInfo("E21", f"no patient {hyphen}", True))
+    for args in (("show", m.short_id), ("show", m.short_id, "--json"), ("why", m.short_id),
+                 ("list", "--json"), ("list",)):
+        out = run(world, *args)
+        assert "43124" not in out, args
+    shown = run(world, "show", m.short_id)
+    assert "070599-*****" in shown and "07.05.99 *****" in shown
+    assert "43124" in run(world, "show", m.short_id, "--reveal")  # audited, tested above

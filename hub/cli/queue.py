@@ -41,6 +41,7 @@ from hub.config import Config
 from hub.privacy import mask_text
 from hub.relay import lifecycle
 from hub.relay.explain import ago, explain, span
+from hub.relay.hop import HopChecker
 from hub.relay.lifecycle import Event, IllegalTransition, State
 from hub.relay.register import Register, RegisterError
 from hub.relay.register import load as load_register
@@ -448,8 +449,9 @@ def resend(
     msg_type: str = TypeOpt,
     since: str = SinceOpt,
     limit: int = typer.Option(500, "--limit", "-n", min=1, help="At most this many in a bulk resend."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Change nothing; show the route, CPA and "
-                                 "certificate that would be used now."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Change nothing; check the hop a copy would take "
+                                 "now (endpoint reachable, SMTP relay, certificates, CPA, retries). "
+                                 "Exit 1 when a copy would not be delivered."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before a bulk resend."),
     reason: str = typer.Option("", "--reason", help="Why (recorded in both timelines)."),
     actor: str = ActorOpt,
@@ -491,7 +493,8 @@ def resend(
             msgs = [_require(st, r) for r in refs]
         routes = {m.id: route(m) for m in msgs}
         if dry_run:
-            _dry_run_report(msgs, routes, as_json, _source(ctx, store, cfg))
+            if not _dry_run_report(msgs, routes, as_json, _source(ctx, store, cfg), HopChecker(cfg, now)):
+                raise typer.Exit(1)
             return
         if not msgs:
             console.print("no messages match: nothing resent")
@@ -544,38 +547,58 @@ def resend(
 
 
 def _dry_run_report(msgs: Sequence[Message], routes: dict[str, Resolution], as_json: bool,
-                    src: dict[str, str | None]) -> None:
+                    src: dict[str, str | None], checker: HopChecker) -> bool:
+    """Per message: would it be resent, and would the copy be delivered now (the real hop checked).
+    True when every one would; the command's exit code says the same."""
+    hops = {m.id: checker.check(routes[m.id]) for m in msgs}
+    verdicts = {m.id: _can_resend(m) and hops[m.id].ok for m in msgs}
     if as_json:
-        print_json({"source": src, "messages": [
-            {"id": m.short_id, "state": m.state.value, "receiver": m.receiver_her,
-             "would_resend": _can_resend(m), "route": _resolution_json(routes[m.id])} for m in msgs]})
-        return
+        print_json({"source": src, "ok": all(verdicts.values()), "messages": [
+            {"id": m.short_id, "full_id": m.id, "state": m.state.value, "receiver": m.receiver_her,
+             "would_resend": _can_resend(m), "would_deliver_now": verdicts[m.id],
+             "route": _resolution_json(routes[m.id]), "hop": hops[m.id].as_dict()} for m in msgs]})
+        return all(verdicts.values())
     if not msgs:
         console.print("no messages match")
-        return
+        return True
     # one block per message: endpoints, subjects and paths are long and must not be cut
     console.print(f"[bold]dry run[/]: {len(msgs)} message(s), nothing changed")
     for m in msgs:
-        r = routes[m.id]
-        verdict = "[green]would resend[/]" if _can_resend(m) else "[yellow]not resendable in this state[/]"
-        console.print(f"\n[bold]{m.short_id}[/] {_state_cell(m.state.value)} -> "
+        r, hop = routes[m.id], hops[m.id]
+        if not _can_resend(m):
+            verdict = "[yellow]not resendable in this state[/]"
+        elif hop.ok:
+            verdict = "[green]would resend; the copy can be delivered now[/]"
+        else:
+            verdict = "[bold red]would resend, but the copy would NOT be delivered now[/]"
+        console.print(f"\n[bold]{m.id}[/] {_state_cell(m.state.value)} -> "
                       f"{escape(m.receiver_her or '?')} {escape(r.party or '')}  {verdict}")
         if r.kind:
-            console.print(f"  route  {r.kind} {escape(r.endpoint or '')}")
+            console.print(f"  route    {r.kind} {escape(r.endpoint or '')}")
         if r.cpa_id or r.kind in ("smtp", "http"):
             cpa = r.cpa
             extra = "" if cpa is None else " (" + ", ".join(x for x in (
                 cpa.status, f"until {cpa.end.date()}" if cpa.end else None) if x) + ")"
-            console.print(f"  CPA    {escape(r.cpa_id or 'none')}{escape(extra)}"
+            console.print(f"  CPA      {escape(r.cpa_id or 'none')}{escape(extra)}"
                           + ("" if cpa is not None or r.cpa_id is None else " (not checked: no CPA folder)"))
         if r.enc_cert is not None:
             c = r.enc_cert
             serial = f", serial {c.serial}" if c.serial else ""
-            console.print(f"  cert   {escape(_cert_cell(r))}{serial}")
+            console.print(f"  cert     {escape(_cert_cell(r))}{serial}")
+        for c in hop.checks:
+            mark = "ok      " if c.ok else "[bold red]FAILS[/]   "
+            console.print(f"  {mark} {escape(c.what)}: {escape(c.detail)}")
+        if hop.retries is not None and hop.interval is not None:
+            console.print(f"  retries  {hop.retries} after the first attempt, every {span(hop.interval)} "
+                          "(as configured)")
         for p in r.problems:
-            console.print(f"  [bold red]BLOCKS[/] {escape(p)}")
+            console.print(f"  [bold red]BLOCKS[/]   {escape(p)}")
         for n in r.notes:
-            console.print(f"  note   {escape(n)}")
+            console.print(f"  note     {escape(n)}")
+    bad = sum(1 for v in verdicts.values() if not v)
+    console.print(f"\n{len(msgs) - bad} of {len(msgs)} would be resent and delivered now"
+                  + (f"; {bad} would not (exit 1)" if bad else ""))
+    return not bad
 
 
 # --- export ----------------------------------------------------------------------------------------
@@ -658,40 +681,55 @@ def export(
 @queue_app.command()
 def purge(
     ctx: typer.Context,
-    before: str = typer.Option(..., "--before", help="Last changed before: ISO date/time or age (30d)."),
+    before: str = typer.Option(..., "--before", metavar="WHEN",
+                               help="Last changed before: ISO date/time or age (30d)."),
     force: bool = typer.Option(False, "--force", help="Also undelivered, failed, expired, overdue ones."),
-    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before a forced purge."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be deleted; delete nothing."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before deleting."),
     actor: str = ActorOpt,
     as_json: bool = JsonOpt,
     store: str = StoreOpt,
     config: Path = ConfigOpt,
 ) -> None:
-    """Delete finished messages (with artefacts and timeline). Undelivered/failed ones stay unless --force."""
+    """Delete finished messages (with artefacts and timeline), after asking. Undelivered/failed ones
+    stay unless --force; messages in progress always stay."""
     now = _now()
     cutoff = parse_when(before, now)
     in_progress = set(State) - lifecycle.FINAL - {State.APPREC_OVERDUE}
     attention = set() if force else set(lifecycle.NEEDS_ATTENTION)
-    if force and not yes:
-        ok = typer.confirm("--force also deletes undelivered, failed, expired and overdue messages. Go on?",
-                           default=False)
-        if not ok:
-            raise typer.Exit(1)
+    if as_json and not (yes or dry_run):
+        fail("--json cannot ask: add --yes (or --dry-run)")
     cfg = _config(ctx, config)
+    when = cutoff.strftime("%Y-%m-%d %H:%M")
     with _open(ctx, store, cfg) as st:
-        # counted first: the store keeps them; we say which and why
-        kept_states = sorted(s.value for s in in_progress | attention)
-        candidates = st.list_messages(state=kept_states, limit=10_000_000)
-        kept = Counter(m.state.value for m in candidates if m.updated_at < cutoff)
-        n = st.purge(cutoff, actor=actor_name(actor), force=force)
-    need = {s: c for s, c in kept.items() if State(s) in attention}
-    busy = {s: c for s, c in kept.items() if State(s) in in_progress}
+        counts = st.counts_before(cutoff)
+        doomed = {s: c for s, c in counts.items() if State(s) not in in_progress | attention}
+        total = sum(doomed.values())
+        n = 0
+        if not dry_run and total:
+            if not yes:
+                console.print(f"About to delete {total} message(s) last changed before {when} UTC ("
+                              + ", ".join(f"{c} {s}" for s, c in sorted(doomed.items())) + "), with their "
+                              "originals, artefacts and timelines. This cannot be undone.")
+                if not typer.confirm("Delete?", default=False):
+                    raise typer.Exit(1)
+            n = st.purge(cutoff, actor=actor_name(actor), force=force)
+    need = {s: c for s, c in counts.items() if State(s) in attention}
+    busy = {s: c for s, c in counts.items() if State(s) in in_progress}
     if as_json:
         print_json({"source": _source(ctx, store, cfg),
-                    "before": cutoff.isoformat(), "purged": n, "forced": force,
+                    "before": cutoff.isoformat(), "dry_run": dry_run, "purged": n,
+                    "would_purge": doomed if dry_run else None, "forced": force,
                     "kept": {"needs_attention": need, "in_progress": busy}})
         return
-    console.print(f"purged {n} message(s) last changed before {cutoff.strftime('%Y-%m-%d %H:%M')} UTC"
-                  + (" (forced)" if force else ""))
+    if dry_run:
+        which = ", ".join(f"{c} {s}" for s, c in sorted(doomed.items()))
+        console.print(f"dry run: would purge {total} message(s) last changed before {when} UTC"
+                      + (f" ({which})" if total else "") + (" (forced)" if force else "")
+                      + "; nothing deleted")
+    else:
+        console.print(f"purged {n} message(s) last changed before {when} UTC"
+                      + (" (forced)" if force else ""))
     if need:
         console.print("kept " + ", ".join(f"{c} {s}" for s, c in sorted(need.items()))
                       + ": they need a person's attention (--force purges them too)")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
+from typing import Literal
 
 import typer
 
 from hub import config as config_mod
+from hub import logs
 from hub.cli.common import ConfigOpt, err_console, fail, root_config
 
 
@@ -21,11 +22,13 @@ def register(app: typer.Typer) -> None:
                                        help="Stop by itself after this many seconds."),
         node: str = typer.Option(None, "--node", help="This node's name (leases, timelines); overrides "
                                  "the config. Several nodes may share one PostgreSQL store."),
-        verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every step to stderr."),
+        verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every state change (INFO) to "
+                                     "stderr; without it only what needs attention (WARNING)."),
+        log_format: Literal["text", "json"] = typer.Option(
+            None, "--log-format", help="text (default) or json: one JSON object a line."),
     ) -> None:
         """Run the relay until Ctrl-C / SIGTERM (or --duration): intake, checks, routing, delivery."""
-        logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logs.setup("info" if verbose else "warning", log_format or "text")
         from hub.relay import demo as demo_mod
         from hub.relay.server import ConfigError, Relay, RelayConfig
 
@@ -49,6 +52,8 @@ def register(app: typer.Typer) -> None:
         except ConfigError as exc:
             fail(str(exc))
             return
+        if cfg.settings is not None:  # the config's [log], unless the command line says otherwise
+            logs.setup("info" if verbose else cfg.settings.log.level, log_format or cfg.settings.log.format)
         if node:
             cfg.node = cfg.worker.node = node
         relay = Relay(cfg)

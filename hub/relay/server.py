@@ -17,7 +17,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from hub import config
+from hub import config, logs
 from hub.config import ConfigError
 from hub.relay import pipeline as pl
 from hub.relay import register as regmod
@@ -33,6 +33,17 @@ log = logging.getLogger("hub.relay")
 
 def _hostport(text: str | None) -> tuple[str, int] | None:
     return config.host_port(text) if text else None
+
+
+def retry_policies(w: config.WorkerSection) -> tuple[RetryPolicy, RetryPolicy | None]:
+    """The folder ladder, and the network one (None: the CPA's, else HIS 1037's) from [worker]."""
+    local = RetryPolicy(w.local_retries, timedelta(seconds=max(1.0, w.local_retry_interval_s)))
+    if w.network_retries is None and w.network_retry_interval_s is None:
+        return local, None
+    d = RetryPolicy()
+    return local, RetryPolicy(d.retries if w.network_retries is None else w.network_retries,
+                              timedelta(seconds=w.network_retry_interval_s) if w.network_retry_interval_s
+                              else d.interval)
 
 
 @dataclass
@@ -70,16 +81,13 @@ class RelayConfig:
         if s.her_id is None:
             raise ConfigError("her_id (the relay's own HER-id, an integer) is required")
         w = s.worker
-        net_retry = None
-        if w.network_retries is not None or w.network_retry_interval_s is not None:
-            net_retry = RetryPolicy(5 if w.network_retries is None else w.network_retries,
-                                    timedelta(seconds=w.network_retry_interval_s or 43200))
+        local_policy, net_policy = retry_policies(w)
         wc = WorkerConfig(
             threads=w.threads,
             lease=timedelta(seconds=w.lease_s),
             poll=w.poll_s,
-            local_policy=RetryPolicy(w.local_retries, timedelta(seconds=max(1.0, w.local_retry_interval_s))),
-            network_policy=net_retry,
+            local_policy=local_policy,
+            network_policy=net_policy,
             ttl=timedelta(seconds=w.ttl_s) if w.ttl_s else None,
             apprec_limit=timedelta(seconds=w.apprec_limit_s),
             defer_s=w.defer_s,
@@ -163,6 +171,7 @@ class Relay:
         self._own_store = store is None
         self.register = regmod.load(cfg.register) if cfg.register else regmod.Register()
         self.tap = tap or Tap()
+        self.tap.listeners.append(logs.state_listener(cfg.node))  # every step logged (hub.logs)
         self.stopped = threading.Event()
         deliverers: dict[pl.RouteKind, Deliverer] = {pl.RouteKind.FOLDER: FolderDeliverer()}
         network: NetworkHandler | None = None
@@ -172,7 +181,7 @@ class Relay:
             # the worker is made below with the network's steps: its callbacks are looked up late
             self.network = Network(
                 cfg, self.store, self.register, tap=self.tap,
-                on_received=lambda mid: self.worker.notify_received(mid),
+                on_received=lambda mid: self._network_received(mid),
                 on_ack=lambda ref, detail: self.worker.on_ack(ref, detail),
                 on_nack=lambda ref, code, text: self.worker.on_nack(ref, code, text))
         if self.network is not None:
@@ -199,11 +208,23 @@ class Relay:
             answer_peer=unwrapper.answer_peer if unwrapper is not None else None,
             peer_seen=unwrapper.ack_record if unwrapper is not None else None,
         )
-        self.intake = Intake(self.store, node=cfg.node, on_stored=self.worker.notify_received)
+
+        def stored(mid: str, m: Any, data: bytes) -> None:  # noqa: ANN401
+            logs.log_state("received", m, f"by {m.channel}", cfg.node)
+            self.worker.notify_received(mid, m, data)
+
+        self.intake = Intake(self.store, node=cfg.node, on_stored=stored)
         self.watcher = FolderWatcher(self.intake, self.register, cfg.spool_root, poll=cfg.folder_poll)
         self.http: SubmitServer | None = None
         if cfg.http_listen:
             self.http = SubmitServer(SubmitApi(self.intake, self.register, network=network), *cfg.http_listen)
+
+    def _network_received(self, mid: str) -> None:
+        if logs.enabled(logging.INFO):  # the intake hands over the id only: read it for the log line
+            m = self.store.get(mid)
+            if m is not None:
+                logs.log_state("received", m, f"by {m.channel}", self.cfg.node)
+        self.worker.notify_received(mid)
 
     def start(self) -> None:
         self.cfg.spool_root.mkdir(parents=True, exist_ok=True)

@@ -587,11 +587,8 @@ class Worker:
         for s in self.store.sweep(actor=self.cfg.node):
             m = s.message
             self.tap(m.state.value, m, ", ".join(e.value for e in s.events))
-            if m.state in (State.UNDELIVERED, State.EXPIRED):
+            if m.state in (State.UNDELIVERED, State.EXPIRED):  # apprec_overdue: logged by hub.logs
                 self._tell_sender(m)
-            elif m.state is State.APPREC_OVERDUE:
-                log.warning("no AppRec for %s (%s to %s) within the limit", m.short_id, m.msg_type,
-                            m.receiver_her)
 
 
 def local_notifier(register: Register, spool_root: Path) -> Notifier:

@@ -454,7 +454,12 @@ class Store(ABC):
                 "SELECT data FROM blobs WHERE message_id = ? AND kind = ?", (parent["id"], ORIGINAL)
             )
             assert original is not None
-            meta = MessageMeta(**{k: parent[k] for k in META_FIELDS if k != "out_message_id"})
+            fields = {k: parent[k] for k in META_FIELDS if k != "out_message_id"}
+            if parent["out_message_id"] or parent["direction"] == "out":
+                # the copy is a new ebXML message: its own MessageId, fixed before its first attempt as
+                # validation fixes the original's (the peer's duplicate elimination would drop a reused one)
+                fields["out_message_id"] = str(uuid.uuid4())
+            meta = MessageMeta(**fields)
             t = aware(now) or utcnow()
             child = self._op_insert(bytes(original["data"]), meta, Event.RESEND, actor,
                                     reason or f"resend of {parent['short_id']}", t, parent["id"], None)(tx)
@@ -1033,6 +1038,13 @@ class Store(ABC):
             "'awaiting_apprec') AND COALESCE(gen_date, created_at) <= ?) "
             "ORDER BY COALESCE(gen_date, created_at)", (cutoff,)))
         return [Message.from_row(r) for r in rows]
+
+    def counts_before(self, before: datetime) -> dict[str, int]:
+        """Messages per state last changed before `before` (what a purge would weigh)."""
+        rows = self._read(lambda tx: tx.all(
+            "SELECT state, COUNT(*) AS n FROM messages WHERE updated_at < ? GROUP BY state",
+            (aware(before),)))
+        return {r["state"]: int(r["n"]) for r in rows}
 
     def stats(self) -> dict[str, int]:
         """Messages per state; every state is present."""

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 CONFIG_ENV = "HUB_CONFIG"
@@ -97,8 +97,37 @@ class SmtpSection(Section):
 
 
 class HttpSection(Section):
+    """The HTTP edge (hub.transport.http_server): listener, TLS and client certificates, limits."""
+
     listen: HostPort | None = Field(None, description="POST /submit (local systems), POST /ebxml (peers), "
                                     "GET /health, GET /metrics. Port 0: any free port.")
+    tls: bool = Field(False, description="Serve HTTPS with cert and key.")
+    cert: str | None = Field(None, description="PEM: this relay's TLS certificate, then its chain.")
+    key: str | None = Field(None, description="PEM: the private key of cert.")
+    client_ca: list[str] = Field(default_factory=list, description="PEM anchors (and intermediates) "
+                                 "client certificates must chain to.")
+    require_client_cert: bool = Field(False, description="Only clients whose certificate a register "
+                                      "party registered (sign_cert/enc_cert); others are refused.")
+    anchors: list[str] = Field(default_factory=list, description="PEM anchors outbound https peers are "
+                               "verified against; empty: the system's store.")
+    client_cert: str | None = Field(None, description="PEM offered to https peers that ask; default: cert.")
+    client_key: str | None = Field(None, description="PEM: the private key of client_cert.")
+    max_body: int = Field(50 * 1024 * 1024, gt=0, description="Bytes of a request body, counted as read "
+                          "(chunked too); more: 413.")
+    header_timeout_s: float = Field(30, gt=0, description="For the request head (and the TLS handshake, "
+                                    "and an idle kept-alive connection).")
+    body_timeout_s: float = Field(120, gt=0, description="For the whole request body; more: 408.")
+    max_connections: int = Field(256, ge=1, description="Open connections; one more gets 503.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> HttpSection:
+        if self.tls and not (self.cert and self.key):
+            raise ValueError("tls = true needs cert and key (PEM files)")
+        if self.require_client_cert and not (self.tls and self.client_ca):
+            raise ValueError("require_client_cert needs tls = true and client_ca")
+        if bool(self.client_cert) != bool(self.client_key):
+            raise ValueError("client_cert and client_key go together")
+        return self
 
 
 class FoldersSection(Section):

@@ -58,8 +58,7 @@ def register(app: typer.Typer) -> None:
             cfg.node = cfg.worker.node = node
         relay = Relay(cfg)
         if relay.http is not None:
-            host, port = relay.http.address
-            err_console.print(f"submit API and ebXML endpoint on http://{host}:{port}")
+            err_console.print(f"submit API and ebXML endpoint on {relay.http.url()}")
         store = config_mod.redact(cfg.store)
         err_console.print(f"relay node {cfg.node} running; config {path}; store {store}; Ctrl-C stops",
                           highlight=False)

@@ -35,7 +35,8 @@ from hub.ebxml.msh import Delivery, LocalParty, Msh, Peer, Peers
 from hub.ebxml.naming import APPREC
 from hub.security.pki import Identity
 from hub.transport import Gateway
-from hub.transport.http import HttpListener, HttpReply
+from hub.transport.http import HttpReply
+from hub.transport.http_server import HttpListener
 from hub.transport.smtp import SmtpListener, SmtpSender
 
 TRANSPORTS = ("http", "smtp")

@@ -19,15 +19,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from hub.codes import EbmsError
 from hub.ebxml.dedup import content_digest
 from hub.ebxml.envelope import Envelope, parse_envelope
-from hub.ebxml.mime import Package, join_entity, parse_package, split_entity
-from hub.relay.intake import HttpReply
-from hub.store import Message, MessageMeta, Store
+from hub.ebxml.errors import LOC, EbxmlError
+from hub.ebxml.mime import Package, build_package, parse_package
+from hub.ebxml.signals import build_soap_fault
+from hub.relay.lifecycle import Event
+from hub.store import ErrorInfo, Message, MessageMeta, Store
+from hub.transport.http import HttpReply
+from hub.transport.http_server import HttpRequest
 
 MAIL_FROM = "smtp-mail-from"  # the MAIL FROM of a received mail whose MessageId was answered before
 IN_PREFIX = "in:"  # seen key of "stored, being processed" (value: the MAIL FROM to answer to)
-_HTTP_KEEP = ("content-type", "soapaction", "mime-version", "content-transfer-encoding")
 
 
 @dataclass(frozen=True)
@@ -48,13 +52,15 @@ class Peek:
     parsed: tuple[Package, Envelope] | None = field(default=None, repr=False, compare=False)
 
 
-def peek(raw: bytes) -> Peek | None:
-    """Parse the envelope (no checks); None when it is not readable ebXML (the Msh answers that)."""
+def peek(raw: bytes) -> Peek | EbxmlError:
+    """Parse the envelope (no checks); the error when it is not readable ebXML."""
     try:
         pkg = parse_package(raw)
         env = parse_envelope(pkg.soap)
-    except Exception:  # noqa: BLE001 - any parse failure: store it and let the Msh give the Fault
-        return None
+    except EbxmlError as e:
+        return e
+    except Exception as e:  # noqa: BLE001 - any parse failure is the sender's
+        return EbxmlError(EbmsError.OTHER_XML, f"unreadable: {type(e).__name__}: {e}", LOC["envelope"])
     h = env.header
     digest = content_digest(env.root, pkg.parts) if env.root is not None else ""
     return Peek(env.is_signal, h.message_id, h.conversation_id, h.from_party.her_id, h.to_party.her_id,
@@ -88,20 +94,11 @@ class Answered:
 
 @dataclass
 class Taken:
-    what: str  # stored | duplicate | in-process | signal
+    what: str  # stored | duplicate | in-process | signal | refused (unreadable: kept as rejected)
     message: Message | None = None
     response: bytes | None = None  # a duplicate's stored signal, to send back
     reply_to: str | None = None
     peek: Peek | None = None
-
-
-def entity_reply(status: int, entity: bytes | None) -> HttpReply:
-    if not entity:
-        return HttpReply(status, b"", "text/plain")
-    headers, body = split_entity(entity)
-    ctype = next((v for k, v in headers if k.lower() == "content-type"), "text/xml")
-    extra = tuple((k, v) for k, v in headers if k.lower() in ("soapaction", "mime-version"))
-    return HttpReply(status, body, ctype, extra)
 
 
 class EbmsIntake:
@@ -112,10 +109,11 @@ class EbmsIntake:
         send_later: Callable[[bytes, str], None],
         peer_endpoint: Callable[[str], str | None],
         handoff: Callable[[str, tuple[Package, Envelope], str], None] | None = None,
+        tap: Callable[..., None] | None = None,
     ) -> None:
         self.store, self.node, self.answered = store, node, answered
         self.on_stored, self.on_signal, self.send_later = on_stored, on_signal, send_later
-        self.peer_endpoint, self.handoff = peer_endpoint, handoff
+        self.peer_endpoint, self.handoff, self.tap = peer_endpoint, handoff, tap
         self.tasks: set[asyncio.Task] = set()  # signals applied after the 250; drained at stop
 
     def take(self, raw: bytes, channel: str, mail_from: str | None = None, *,
@@ -123,12 +121,14 @@ class EbmsIntake:
         """Store a received entity durably (or settle it: a signal, a duplicate). Raises if not stored.
         `apply_signal=False`: a signal is only recognised; the caller applies it (`on_signal`)."""
         p = peek(raw)
-        if p is not None and p.signal:
+        if isinstance(p, EbxmlError):
+            return self._refuse(raw, channel, p, mail_from)
+        if p.signal:
             if apply_signal:
                 self.on_signal(raw, channel, p.parsed)
             return Taken("signal", peek=p)
         rec = None
-        if p is not None and p.message_id:
+        if p.message_id:
             rec = self.store.seen_get(p.message_id)
             if rec is not None and rec.digest == p.digest:
                 # answered before: the same signal again, byte for byte; nothing is stored or delivered
@@ -137,25 +137,38 @@ class EbmsIntake:
             if rec is None and self.store.seen_get(IN_PREFIX + p.message_id) is not None:
                 return Taken("in-process", peek=p)  # its signal goes out when the checks are done
         meta = MessageMeta(
-            direction="in", channel=channel,
-            ebxml_message_id=p.message_id if p else None, conversation_id=p.conversation_id if p else None,
-            cpa_id=p.cpa_id if p else None, service=p.service if p else None, action=p.action if p else None,
-            sender_her=p.from_her if p else None, receiver_her=p.to_her if p else None,
+            direction="in", channel=channel, ebxml_message_id=p.message_id, conversation_id=p.conversation_id,
+            cpa_id=p.cpa_id, service=p.service, action=p.action, sender_her=p.from_her, receiver_her=p.to_her,
         )
         seen = None
-        if p is not None and p.message_id:
+        if p.message_id:
             seen = (IN_PREFIX + p.message_id, p.digest, (mail_from or "").encode())
-        who = f"{p.from_her} -> {p.to_her}" if p else "unreadable"
+        who = f"{p.from_her} -> {p.to_her}"
         m = self.store.put_received(raw, meta, actor=self.node, seen=seen,
                                     reason=f"ebXML over {channel} ({who}" +
                                     (f", MAIL FROM {mail_from})" if mail_from else ")"))
         if rec is not None and mail_from:
             # answered before with other content: its MessageError goes to this sender, not the first
             self.store.put_artifact(m.id, MAIL_FROM, mail_from.encode())
-        if p is not None and p.parsed is not None and self.handoff is not None:
+        if p.parsed is not None and self.handoff is not None:
             self.handoff(m.id, p.parsed, p.digest)
         self.on_stored(m.id)
         return Taken("stored", message=m, peek=p)
+
+    def _refuse(self, raw: bytes, channel: str, e: EbxmlError, mail_from: str | None) -> Taken:
+        """Not readable ebXML: nothing to route, and no MessageId to answer later. Its bytes are kept
+        as a rejected message (`hub queue list --state rejected`); the answer is a SOAP Fault naming
+        what is wrong and where. A crash between the two commits leaves it `received`: the worker
+        then refuses it the same way (hub.relay.unwrap)."""
+        src = f"ebXML over {channel}" + (f", MAIL FROM {mail_from}" if mail_from else "")
+        m = self.store.put_received(raw, MessageMeta(direction="in", channel=channel), actor=self.node,
+                                    reason=f"{src} (unreadable)")
+        text = f"{e.location}: {e.description}" if e.location else e.description
+        m = self.store.transition(m.id, Event.REJECT, actor=self.node, reason=f"ebXML {e.code}: {text}",
+                                  error=ErrorInfo(str(e.code), text, True))
+        if self.tap is not None:
+            self.tap("rejected", m, f"{e.code}: {text}")
+        return Taken("refused", message=m, response=build_package(build_soap_fault([e]), soap_base64=False))
 
     def _reply_to(self, p: Peek, mail_from: str | None) -> str | None:
         endpoint = self.peer_endpoint(p.from_her) if p.from_her else None
@@ -183,19 +196,21 @@ class EbmsIntake:
         while self.tasks:
             await asyncio.gather(*list(self.tasks), return_exceptions=True)
 
-    def http_handler(self, body: bytes, headers: dict[str, str], peer: str) -> HttpReply:
-        """POST /ebxml from a network peer: stored before 2xx; a SyncReply gets its signal in the response."""
-        entity = join_entity([(k, v) for k, v in headers.items() if k.lower() in _HTTP_KEEP], body)
+    def http_handler(self, entity: bytes, request: HttpRequest) -> HttpReply:
+        """POST /ebxml from a network peer: stored before 2xx; a SyncReply gets its signal in the response;
+        unreadable ebXML is kept as rejected and answered 400 with a SOAP Fault."""
         taken = self.take(entity, "http")
+        if taken.what == "refused":
+            return HttpReply(400, taken.response)
         if taken.what == "duplicate":
-            return entity_reply(200, taken.response)
+            return HttpReply(200, taken.response)
         p = taken.peek
         if taken.what in ("stored", "in-process") and p is not None and p.sync_reply and p.message_id:
             end = time.monotonic() + 20
             while (left := end - time.monotonic()) > 0:
                 rec = self.store.seen_get(p.message_id)
                 if rec is not None:
-                    return entity_reply(200, bytes(rec.response) or None)
+                    return HttpReply(200, bytes(rec.response) or None)
                 # woken by our own answer; the timeout covers one recorded by another node
                 self.answered.wait(min(left, 0.5))
-        return entity_reply(202, None)
+        return HttpReply(202, None)

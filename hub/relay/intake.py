@@ -4,30 +4,35 @@
   atomic rename into `out/.intake-<node>/` (two nodes never take the same file), stored, and only then
   moved to `archive/`. After a crash the claimed files are stored again unless the store already has
   them (a `seen` record keyed by party, file name and digest is written in the same commit).
-- `SubmitServer`: `POST /submit` with `Authorization: Bearer <token>` (the token of a local system in
-  the address register). 202 with the message id once stored; `Idempotency-Key` makes a retried POST
-  return the first answer instead of storing the message twice. `GET /messages/<id>` shows the state
-  and timeline of one's own messages. `POST /ebxml` takes ebXML from network peers when a network
-  handler is wired in (hub.relay.server).
+- `SubmitApi`: the relay's routes on `hub.transport.http_server.HttpServer`. `POST /submit` with
+  `Authorization: Bearer <token>` (the token of a local system in the address register) or that
+  system's registered client certificate (mTLS). 202 with the message id once stored; `Idempotency-Key`
+  makes a retried POST return the first answer instead of storing the message twice.
+  `GET /messages/<id>` shows the state and timeline of one's own messages. `POST /ebxml` takes ebXML
+  from network peers when a network handler is wired in (hub.relay.server).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 
 from hub.relay import pipeline as pl
 from hub.relay.delivery import ensure_spool
 from hub.relay.register import Party, Register
+from hub.security import keystore
+from hub.security.errors import SecurityError
 from hub.store import Message, MessageMeta, Store
+from hub.transport.http import HttpReply
+from hub.transport.http_server import HttpRequest, HttpServer
 
 log = logging.getLogger("hub.relay.intake")
 
@@ -183,126 +188,107 @@ class FolderWatcher:
 
 # --- HTTP: submit API (local systems) and ebXML POST (network peers) ----------------------------------
 
-@dataclass(frozen=True)
-class HttpReply:
-    status: int
-    body: bytes
-    content_type: str = "application/json"
-    headers: tuple[tuple[str, str], ...] = ()
+# POST /ebxml from a network peer: the MIME entity (entity headers + body) and the request (its peer,
+# its client certificate's party) -> the answer (202, a SyncReply's signal, a duplicate's recorded one)
+NetworkHandler = Callable[[bytes, HttpRequest], HttpReply]
 
 
-NetworkHandler = Callable[[bytes, dict[str, str], str], HttpReply]
+class ClientCertificates:
+    """mTLS: the register party whose registered certificate (sign_cert or enc_cert) a client presented.
+    The TLS layer has checked the chain against `client_ca`; this names who it is. Re-read after
+    RECHECK_S, so a party added or a certificate renewed in the register is seen without a restart."""
 
+    RECHECK_S = 30.0
 
-def _json(status: int, data: object) -> HttpReply:
-    return HttpReply(status, json.dumps(data, default=str).encode())
+    def __init__(self, register: Register) -> None:
+        self.register = register
+        self._by_fp: dict[bytes, Party] = {}
+        self._at = -self.RECHECK_S
+        self._lock = threading.Lock()
+
+    def _load(self) -> dict[bytes, Party]:
+        out: dict[bytes, Party] = {}
+        for p in self.register:
+            for path in {p.sign_cert, p.enc_cert} - {None}:
+                try:
+                    cert = keystore.load_certificate(Path(str(path)))
+                except (OSError, SecurityError) as exc:
+                    log.warning("party %s: certificate %s not readable: %s", p.her_id, path, exc)
+                    continue
+                out.setdefault(cert.fingerprint(hashes.SHA256()), p)
+        return out
+
+    def __call__(self, cert: x509.Certificate) -> Party | None:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._at > self.RECHECK_S:
+                self._by_fp, self._at = self._load(), now
+            return self._by_fp.get(cert.fingerprint(hashes.SHA256()))
 
 
 class SubmitApi:
-    """The request handling, apart from the HTTP server (testable without a socket)."""
+    """The relay's HTTP routes (`routes()`), apart from the server that carries them."""
 
     def __init__(self, intake: Intake, register: Register, *, network: NetworkHandler | None = None) -> None:
         self.intake, self.register, self.network = intake, register, network
 
-    def authenticate(self, headers: dict[str, str]) -> Party | None:
-        auth = headers.get("authorization", "")
-        if not auth.lower().startswith("bearer "):
-            return None
-        return self.register.by_token(auth[7:].strip())
+    def routes(self, server: HttpServer) -> None:
+        """Declare this API's routes on `server` (other parts add theirs the same way)."""
+        server.add_route("GET", "/health", self.health, blocking=False)
+        server.add_route("POST", "/submit", self.submit)
+        server.add_route("GET", "/messages/{id}", self.message)
+        if self.network is not None:
+            for path in ("/ebxml", "/ebxml/msh"):
+                server.add_route("POST", path, self.ebxml)
 
-    def handle(self, method: str, path: str, headers: dict[str, str], body: bytes, peer: str) -> HttpReply:
-        if method == "GET" and path == "/health":
-            return _json(200, {"ok": True})
-        if method == "POST" and path in ("/ebxml", "/ebxml/msh"):
-            if self.network is None:
-                return _json(404, {"error": "no ebXML endpoint on this relay"})
-            return self.network(body, headers, peer)
-        party = self.authenticate(headers)
+    async def health(self, req: HttpRequest) -> HttpReply:
+        return HttpReply.json(200, {"ok": True})
+
+    def ebxml(self, req: HttpRequest) -> HttpReply:
+        assert self.network is not None
+        return self.network(req.entity(), req)
+
+    def authenticate(self, req: HttpRequest) -> Party | None:
+        """The local system behind a request: its bearer token, or its registered client certificate."""
+        auth = req.headers.get("authorization", "")
+        by_token = self.register.by_token(auth[7:].strip()) if auth.lower().startswith("bearer ") else None
+        by_cert = req.client if isinstance(req.client, Party) and req.client.local else None
+        if by_token is not None and by_cert is not None and by_token.her_id != by_cert.her_id:
+            return None  # two credentials of two parties: neither is believed
+        return by_token or by_cert
+
+    def _unauthorized(self) -> HttpReply:
+        return HttpReply.json(401, {"error": "a valid bearer token (or client certificate) of a local system "
+                                             "is required"}, ("WWW-Authenticate", 'Bearer realm="hub"'))
+
+    def submit(self, req: HttpRequest) -> HttpReply:
+        party = self.authenticate(req)
         if party is None:
-            return HttpReply(401, b'{"error": "a valid bearer token of a local system is required"}',
-                             headers=(("WWW-Authenticate", 'Bearer realm="hub"'),))
-        if method == "POST" and path == "/submit":
-            if not body:
-                return _json(400, {"error": "empty body"})
-            key = headers.get("idempotency-key")
-            dedup = f"submit:{party.her_id}:{key}" if key else None
-            m, fresh = self.intake.accept_local(body, party, pl.Channel.SUBMIT, dedup_key=dedup,
-                                                detail=f"from {peer}")
-            if m is None:
-                return _json(200, {"duplicate": True})
-            return _json(202 if fresh else 200, {"id": m.id, "short_id": m.short_id, "state": m.state.value,
-                                                 "duplicate": not fresh})
-        if method == "GET" and path.startswith("/messages/"):
-            m = self.intake.store.get(path.rsplit("/", 1)[-1])
-            mine = m is not None and (pl.belongs_to(self.register, pl._int(m.sender_her), party.her_id)
-                                      or pl.belongs_to(self.register, pl._int(m.receiver_her), party.her_id))
-            if m is None or not mine:
-                return _json(404, {"error": "no such message of yours"})
-            tl = self.intake.store.timeline(m.id)
-            return _json(200, {
-                "id": m.id, "short_id": m.short_id, "state": m.state.value, "msg_type": m.msg_type,
-                "kith_msg_id": m.kith_msg_id, "apprec_status": m.apprec_status,
-                "last_error": None if m.last_error is None else m.last_error.__dict__,
-                "timeline": [{"at": e.at, "event": e.event, "to": e.to_state, "reason": e.reason}
-                             for e in tl],
-            })
-        return _json(404, {"error": f"no {method} {path}"})
+            return self._unauthorized()
+        if not req.body:
+            return HttpReply.json(400, {"error": "empty body"})
+        key = req.headers.get("idempotency-key")
+        dedup = f"submit:{party.her_id}:{key}" if key else None
+        m, fresh = self.intake.accept_local(req.body, party, pl.Channel.SUBMIT, dedup_key=dedup,
+                                            detail=f"from {req.peer}")
+        if m is None:
+            return HttpReply.json(200, {"duplicate": True})
+        return HttpReply.json(202 if fresh else 200, {"id": m.id, "short_id": m.short_id,
+                                                      "state": m.state.value, "duplicate": not fresh})
 
-
-class _Handler(BaseHTTPRequestHandler):
-    api: SubmitApi
-    protocol_version = "HTTP/1.1"
-
-    def _do(self, method: str) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_SIZE:
-            self.send_error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
-            return
-        body = self.rfile.read(length) if length else b""
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        try:
-            reply = self.api.handle(method, self.path.split("?", 1)[0], headers, body,
-                                    f"{self.client_address[0]}:{self.client_address[1]}")
-        except Exception:  # noqa: BLE001 - the store said no: the sender must try again
-            log.exception("HTTP %s %s failed", method, self.path)
-            reply = _json(503, {"error": "not stored; try again"})
-        self.send_response(reply.status)
-        self.send_header("Content-Type", reply.content_type)
-        self.send_header("Content-Length", str(len(reply.body)))
-        for k, v in reply.headers:
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(reply.body)
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        self._do("GET")
-
-    def do_POST(self) -> None:  # noqa: N802
-        self._do("POST")
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-        log.debug("http %s " + format, self.client_address[0], *args)
-
-
-class SubmitServer:
-    def __init__(self, api: SubmitApi, host: str, port: int) -> None:
-        handler = type("Handler", (_Handler,), {"api": api})
-        self.httpd = ThreadingHTTPServer((host, port), handler)
-        self.httpd.daemon_threads = True
-        self._thread: threading.Thread | None = None
-
-    @property
-    def address(self) -> tuple[str, int]:
-        host, port = self.httpd.server_address[:2]
-        return str(host), int(port)
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name="submit-http", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(5)
+    def message(self, req: HttpRequest) -> HttpReply:
+        party = self.authenticate(req)
+        if party is None:
+            return self._unauthorized()
+        m = self.intake.store.get(req.params["id"])
+        mine = m is not None and (pl.belongs_to(self.register, pl._int(m.sender_her), party.her_id)
+                                  or pl.belongs_to(self.register, pl._int(m.receiver_her), party.her_id))
+        if m is None or not mine:
+            return HttpReply.json(404, {"error": "no such message of yours"})
+        tl = self.intake.store.timeline(m.id)
+        return HttpReply.json(200, {
+            "id": m.id, "short_id": m.short_id, "state": m.state.value, "msg_type": m.msg_type,
+            "kith_msg_id": m.kith_msg_id, "apprec_status": m.apprec_status,
+            "last_error": None if m.last_error is None else m.last_error.__dict__,
+            "timeline": [{"at": e.at, "event": e.event, "to": e.to_state, "reason": e.reason} for e in tl],
+        })

@@ -32,6 +32,7 @@ from hub.security.certs import CertificateValidator
 from hub.security.pki import Identity, layout, load_identity, load_intermediates, load_trust_anchors
 from hub.store import Store
 from hub.transport import HttpReply, transmit
+from hub.transport.http import HttpClient
 from hub.transport.smtp import SmtpListener, SmtpSender
 
 if TYPE_CHECKING:
@@ -54,8 +55,8 @@ class Outbound:
     """One asyncio loop thread and the transport clients on it: `send` blocks for a delivery,
     `send_later` is a best-effort signal (recorded before it is sent; stop() waits for it)."""
 
-    def __init__(self, name: str, smtp: SmtpSender | None) -> None:
-        self.smtp = smtp
+    def __init__(self, name: str, smtp: SmtpSender | None, http: HttpClient | None = None) -> None:
+        self.smtp, self.http = smtp, http
         self.loop = asyncio.new_event_loop()
         self._name = name
         self._thread: threading.Thread | None = None
@@ -74,7 +75,7 @@ class Outbound:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def send(self, entity: bytes, endpoint: str, subject: str = "ebXML") -> HttpReply | None:
-        return self.run(transmit(entity, endpoint, smtp=self.smtp, subject=subject), 90)
+        return self.run(transmit(entity, endpoint, smtp=self.smtp, http=self.http, subject=subject), 90)
 
     def send_later(self, entity: bytes, endpoint: str) -> None:
         """Without waiting: a signal that does not get through is sent again when the peer retries."""
@@ -93,7 +94,7 @@ class Outbound:
 
     async def _quietly(self, entity: bytes, endpoint: str) -> None:
         try:
-            await transmit(entity, endpoint, smtp=self.smtp, subject="ebXML signal")
+            await transmit(entity, endpoint, smtp=self.smtp, http=self.http, subject="ebXML signal")
         except Exception as exc:  # noqa: BLE001
             log.warning("signal to %s not sent: %s", endpoint, exc)
 
@@ -106,6 +107,11 @@ class Outbound:
                     self.run(self.smtp.close(), 5)
                 except Exception:  # noqa: BLE001 - stopping anyway
                     log.warning("SMTP sessions not closed cleanly")
+            if self.http is not None:
+                try:
+                    self.run(self.http.aclose(), 5)
+                except Exception:  # noqa: BLE001 - stopping anyway
+                    log.warning("HTTP connections not closed cleanly")
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(5)
             self._thread = None
@@ -144,7 +150,10 @@ class Network:
         # kept sessions: one per worker thread that may be sending at once (signals share them)
         smtp = SmtpSender(*cfg.smtp_relay, mail_from=self.address, pool=max(2, cfg.worker.threads)) \
             if cfg.smtp_relay else None
-        self.outbound = Outbound(f"network-{self.node}", smtp)
+        # outbound https: one pooled client (keep-alive), peers verified against the configured anchors
+        http = HttpClient(verify=cfg.http.client_ssl() if cfg.http is not None else True,
+                          max_connections=max(2, cfg.worker.threads))
+        self.outbound = Outbound(f"network-{self.node}", smtp, http)
         answered = Answered()
         self.delivery = EbmsDelivery(store, self.msh, her_id=cfg.her_id, send=self.outbound.send,
                                      on_ack=on_ack, on_nack=on_nack)
@@ -154,7 +163,7 @@ class Network:
                                    on_signal=self.delivery.on_signal, on_received=on_received, tap=tap)
         self.intake = EbmsIntake(store, node=self.node, answered=answered, on_stored=on_received,
                                  on_signal=self.delivery.on_signal, send_later=self.outbound.send_later,
-                                 peer_endpoint=self.peers.endpoint, handoff=self.unwrapper.handoff)
+                                 peer_endpoint=self.peers.endpoint, handoff=self.unwrapper.handoff, tap=tap)
         self.listener: SmtpListener | None = None
         if cfg.smtp_listen:
             self.listener = SmtpListener(set(cfg.smtp_addresses) or {self.address}, _after_mail,

@@ -12,7 +12,7 @@ import signal
 import socket
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -22,11 +22,12 @@ from hub.config import ConfigError
 from hub.relay import pipeline as pl
 from hub.relay import register as regmod
 from hub.relay.delivery import Deliverer, FolderDeliverer
-from hub.relay.intake import FolderWatcher, Intake, NetworkHandler, SubmitApi, SubmitServer
+from hub.relay.intake import ClientCertificates, FolderWatcher, Intake, NetworkHandler, SubmitApi
 from hub.relay.lifecycle import RetryPolicy
 from hub.relay.network import Network
 from hub.relay.worker import Answerer, Inspector, Tap, Worker, WorkerConfig, local_notifier
 from hub.store import Store, open_store
+from hub.transport.http_server import HttpServer, HttpSettings
 
 log = logging.getLogger("hub.relay")
 
@@ -56,6 +57,7 @@ class RelayConfig:
     pki: Path | None = None
     cpa_dir: Path | None = None
     http_listen: tuple[str, int] | None = None
+    http: HttpSettings | None = None  # [http]: TLS, client certificates, limits (hub.transport.http_server)
     smtp_listen: tuple[str, int] | None = None
     smtp_relay: tuple[str, int] | None = None
     smtp_addresses: list[str] = field(default_factory=list)
@@ -95,7 +97,8 @@ class RelayConfig:
         cfg = cls(
             her_id=s.her_id, store=config.sqlite_url(s.store, base), register=cf.register_paths,
             spool_root=cf.spool_root, pki=cf.pki, cpa_dir=cf.resolve(s.cpa_dir),
-            http_listen=_hostport(s.http.listen), smtp_listen=_hostport(s.smtp.listen),
+            http_listen=_hostport(s.http.listen), http=HttpSettings.from_section(s.http, base),
+            smtp_listen=_hostport(s.smtp.listen),
             smtp_relay=_hostport(s.smtp.relay), smtp_addresses=list(s.smtp.addresses),
             folder_poll=s.folders.poll, identity=s.identity, defer_s=w.defer_s,
             worker=wc, base=base, settings=s,
@@ -215,9 +218,12 @@ class Relay:
 
         self.intake = Intake(self.store, node=cfg.node, on_stored=stored)
         self.watcher = FolderWatcher(self.intake, self.register, cfg.spool_root, poll=cfg.folder_poll)
-        self.http: SubmitServer | None = None
+        self.http: HttpServer | None = None
         if cfg.http_listen:
-            self.http = SubmitServer(SubmitApi(self.intake, self.register, network=network), *cfg.http_listen)
+            # every HTTP route of the relay is declared on this one server: SubmitApi.routes, and beside it
+            settings = replace(cfg.http or HttpSettings(), listen=cfg.http_listen)
+            self.http = HttpServer(settings, identify=ClientCertificates(self.register), name="relay-http")
+            SubmitApi(self.intake, self.register, network=network).routes(self.http)
 
     def _network_received(self, mid: str) -> None:
         if logs.enabled(logging.INFO):  # the intake hands over the id only: read it for the log line

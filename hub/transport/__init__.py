@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from hub.ebxml.msh import Msh, Outcome, Outgoing
-from hub.transport.http import HttpReply, post
+from hub.transport.http import HttpClient, HttpReply, post
 from hub.transport.smtp import SmtpSender, mail_address
 
 
@@ -22,14 +22,17 @@ def utcnow() -> datetime:
 
 
 async def transmit(entity: bytes, endpoint: str, *, smtp: SmtpSender | None, subject: str = "ebXML",
-                   http_ssl: object | None = None) -> HttpReply | None:
-    """The one way a MIME entity leaves: mailto: over SMTP (None back), http(s): POST (the reply back)."""
+                   http_ssl: object | None = None, http: HttpClient | None = None) -> HttpReply | None:
+    """The one way a MIME entity leaves: mailto: over SMTP (None back), http(s): POST (the reply back).
+    `http`: a pooled client (keep-alive, its own TLS anchors); else one POST on a client of its own."""
     if endpoint.lower().startswith("mailto"):
         if smtp is None:
             raise NoChannel(f"no SMTP relay is configured for {endpoint}")
         await smtp.send(entity, mail_address(endpoint), subject=subject)
         return None
     if endpoint.lower().startswith(("http://", "https://")):
+        if http is not None:
+            return await http.post(endpoint, entity)
         return await post(endpoint, entity, ssl_context=http_ssl)  # type: ignore[arg-type]
     raise NoChannel(f"unsupported endpoint {endpoint!r} (mailto:, http(s): only; AMQP is not carried)")
 

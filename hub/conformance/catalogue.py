@@ -180,6 +180,7 @@ class Case:
 # S checks: (check id, title). The Validator's problems are sorted into them by AppRec code / rule.
 S_CHECKS: tuple[tuple[str, str], ...] = (
     ("delivered", "The system produces the message and delivers it to the test endpoint in time"),
+    ("order", "The message is the one ordered: its standard and version, the test patient, the receiver"),
     ("wellformed", "Well-formed XML in a supported encoding (T01)"),
     ("schema", "Valid against the message version's schema, right namespace and version (T02/T10)"),
     ("msgid", "MsgId present and a UUID (E10)"),
@@ -223,6 +224,8 @@ M_BATTERY: tuple[tuple[str, str, Expect, str, str | None], ...] = (
     ("fnr-invalid", "Patient FNR with wrong check digits", Expect("2", ("E31",)), "24", None),
     ("unknown-patient", "Patient not known to the receiving system", Expect("2", ("E35",)), "23", None),
     ("duplicate", "The same message twice: one AppRec, the duplicate is ignored", Expect("1"), "12", None),
+    ("duplicate-rejected", "A rejected message twice: one AppRec (Avvist), the duplicate is ignored",
+     Expect("2", ("T02",)), "41", None),
     ("bad-signature", "A message whose signature does not verify", Expect("2", ("S01",)), "29", "security"),
     ("expired-certificate", "A message signed with an expired certificate", Expect("2", ("S02",)), "30",
      "security"),

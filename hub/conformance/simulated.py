@@ -238,7 +238,7 @@ class SimulatedSystem:
                 decision = Decision("2", [(wrong, simkit.ERROR_TEXTS.get(wrong, wrong))])
             elif d.kind == "silent" and set(codes) & set(d.params.get("codes", [])):
                 decision = Decision(None)
-        if decision.status == "1" and doc is not None and doc.msg_id:
+        if decision.status is not None and doc is not None and doc.msg_id:  # a repeat is a duplicate (#41)
             self._seen_msg_ids.add(doc.msg_id)
         return decision, doc, mt
 

@@ -1,0 +1,262 @@
+"""Grading as an approval does: what an AppRec, or a produced message, must be to pass a case.
+
+Plain functions over bytes, no I/O: the runner hands in what it sent and what came back.
+
+Mottak (the AppRec test sheet, ../shared/reference/testcases): every AppRec the system writes is
+schema-valid (unit sheet #1); its Status and its Error codes are exactly the expected ones, one code
+per error, from code list 8221 (#5-#8, system sheet rows of the case); OriginalMsgId Id, MsgType and
+IssueDate are the original's MsgId, type and GenDate (#2-#4); the addresses are mirrored with all
+their identifiers and names (#5/#6: the original's sender is the AppRec's receiver and the other way
+round; signing personnel need not be mirrored when a service is addressed); a signed AppRec's
+signature verifies.
+
+Sending: the produced message is the one the order asked for (type, patient, receiver), and matches
+the pack's answer key ("Fasit") where the reference material has one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hub.codes import APPREC_ERROR_OID
+from hub.conformance.catalogue import Expect
+from hub.messages.info import MessageInfo, Party, extract_info
+from hub.xmlsafe import XmlInputError, parse_bytes
+
+SCHEMA_CHECKS = ("wellformed", "schema")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One criterion a document does not meet."""
+
+    criterion: str  # where the criterion comes from: apprec-sheet#N, apprec-unit-sheet#N, order, fasit
+    rule: str  # apprec.status, apprec.codes, apprec.original-id, apprec.mirrored, order.patient, ...
+    text: str
+    code: str = "X99"
+
+    def to_dict(self) -> dict:
+        return {"code": self.code, "rule": self.rule, "criterion": self.criterion, "text": self.text}
+
+
+@dataclass
+class Document:
+    """What the runner reads from a plain KITH XML file: no envelope, only the document itself."""
+
+    data: bytes
+    info: MessageInfo | None = None  # None: not readable XML
+    apprec: object | None = None  # hub.messages.apprec.AppRecInfo when the document is an AppRec
+    problem: str | None = None
+
+    @property
+    def is_apprec(self) -> bool:
+        return self.apprec is not None
+
+    @property
+    def msg_id(self) -> str | None:
+        if self.apprec is not None:
+            return getattr(self.apprec, "msg_id", None)
+        return self.info.msg_id if self.info else None
+
+    @property
+    def original_msg_id(self) -> str | None:
+        return getattr(self.apprec, "original_msg_id", None) if self.apprec is not None else None
+
+    @property
+    def sender_her(self) -> int | None:
+        return _her(self.info.sender if self.info else None)
+
+    @property
+    def receiver_her(self) -> int | None:
+        return _her(self.info.receiver if self.info else None)
+
+    @property
+    def type(self) -> str | None:
+        return self.info.type if self.info else None
+
+
+def _her(p: Party | None) -> int | None:
+    her = p.communication_her_id if p else None
+    return int(her) if her and her.isascii() and her.isdigit() else None
+
+
+def read_document(data: bytes) -> Document:
+    """Type, MsgId, sender and receiver (and for an AppRec its OriginalMsgId) read from the document."""
+    from hub.conformance.trust import strip_signature
+    from hub.messages.apprec import NotAnAppRec, parse_apprec
+
+    plain = strip_signature(data)
+    try:
+        info = extract_info(parse_bytes(plain))
+    except (XmlInputError, ValueError) as exc:
+        return Document(data, problem=str(exc))
+    try:
+        apprec = parse_apprec(plain) if info.family and info.family.name == "AppRec" else None
+    except (NotAnAppRec, XmlInputError):
+        apprec = None
+    return Document(data, info, apprec)
+
+
+# --- Mottak: the AppRec ---------------------------------------------------------------------------------
+
+
+@dataclass
+class AppRecGrade:
+    observed: str
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.findings
+
+
+def observed_of(doc: Document) -> str:
+    ar = doc.apprec
+    if ar is None:
+        return "not an AppRec" + (f" ({doc.problem})" if doc.problem else "")
+    codes = [e.code for e in getattr(ar, "errors", [])]
+    return str(getattr(ar, "status", "")) + (" " + "/".join(codes) if codes else "")
+
+
+def grade_apprec(data: bytes, original: bytes, expected: Expect, *, schema_problems: list[dict],
+                 signature_problem: str | None = None, also: tuple[str, ...] = (),
+                 criterion: str = "apprec-sheet") -> AppRecGrade:
+    """Every criterion an AppRec answering `original` must meet. `schema_problems`: the AppRec's
+    well-formedness and schema problems (the caller validates); `signature_problem`: why its signature
+    does not verify, if it is signed and does not; `also`: codes of further errors the original really
+    has (a patient without FNR breaks the schema of a standard that requires it: T02 is right too);
+    `criterion`: the case's own source, which the status and codes are judged by."""
+    doc = read_document(data)
+    out = AppRecGrade(observed_of(doc))
+    f = out.findings
+    for p in schema_problems:
+        f.append(Finding("apprec-unit-sheet#1", "apprec.valid", f"{p.get('code')} {p.get('text', '')}"[:300],
+                         "T02" if p.get("code") != "T01" else "T01"))
+    if signature_problem:
+        f.append(Finding("apprec-sheet#29", "apprec.signature", signature_problem, "S01"))
+    ar = doc.apprec
+    if ar is None:
+        if not schema_problems:
+            f.append(Finding("apprec-unit-sheet#1", "apprec.valid", out.observed))
+        return out
+    wrong = _answer(ar, expected, also)
+    if wrong:
+        f.append(Finding(criterion, "apprec.answer",
+                         f"expected {expected.describe()}, got {out.observed}: {wrong}"))
+    f += _code_system(list(getattr(ar, "errors", [])))
+    orig = read_document(original)
+    if orig.info is not None and orig.info.msg_id is not None:
+        f += _original_id(ar, orig.info)
+        # MIRROR-PENDING f += _mirrored(ar, orig.info)
+    return out
+
+
+def _answer(ar: object, expected: Expect, also: tuple[str, ...]) -> str | None:
+    """The status, and exactly the expected errors, each coded once: the case's code (or one of its
+    alternatives; several where the message has several of those defects), none missing, none extra.
+    An OK expects no error at all. None when right, else what is wrong."""
+    status = str(getattr(ar, "status", ""))
+    wrong = [] if status == expected.status else [f"Status {status!r}"]
+    codes = [str(getattr(e, "code", "")) for e in getattr(ar, "errors", [])]
+    extra = [c for c in codes if c not in expected.codes and c not in also]
+    repeated = sorted({c for c in codes if codes.count(c) > 1})
+    if extra:
+        wrong.append(f"error code(s) not expected: {'/'.join(extra)}")
+    if repeated:
+        wrong.append(f"the same error coded more than once: {'/'.join(repeated)}")
+    if expected.codes and not set(codes) & set(expected.codes):
+        wrong.append(f"expected error code missing: {'/'.join(expected.codes)}")
+    return "; ".join(wrong) or None
+
+
+def _code_system(errors: list) -> list[Finding]:
+    out = []
+    bad_oid = sorted({str(getattr(e, "system", None)) for e in errors
+                      if getattr(e, "system", None) != APPREC_ERROR_OID})
+    if bad_oid:
+        out.append(Finding("apprec-unit-sheet#8", "apprec.code-system",
+                           f"error codes not from code list 8221 ({APPREC_ERROR_OID}):"
+                           f" S={', '.join(bad_oid)}"))
+    return out
+
+
+def _original_id(ar: object, orig: MessageInfo) -> list[Finding]:
+    out = []
+    have = getattr(ar, "original_msg_id", None)
+    if have != orig.msg_id:
+        out.append(Finding("apprec-sheet#2", "apprec.original-id",
+                           f"OriginalMsgId/Id {have!r}, the original's MsgId is {orig.msg_id!r}"))
+    have = getattr(ar, "original_msg_type", None)
+    if orig.type and have != orig.type:
+        out.append(Finding("apprec-sheet#3", "apprec.msgtype",
+                           f"OriginalMsgId/MsgType {have!r}, the original's type is {orig.type!r}"))
+    have = str(getattr(ar, "original_issue_date", "") or "")
+    want = str(orig.gen_date or "")
+    if want and _instant(have) != _instant(want):
+        out.append(Finding("apprec-sheet#4", "apprec.issue-date",
+                           f"OriginalMsgId/IssueDate {have!r}, the original's GenDate is {want!r}"))
+    return out
+
+
+def _instant(text: str) -> str:
+    """A dateTime to the second (fractions and a trailing Z do not make another instant here)."""
+    return text.strip().rstrip("Z")[:19]
+
+
+# What must be mirrored, level by level: (field, what it is). Names and identifiers of the
+# organisation and the service; the person only where no service is addressed (sheet #6).
+_MIRRORED = (("her_id", "organisation HER-id"), ("org_no", "organisation number"),
+             ("name", "organisation name"),
+             ("dept_her_id", "service HER-id"), ("dept_name", "service name"))
+_PERSON = (("person_her_id", "person HER-id"), ("person_name", "person name"))
+
+
+def _mirror(want: Party | None, have: Party | None, role: str) -> list[str]:
+    if want is None:
+        return []
+    if have is None:
+        return [f"{role} missing"]
+    fields = _MIRRORED + (_PERSON if not want.dept_her_id else ())
+    return [f"{role} {label} {getattr(have, name)!r}, the original has {getattr(want, name)!r}"
+            for name, label in fields
+            if getattr(want, name) and _norm(getattr(have, name)) != _norm(getattr(want, name))]
+
+
+def _norm(v: str | None) -> str:
+    return " ".join((v or "").split())
+
+
+def _mirrored(ar: object, orig: MessageInfo) -> list[Finding]:
+    wrong = (_mirror(orig.sender, getattr(ar, "receiver", None), "Receiver")
+             + _mirror(orig.receiver, getattr(ar, "sender", None), "Sender"))
+    return [Finding("apprec-sheet#5", "apprec.mirrored", "; ".join(wrong))] if wrong else []
+
+
+# --- Sending: the produced message against the order ------------------------------------------------------
+
+
+def grade_order(data: bytes, *, family: tuple[str, str], fnr: str | None, receiver_her: int) -> list[Finding]:
+    """Is the produced message the one ordered: its standard and version, about the test patient, to
+    the receiver? (`family`: hub.messages.families name and version of the ordered message.)"""
+    doc = read_document(data)
+    if doc.info is None:
+        return [Finding("order", "order.readable", f"not readable: {doc.problem}", "T01")]
+    out = []
+    have = (doc.info.family_name, doc.info.version)
+    if have != family:
+        out.append(Finding("order", "order.type",
+                           f"{have[0] or 'unknown'} {have[1] or ''}, the order asked for"
+                           f" {family[0]} {family[1]}",
+                           "T10"))
+    ids = {i for _t, i in doc.info.patient_ids}
+    if fnr and fnr not in ids:
+        out.append(Finding("order", "order.patient",
+                           f"patient {', '.join(sorted(ids)) or 'without id'}, the order's patient is {fnr}",
+                           "E31"))
+    party = doc.info.receiver
+    hers = {h for h in ((party.her_id, party.dept_her_id, party.person_her_id) if party else ()) if h}
+    if str(receiver_her) not in hers:
+        out.append(Finding("order", "order.receiver",
+                           f"receiver HER-id(s) {', '.join(sorted(hers)) or 'none'}, the order's receiver is "
+                           f"{receiver_her}", "E21"))
+    return out

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from hub.cli.common import console, fail, print_json, print_table
+from hub.cli.common import console, err_console, fail, print_json, print_table
 from hub.config import home
 
 conformance_app = typer.Typer(help="Vendor conformance: test catalogue, runs, campaigns, approval matrix.")
@@ -55,58 +55,143 @@ def cases(message: str = typer.Option(..., "--message", "-m", help="e.g. Epikris
                  for c in cases_for(mt, direction.upper(), official=official)])
 
 
+VENDOR_TIMEOUT = 300.0  # a person makes the system send: minutes, not seconds
+SIMULATED_TIMEOUT = 5.0
+
+
 @conformance_app.command("run")
-def run(system: str = typer.Option(..., "--system", "-s"),
+def run(system: str = typer.Option(None, "--system", "-s", help="A bundled (simulated) system."),
+        profile_file: Path = typer.Option(None, "--profile", "-p", dir_okay=False,
+                                          help="A vendor's profile (TOML like fixtures/vendors/systems/*)."),
+        endpoint: str = typer.Option(None, "--endpoint", "-e",
+                                     help="folder:DIR (plain KITH XML in DIR/in and DIR/out); overrides the"
+                                          " profile's"),
         message: list[str] = typer.Option(None, "--message", "-m", help="e.g. Epikrise:1.0 (repeatable)"),
         direction: str = typer.Option(None, "--direction", "-d", help="S or M (default both)"),
         month: str = typer.Option(None, help="MM.YY the run counts for (default this month)"),
         official: bool = typer.Option(False, "--official", help="Include the official test packs."),
-        simulate: bool = typer.Option(True, "--simulate/--no-simulate",
-                                      help="Start the simulated system (off: a real vendor on the folder)."),
-        timeout: float = typer.Option(5.0, help="Seconds to wait for each answer."),
+        simulate: bool = typer.Option(None, "--simulate/--no-simulate",
+                                      help="Start the simulated system (default: yes for --system, no for"
+                                           " --profile: the vendor's own system answers)."),
+        timeout: float = typer.Option(None, help=f"Seconds to wait for each answer (default"
+                                                 f" {SIMULATED_TIMEOUT:g} simulated, {VENDOR_TIMEOUT:g} for a"
+                                                 f" vendor's own system: a person may be in the loop)."),
         transport: str = typer.Option(None, "--transport", "-t",
                                       help="folder | http | smtp (ebXML on 127.0.0.1); default: profile's"),
+        as_json: bool = typer.Option(False, "--json", help="Print the verdicts as JSON on stdout."),
         db: Path = DbOpt) -> None:
-    """Run the catalogue against one system's claimed cells; store the evidence."""
+    """Run the catalogue against one system's claimed cells; store the evidence.
+
+    Exit 0 when every counted case passed, 1 when any failed, 2 for usage errors."""
     from rich.progress import Progress
 
     from hub.conformance.campaign import Session, run_session_group
     from hub.conformance.catalogue import message_type
-    from hub.conformance.profiles import Claim, ProfileError, find_profile
+    from hub.conformance.profiles import Claim, ProfileError, find_profile, load_profile
     from hub.conformance.runner import Runner
 
+    if (system is None) == (profile_file is None):
+        fail("name the system under test: --system NAME or --profile FILE (one of them)")
     try:
-        profile = find_profile(system)
+        profile = load_profile(profile_file) if profile_file else find_profile(system)
         keys = [message_type(m).key for m in message] if message else None
-    except (ProfileError, KeyError) as exc:
+    except (ProfileError, KeyError, OSError, ValueError) as exc:
         fail(str(exc))
         raise
+    if direction and direction.upper() not in ("S", "M"):
+        fail(f"direction {direction!r} is not S or M")
+    if simulate is None:
+        simulate = profile_file is None
     dirs = [direction.upper()] if direction else ["S", "M"]
     cells = [c for c in profile.claims if c.direction in dirs and (keys is None or c.message in keys)]
     if keys and not cells:  # an explicit request runs even cells the profile does not claim
         cells = [Claim(k, d) for k in keys for d in dirs]
     if not cells:
         fail(f"{profile.name} claims none of the requested cells")
+    timeout = timeout if timeout is not None else (SIMULATED_TIMEOUT if simulate else VENDOR_TIMEOUT)
     evidence = _evidence(db)
-    with Progress(console=console, transient=True) as bar:
+    out = err_console if as_json else console
+    with Progress(console=out, transient=True) as bar:
         task = bar.add_task(profile.name, total=None)
         runner = Runner(evidence, month=month, timeout=timeout, official=official,
+                        quiet=0.15 if simulate else min(timeout, 30.0),
                         progress=lambda label: bar.update(task, advance=1, description=label))
         sessions = [Session(runner.month, profile.name, c.message, c.direction) for c in cells]
         try:
-            results = run_session_group(runner, profile, sessions, _work(), simulate=simulate,
-                                        transport=transport)
+            if simulate:
+                results = run_session_group(runner, profile, sessions, _work(), simulate=True,
+                                            transport=transport or _transport_of(endpoint))
+            else:
+                exchange = _vendor_exchange(profile, endpoint, bar, task, out)
+                out.print(f"Testing {profile.name} {profile.version} (HER-id {profile.her_id}):"
+                          f" messages for the system in {exchange.root / 'in'}, everything it sends into"
+                          f" {exchange.root / 'out'}; {timeout:g} s per answer.")
+                results = [runner.run_cell(profile, exchange, message_type(s.message), s.direction)
+                           for s in sessions]
         except ValueError as exc:
             fail(str(exc))
             raise
+    _report(profile.name, results, as_json)
+    if any(r.verdict != "pass" for r in results):
+        raise typer.Exit(1)
+
+
+def _transport_of(endpoint: str | None) -> str | None:
+    if endpoint is None:
+        return None
+    from hub.conformance.runner import parse_endpoint
+
+    return parse_endpoint(endpoint)[0]
+
+
+def _vendor_exchange(profile, endpoint: str | None, bar, task, out):  # noqa: ANN001, ANN202 - rich/lazy types
+    """The vendor's own system's folder (plain KITH XML), and how a person is told what to do."""
+    from hub.conformance.exchange import PlainFolderExchange
+    from hub.conformance.runner import parse_endpoint
+
+    kind, where = (parse_endpoint(endpoint) if endpoint
+                   else (profile.endpoint.transport, profile.endpoint.address))
+    if kind != "folder":
+        fail(f"endpoint {endpoint or kind!r}: a vendor's own system is reached through a folder (folder:DIR);"
+             " ebXML endpoints of a vendor system are not supported yet")
+    root = Path(where) if where else _work() / profile.slug
+
+    def announce(order: dict, path: Path) -> None:
+        p = order["patient"]
+        out.print(f"[bold]{order['case']}[/]: make {profile.name} send [bold]{order['message']}"
+                  f" {order['version']}[/]\n"
+                  f"    patient   {p['fnr']} {p['name']}\n"
+                  f"    to        HER-id {order['receiver_her']} ({order.get('receiver_name', '')})\n"
+                  f"    from      HER-id {order['sender_her']} ({profile.name})\n"
+                  f"    send to   {order['send_to']} (a .xml file)\n"
+                  f"    order     {path}")
+
+    def countdown(left: float) -> None:
+        bar.update(task, description=f"waiting for the system: {int(left) // 60}:{int(left) % 60:02d} left")
+
+    return PlainFolderExchange(root, announce=announce, countdown=countdown)
+
+
+def _report(system: str, results: list, as_json: bool) -> None:  # noqa: ANN001
+    if as_json:
+        print_json({"system": system, "cells": [
+            {"message": r.message.rpartition(":")[0], "version": r.message.rpartition(":")[2],
+             "direction": r.direction, "verdict": r.verdict, "run_id": r.run_id,
+             "cases": [{"id": c.case_id, "verdict": c.verdict, "expected": c.expected,
+                       "observed": c.observed, "criterion": c.source, "findings": c.errors}
+                      for c in r.cases]}
+            for r in results]})
+        return
     for r in results:
         colour = "green" if r.verdict == "pass" else "red"
         console.print(f"[{colour}]{r.verdict.upper()}[/] {r.system} {r.message} {r.direction}"
                       f" (run {r.run_id})")
         for c in r.failed:
             console.print(f"    {c.case_id}: expected {c.expected or '-'}, got {c.observed or '-'}")
-    if any(r.verdict != "pass" for r in results):
-        raise typer.Exit(1)
+        manual = [c.case_id for c in r.cases if c.verdict == "manual"]
+        if manual:
+            console.print(f"    to confirm by the tester: {', '.join(manual)}"
+                          f" (hub conformance confirm {r.run_id} CASE pass|fail)")
 
 
 @conformance_app.command("campaign")

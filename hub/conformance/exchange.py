@@ -177,7 +177,8 @@ class FolderExchange:
 
 
 IN, OUT, TAKEN = "in", "out", "taken"
-ORDER_FIELDS = ("case", "message", "version", "sender_her", "receiver_her", "receiver_name", "patient")
+ORDER_FIELDS = ("case", "message", "version", "sender_her", "receiver_her", "receiver_org_her",
+                "receiver_name", "patient")
 Announce = Callable[[dict, Path], None]  # an order and the file it was written to
 Countdown = Callable[[float], None]  # seconds left of the current wait
 

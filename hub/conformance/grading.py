@@ -147,7 +147,7 @@ def grade_apprec(data: bytes, original: bytes, expected: Expect, *, schema_probl
     orig = read_document(original)
     if orig.info is not None and orig.info.msg_id is not None:
         f += _original_id(ar, orig.info)
-        # MIRROR-PENDING f += _mirrored(ar, orig.info)
+        f += _mirrored(ar, orig.info)
     return out
 
 
@@ -203,23 +203,26 @@ def _instant(text: str) -> str:
     return text.strip().rstrip("Z")[:19]
 
 
-# What must be mirrored, level by level: (field, what it is). Names and identifiers of the
-# organisation and the service; the person only where no service is addressed (sheet #6).
-_MIRRORED = (("her_id", "organisation HER-id"), ("org_no", "organisation number"),
-             ("name", "organisation name"),
-             ("dept_her_id", "service HER-id"), ("dept_name", "service name"))
-_PERSON = (("person_her_id", "person HER-id"), ("person_name", "person name"))
-
-
 def _mirror(want: Party | None, have: Party | None, role: str) -> list[str]:
+    """Every level of the original's party, its name and every identifier (type and id), in the
+    AppRec's; the person only where no service is addressed (sheet #6)."""
     if want is None:
         return []
     if have is None:
         return [f"{role} missing"]
-    fields = _MIRRORED + (_PERSON if not want.dept_her_id else ())
-    return [f"{role} {label} {getattr(have, name)!r}, the original has {getattr(want, name)!r}"
-            for name, label in fields
-            if getattr(want, name) and _norm(getattr(have, name)) != _norm(getattr(want, name))]
+    got = {level: (name, ids) for level, name, ids in have.levels()}
+    out = []
+    for level, name, ids in want.levels():
+        if level == "person" and want.dept_her_id:
+            continue
+        h_name, h_ids = got.get(level, (None, ()))
+        if name and _norm(h_name) != _norm(name):
+            out.append(f"{role} {level} name {h_name!r}, the original has {name!r}")
+        missing = [f"{t} {v}" for t, v in ids if (t, v) not in set(h_ids)]
+        if missing:
+            has = ", ".join(f"{t} {v}" for t, v in h_ids) or "nothing"
+            out.append(f"{role} {level} lacks {', '.join(missing)} (has {has})")
+    return out
 
 
 def _norm(v: str | None) -> str:

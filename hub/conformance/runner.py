@@ -117,6 +117,19 @@ def message_fingerprint(mt: MessageType) -> str:
     return h.hexdigest()[:12]
 
 
+def parse_endpoint(text: str) -> tuple[str, str | None]:
+    """`folder:DIR` -> ("folder", DIR); `http(s)://...` -> ("http", url); `mailto:x` -> ("smtp", x)."""
+    if text.startswith("folder:") and text[len("folder:"):].strip():
+        return "folder", text[len("folder:"):].strip()
+    if text.startswith(("http://", "https://")):
+        return "http", text
+    if text.startswith("mailto:"):
+        return "smtp", text[len("mailto:"):]
+    if text in ("folder", "http", "smtp"):
+        return text, None
+    raise ValueError(f"endpoint {text!r} is not folder:DIR, http(s)://... or mailto:...")
+
+
 def this_month() -> str:
     d = date.today()
     return f"{d.month:02d}.{d.year % 100:02d}"
@@ -156,7 +169,8 @@ class Runner:
         self.progress = progress or (lambda _label: None)
         # A Validator remembers MsgIds (msgid.unique): one per runner, i.e. per session.
         self.validator = validator or Validator()
-        self.parts = available_parts()
+        self.available = available_parts()
+        self.parts = self.available  # of the cell being run (see run_cell)
         self._pki = pki
         self.ruleset = ruleset_fingerprint()
         self._rng = random.Random(seed)
@@ -179,6 +193,9 @@ class Runner:
 
     def run_cell(self, profile: Profile, exchange: ex.Exchange, mt: MessageType,
                  direction: str) -> CellResult:
+        # A system whose profile names no signing certificate neither signs nor checks signatures: its
+        # messages are sent unsigned and its security cases are skipped (said so in the evidence).
+        self.parts = self.available - ({"security"} if not profile.certificate else set())
         run_id = self.evidence.start_run(
             system=profile.name, system_version=profile.version, category=profile.category,
             message=mt.key, direction=direction, month=self.month, transport=exchange.transport,
@@ -209,6 +226,7 @@ class Runner:
         p = self.patient
         return {"case": f"S.{slugify(mt.name)}-{mt.version}", "message": mt.name, "version": mt.version,
                 "sender_her": profile.her_id, "receiver_her": TEST_CENTRE_SERVICE.her_id,
+                "receiver_org_her": TEST_CENTRE.her_id,
                 "receiver_name": f"{TEST_CENTRE.name} / {TEST_CENTRE_SERVICE.name}",
                 "patient": {"fnr": p.ident, "name": f"{p.given_name} {p.family_name}"},
                 # for the simulated systems: the catalogue key, the whole test person, the seed
@@ -541,6 +559,9 @@ class Runner:
             return True  # the folder has no ebXML envelope to judge
         return bool(c.requires and c.requires not in self.parts)
 
-    @staticmethod
-    def _needs(c: Case) -> str:
-        return "needs an ebXML transport (http/smtp)" if c.requires == "ebxml" else f"needs hub.{c.requires}"
+    def _needs(self, c: Case) -> str:
+        if c.requires == "ebxml":
+            return "needs an ebXML transport (http/smtp)"
+        if c.requires == "security" and "security" in self.available:
+            return "the profile names no signing certificate"
+        return f"needs hub.{c.requires}"

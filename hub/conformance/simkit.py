@@ -124,6 +124,15 @@ def family_of(namespace: str, mig: str | None) -> Family | None:
 
 
 @dataclass
+class Level:
+    """One level of a party exactly as written: what an AppRec must mirror (sheet #5)."""
+
+    kind: str  # org | dept | person
+    name: str
+    ids: list[tuple[str, str]] = field(default_factory=list)  # (id, type) in document order
+
+
+@dataclass
 class Party:
     """One side of a message as written in it: the organisation (level 1) and what is below it."""
 
@@ -132,6 +141,7 @@ class Party:
     sub_name: str = ""
     sub_her: str = ""  # level-2 HER-id (department, service or person)
     other_ids: list[tuple[str, str]] = field(default_factory=list)  # (id, type) that are not HER-ids
+    levels: list[Level] = field(default_factory=list)  # every level with all its identifiers
 
     @property
     def her_ids(self) -> list[str]:
@@ -174,6 +184,16 @@ def _msghead_party(el: etree._Element | None) -> Party | None:
         _ident(p, _text(_child(ident, "Id")), _child(ident, "TypeId"), top=True)
     below = _child(org, "Organisation")
     person = _child(org, "HealthcareProfessional")
+    p.levels.append(Level("org", p.name, _idents(org)))
+    if below is not None:
+        p.levels.append(Level("dept", _text(_child(below, "OrganisationName")), _idents(below)))
+    someone = person if person is not None else (_child(below, "HealthcareProfessional")
+                                                 if below is not None else None)
+    if someone is not None:
+        p.levels.append(Level("person", " ".join(x for x in (_text(_child(someone, "GivenName")),
+                                                             _text(_child(someone, "MiddleName")),
+                                                             _text(_child(someone, "FamilyName"))) if x),
+                              _idents(someone)))
     if below is not None:
         p.sub_name = _text(_child(below, "OrganisationName"))
         for ident in below.findall("{*}Ident"):
@@ -184,6 +204,29 @@ def _msghead_party(el: etree._Element | None) -> Party | None:
         for ident in person.findall("{*}Ident"):
             _ident(p, _text(_child(ident, "Id")), _child(ident, "TypeId"), top=False)
     return p
+
+
+def _idents(el: etree._Element) -> list[tuple[str, str]]:
+    """MsgHead Ident (Id, TypeId) of one level."""
+    out = []
+    for ident in el.findall("{*}Ident"):
+        t = _child(ident, "TypeId")
+        if _text(_child(ident, "Id")):
+            out.append((_text(_child(ident, "Id")), t.get("V", "") if t is not None else ""))
+    return out
+
+
+def _inst_ids(el: etree._Element) -> list[tuple[str, str]]:
+    """Id/TypeId and AdditionalId (Id, Type) of an old-standard Inst, Dept or HCPerson."""
+    out = []
+    t = _child(el, "TypeId")
+    if _text(_child(el, "Id")):
+        out.append((_text(_child(el, "Id")), t.get("V", "") if t is not None else ""))
+    for add in el.findall("{*}AdditionalId"):
+        kind = _child(add, "Type")
+        if _text(_child(add, "Id")):
+            out.append((_text(_child(add, "Id")), kind.get("V", "") if kind is not None else ""))
+    return out
 
 
 def _ident(p: Party, value: str, type_el: etree._Element | None, *, top: bool) -> None:
@@ -210,6 +253,9 @@ def _inst_party(inst: etree._Element | None) -> Party | None:
     for below in [*inst.findall("{*}Dept"), *inst.findall("{*}HCPerson")]:
         p.sub_name = p.sub_name or _text(_child(below, "Name"))
         _ident(p, _text(_child(below, "Id")), _child(below, "TypeId"), top=False)
+    p.levels.append(Level("org", p.name, _inst_ids(inst)))
+    p.levels += [Level("dept", _text(_child(d, "Name")), _inst_ids(d)) for d in inst.findall("{*}Dept")]
+    p.levels += [Level("person", _text(_child(h, "Name")), _inst_ids(h)) for h in inst.findall("{*}HCPerson")]
     return p
 
 
@@ -347,8 +393,38 @@ def _sub(parent: etree._Element, tag: str, text: str | None = None, **attrs: str
     return el
 
 
+def _level_xml(el: etree._Element, lv: Level) -> None:
+    """Name, the first identifier as Id/TypeId (a HER-id first), the others as AdditionalId."""
+    if lv.name:
+        _sub(el, "Name", lv.name)
+    ids = sorted(lv.ids, key=lambda x: x[1] != "HER")
+    if ids:
+        _sub(el, "Id", ids[0][0])
+        _sub(el, "TypeId", V=ids[0][1] or "UKJENT")
+    for value, kind in ids[1:]:
+        add = _sub(el, "AdditionalId")
+        _sub(add, "Id", value)
+        _sub(add, "Type", V=kind or "UKJENT")
+
+
 def _party_xml(parent: etree._Element, tag: str, p: Party) -> None:
     inst = _sub(_sub(_sub(parent, tag), "HCP"), "Inst")
+    if p.levels:  # mirrored as written: every level, every identifier; the signer not beside a service
+        org = p.levels[0]
+        depts = [lv for lv in p.levels if lv.kind == "dept"]
+        people = [] if any(t == "HER" for d in depts for _v, t in d.ids) else \
+            [lv for lv in p.levels if lv.kind == "person"]
+        org_ids = sorted(org.ids, key=lambda x: x[1] != "HER")
+        _level_xml(inst, Level("org", org.name, org_ids[:1]))
+        for d in depts:
+            _level_xml(_sub(inst, "Dept"), d)
+        for value, kind in org_ids[1:]:
+            add = _sub(inst, "AdditionalId")
+            _sub(add, "Id", value)
+            _sub(add, "Type", V=kind or "UKJENT")
+        for h in people:
+            _level_xml(_sub(inst, "HCPerson"), h)
+        return
     if p.name:
         _sub(inst, "Name", p.name)
     if p.her:

@@ -146,7 +146,7 @@ def _transport_of(endpoint: str | None) -> str | None:
 
 def _vendor_exchange(profile, endpoint: str | None, bar, task, out):  # noqa: ANN001, ANN202 - rich/lazy types
     """The vendor's own system's folder (plain KITH XML), and how a person is told what to do."""
-    from hub.conformance.exchange import PlainFolderExchange
+    from hub.conformance.plain_folder import PlainFolderExchange
     from hub.conformance.runner import parse_endpoint
 
     kind, where = (parse_endpoint(endpoint) if endpoint

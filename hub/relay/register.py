@@ -112,7 +112,8 @@ class Register:
         if not chain:
             return None
         party = chain[0]
-        inherited = ("kind", "org_no", "endpoint", "cpa_id", "sign_cert", "enc_cert", "accepts", "local")
+        inherited = ("kind", "org_no", "endpoint", "cpa_id", "sign_cert", "enc_cert", "accepts", "local",
+                     "compress", "allow_sha1")
         changes = {}
         for name in inherited:
             value = getattr(party, name)

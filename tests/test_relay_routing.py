@@ -134,6 +134,12 @@ def test_by_org_finds_the_department_by_its_id_and_the_organisation_without_one(
     assert register.by_org(ELVEBAKKEN_ENH, [("LAV", "4711"), ("LAV", "4712")]) is None
 
 
+def test_an_operator_finds_a_party_by_its_department_id(register: Register) -> None:
+    assert [p.her_id for p in register.find("LAV:4712")] == [86003]
+    assert [p.her_id for p in register.find("4201234")] == [86003]
+    assert [p.her_id for p in register.find(ELVEBAKKEN_ENH)] == [86001]
+
+
 def test_register_file_errors_name_the_party(tmp_path: Path) -> None:
     p = tmp_path / "r.toml"
     p.write_text('[[party]]\nher_id = 1\nname = "x"\norgnr = "12345"\n', encoding="utf-8")

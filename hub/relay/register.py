@@ -159,9 +159,11 @@ class Register:
         return chain[-1] if chain else None
 
     def find(self, text: str) -> list[Party]:
-        """Parties whose HER-id, name or organisation number matches `text` (case-insensitive)."""
+        """Parties whose HER-id, name, organisation number or department id (`4711`, `LAV:4711`)
+        matches `text` (case-insensitive)."""
         t = text.strip().lower()
-        return [p for p in self if t in p.name.lower() or t == str(p.her_id) or (p.org_no and t == p.org_no)]
+        return [p for p in self if t in p.name.lower() or t == str(p.her_id) or (p.org_no and t == p.org_no)
+                or any(t in (v.lower(), f"{k}:{v}".lower()) for k, v in p.ids)]
 
     def by_token(self, token: str) -> Party | None:
         for p in self:

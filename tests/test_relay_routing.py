@@ -11,6 +11,7 @@ no HER-id: the GP office by organisation number, its department by a LAV id, the
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -138,6 +139,15 @@ def test_an_operator_finds_a_party_by_its_department_id(register: Register) -> N
     assert [p.her_id for p in register.find("LAV:4712")] == [86003]
     assert [p.her_id for p in register.find("4201234")] == [86003]
     assert [p.her_id for p in register.find(ELVEBAKKEN_ENH)] == [86001]
+
+
+def test_the_documented_register_example_routes_as_documented(tmp_path: Path) -> None:
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "relay.md").read_text(encoding="utf-8")
+    (block,) = re.findall(r"```toml register\n(.*?)```", doc, re.S)
+    (tmp_path / "register.toml").write_text(block, encoding="utf-8")
+    reg = load_toml(tmp_path / "register.toml")
+    assert reg.by_org("974703300", [("LAV", "4711")]).her_id == 86002  # type: ignore[union-attr]
+    assert reg.resolve(86002).org_no == "974703300"
 
 
 def test_register_file_errors_name_the_party(tmp_path: Path) -> None:

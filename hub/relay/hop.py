@@ -17,10 +17,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from hub import config
 from hub.config import Config
 from hub.relay.lifecycle import RetryPolicy
 from hub.relay.route import CertSummary, Resolution, cert_summary
-from hub.relay.server import retry_policies
 
 PROBE_TIMEOUT_S = 5.0
 
@@ -88,6 +88,17 @@ def tcp_probe(host: str, port: int, timeout: float = PROBE_TIMEOUT_S) -> str | N
             return None
     except OSError as exc:
         return f"{host}:{port} not reachable: {exc.strerror or exc}"
+
+
+def retry_policies(w: config.WorkerSection) -> tuple[RetryPolicy, RetryPolicy | None]:
+    """The folder ladder, and the network one (None: the CPA's, else HIS 1037's) from [worker]."""
+    local = RetryPolicy(w.local_retries, timedelta(seconds=max(1.0, w.local_retry_interval_s)))
+    if w.network_retries is None and w.network_retry_interval_s is None:
+        return local, None
+    d = RetryPolicy()
+    return local, RetryPolicy(d.retries if w.network_retries is None else w.network_retries,
+                              timedelta(seconds=w.network_retry_interval_s) if w.network_retry_interval_s
+                              else d.interval)
 
 
 Probe = Callable[[str, int], str | None]

@@ -19,11 +19,12 @@ from typing import Any
 
 from hub import config, logs
 from hub.config import ConfigError
+from hub.metrics import RelayMetrics
 from hub.relay import pipeline as pl
 from hub.relay import register as regmod
 from hub.relay.delivery import Deliverer, FolderDeliverer
+from hub.relay.hop import retry_policies
 from hub.relay.intake import ClientCertificates, FolderWatcher, Intake, NetworkHandler, SubmitApi
-from hub.relay.lifecycle import RetryPolicy
 from hub.relay.network import Network
 from hub.relay.worker import Answerer, Inspector, Tap, Worker, WorkerConfig, local_notifier
 from hub.store import Store, open_store
@@ -34,17 +35,6 @@ log = logging.getLogger("hub.relay")
 
 def _hostport(text: str | None) -> tuple[str, int] | None:
     return config.host_port(text) if text else None
-
-
-def retry_policies(w: config.WorkerSection) -> tuple[RetryPolicy, RetryPolicy | None]:
-    """The folder ladder, and the network one (None: the CPA's, else HIS 1037's) from [worker]."""
-    local = RetryPolicy(w.local_retries, timedelta(seconds=max(1.0, w.local_retry_interval_s)))
-    if w.network_retries is None and w.network_retry_interval_s is None:
-        return local, None
-    d = RetryPolicy()
-    return local, RetryPolicy(d.retries if w.network_retries is None else w.network_retries,
-                              timedelta(seconds=w.network_retry_interval_s) if w.network_retry_interval_s
-                              else d.interval)
 
 
 @dataclass
@@ -217,6 +207,7 @@ class Relay:
             self.worker.notify_received(mid, m, data)
 
         self.intake = Intake(self.store, node=cfg.node, on_stored=stored)
+        self.metrics = RelayMetrics(self)  # GET /metrics; hub.metrics.health(relay) answers GET /health
         self.watcher = FolderWatcher(self.intake, self.register, cfg.spool_root, poll=cfg.folder_poll)
         self.http: HttpServer | None = None
         if cfg.http_listen:

@@ -144,6 +144,7 @@ class Worker:
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._thread: threading.Thread | None = None
+        self.heartbeat = 0.0  # time.monotonic() of the dispatcher's last round (/health: is it alive)
         self._timers: list[threading.Timer] = []  # deferred messages' next admit
 
     # --- the loop ----------------------------------------------------------------------------------
@@ -162,6 +163,13 @@ class Worker:
         self._pool = ThreadPoolExecutor(self.cfg.threads, thread_name_prefix=f"relay-{self.cfg.node}")
         self._thread = threading.Thread(target=self._run, name=f"dispatch-{self.cfg.node}", daemon=True)
         self._thread.start()
+
+    def alive(self, within: float) -> bool:
+        """The dispatcher thread runs and has gone round within `within` seconds."""
+        import time
+
+        return self._thread is not None and self._thread.is_alive() and \
+            time.monotonic() - self.heartbeat <= within
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop claiming; let in-flight work finish (what does not finish is recovered by its lease)."""
@@ -214,6 +222,7 @@ class Worker:
         import time
 
         while not self._stop.is_set():
+            self.heartbeat = time.monotonic()
             self._wake.clear()
             busy = False
             while self._free() > 0:

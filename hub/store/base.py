@@ -384,6 +384,25 @@ class Store(ABC):
     statements: int = 0
 
     # backend ---------------------------------------------------------------------------------------
+    def observe_commits(self, fn: Callable[[float], None]) -> None:
+        """Call `fn` with the seconds each commit takes (transaction and fsync; hub.metrics)."""
+        self.__dict__.setdefault("_commit_observers", []).append(fn)
+
+    def _committed(self, seconds: float) -> None:
+        for fn in self.__dict__.get("_commit_observers", ()):
+            try:
+                fn(seconds)
+            except Exception:  # noqa: BLE001 - an observer never fails a commit
+                pass
+
+    def oldest(self, states: Iterable[str]) -> datetime | None:
+        """When the oldest message in one of `states` was created (None: there is none)."""
+        states = list(states)
+        row = self._read(lambda tx: tx.one(
+            f"SELECT created_at FROM messages WHERE state IN ({', '.join('?' * len(states))}) "
+            "ORDER BY created_at LIMIT 1", states))
+        return None if row is None else row["created_at"]
+
     @abstractmethod
     def _write(self, fn: Callable[[Tx], T]) -> T:
         """Run `fn` in a write transaction; return once that transaction has committed."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -94,8 +95,11 @@ class PostgresStore(Store):
         for attempt in range(self._retries + 1):
             conn = self._conn()
             try:
+                began = time.perf_counter()
                 with conn.transaction():
-                    return fn(_Tx(conn, self))
+                    out = fn(_Tx(conn, self))
+                self._committed(time.perf_counter() - began)
+                return out
             except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
                 if attempt == self._retries:
                     raise

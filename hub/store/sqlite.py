@@ -21,6 +21,7 @@ import os
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from datetime import UTC, datetime
@@ -167,6 +168,7 @@ class SQLiteStore(Store):
             results: dict[int, Any] = {}
             again = False
             try:
+                began = time.perf_counter()
                 conn.execute("BEGIN IMMEDIATE")
                 for i, (fn, _fut) in enumerate(todo):
                     if i in failed:
@@ -186,6 +188,7 @@ class SQLiteStore(Store):
                 if not again:
                     conn.execute("COMMIT")
                     self.commits += 1
+                    self._committed(time.perf_counter() - began)
             except BaseException as exc:  # noqa: BLE001 - the commit failed: nobody's write is durable
                 try:
                     conn.execute("ROLLBACK")

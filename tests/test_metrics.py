@@ -112,3 +112,30 @@ def test_own_certificate_expiry_against_openssl(tmp_path: Path) -> None:
             h.as_dict()["checks"]["certificates"]["detail"]
     finally:
         r.store.close()
+
+
+def test_metrics_and_health_over_http(tmp_path: Path) -> None:
+    import httpx
+
+    r = Relay(make_config(tmp_path / "hub", http=True))
+    r.start()
+    try:
+        assert r.http is not None
+        with httpx.Client(base_url=r.http.url(), timeout=10) as c:
+            got = c.get("/metrics")
+            assert got.status_code == 200 and got.headers["content-type"].startswith("text/plain")
+            names = {f.name for f in text_string_to_metric_families(got.text)}
+            assert {"hub_messages", "hub_store_up", "hub_store_commit_seconds",
+                    "hub_oldest_message_age_seconds"} <= names
+            ok = c.get("/health")
+            assert ok.status_code == 200 and ok.json()["ok"] is True
+            assert c.get("/no/such/path").status_code == 404
+            assert c.post("/metrics").status_code == 405
+            store_file = r.store.path  # type: ignore[attr-defined]
+            for p in store_file.parent.glob(store_file.name + "*"):
+                p.unlink()
+            bad = c.get("/health")
+            assert bad.status_code == 503 and "store" in bad.json()["failed"]
+            assert str(store_file) in bad.json()["checks"]["store"]["detail"]
+    finally:
+        r.stop()

@@ -234,15 +234,11 @@ class SubmitApi:
 
     def routes(self, server: HttpServer) -> None:
         """Declare this API's routes on `server` (other parts add theirs the same way)."""
-        server.add_route("GET", "/health", self.health, blocking=False)
         server.add_route("POST", "/submit", self.submit)
         server.add_route("GET", "/messages/{id}", self.message)
         if self.network is not None:
             for path in ("/ebxml", "/ebxml/msh"):
                 server.add_route("POST", path, self.ebxml)
-
-    async def health(self, req: HttpRequest) -> HttpReply:
-        return HttpReply.json(200, {"ok": True})
 
     def ebxml(self, req: HttpRequest) -> HttpReply:
         assert self.network is not None

@@ -19,7 +19,9 @@ from typing import Any
 
 from hub import config, logs
 from hub.config import ConfigError
-from hub.metrics import RelayMetrics
+from hub.ebxml.mime import join_entity
+from hub.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from hub.metrics import RelayMetrics, health
 from hub.relay import pipeline as pl
 from hub.relay import register as regmod
 from hub.relay.delivery import Deliverer, FolderDeliverer
@@ -28,7 +30,8 @@ from hub.relay.intake import ClientCertificates, FolderWatcher, Intake, NetworkH
 from hub.relay.network import Network
 from hub.relay.worker import Answerer, Inspector, Tap, Worker, WorkerConfig, local_notifier
 from hub.store import Store, open_store
-from hub.transport.http_server import HttpServer, HttpSettings
+from hub.transport.http import HttpReply
+from hub.transport.http_server import HttpRequest, HttpServer, HttpSettings
 
 log = logging.getLogger("hub.relay")
 
@@ -215,6 +218,16 @@ class Relay:
             settings = replace(cfg.http or HttpSettings(), listen=cfg.http_listen)
             self.http = HttpServer(settings, identify=ClientCertificates(self.register), name="relay-http")
             SubmitApi(self.intake, self.register, network=network).routes(self.http)
+            self.http.add_route("GET", "/health", self._health)  # hub.metrics; unknown paths: 404
+            self.http.add_route("GET", "/metrics", self._metrics)
+
+    def _health(self, req: HttpRequest) -> HttpReply:
+        h = health(self)
+        return HttpReply.json(h.status, h.as_dict())
+
+    def _metrics(self, req: HttpRequest) -> HttpReply:
+        body = self.metrics.exposition()
+        return HttpReply(200, join_entity([("Content-Type", METRICS_CONTENT_TYPE)], body))
 
     def _network_received(self, mid: str) -> None:
         if logs.enabled(logging.INFO):  # the intake hands over the id only: read it for the log line

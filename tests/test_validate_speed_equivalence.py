@@ -315,6 +315,10 @@ def _level_ids(pairs: list[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
     return tuple((t, _her(t, v)) for t, v in pairs if v)
 
 
+def _empty(level: str, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    return [(level, t) for t, v in pairs if not v]
+
+
 def _of(ids: tuple[tuple[str, str], ...], type_id: str) -> str | None:
     return next((v for t, v in ids if t == type_id and v), None)
 
@@ -335,29 +339,36 @@ def ref_msghead_party(party: etree._Element | None) -> Party | None:
         if hp is None:
             return Party()
         name, pids = _person(hp)
-        return Party(person_name=name, person_her_id=_of(pids, "HER"), person_ids=pids)
+        return Party(person_name=name, person_her_id=_of(pids, "HER"), person_ids=pids,
+                     empty_ids=tuple(_empty("person", _idents(hp))))
     sub = _first(org, f"{_MH}Organisation")
     hp = _first(org, f"{_MH}HealthcareProfessional")
     if hp is None:
         hp = _first(sub, f"{_MH}HealthcareProfessional")
     name, pids = _person(hp)
     ids, dids = _level_ids(_idents(org)), _level_ids(_idents(sub))
+    empty = _empty("organisation", _idents(org)) + _empty("department", _idents(sub)) + _empty(
+        "person", _idents(hp))
     return Party(_text(_first(org, f"{_MH}OrganisationName")), _of(ids, "HER"), _of(ids, "ENH"),
                  _text(_first(sub, f"{_MH}OrganisationName")), _of(dids, "HER"), name, _of(pids, "HER"),
-                 ids, dids, pids)
+                 ids, dids, pids, tuple(empty))
 
 
 def ref_hcp_party(hcp: etree._Element | None) -> Party | None:
     if hcp is None:
         return None
 
-    def ids(el: etree._Element | None) -> tuple[tuple[str, str], ...]:
+    def pairs(el: etree._Element | None) -> list[tuple[str, str]]:
         if el is None:
-            return ()
-        pairs = [(_code(_first(el, "{*}TypeId")) or "", _text(_first(el, "{*}Id")) or "")]
-        pairs += [(_code(_first(a, "{*}Type")) or "", _text(_first(a, "{*}Id")) or "")
-                  for a in el.iterchildren("{*}AdditionalId")]
-        return _level_ids(pairs)
+            return []
+        out = []
+        if _first(el, "{*}TypeId") is not None or _first(el, "{*}Id") is not None:
+            out.append((_code(_first(el, "{*}TypeId")) or "", _text(_first(el, "{*}Id")) or ""))
+        return out + [(_code(_first(a, "{*}Type")) or "", _text(_first(a, "{*}Id")) or "")
+                      for a in el.iterchildren("{*}AdditionalId")]
+
+    def ids(el: etree._Element | None) -> tuple[tuple[str, str], ...]:
+        return _level_ids(pairs(el))
 
     def her(el: etree._Element) -> str | None:
         return _of(ids(el), "HER")
@@ -368,7 +379,7 @@ def ref_hcp_party(hcp: etree._Element | None) -> Party | None:
         if prof is None:
             return Party()
         return Party(person_name=_text(_first(prof, "{*}Name")), person_her_id=her(prof),
-                     person_ids=ids(prof))
+                     person_ids=ids(prof), empty_ids=tuple(_empty("person", pairs(prof))))
     depts = [d for d in inst.iterchildren("{*}Dept") if her(d)] or list(inst.iterchildren("{*}Dept"))
     persons = [p for p in inst.iterchildren("{*}HCPerson") if her(p)] or list(
         inst.iterchildren("{*}HCPerson"))
@@ -379,6 +390,8 @@ def ref_hcp_party(hcp: etree._Element | None) -> Party | None:
         _text(_first(dept, "{*}Name")), her(dept) if dept is not None else None,
         _text(_first(person, "{*}Name")), her(person) if person is not None else None,
         ids(inst), ids(dept), ids(person),
+        tuple(_empty("organisation", pairs(inst)) + _empty("department", pairs(dept))
+               + _empty("person", pairs(person))),
     )
 
 

@@ -19,8 +19,9 @@ schemas_app = typer.Typer(help="Official schema packs: folders of XSDs that take
 def _party_line(p: Party) -> str:
     """Kattskinnet legesenter [ENH 971318864, HER 56704] / August September [HPR 9144897, HER 369767]"""
     parts = []
-    for _level, name, ids in p.levels():
-        tags = ", ".join(f"{t or '?'} {v}" for t, v in ids)
+    for level, name, ids in p.levels():
+        tags = ", ".join([f"{t or '?'} {v}" for t, v in ids]
+                         + [f"{t or '?'} (empty)" for lv, t in p.empty_ids if lv == level])
         parts.append(" ".join(x for x in (name or "(no name)", f"[{tags}]" if tags else "") if x))
     return " / ".join(parts) or "(empty)"
 

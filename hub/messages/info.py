@@ -50,11 +50,19 @@ class Party:
     ids: Ids = ()  # the organisation's identifiers
     dept_ids: Ids = ()  # the department's/service's (level 2)
     person_ids: Ids = ()  # the person's (HPR, HER, FNR, ...)
+    # (level, type) of each identifier written with a type (or an Id element) but no value: an empty
+    # `<Id></Id>` claims an identifier and gives none (level: organisation, department or person).
+    empty_ids: tuple[tuple[str, str], ...] = ()
 
     @property
     def communication_her_id(self) -> str | None:
         """The deepest level with a HER-id: the party that receives (AD2.6-AD2.8)."""
         return self.person_her_id or self.dept_her_id or self.her_id
+
+    @property
+    def identified(self) -> bool:
+        """Some level carries an identifier with a value (HER, ENH, RSH, LAV, HPR, ...)."""
+        return bool(self.ids or self.dept_ids or self.person_ids)
 
     @property
     def dept_ident(self) -> tuple[str, str] | None:
@@ -85,16 +93,19 @@ class Party:
         out = []
         for level, name, ids in (("organisation", self.name, self.ids), ("department", self.dept_name,
                                   self.dept_ids), ("person", self.person_name, self.person_ids)):
-            if name or ids:
+            if name or ids or any(lv == level for lv, _t in self.empty_ids):
                 out.append((level, name, ids))
         return out
 
     def to_dict(self) -> dict[str, object]:
-        """For --json: the communication party's HER-id, org_no, dept id and every level's identifiers."""
+        """For --json: the communication party's HER-id, org_no, dept id and every level's identifiers
+        (an identifier written without a value has id null)."""
         return {
             "her_id": self.communication_her_id, "org_no": self.org_no, "dept_id": self.dept_id,
             "hpr": self.hpr,
-            "levels": [{"level": level, "name": name, "ids": [{"type": t, "id": v} for t, v in ids]}
+            "levels": [{"level": level, "name": name,
+                        "ids": [{"type": t, "id": v} for t, v in ids]
+                        + [{"type": t, "id": None} for lv, t in self.empty_ids if lv == level]}
                        for level, name, ids in self.levels()],
         }
 
@@ -222,14 +233,25 @@ _set = object.__setattr__
 
 def _party(name: str | None, her_id: str | None, org_no: str | None, dept_name: str | None,
            dept_her_id: str | None, person_name: str | None, person_her_id: str | None,
-           ids: Ids = (), dept_ids: Ids = (), person_ids: Ids = ()) -> Party:
-    """Party(...) as the dataclass makes it, minus its frozen __init__'s ten object.__setattr__ calls."""
+           ids: Ids = (), dept_ids: Ids = (), person_ids: Ids = (),
+           empty_ids: tuple[tuple[str, str], ...] = ()) -> Party:
+    """Party(...) as the dataclass makes it, minus its frozen __init__'s object.__setattr__ per field."""
     p = _new(Party)
     _set(p, "__dict__", {"name": name, "her_id": her_id, "org_no": org_no, "dept_name": dept_name,
                          "dept_her_id": dept_her_id, "person_name": person_name,
                          "person_her_id": person_her_id, "ids": ids, "dept_ids": dept_ids,
-                         "person_ids": person_ids})
+                         "person_ids": person_ids, "empty_ids": empty_ids})
     return p
+
+
+_Empty = tuple[str, ...]  # the types of a level's identifiers that have no value
+
+
+def _empties(org: _Empty, dept: _Empty, person: _Empty) -> tuple[tuple[str, str], ...]:
+    if not (org or dept or person):
+        return ()
+    return (*(("organisation", t) for t in org), *(("department", t) for t in dept),
+            *(("person", t) for t in person))
 
 
 def her_digits(text: str) -> str:
@@ -294,17 +316,21 @@ def _ident_pair(ident: etree._Element, rec: _Rec = None, org: bool = False) -> t
     return code, (id_el.text or "").strip() if id_el is not None else ""
 
 
-def _level_ids(idents: list[etree._Element], rec: _Rec = None, org: bool = False) -> Ids:
-    """(TypeId code, Id) of every Ident with an Id, HER-ids as digits (her_digits)."""
+def _level_ids(idents: list[etree._Element], rec: _Rec = None, org: bool = False) -> tuple[Ids, _Empty]:
+    """(TypeId code, Id) of every Ident with an Id, HER-ids as digits (her_digits); the TypeId codes of
+    those without one."""
     out = []
+    empty: _Empty = ()
     for ident in idents:
         t, v = _ident_pair(ident, rec, org)
         if v:
             out.append((t, her_digits(v) if t == "HER" else v))
-    return tuple(out)
+        else:
+            empty += (t,)
+    return tuple(out), empty
 
 
-def _mh_person(hp: etree._Element, rec: _Rec = None) -> tuple[str | None, Ids]:
+def _mh_person(hp: etree._Element, rec: _Rec = None) -> tuple[str | None, tuple[Ids, _Empty]]:
     """(name, identifiers) of a HealthcareProfessional: one pass over its children."""
     given = middle = family = None
     idents = []
@@ -348,8 +374,9 @@ def _msghead_party(party: etree._Element | None, rec: _Rec = None) -> Party | No
     if org is None:
         if hp is None:
             return Party()
-        name, pids = _mh_person(hp, rec)
-        return _party(None, None, None, None, None, name, _first_of(pids, "HER"), person_ids=pids)
+        name, (pids, pempty) = _mh_person(hp, rec)
+        return _party(None, None, None, None, None, name, _first_of(pids, "HER"), person_ids=pids,
+                      empty_ids=_empties((), (), pempty))
     org_name = sub = hp = None
     idents = []
     for c in org[:]:
@@ -364,9 +391,10 @@ def _msghead_party(party: etree._Element | None, rec: _Rec = None) -> Party | No
                 sub = c
         elif t == _HP and hp is None:
             hp = c
-    ids = _level_ids(idents, rec, True)
+    ids, empty = _level_ids(idents, rec, True)
     dept_name = None
     dept_ids: Ids = ()
+    dept_empty: _Empty = ()
     if sub is not None:
         sub_name = sub_hp = None
         sub_idents = []
@@ -380,13 +408,13 @@ def _msghead_party(party: etree._Element | None, rec: _Rec = None) -> Party | No
             elif t == _HP and sub_hp is None:
                 sub_hp = c
         dept_name = _text(sub_name)
-        dept_ids = _level_ids(sub_idents, rec, True)
+        dept_ids, dept_empty = _level_ids(sub_idents, rec, True)
         if hp is None:
             hp = sub_hp
-    person_name, person_ids = _mh_person(hp, rec) if hp is not None else (None, ())
+    person_name, (person_ids, person_empty) = _mh_person(hp, rec) if hp is not None else (None, ((), ()))
     return _party(_text(org_name), _first_of(ids, "HER"), _first_of(ids, "ENH"), dept_name,
                   _first_of(dept_ids, "HER"), person_name, _first_of(person_ids, "HER"), ids, dept_ids,
-                  person_ids)
+                  person_ids, _empties(empty, dept_empty, person_empty))
 
 
 def _mh_patient(p: etree._Element | None, rec: _Rec = None) -> PatientInfo | None:
@@ -557,12 +585,12 @@ def family_of(namespace: str, mig_version: str | None = None) -> Family | None:
 
 
 
-# (Name element, identifiers) of an Inst, Dept, HCPerson or HCProf.
-_Level = tuple[etree._Element | None, Ids]
+# (Name element, identifiers, types of identifiers without a value) of an Inst, Dept, HCPerson or HCProf.
+_Level = tuple[etree._Element | None, Ids, _Empty]
 
 
-def _additional_id(el: etree._Element) -> tuple[str, str] | None:
-    """(Type code, Id) of an own-root AdditionalId, None without an Id."""
+def _additional_id(el: etree._Element) -> tuple[str, str]:
+    """(Type code, Id) of an own-root AdditionalId ("" for what it lacks)."""
     id_el = type_el = None
     for c in el:
         t = c.tag
@@ -574,9 +602,7 @@ def _additional_id(el: etree._Element) -> tuple[str, str] | None:
                 id_el = c
         elif local == "Type" and type_el is None:
             type_el = c
-    v = _text(id_el)
-    if not v:
-        return None
+    v = _text(id_el) or ""
     typ = _code(type_el) or ""
     return typ, her_digits(v) if typ == "HER" else v
 
@@ -618,16 +644,21 @@ def _level(el: etree._Element, depts: list[etree._Element] | None = None,
     if rec is not None and type_el is not None:
         rec.append((type_el, code or "", id_el, org, True))
     v = _text(id_el)
+    empty: _Empty = ()
     if v:
         ids: list[tuple[str, str]] = [(code or "", her_digits(v) if code == "HER" else v)]
     else:
         ids = []
+        if id_el is not None or type_el is not None:
+            empty = (code or "",)
     if extra is not None:
         for a in extra:
             pair = _additional_id(a)
-            if pair is not None:
+            if pair[1]:
                 ids.append(pair)
-    return name, tuple(ids)
+            else:
+                empty += (pair[0],)
+    return name, tuple(ids), empty
 
 
 def _pick(levels: list[etree._Element], rec: _Rec, org: bool) -> tuple[_Level | None, str | None]:
@@ -666,11 +697,12 @@ def _hcp_party(hcp: etree._Element | None, rec: _Rec = None) -> Party | None:
     if inst is None:
         if prof is None:
             return Party()
-        pname, pids = _level(prof, rec=rec)
-        return _party(None, None, None, None, None, _text(pname), _first_of(pids, "HER"), person_ids=pids)
+        pname, pids, pempty = _level(prof, rec=rec)
+        return _party(None, None, None, None, None, _text(pname), _first_of(pids, "HER"), person_ids=pids,
+                      empty_ids=_empties((), (), pempty))
     depts: list[etree._Element] = []
     persons: list[etree._Element] = []
-    iname, ids = _level(inst, depts, persons, rec, True)
+    iname, ids, empty = _level(inst, depts, persons, rec, True)
     dept, dept_her = _pick(depts, rec, True)
     person, person_her = _pick(persons, rec, False)
     return _party(
@@ -684,6 +716,7 @@ def _hcp_party(hcp: etree._Element | None, rec: _Rec = None) -> Party | None:
         ids,
         dept[1] if dept is not None else (),
         person[1] if person is not None else (),
+        _empties(empty, dept[2] if dept is not None else (), person[2] if person is not None else ()),
     )
 
 

@@ -114,6 +114,9 @@ def msg_id_rules(info: MessageInfo, root: etree._Element) -> list[Problem]:
     el = _msg_id_element(info, root)
     if not info.msg_id:
         return [problem("msgid.missing", "MsgId is missing or empty", el if el is not None else root)]
+    if info.carrier == "own":
+        return [problem("msgid.uuid-legacy", f"MsgId {info.msg_id!r} is not a UUID (its standard allows "
+                        "any text; AppRec practice (E10) expects a UUID)", el)]
     return [problem("msgid.uuid", f"MsgId {info.msg_id!r} is not a UUID (AppRec rule E10)", el)]
 
 
@@ -473,28 +476,96 @@ def type_rules(info: MessageInfo, root: etree._Element) -> list[Problem]:
     return out
 
 
-def _party_has_her(p: Party | None) -> bool:
-    return p is not None and bool(p.communication_her_id)
+def _empties_text(p: Party) -> str:
+    return ", ".join(f"the {level}'s {t or 'untyped'} identifier" for level, t in p.empty_ids)
+
+
+def _party_clean(info: MessageInfo) -> bool:
+    """party_rules has nothing to say: both parties identified, nothing empty, HER-ids where MsgHead
+    asks them, and (Epikrise) the doctors named on both sides."""
+    s, r = info.sender, info.receiver
+    if s is None or r is None or not s.identified or not r.identified or s.empty_ids or r.empty_ids:
+        return False
+    for c in info.copy_receivers:
+        if c.empty_ids:
+            return False
+    if info.carrier == "msghead" and not (s.communication_her_id and r.communication_her_id):
+        return False
+    return not (info.family is not None and info.family.name in PERSON_FAMILIES
+                and not (s.person_ids and r.person_ids))
+
+
+# Families whose acceptance tests require the doctors to be identified: Epikrise (mottak, criterion 13
+# "utskrivende lege" = the sender's responsible doctor, criterion 14 "henvisende lege" = the doctor it
+# is addressed to).
+PERSON_FAMILIES = frozenset({"Epikrise"})
+# Where an Epikrise names a doctor besides the parties' HCPerson: the responsible doctor as a related
+# service provider, the referring doctor as a patient-related health professional (Relation HHE).
+def _person_named(root: etree._Element, base: str, ns: str) -> bool:
+    """Some HCP under `base` (an XPath with prefix k) is a person (HCProf, Inst/HCPerson) with an Id."""
+    return bool(xpath(root, f"{base}/k:HCP/k:HCProf/k:Id[normalize-space()]"
+                            f" | {base}/k:HCP/k:Inst/k:HCPerson/k:Id[normalize-space()]", ns))
+
+
+def _party_elements(info: MessageInfo, root: etree._Element
+                    ) -> tuple[etree._Element | None, etree._Element | None]:
+    if info.carrier == "msghead":
+        return find(root, f"{_MH}MsgInfo/{_MH}Sender"), find(root, f"{_MH}MsgInfo/{_MH}Receiver")
+    ns = info.root_namespace
+    assert info.family is not None
+    s = xpath(root, (info.family.sender_path or "k:x").removesuffix("/k:HCP/k:Inst"), ns)
+    r = xpath(root, (info.family.receiver_path or "k:x").removesuffix("/k:HCP/k:Inst"), ns)
+    return (s[0] if s else None), (r[0] if r else None)
 
 
 def party_rules(info: MessageInfo, root: etree._Element) -> list[Problem]:
+    """Sender and receiver identified (any identifier on any level), no identifier left empty, HER-ids
+    in MsgHead (a warning), and the doctors an Epikrise must name."""
     if info.carrier not in ("msghead", "own") or info.family is None:
         return []
-    if _party_has_her(info.receiver) and _party_has_her(info.sender):
+    if _party_clean(info):
         return []  # the elements are only looked up to say where a problem is
+    out: list[Problem] = []
+    s_el, r_el = _party_elements(info, root)
+    for role, party, el in (("receiver", info.receiver, r_el), ("sender", info.sender, s_el)):
+        where = el if el is not None else root
+        if party is None:
+            out.append(problem(f"{role}.missing", f"the message names no {role}", where))
+        elif not party.identified:
+            empty = f" ({_empties_text(party)} is empty)" if party.empty_ids else ""
+            out.append(problem(f"{role}.missing", f"the {role} has no identifier on any level (HER-id, "
+                               f"organisation number, HPR-number, ...){empty}", where))
+        elif party.empty_ids:
+            out.append(problem(f"{role}.ident-empty", f"the {role}: {_empties_text(party)} is empty", where))
+        if info.carrier == "msghead" and party is not None and party.identified \
+                and not party.communication_her_id:
+            out.append(problem(f"{role}.her-missing", f"the {role} has no HER-id on any level (HIS 1153-2 "
+                               "addressing asks one); the relay routes by organisation number and "
+                               "department instead", where))
+    for i, copy in enumerate(info.copy_receivers):
+        if copy.empty_ids:
+            out.append(problem("receiver.ident-empty", f"copy receiver {i + 1}: {_empties_text(copy)} is "
+                               "empty", root))
+    if info.family.name in PERSON_FAMILIES and not out:  # (a party missing already says more)
+        out += _person_rules(info, root, s_el, r_el)
+    return out
+
+
+def _person_rules(info: MessageInfo, root: etree._Element, s_el: etree._Element | None,
+                  r_el: etree._Element | None) -> list[Problem]:
+    ns = info.root_namespace
+    service = (info.family.sender_path or "k:x").split("/")[0] if info.family else "k:x"
     out = []
-    if info.carrier == "msghead":
-        s_el, r_el = find(root, f"{_MH}MsgInfo/{_MH}Sender"), find(root, f"{_MH}MsgInfo/{_MH}Receiver")
-    else:
-        ns = info.root_namespace
-        s_el = next(iter(xpath(root, info.family.sender_path or "k:x", ns)), None)
-        r_el = next(iter(xpath(root, info.family.receiver_path or "k:x", ns)), None)
-    if not _party_has_her(info.receiver):
-        out.append(problem("receiver.missing", "the receiver has no HER-id on any addressing level",
-                           r_el if r_el is not None else root))
-    if not _party_has_her(info.sender):
-        out.append(problem("sender.missing", "the sender has no HER-id on any addressing level",
-                           s_el if s_el is not None else root))
+    if not (info.sender and info.sender.person_ids) and not _person_named(
+            root, f"{service}/k:RelServProvider", ns):
+        out.append(problem("sender.person-missing", "the discharging doctor (utskrivende lege) is not "
+                           "identified: no HCPerson with an identifier in the sender and no related "
+                           "service provider (RelServProvider) with one", s_el if s_el is not None else root))
+    addressed = [p for p in (info.receiver, *info.copy_receivers) if p is not None and p.person_ids]
+    if not addressed and not _person_named(root, f"{service}/k:Patient/k:PatRelHCP[k:Relation/@V='HHE']", ns):
+        out.append(problem("receiver.person-missing", "no doctor the Epikrise goes to is identified: the "
+                           "receiver and the copy receivers name no person with an identifier, and no "
+                           "referring doctor (PatRelHCP HHE) is given", r_el if r_el is not None else root))
     return out
 
 
@@ -532,13 +603,13 @@ def _patient_clean(p: PatientInfo | None) -> bool:
     """A patient patient_rules has nothing to say about (None: let the rules look at the tree)."""
     if p is None or not p.name:
         return False
-    identified = False  # an FNR/DNR (all must pass their check digits) or a hjelpenummer (HNR, FHN)
+    identified = False  # an FNR/DNR/HNR (all must pass their check digits) or a felles hjelpenummer (FHN)
     for t, v in p.ids:
-        if t == "FNR" or t == "DNR":
+        if t == "FNR" or t == "DNR" or t == "HNR":
             if not fnr_valid(v):
                 return False
             identified = True
-        elif t == "HNR" or t == "FHN":
+        elif t == "FHN":
             identified = True
     return identified
 
@@ -552,7 +623,8 @@ def patient_rules(info: MessageInfo, root: etree._Element) -> list[Problem]:
     if el is None:
         if info.carrier == "msghead" and fam in PATIENT_FAMILIES:
             mi = find(root, f"{_MH}MsgInfo")
-            return [problem("patient.insufficient", f"{fam} names no patient (MsgInfo/Patient)",
+            return [problem("patient.absent", f"{fam} names no patient (MsgInfo/Patient): fine for a message "
+                            "about no patient (e.g. DIALOG_AVVIK), else the receiver cannot file it",
                             mi if mi is not None else root)]
         return []
     p = info.patient
@@ -560,12 +632,13 @@ def patient_rules(info: MessageInfo, root: etree._Element) -> list[Problem]:
         return []
     out: list[Problem] = []
     national = [(t, v) for t, v in p.ids if t in ("FNR", "DNR")]
-    for t, v in national:
-        if not fnr_valid(v):
-            label = "fødselsnummer" if t == "FNR" else "D-nummer"
-            out.append(problem("patient.fnr-invalid", f"the patient's {label} {v} fails its check digits",
-                               el))
-    helper = any(t in ("HNR", "FHN") for t, _ in p.ids)
+    # An H-nummer is built like a fødselsnummer (month + 40) with the same mod-11 check digits.
+    for t, v in p.ids:
+        if t in ("FNR", "DNR", "HNR") and not fnr_valid(v):
+            label = {"FNR": "fødselsnummer", "DNR": "D-nummer", "HNR": "H-nummer"}[t]
+            why = "fails its check digits" if len(v) == 11 and is_ascii_digits(v) else "is not 11 digits"
+            out.append(problem("patient.fnr-invalid", f"the patient's {label} {v} {why}", el))
+    helper = any(t == "FHN" or (t == "HNR" and fnr_valid(v)) for t, v in p.ids)
     if not national and not helper:
         if p.date_of_birth and p.sex:
             out.append(problem("patient.fnr-missing", "the patient has no fødselsnummer or D-nummer", el))

@@ -20,6 +20,7 @@ from hub.messages.families import FAMILIES, MSGHEAD_NS
 from hub.messages.info import MessageInfo, Scan, findtext, ns_of, payload_elements, scan_info
 from hub.validation import rules
 from hub.validation.catalog import rule
+from hub.validation.plain import element_at, plain
 from hub.validation.registry import SchemaError, SchemaRef, SchemaRegistry, default_registry
 from hub.validation.result import Problem, ValidationResult
 from hub.xmlsafe import DEFAULT_MAX_BYTES, XmlInputError, parse_bytes
@@ -93,10 +94,15 @@ class Validator:
             if refs is None:
                 self._columns(data, result)
                 return result
+        mig = _mig_problem(info, root, scan)
+        if mig is not None:
+            result.problems.append(mig)
         if refs:
             if result.family is None:
                 result.family = refs[-1].path.stem  # a pack-only standard: name it by its schema file
             self._schema(refs, tree, data, result, plan[1] if plan is not None else None)
+            if mig is not None:
+                _fold_follow_ons(mig, result)
         if self.business_rules and info.family is not None:
             mid = info.msg_id
             uuid = rules.is_uuid(mid) if mid else False  # asked once for the MsgId rules and uniqueness
@@ -209,15 +215,10 @@ class Validator:
         if schema.validate(tree):
             return
         for e in schema.error_log:
-            xpath = None
-            if e.path:
-                try:
-                    found = tree.xpath(e.path)
-                    if found and isinstance(found[0], etree._Element):
-                        xpath = rules.xpath_of(found[0])
-                except etree.XPathError:
-                    xpath = e.path
-            result.problems.append(_problem("xsd", _CLARK.sub("", e.message), line=e.line or None,
+            # libxml2's path has its own prefixes (/*/*[2]/p6:Konsultasjon/*): walk it, name it by names.
+            el = element_at(tree, e.path) if e.path else None
+            xpath = rules.xpath_of(el) if el is not None else None
+            result.problems.append(_problem("xsd", plain(_CLARK.sub("", e.message)), line=e.line or None,
                                             xpath=xpath))
 
     def _unique(self, mid: str, root: etree._Element, name: str, result: ValidationResult) -> None:
@@ -246,6 +247,44 @@ class Validator:
             local = p.xpath.rsplit("/", 1)[-1].split("[", 1)[0].encode()
             m = re.search(rb"<(?:[\w.-]+:)?" + re.escape(local) + rb"[\s/>]", lines[p.line - 1])
             p.column = m.start() + 1 if m else None
+
+
+def _version_token(mig: str | None) -> str | None:
+    """"v1.3 2008-12-01" -> "1.3"; None when the text names no version number."""
+    words = (mig or "").split()
+    token = words[0].lstrip("vV") if words else ""
+    return token if token and token.replace(".", "").isdigit() and token[0].isdigit() else None
+
+
+_MSGHEAD_VERSION = next(f.version for f in FAMILIES if f.namespace == MSGHEAD_NS)
+
+
+def _mig_problem(info: MessageInfo, root: etree._Element, scan: Scan) -> Problem | None:
+    """MIGversion that names another version than the standard of its namespace (ns.mig-version)."""
+    if info.root_namespace == MSGHEAD_NS:
+        mig, want, where = info.mig_version, _MSGHEAD_VERSION, "MsgInfo/MIGversion"
+    elif info.family is not None:
+        mig, want, where = scan.root_mig, info.family.version, "MIGversion"
+    else:
+        return None
+    token = _version_token(mig)
+    if token is None or token == want:
+        return None
+    el = next(root.iter("{*}MIGversion"), None)
+    ns = info.root_namespace
+    return _problem("ns.mig-version", f"{where} {mig!r} says version {token}, but the namespace {ns!r} is "
+                    f"that of version {want}: write the namespace of the version the message follows "
+                    "(or the MIGversion of the namespace's)", line=el.sourceline if el is not None else None,
+                    xpath=rules.xpath_of(el) if el is not None else None)
+
+
+def _fold_follow_ons(mig: Problem, result: ValidationResult) -> None:
+    """With a MIGversion of another version, schema errors follow from it: say how many, not each."""
+    xsd = [p for p in result.problems if p.rule == "xsd"]
+    if xsd:
+        result.problems[:] = [p for p in result.problems if p.rule != "xsd"]
+        mig.text += f" ({len(xsd)} schema error(s) left out: they follow from validating against the " \
+                    "namespace's version)"
 
 
 def expand_paths(paths: Iterable[Path | str]) -> list[Path]:

@@ -52,6 +52,9 @@ JUDGED_WRONG: dict[str, tuple[str, set[str]]] = {
     "samples/akseptansetest/dialogmelding/Testcase-Dialogmeldingen/Case3.xml": (
         "its MsgId 4c661458-c412-4c14-baae-8f092g54f6e2 holds a 'g': no UUID, which AppRec rule E10 makes "
         "the receiver reject (the 2009 pack predates that rule)", {"msgid.uuid"}),
+    "samples/akseptansetest/epikrise/Case-mottak-epikrise1_1/Epikrise1-1-case1-15.xml": (
+        "its MsgId 25904950-c3fd-11-ad55-083c2a966 (the base case's, edited by hand) is no UUID, which "
+        "AppRec rule E10 makes the receiver reject", {"msgid.uuid"}),
     "samples/akseptansetest/dialogmelding/Testcase-Dialogmeldingen/Case1-15.xml": (
         "meant as a valid but unknown patient, yet the fødselsnummer 15075500565 fails its mod-11 check "
         "digits: no such number can exist (E31); the PLO packs' unknown-patient cases use a valid one",

@@ -34,9 +34,6 @@ _RULES = [
     # Business rules (AppRec rules of HIS 80415 / HITS 1168, KITH code lists).
     Rule("msgid.missing", "E10", "MsgId is missing"),
     Rule("msgid.uuid", "E10", "MsgId is not a UUID"),
-    # The own-root standards (Epikrise <= 1.2, Henvisning <= 1.1, Rekvisisjon, Svarrapport) define MsgId as
-    # free text (kith:ST); the UUID rule came with MsgHead-era AppRec practice: said, not rejected.
-    Rule("msgid.uuid-legacy", "E10", "MsgId of an own-root message is not a UUID", "warning"),
     Rule("msgid.unique", "E10", "MsgId was already used by another message in this run (--unique-msgid)"),
     Rule("gendate.future", "T99", "GenDate lies in the future"),
     Rule("ident.type", "T99", "An identifier has a TypeId outside its code list"),

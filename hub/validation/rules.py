@@ -114,9 +114,6 @@ def msg_id_rules(info: MessageInfo, root: etree._Element) -> list[Problem]:
     el = _msg_id_element(info, root)
     if not info.msg_id:
         return [problem("msgid.missing", "MsgId is missing or empty", el if el is not None else root)]
-    if info.carrier == "own":
-        return [problem("msgid.uuid-legacy", f"MsgId {info.msg_id!r} is not a UUID (its standard allows "
-                        "any text; AppRec practice (E10) expects a UUID)", el)]
     return [problem("msgid.uuid", f"MsgId {info.msg_id!r} is not a UUID (AppRec rule E10)", el)]
 
 
@@ -500,7 +497,7 @@ def _party_clean(info: MessageInfo) -> bool:
 # is addressed to).
 PERSON_FAMILIES = frozenset({"Epikrise"})
 # Where an Epikrise names a doctor besides the parties' HCPerson: the responsible doctor as a related
-# service provider, the referring doctor as a patient-related health professional (Relation HHE).
+# service provider, the referring doctor or GP as a patient-related health professional (HHE, FLE).
 def _person_named(root: etree._Element, base: str, ns: str) -> bool:
     """Some HCP under `base` (an XPath with prefix k) is a person (HCProf, Inst/HCPerson) with an Id."""
     return bool(xpath(root, f"{base}/k:HCP/k:HCProf/k:Id[normalize-space()]"
@@ -562,10 +559,14 @@ def _person_rules(info: MessageInfo, root: etree._Element, s_el: etree._Element 
                            "identified: no HCPerson with an identifier in the sender and no related "
                            "service provider (RelServProvider) with one", s_el if s_el is not None else root))
     addressed = [p for p in (info.receiver, *info.copy_receivers) if p is not None and p.person_ids]
-    if not addressed and not _person_named(root, f"{service}/k:Patient/k:PatRelHCP[k:Relation/@V='HHE']", ns):
+    # The patient's referring doctor (HHE) or GP (FLE, fastlege) named with the patient will do: the
+    # receiving GP system files the Epikrise to that doctor.
+    if not addressed and not _person_named(
+            root, f"{service}/k:Patient/k:PatRelHCP[k:Relation/@V='HHE' or k:Relation/@V='FLE']", ns):
         out.append(problem("receiver.person-missing", "no doctor the Epikrise goes to is identified: the "
-                           "receiver and the copy receivers name no person with an identifier, and no "
-                           "referring doctor (PatRelHCP HHE) is given", r_el if r_el is not None else root))
+                           "receiver and the copy receivers name no person with an identifier, and the "
+                           "patient names neither referring doctor (PatRelHCP HHE) nor GP (FLE)",
+                           r_el if r_el is not None else root))
     return out
 
 

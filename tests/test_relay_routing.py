@@ -71,22 +71,18 @@ endpoint = "folder:spool/elvebakken-nord"
 """
 
 
-def svarrapport(receiver_ids: list[tuple[str, str]] | None, msg_id: str, *,
-                lab_by_enh: bool = False) -> bytes:
-    """A Svarrapport 1.3 from the lab's biochemistry to the GP. `receiver_ids`: the Requester's Inst
-    and Dept identifiers [(TypeId, Id), ...] in place of HER-ids (the first is the Inst's, the rest its
-    Dept's); the doctor is named by HPR number. `lab_by_enh`: the lab too by ENH + LAV."""
-    doc = build("Svarrapport", "1.3", sender=people.LAB_BIOKJEMI, receiver=people.GP_FASTLEGE,
-                msg_id=msg_id, gen_date=datetime.now(UTC).replace(tzinfo=None, microsecond=0))
-    if receiver_ids is None:
-        return doc
+def readdress(doc: bytes, receiver_ids: list[tuple[str, str]], *, lab_by_enh: bool = False,
+              hpr: str = people.FASTLEGE.hpr) -> bytes:
+    """A Svarrapport 1.3 with its Requester named without HER-ids: `receiver_ids` [(TypeId, Id), ...]
+    are the Inst's (the first) and its Dept's (the second); the doctor is named by HPR number.
+    `lab_by_enh`: the lab (ServProvider) too, by ENH + LAV."""
     root = etree.fromstring(doc)
     ns = etree.QName(root).namespace
 
     def k(name: str) -> str:
         return f"{{{ns}}}{name}"
 
-    def readdress(inst: etree._Element, ids: list[tuple[str, str]], dept_name: str) -> None:
+    def inst_ids(inst: etree._Element, ids: list[tuple[str, str]], dept_name: str) -> None:
         inst.find(k("Id")).text = ids[0][1]
         inst.find(k("TypeId")).attrib.update({"V": ids[0][0], "DN": "Organisasjonsnummeret"})
         for d in inst.findall(k("Dept")):
@@ -99,15 +95,24 @@ def svarrapport(receiver_ids: list[tuple[str, str]] | None, msg_id: str, *,
             inst.insert(list(inst).index(inst.find(k("TypeId"))) + 1, dept)
 
     inst = root.find(f".//{k('Requester')}/{k('HCP')}/{k('Inst')}")
-    readdress(inst, receiver_ids, "Elvebakken avd. Sentrum")
+    inst_ids(inst, receiver_ids, "Elvebakken avd. Sentrum")
     person = inst.find(k("HCPerson"))
     if person is not None:
-        person.find(k("Id")).text = people.FASTLEGE.hpr
+        person.find(k("Id")).text = hpr
         person.find(k("TypeId")).attrib.update({"V": "HPR", "DN": "HPR-nummer"})
     if lab_by_enh:
         lab = root.find(f".//{k('ServProvider')}/{k('HCP')}/{k('Inst')}")
-        readdress(lab, [("ENH", LAB_ENH), ("LAV", "B1")], "Avdeling for medisinsk biokjemi")
+        inst_ids(lab, [("ENH", LAB_ENH), ("LAV", "B1")], "Avdeling for medisinsk biokjemi")
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+
+
+def svarrapport(receiver_ids: list[tuple[str, str]] | None, msg_id: str, *,
+                lab_by_enh: bool = False) -> bytes:
+    """A Svarrapport 1.3 from the lab's biochemistry to the GP, built with the project's builder;
+    readdressed (above) unless `receiver_ids` is None."""
+    doc = build("Svarrapport", "1.3", sender=people.LAB_BIOKJEMI, receiver=people.GP_FASTLEGE,
+                msg_id=msg_id, gen_date=datetime.now(UTC).replace(tzinfo=None, microsecond=0))
+    return doc if receiver_ids is None else readdress(doc, receiver_ids, lab_by_enh=lab_by_enh)
 
 
 # --- the register ----------------------------------------------------------------------------------
@@ -279,6 +284,56 @@ def test_svarrapport_addressed_by_enh_and_lav_reaches_that_department(relay: Rel
     assert files(relay.cfg.spool_root / "elvebakken-nord" / "in") == []
     validated = next(e for e in relay.store.timeline(m.id) if e.event == "validated")
     assert f"ENH {ELVEBAKKEN_ENH} + LAV 4711 in the address register" in validated.reason
+
+    # the department's system answers from its own HER-id: the AppRec reaches the lab and closes the result
+    f = default_inspector()(doc, "x")
+    assert f.gen_date is not None and f.msg_type
+    org = people.Party(86001, "Elvebakken legesenter", ELVEBAKKEN_ENH, "gp")
+    sentrum_party = people.Party(86002, "Elvebakken avd. Sentrum", None, "gp", parent_her_id=86001)
+    directory = {**people.DIRECTORY, 86001: org, 86002: sentrum_party}
+    apprec = build("AppRec", "1.0", sender=sentrum_party, receiver=people.LAB_BIOKJEMI, status="1",
+                   original=(f.msg_type, f.gen_date.replace(tzinfo=None).isoformat(), mid),
+                   directory=directory, msg_id=str(uuid.uuid4()))
+    drop(relay.cfg.spool_root / "86001", "apprec.xml", apprec)
+    done = wait_for(_one(relay, mid, State.COMPLETED), what="the result closed by the AppRec")
+    assert done.apprec_status == "1"
+    back = wait_for(lambda: files(relay.cfg.spool_root / "83001" / "in"), what="the AppRec at the lab")
+    assert mid.encode() in back[0].read_bytes()
+
+
+ST_OLAV = """
+[[party]]
+her_id = 59
+name = "ST OLAVS HOSPITAL HF"
+kind = "lab"
+local = true
+
+[[party]]
+her_id = 91126
+name = "Medisinsk mikrobiologi"
+parent = 59
+"""
+
+
+def test_an_official_svarrapport_readdressed_by_enh_and_lav_is_routed(tmp_path: Path,
+                                                                      reference: Path) -> None:
+    """The official biochemistry sample (St. Olavs laboratory to a GP), its Requester named by ENH +
+    LAV instead of HER-ids: the lab's own bytes reach the department the register names."""
+    sample = reference / "samples/ehelse-examples/Svarrapport/Svarrapport-v-1-3/Svar_biokjemi_v1-3_Ny.xml"
+    doc = readdress(sample.read_bytes(), [("ENH", ELVEBAKKEN_ENH), ("LAV", "4712")], hpr="9144889")
+    mid = etree.fromstring(doc).findtext("{*}MsgId")
+    assert mid
+    r = Relay(make_config(tmp_path / "hub", extra_register=EXTRA + ST_OLAV, worker={"apprec_limit_s": 3600}))
+    ensure_spool(r.cfg.spool_root / "elvebakken-nord")
+    r.start()
+    try:
+        drop(r.cfg.spool_root / "59", "Svar_biokjemi_v1-3_Ny.xml", doc)
+        m = wait_for(_one(r, mid, State.AWAITING_APPREC), what="the official result delivered")
+        assert (m.sender_her, m.receiver_her, m.family, m.version) == ("91126", "86003", "Svarrapport", "1.3")
+        got = wait_for(lambda: files(r.cfg.spool_root / "elvebakken-nord" / "in"), what="the file at Nord")
+        assert got[0].read_bytes() == doc
+    finally:
+        r.stop()
 
 
 def test_unresolvable_receiver_is_e21_at_routing_with_an_apprec_to_the_lab(relay: Relay) -> None:

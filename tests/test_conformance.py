@@ -129,6 +129,32 @@ def test_matrix_approval_is_first_pass_after_last_failure_and_stale_on_rule_chan
     assert cells[("C", "Epikrise:1.0", "S")].stale and not cells[("A", "Epikrise:1.0", "S")].stale
 
 
+def test_approval_with_manual_criteria_open_is_marked_like_the_2007_tables_asterisk(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    ev = Evidence(tmp_path / "e.sqlite")
+    for system, manual in (("System X", "manual"), ("Infodoc", "pass")):  # B's person answered: nothing open
+        rid = ev.start_run(system=system, system_version="1", category="gp", message="Epikrise:1.0",
+                           direction="M", month="05.07", transport="folder", ruleset="r1", message_fp="m1")
+        ev.add_cases(rid, [CaseRecord("M.valid", "x", "builtin", "pass"),
+                           CaseRecord("M.display", "shown to the user", "akseptansetest", manual)])
+        ev.finish_run(rid, "pass")
+    cells = mx.compute(ev, load_profiles(), ruleset="r1", fingerprints={"Epikrise:1.0": "m1"})
+    a, b = cells[("System X", "Epikrise:1.0", "M")], cells[("Infodoc", "Epikrise:1.0", "M")]
+    assert (a.manual_open, b.manual_open) == (1, 0)
+    rows = {r["system"]: r for r in csv.DictReader(mx.to_csv(cells).splitlines())}
+    assert (rows["System X"]["manual_open"], rows["Infodoc"]["manual_open"]) == ("1", "")
+    assert rows["System X"]["run_id"] == str(a.run_id)
+    page = mx.to_html(cells, load_profiles(), ev)
+    assert f'href="#run-{a.run_id}">05.07</a> (*)' in page
+    assert f'href="#run-{b.run_id}">05.07</a></td>' in page
+    out = Console(width=40, file=io.StringIO(), color_system=None)
+    out.print(mx.to_rich(cells, load_profiles(), all_systems=False, width=40))
+    assert "05.07(*)" in out.file.getvalue() and "manual criteria still open" in out.file.getvalue()
+
+
 # --- the replayed campaign, run as a new user would: the CLI with a fresh HUB_HOME ---------------------
 
 
@@ -266,6 +292,26 @@ def test_matrix_table_and_self_contained_html_link_every_cell_to_its_evidence(ca
         assert f'href="#run-{c.run_id}">{c.approved}</a>' in page and f'id="run-{c.run_id}"' in page
     for label in ("Primærlegesystem", "Sykehussystem", "Labsystem"):
         assert label in page
+    # The page says what it is: the campaign, when it was made, by which hub.
+    from hub import __version__
+
+    about = re.search(r'<p id="about">(.*?)</p>', page).group(1)
+    assert "ELIN-k 2007" in about and f"hub {__version__}" in about
+    assert re.search(r"Made \d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC", about)
+    # Every session, failed ones included, has its evidence on the page and a link to it.
+    runs = ev.runs()
+    failed = [r for r in runs if r.verdict == "fail"]
+    assert len(failed) >= 10
+    for r in runs:
+        assert f'href="#run-{r.id}">run {r.id}</a>' in page and f'id="run-{r.id}"' in page
+    epi = [r for r in failed if (r.system, r.message, r.direction) == ("System X", "Epikrise:1.0", "S")]
+    first_epi = min(epi, key=lambda r: r.id)
+    section = page[page.index(f'id="run-{first_epi.id}"'):]
+    section = section[:section.index("</section>")]
+    assert "fail" in section and "content.discharge-diagnosis" in section and "<details>" in section
+    # The CSV names the run behind every approval.
+    rows = list(csv.DictReader(_cli(campaign_home, "matrix", "--format", "csv").splitlines()))
+    assert {int(r["run_id"]) for r in rows} == {c.run_id for c in cells.values()}
     # Self-contained: no scripts, no external style sheets or images, every link an anchor on the page.
     assert "<script" not in page and "<link" not in page and " src=" not in page
     hrefs = re.findall(r'href="([^"]*)"', page)

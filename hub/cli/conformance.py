@@ -241,7 +241,7 @@ def matrix(fmt: str = typer.Option("table", "--format", "-f", help="table | csv 
         console.print(mx.to_rich(cells, profiles, width=console.width))
         return
     render = {"csv": lambda: mx.to_csv(cells), "json": lambda: mx.to_json(cells),
-              "html": lambda: mx.to_html(cells, profiles, evidence)}.get(fmt)
+              "html": lambda: mx.to_html(cells, profiles, evidence, campaign=campaign)}.get(fmt)
     if render is None:
         fail(f"unknown format {fmt!r} (table, csv, json, html)")
         raise typer.Exit(2)

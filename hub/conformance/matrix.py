@@ -3,6 +3,11 @@
 A cell is approved in the month of its first passing run after its last failing one (a failed retest
 withdraws an approval until a later pass). It is stale — it needs re-testing — when the rule set or the
 message version's definition changed since that run, or the system's profile names another release.
+An approval whose run still has manual criteria open (a person has to confirm display, print or import)
+is marked "(*)", the way the 2007 table marks such cells.
+
+The HTML page keeps the evidence of every session, failed ones included, and says which campaign,
+when it was made and by which hub version.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import html
 import io
 import json
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 
 from hub.conformance.catalogue import message_types
 from hub.conformance.evidence import Evidence, Run
@@ -28,6 +34,7 @@ class Cell:
     run_id: int
     stale: bool = False
     stale_reason: str = ""
+    manual_open: int = 0  # manual criteria of the approving run not yet confirmed by a person
 
     @property
     def name(self) -> str:
@@ -69,8 +76,20 @@ def compute(evidence: Evidence, profiles: dict[str, Profile], *, campaign: str |
         if prof and prof.version != approval.system_version:
             reasons.append(f"system release {approval.system_version} -> {prof.version}")
         cells[key] = Cell(approval.system, approval.category, approval.message, approval.direction,
-                          approval.month, approval.id, bool(reasons), ", ".join(reasons))
+                          approval.month, approval.id, bool(reasons), ", ".join(reasons),
+                          open_manual(evidence, approval.id))
     return cells
+
+
+def open_manual(evidence: Evidence, run_id: int) -> int:
+    """How many of a run's manual criteria are still open: cases recorded as `manual` (a person's
+    answer, once given, replaces that verdict with pass or fail)."""
+    return sum(1 for c in evidence.cases(run_id) if c.verdict == "manual")
+
+
+MANUAL_MARK = "(*)"
+STALE_MARK = "!"
+LEGEND = f"{MANUAL_MARK} = manual criteria still open; {STALE_MARK} = needs re-testing (stale)"
 
 
 def _systems(profiles: dict[str, Profile], cells: dict[tuple, Cell], all_systems: bool) -> list[Profile]:
@@ -92,13 +111,15 @@ def _rows(cells: dict[tuple, Cell]) -> list[tuple[str, str]]:
 
 
 def to_csv(cells: dict[tuple, Cell]) -> str:
-    """The shape of conformance/elin-k-2007-matrix.csv, plus a stale column."""
+    """The shape of conformance/elin-k-2007-matrix.csv, plus stale, manual criteria still open and the
+    run whose evidence approved the cell (`hub conformance matrix --format html` shows it as #run-N)."""
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
-    w.writerow(["message", "version", "direction", "system", "approved", "stale"])
+    w.writerow(["message", "version", "direction", "system", "approved", "stale", "manual_open", "run_id"])
     order = {k: i for i, k in enumerate(_rows(cells))}
     for c in sorted(cells.values(), key=lambda c: (order.get((c.message, c.direction), 999), c.system)):
-        w.writerow([c.name, c.version, c.direction, c.system, c.approved, "yes" if c.stale else ""])
+        w.writerow([c.name, c.version, c.direction, c.system, c.approved, "yes" if c.stale else "",
+                    c.manual_open or "", c.run_id])
     return out.getvalue()
 
 
@@ -171,12 +192,14 @@ def _by_category(cells: dict[tuple, Cell], profiles: dict[str, Profile], all_sys
                 t.add_row(f"{name} {version} {d}", *[_short_cell(c) for c in mine])
         if t.row_count:  # the legend under its table: one system a line, never split
             parts += [t, Text("\n".join(f"  {codes[i]} = {systems[i].name}" for i in idx), style="dim")]
-    parts.append(Text("* = needs re-testing (stale)", style="dim"))
+    parts.append(Text(LEGEND, style="dim"))
     return Group(*parts)
 
 
 def _short_cell(c: Cell | None) -> str:
-    return "" if c is None else c.approved + ("*" if c.stale else "")
+    if c is None:
+        return ""
+    return c.approved + (MANUAL_MARK if c.manual_open else "") + (STALE_MARK if c.stale else "")
 
 
 def _per_system(cells: dict[tuple, Cell], profiles: dict[str, Profile], all_systems: bool) -> object:
@@ -192,7 +215,7 @@ def _per_system(cells: dict[tuple, Cell], profiles: dict[str, Profile], all_syst
         parts.append(Text(f"{p.name} ({p.category_label})", style="bold"))
         parts += [Text(f"  {c.name} {c.version} {c.direction}: {_short_cell(c)}") for c in mine] or \
             [Text("  -", style="dim")]
-    parts.append(Text("* = needs re-testing (stale)", style="dim"))
+    parts.append(Text(LEGEND, style="dim"))
     return Group(*parts)
 
 
@@ -200,7 +223,8 @@ def _full_grid(cells: dict[tuple, Cell], profiles: dict[str, Profile], all_syste
     from rich.table import Table
 
     systems, rows = grid(cells, profiles, all_systems)
-    t = Table(title="Godkjente systemer (standarder)", header_style="bold", show_lines=False)
+    t = Table(title="Godkjente systemer (standarder)", header_style="bold", show_lines=False,
+              caption=LEGEND if any(c.stale or c.manual_open for c in cells.values()) else None)
     t.add_column("Melding, versjon")
     t.add_column("S/M")
     for p in systems:
@@ -215,7 +239,8 @@ def _full_grid(cells: dict[tuple, Cell], profiles: dict[str, Profile], all_syste
 def _rich_cell(c: Cell | None) -> str:
     if c is None:
         return ""
-    return c.approved + (" [yellow](stale)[/]" if c.stale else "")
+    manual = f" {MANUAL_MARK}" if c.manual_open else ""
+    return c.approved + manual + (" [yellow](stale)[/]" if c.stale else "")
 
 
 def _xml_block(data: bytes) -> str:
@@ -223,10 +248,20 @@ def _xml_block(data: bytes) -> str:
 
 
 def to_html(cells: dict[tuple, Cell], profiles: dict[str, Profile], evidence: Evidence,
-            all_systems: bool = True) -> str:
-    """One self-contained page: the grid, then each approval's evidence (anchored #run-N)."""
+            all_systems: bool = True, *, campaign: str | None = None, now: datetime | None = None) -> str:
+    """One self-contained page: which campaign, when, which hub; the grid (each approval links to the
+    run that approved it); every session of the campaign, failed ones included, with its evidence
+    (anchored #run-N: cases, errors found, the messages exchanged)."""
+    from hub import __version__
+
     systems, rows = grid(cells, profiles, all_systems)
     e = html.escape
+    runs = sorted(evidence.runs(campaign=campaign), key=lambda r: (month_key(r.month), r.id))
+    shown = {r.id for r in runs} | {c.run_id for c in cells.values()}
+    runs += [evidence.run(i) for i in sorted(shown - {r.id for r in runs})]
+    approving = {c.run_id: c for c in cells.values()}
+    names = campaign or ", ".join(sorted({r.campaign for r in runs if r.campaign})) or "single runs"
+    when = (now or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M UTC")
     cats = [(cat, [p for p in systems if p.category == cat]) for cat in CATEGORY_ORDER]
     cats = [(c, ps) for c, ps in cats if ps]
     head1 = "".join(f'<th colspan="{len(ps)}">{e(CATEGORIES[c])}</th>' for c, ps in cats)
@@ -238,42 +273,62 @@ def to_html(cells: dict[tuple, Cell], profiles: dict[str, Profile], evidence: Ev
         for c in row:
             if c is None:
                 tds.append("<td></td>")
-            else:
-                cls = "stale" if c.stale else "ok"
-                title = f' title="needs re-testing: {e(c.stale_reason)}"' if c.stale else ""
-                tds.append(f'<td class="{cls}"{title}><a href="#run-{c.run_id}">{e(c.approved)}</a></td>')
+                continue
+            cls = "stale" if c.stale else "ok"
+            notes = ([f"needs re-testing: {c.stale_reason}"] if c.stale else []) + \
+                ([f"{c.manual_open} manual criteria still open"] if c.manual_open else [])
+            title = f' title="{e("; ".join(notes))}"' if notes else ""
+            mark = f" {MANUAL_MARK}" if c.manual_open else ""
+            tds.append(f'<td class="{cls}"{title}><a href="#run-{c.run_id}">{e(c.approved)}</a>{mark}</td>')
         label = f"<td>{e(name)}</td><td>{e(version)}</td>" if d == "S" else "<td></td><td></td>"
         body.append(f"<tr>{label}<td>{d}</td>{''.join(tds)}</tr>")
-    sections = []
-    for c in sorted(cells.values(), key=lambda c: c.run_id):
-        run = evidence.run(c.run_id)
-        items = []
-        for cr in evidence.cases(c.run_id):
-            errs = "".join(
-                f"<li>{e(str(x.get('code')))} {e(str(x.get('rule')))}: {e(str(x.get('text')))}</li>"
-                for x in cr.errors)
-            items.append(f'<tr class="{e(cr.verdict)}"><td>{e(cr.case_id)}</td><td>{e(cr.title)}</td>'
-                         f"<td>{e(cr.source)}</td><td>{e(cr.verdict)}</td><td>{e(cr.expected or '')}</td>"
-                         f"<td>{e(cr.observed or '')}<ul>{errs}</ul></td></tr>")
-        msgs = "".join(
-            f"<details><summary>{e(x.case_id)} {e(x.flow)} {e(x.name)} (sha256 {x.sha256[:12]})</summary>"
-            f"{_xml_block(evidence.blob(x.sha256))}</details>" for x in evidence.exchanges(c.run_id))
-        sections.append(
-            f'<section id="run-{c.run_id}"><h3>{e(c.system)} — {e(c.message)} {c.direction}: '
-            f"approved {e(c.approved)}{' (stale: ' + e(c.stale_reason) + ')' if c.stale else ''}</h3>"
-            f"<p>Run {run.id}, release {e(run.system_version)}, transport {e(run.transport)}, rule set "
-            f"{e(run.ruleset)}, message definition {e(run.message_fp)}, campaign {e(run.campaign or '-')}</p>"
-            f"<table><tr><th>case</th><th>title</th><th>source</th><th>verdict</th><th>expected</th>"
-            f"<th>observed</th></tr>{''.join(items)}</table>{msgs}</section>")
+    listing = "".join(
+        f'<tr class="{e(r.verdict or "")}"><td>{e(r.month)}</td><td>{e(r.system)}</td><td>{e(r.message)}</td>'
+        f"<td>{e(r.direction)}</td><td>{e(r.transport)}</td><td>{e(r.verdict or 'unfinished')}"
+        f"{' (approval)' if r.id in approving else ''}</td>"
+        f'<td><a href="#run-{r.id}">run {r.id}</a></td></tr>'
+        for r in runs)
+    sections = [_run_section(evidence, r, approving.get(r.id)) for r in runs]
     style = ("body{font-family:sans-serif;margin:1em}table{border-collapse:collapse}"
              "td,th{border:1px solid #999;padding:2px 6px}th.sys{writing-mode:vertical-rl}"
              "td.ok{background:#cfc}td.stale{background:#ffc}"
              "tr.fail td{background:#fcc}tr.skip td{color:#888}pre{background:#f4f4f4;font-size:11px}")
     return (f'<!DOCTYPE html><html lang="no"><head><meta charset="utf-8"><title>Teststatus</title>'
             f"<style>{style}</style></head><body><h1>Teststatus for ulike systemer</h1>"
+            f'<p id="about">Campaign: {e(names)}. Made {e(when)} by hub {e(__version__)}. '
+            f"{len(runs)} sessions, {sum(r.verdict == 'fail' for r in runs)} failed. {e(LEGEND)}.</p>"
             f'<table id="matrix"><tr><th colspan="3">Inndeling og navn på system</th>{head1}</tr>'
             f"<tr><th>Melding</th><th>Versjon</th><th>S/M</th>{head2}</tr>{''.join(body)}</table>"
+            f'<h2>Sessions</h2><table id="sessions"><tr><th>month</th><th>system</th><th>message</th>'
+            f"<th>S/M</th><th>transport</th><th>verdict</th><th>evidence</th></tr>{listing}</table>"
             f"<h2>Evidence</h2>{''.join(sections)}</body></html>")
+
+
+def _run_section(evidence: Evidence, run: Run, cell: Cell | None) -> str:
+    e = html.escape
+    if cell is not None:
+        outcome = f"approved {e(cell.approved)}" + (f" (stale: {e(cell.stale_reason)})" if cell.stale else "")
+        if cell.manual_open:
+            outcome += f" {MANUAL_MARK} {cell.manual_open} manual criteria still open"
+    else:
+        outcome = e(run.verdict or "unfinished")
+    items = []
+    for cr in evidence.cases(run.id):
+        errs = "".join(f"<li>{e(str(x.get('code')))} {e(str(x.get('rule')))}: {e(str(x.get('text')))}</li>"
+                       for x in cr.errors)
+        items.append(f'<tr class="{e(cr.verdict)}"><td>{e(cr.case_id)}</td><td>{e(cr.title)}</td>'
+                     f"<td>{e(cr.source)}</td><td>{e(cr.verdict)}</td><td>{e(cr.expected or '')}</td>"
+                     f"<td>{e(cr.observed or '')}<ul>{errs}</ul></td></tr>")
+    msgs = "".join(
+        f"<details><summary>{e(x.case_id)} {e(x.flow)} {e(x.name)} (sha256 {x.sha256[:12]})</summary>"
+        f"{_xml_block(evidence.blob(x.sha256))}</details>" for x in evidence.exchanges(run.id))
+    return (f'<section id="run-{run.id}"><h3>{e(run.month)} {e(run.system)} — {e(run.message)} '
+            f"{e(run.direction)}: {outcome}</h3>"
+            f"<p>Run {run.id}, release {e(run.system_version)}, transport {e(run.transport)}, rule set "
+            f"{e(run.ruleset)}, message definition {e(run.message_fp)}, campaign {e(run.campaign or '-')}, "
+            f"started {e(run.started_at)}</p>"
+            f"<table><tr><th>case</th><th>title</th><th>source</th><th>verdict</th><th>expected</th>"
+            f"<th>observed</th></tr>{''.join(items)}</table>{msgs}</section>")
 
 
 def system_anchor(name: str) -> str:

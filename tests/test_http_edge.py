@@ -10,8 +10,11 @@ view of it.
 from __future__ import annotations
 
 import asyncio
+import json
+import shutil
 import socket
 import ssl
+import subprocess
 import threading
 import time
 import uuid
@@ -442,3 +445,17 @@ def test_http_server_stops_while_a_client_is_stalled():
     t.start()
     assert done.wait(15), "stop() hung on a stalled upload"
     s.close()
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_curl_reaches_health_only_with_a_registered_certificate(hospital):
+    """An HTTP client we did not write: curl with the test PKI's anchors and the GP office's registered
+    certificate gets /health; without a certificate the handshake fails."""
+    relay, tls = hospital
+    d = shared_test_pki().dir / "parties" / "hub"
+    base = ["curl", "-sS", "--max-time", "10", "--cacert", str(tls.anchors)]
+    ok = subprocess.run([*base, "--cert", str(d / "sign.pem"), "--key", str(d / "sign.key.pem"),
+                         relay.http.url("/health")], capture_output=True, text=True)
+    assert ok.returncode == 0 and json.loads(ok.stdout) == {"ok": True}, ok.stderr
+    refused = subprocess.run([*base, relay.http.url("/health")], capture_output=True, text=True)
+    assert refused.returncode != 0 and refused.stdout == ""

@@ -219,11 +219,14 @@ def _net_party(her: int, name: str, extra: str) -> str:
 
 
 def _net_config(name: str, her: int, ident: str, listen: int, to: int, addr: str, store: str,
-                pki: Path) -> dict[str, object]:
+                pki: Path, transport: str = "smtp") -> dict[str, object]:
+    channel: dict[str, object] = {"smtp": {"listen": f"127.0.0.1:{listen}", "relay": f"127.0.0.1:{to}",
+                                           "addresses": [addr]}}
+    if transport == "http":
+        channel = {"http": {"listen": f"127.0.0.1:{listen}"}}
     return {
         "store": store, "her_id": her, "node": f"bench-net-{name}",
-        "register": ["register.toml"], "pki": str(pki), "identity": ident,
-        "smtp": {"listen": f"127.0.0.1:{listen}", "relay": f"127.0.0.1:{to}", "addresses": [addr]},
+        "register": ["register.toml"], "pki": str(pki), "identity": ident, **channel,
         "folders": {"root": "spool", "poll": 3600},
         "worker": {"threads": int(os.environ.get("HUB_BENCH_THREADS", "8")), "poll_s": 0.05,
                    "apprec_limit_s": 3600, "network_retry_interval_s": 600},
@@ -256,8 +259,10 @@ def serve_peer(home: Path) -> int:
     return 0
 
 
-def run_network(home: Path, stores: dict[str, str] | None = None) -> dict[str, float]:
-    """Two relays over SMTP on loopback, each in its own process: the GP's relay (here) signs the
+def run_network(home: Path, stores: dict[str, str] | None = None,
+                transport: str = "smtp") -> dict[str, float]:
+    """Two relays over SMTP (or `transport="http"`: POST /ebxml to the hospital's relay, and its
+    Acknowledgment POSTed back to ours) on loopback, each in its own process: the GP's relay (here) signs the
     envelope and encrypts the payload for the hospital's relay (a child process), which verifies,
     decrypts, validates, writes the folder and acknowledges. msgs/s = N / (last written at the
     hospital - first handed over); latency at half that rate, from hand-over at the GP's relay to
@@ -281,6 +286,9 @@ def run_network(home: Path, stores: dict[str, str] | None = None) -> dict[str, f
     pa, pb = port(), port()
     a_peer = f'endpoint = "mailto:edi@b.test"\n{certs("lab")}'
     b_peer = f'endpoint = "mailto:edi@a.test"\n{certs("hub")}'
+    if transport == "http":
+        a_peer = f'endpoint = "http://127.0.0.1:{pb}/ebxml"\n{certs("lab")}'
+        b_peer = f'endpoint = "http://127.0.0.1:{pa}/ebxml"\n{certs("hub")}'
     regs = {
         "a": _net_party(80000, "Relay A", "local = true") + _net_party(82001, "GP", "local = true")
         + _net_party(82002, "Kari", "parent = 82001") + _net_party(81001, "Hospital", a_peer)
@@ -296,7 +304,7 @@ def run_network(home: Path, stores: dict[str, str] | None = None) -> dict[str, f
         h.mkdir()
         (h / "register.toml").write_text(regs[name])
         cfgs[name] = _net_config(name, her, ident, listen, to, addr,
-                                 (stores or {}).get(name, "sqlite:///hub.sqlite"), pki)
+                                 (stores or {}).get(name, "sqlite:///hub.sqlite"), pki, transport)
     (home / "b" / "config.json").write_text(json.dumps(cfgs["b"]))
     start: dict[str, float] = {}
     done: dict[str, float] = {}
@@ -423,6 +431,11 @@ def main() -> int:
                 _report(f"relay_{name}", net, rsa, cores,
                         "  (signed+encrypted ebXML over SMTP; two relays, two processes; "
                         "3 RSA private-key ops per message)", rsa_ops=3)
+                if name == "sqlite":  # the HTTP edge, on one backend (the store's cost is above)
+                    home = Path(tmp) / f"{name}-http"
+                    home.mkdir()
+                    _report(f"relay_http_{name}", run_network(home, {"a": url(0), "b": url(1)}, "http"),
+                            rsa, cores, "  (the same over HTTP POST /ebxml both ways)", rsa_ops=3)
                 home = Path(tmp) / f"{name}-local"
                 home.mkdir()
                 _report(f"relay_local_{name}", run_backend(name, url(2), home), rsa, cores,

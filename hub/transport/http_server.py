@@ -261,8 +261,10 @@ class HttpServer:
                     reply = await handler(req)  # type: ignore[misc]
             except _Refused as r:
                 resp = _response(HttpReply.json(r.status, {"error": r.text}))
-                if r.status in (408, 413):
-                    resp.force_close()  # the rest of the body is not read
+                if r.status == 408:
+                    resp.force_close()
+                # after a 413 aiohttp drains (and drops) what the client still sends for up to
+                # lingering_time, so the client reads its 413 instead of a reset; then it closes
                 return resp
             except Exception:  # noqa: BLE001 - e.g. the store said no: the sender must try again
                 log.exception("%s %s failed", request.method, request.path)

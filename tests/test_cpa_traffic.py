@@ -336,3 +336,51 @@ def test_hub_decrypt_reads_pem_and_smime(pki, tmp_path: Path, form: str):  # noq
                                  "--party", "lab", "-o", str(tmp_path / "out.xml")])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "out.xml").read_bytes() == DOC
+
+
+def test_sha1_kith_documents_refused_s01_unless_the_peer_allows(pki, parties):  # noqa: ANN001
+    """The same setting for documents: the relay's KITH signature check asks the register."""
+    from hub.relay import pipeline as pl
+    from hub.relay.kith_signature import KithSignatureCheck
+    from hub.security.certs import CertificateValidator
+    from hub.security.pki import load_intermediates, load_trust_anchors
+    from hub.security.xmldsig import sign_enveloped
+
+    _, _, gp, _, _ = parties
+    doc = sign_enveloped(b"<MsgHead><MsgInfo/></MsgHead>", gp.sign_key, gp.sign_cert, algorithm="rsa-sha1")
+    validator = CertificateValidator(load_trust_anchors(pki.dir), load_intermediates(pki.dir))
+    facts = pl.Facts(sender_her=82001, gen_date=datetime.now(UTC))
+    allowed: set[int] = set()
+    check = KithSignatureCheck(lambda her: gp.sign_cert, validator, lambda her: her in allowed)
+    f = check.check(doc, facts)
+    assert f is not None and f.code == "S01" and "SHA-1" in f.text
+    allowed.add(82001)
+    assert check.check(doc, facts) is None
+
+
+def test_unsigned_envelope_only_where_the_cpa_asks_for_no_signature(reference: Path, parties):  # noqa: ANN001
+    partner, nav, gp, lab, _ = parties
+
+    def unsigned(root: etree._Element) -> None:
+        for b in root.iter(f"{C}BusinessTransactionCharacteristics"):
+            b.set(f"{C}isNonRepudiationRequired", "false")
+            b.set(f"{C}isAuthenticated", "none")
+
+    from hub.ebxml.envelope import parse_envelope
+    from hub.xmlsafe import parse_bytes
+
+    signed = egenandel_request(partner, DOC)
+    pkg = parse_package(signed)
+    root = parse_bytes(pkg.soap).getroot()
+    sig = root.find(".//{http://www.w3.org/2000/09/xmldsig#}Signature")
+    sig.getparent().remove(sig)
+    bare = build_package(serialize(root), list(pkg.parts.items()), soap_base64=False, payload_type=PLAIN_TYPE)
+    assert not parse_envelope(parse_package(bare).soap).signed
+    out, _ = receive(nav, repo_of(nav_cpa(reference, gp.sign_cert, gp.enc_cert, lab.sign_cert, lab.enc_cert)),
+                     bare)
+    assert out.status == "rejected" and (EbmsError.SECURITY_FAILURE, LOC["signature"]) in {
+        (e.code, e.location) for e in out.errors}
+    relaxed = repo_of(nav_cpa(reference, gp.sign_cert, gp.enc_cert, lab.sign_cert, lab.enc_cert,
+                              edit=unsigned))
+    out, got = receive(nav, relaxed, bare)
+    assert out.status == "delivered" and list(got[0].payloads.values()) == [DOC]

@@ -384,3 +384,19 @@ def test_unsigned_envelope_only_where_the_cpa_asks_for_no_signature(reference: P
                               edit=unsigned))
     out, got = receive(nav, relaxed, bare)
     assert out.status == "delivered" and list(got[0].payloads.values()) == [DOC]
+
+
+def test_sync_reply_only_on_a_channel_that_has_one(reference: Path, parties):  # noqa: ANN001
+    """NAV binds EgenandelForesporsel to its HTTP channel (signalsAndResponse): SyncReply is right there;
+    bound to the SMTP channel (syncReplyMode none) the same request is Inconsistent."""
+    partner, nav, gp, lab, _ = parties
+
+    def to_smtp(root: etree._Element) -> None:
+        for b in root.iter(f"{C}ThisPartyActionBinding"):
+            ch = b.find(f"{C}ChannelId")
+            if b.get(f"{C}action") == "EgenandelForesporsel" and ch.text == "NAV_SyncHttpChannelB1":
+                ch.text = "NAV_asyncSMTPChannelA2"
+    out, _ = receive(nav, repo_of(nav_cpa(reference, gp.sign_cert, gp.enc_cert, lab.sign_cert, lab.enc_cert,
+                                          edit=to_smtp)), egenandel_request(partner, DOC))
+    assert [(e.code, e.location) for e in out.errors] == [(EbmsError.INCONSISTENT, LOC["sync_reply"])]
+    assert "NAV_asyncSMTPChannelA2" in out.errors[0].description

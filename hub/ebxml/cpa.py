@@ -725,9 +725,17 @@ def check_against_cpa(env: Envelope, repo: CpaRepository | None, signer: x509.Ce
     if not any(r.role == h.to_party.role for r in receiver.roles_for(svc)):
         errors.append(err(EbmsError.VALUE_NOT_RECOGNIZED, "to_role",
                           f"HER {th} has no role {h.to_party.role!r} in service {svc}"))
-    elif receiver.binding(svc, act, "receive", h.to_party.role) is None:
+    elif (rb := receiver.binding(svc, act, "receive", h.to_party.role)) is None:
         errors.append(err(EbmsError.VALUE_NOT_RECOGNIZED, "action",
                           f"role {h.to_party.role} may not receive action {act!r} in service {svc}"))
+    elif env.sync_reply:
+        # SyncReply asks for the answer on the same connection: only where a channel bound to the action
+        # has a syncReplyMode (NAV's HTTP channel: signalsAndResponse; its SMTP channel: none)
+        chans = [c for c in (receiver.channel(i) for i in rb[1].channel_ids) if c is not None]
+        if chans and all((c.sync_reply_mode or "none") == "none" for c in chans):
+            errors.append(err(EbmsError.INCONSISTENT, "sync_reply",
+                              f"SyncReply, but CPA {cpa.cpa_id} binds {act} to channel(s) "
+                              f"{', '.join(c.channel_id for c in chans)} with syncReplyMode none"))
     expected = sender.signing_certificate()
     if signer is not None and expected is not None and signer != expected:
         errors.append(err(EbmsError.SECURITY_FAILURE, "key_info",

@@ -400,3 +400,28 @@ def test_sync_reply_only_on_a_channel_that_has_one(reference: Path, parties):  #
                                           edit=to_smtp)), egenandel_request(partner, DOC))
     assert [(e.code, e.location) for e in out.errors] == [(EbmsError.INCONSISTENT, LOC["sync_reply"])]
     assert "NAV_asyncSMTPChannelA2" in out.errors[0].description
+
+
+def test_of_two_bound_channels_the_one_over_the_transport(reference: Path, parties):  # noqa: ANN001
+    """An action bound to NAV's HTTP and SMTP channels: the sender's transport picks the channel, and
+    with it the endpoint, acknowledgment and sync behaviour."""
+    partner, _, gp, lab, _ = parties
+
+    def both(root: etree._Element) -> None:
+        for b in root.iter(f"{C}ThisPartyActionBinding"):
+            ch = b.find(f"{C}ChannelId")
+            if b.get(f"{C}action") == "EgenandelForesporsel" and ch.text == "NAV_SyncHttpChannelB1":
+                extra = etree.Element(f"{C}ChannelId")
+                extra.text = "NAV_asyncSMTPChannelA2"
+                ch.addnext(extra)
+    repo = repo_of(nav_cpa(reference, gp.sign_cert, gp.enc_cert, lab.sign_cert, lab.enc_cert, edit=both))
+    args = (repo, PARTNER, NAV, NOW, "HarBorgerEgenandelFritak", "EgenandelForesporsel")
+    assert plan_send(*args).protocol == "HTTP"  # the first bound one without a transport asked for
+    smtp = plan_send(*args, "SMTP")
+    assert smtp.endpoints == ["mailto://mottak-qass@test-es.nav.no"] and smtp.ack_requested
+    http = plan_send(*args, "HTTP")
+    assert http.endpoints == ["https://nhn-gw-q.nav.no:9443/ebxml/msh"] and not http.ack_requested
+    out = Msh([partner], cpas=repo).send(from_her=PARTNER, to_her=NAV, payload=DOC, now=NOW,
+                                         service="HarBorgerEgenandelFritak", action="EgenandelForesporsel",
+                                         protocol="SMTP")
+    assert out.endpoints == smtp.endpoints and b"AckRequested" in parse_package(out.data).soap

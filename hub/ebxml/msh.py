@@ -227,6 +227,7 @@ class Msh:
         soap_base64: bool = True,
         description: str | None = None,
         message_id: str | None = None,
+        protocol: str | None = None,
     ) -> Outgoing:
         """Build, sign and encrypt one business message. Names follow HISD 1209 from `message_type`
         unless service/action/roles are given (NAV-style services); the CPA decides channel and keys.
@@ -239,7 +240,9 @@ class Msh:
             from_role, to_role = from_role or n.from_role, to_role or n.to_role
         if not service or not action:
             raise ValueError("give message_type, or service and action")
-        plan = plan_send(self.cpas, party.her_id, str(to_her), now, service, action)
+        # `protocol` (SMTP/HTTP): the transport the caller sends over; of the channels a CPA binds to the
+        # action, the one over it decides ack, sync and packaging
+        plan = plan_send(self.cpas, party.her_id, str(to_her), now, service, action, protocol)
         if plan.cpa is not None and (from_role is None or to_role is None):
             ours, theirs = plan.cpa.party(party.her_id), plan.cpa.party(str(to_her))
             b = ours.binding(service, action, "send") if ours else None

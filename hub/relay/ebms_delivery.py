@@ -161,7 +161,8 @@ class EbmsDelivery:
         ttl = message.expires_at - now if message.expires_at and message.expires_at > now else None
         try:
             out = self.msh.send(from_her=from_her, to_her=str(route.her_id), payload=data, now=now,
-                                time_to_live=ttl, message_id=out_id, **kw)
+                                time_to_live=ttl, message_id=out_id,
+                                protocol="HTTP" if route.kind is pl.RouteKind.HTTP else "SMTP", **kw)
         except ValueError as exc:  # no encryption certificate: a register fault an operator fixes
             raise pl.DeliveryError("ebxml.peer", str(exc), permanent=True) from exc
         return out.data

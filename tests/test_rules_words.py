@@ -145,3 +145,14 @@ def test_broken_official_samples_are_caught_by_their_rule(reference: Path, offic
     assert empty.errors[0].text == "AppRec lacks a required child element: MsgType"
     version = official.validate_bytes((samples / "ksfiks_dialogmelding_invalid-version.xml").read_bytes())
     assert version.errors[0].rule == "ns.mig-version"
+
+
+def test_empty_codes_are_called_empty() -> None:
+    def empty_codes(root: etree._Element) -> None:
+        root.find(f".//{MH}Patient/{MH}Sex").set("V", "")
+        root.find(f".//{MH}Sender//{MH}TypeId").set("V", "")
+
+    r = Validator().validate_bytes(_edit("dialogmelding-1.0-dialog-notat.xml", empty_codes), "m.xml")
+    texts = {p.rule: p.text for p in r.errors}
+    assert texts["code.value"] == "Sex V is empty (KITH code list 3101)"
+    assert texts["ident.type"] == "the TypeId is empty (code list 9051)"

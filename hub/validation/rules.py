@@ -218,7 +218,9 @@ def ident_rules(root: etree._Element) -> list[Problem]:
                                                "expected 9051 (organisations) or 8116 (persons)", t))
             codes = CODES_9051 | CODES_8116
         if codes is not None and value not in codes:
-            out.append(problem("ident.type", f"TypeId {value!r} is not in code list {listed}", t))
+            text = (f"the {_local(t.tag)} is empty (code list {listed})" if not value
+                    else f"{_local(t.tag)} {value!r} is not in code list {listed}")
+            out.append(problem("ident.type", text, t))
             continue
         if value == "HER":
             id_el = find(holder, "{*}Id")
@@ -347,7 +349,8 @@ def code_rules(root: etree._Element) -> list[Problem]:
         bad = _code_violation(el)
         if bad is not None:
             v, listed = bad
-            text = f"{_local(el.tag)} V={v!r} is not in KITH code list {listed}"
+            text = (f"{_local(el.tag)} V is empty (KITH code list {listed})" if not v.strip()
+                    else f"{_local(el.tag)} V={v!r} is not in KITH code list {listed}")
             out.append(problem("code.value", text, el))
     return out
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -237,6 +238,16 @@ def test_an_unknown_department_is_e21_at_routing_answered_to_the_sender(register
     d = pl.decide_intake(f, LAB_LOCAL, register, Path("/spool"))
     assert isinstance(d, pl.Reject) and d.code == "E21" and d.answer is pl.Answer.APPREC
     assert f"ENH {ELVEBAKKEN_ENH} + LAV 9999" in d.text
+
+
+def test_a_sender_named_by_an_unknown_organisation_is_refused_naming_it(register: Register) -> None:
+    f = _facts(svarrapport([("ENH", ELVEBAKKEN_ENH), ("LAV", "4711")], str(uuid.uuid4()), lab_by_enh=True))
+    assert f.sender_her is None and f.sender_org == pl.Org(LAB_ENH, (("LAV", "B1"),))
+    d = pl.decide_intake(replace(f, sender_org=pl.Org("999999999")), LAB_LOCAL, register, Path("/s"))
+    assert isinstance(d, pl.Reject) and d.code == "X99" and "ENH 999999999" in d.text
+    # found by the register, the lab's department must still lie under the submitting system
+    d = pl.decide_intake(f, pl.Submitted(pl.Channel.FOLDER, 84001), register, Path("/s"))
+    assert isinstance(d, pl.Reject) and "83002 is not the submitting local system" in d.text
 
 
 def test_network_intake_falls_back_to_the_ebxml_to_party(register: Register) -> None:

@@ -353,7 +353,10 @@ def decide_intake(facts: Facts, sub: Submitted, register: Register, spool_root: 
         why = "; ".join(f"{f.rule}: {f.text}" for f in facts.pending)
         return Defer(f"checked again later: {why}", facts.pending)
     if facts.sender_her is None:
-        return Reject("X99", "the message names no sending communication party", _answer_for(sub, facts))
+        named = f" (it names {facts.sender_org}, which the address register does not resolve)" \
+            if facts.sender_org is not None else ""
+        return Reject("X99", f"the message names no sending communication party{named}",
+                      _answer_for(sub, facts))
     if sub.party_her is None or not belongs_to(register, facts.sender_her, sub.party_her):
         who = "the submitting local system" if not sub.network else "the ebXML From party"
         return Reject(

@@ -94,6 +94,43 @@ class SmtpSection(Section):
     listen: HostPort | None = Field(None, description="Where the relay takes ebXML mail from peers.")
     relay: HostPort | None = Field(None, description="The SMTP server outgoing ebXML mail is handed to.")
     addresses: list[str] = Field(default_factory=list, description="This relay's ebXML mail addresses.")
+    starttls: Literal["off", "offered", "required"] = Field(
+        "offered", description="The listener's STARTTLS (needs [tls]); required: nothing in clear text.")
+    relay_starttls: Literal["opportunistic", "required"] = Field(
+        "opportunistic", description="Mail we send: STARTTLS when offered, or never without it.")
+    max_bytes: int = Field(20 * 1024 * 1024, gt=0, description="Largest mail taken (552 above).")
+    timeout_s: float = Field(300, gt=0, description="An SMTP session idle (or in one DATA) this long "
+                             "is closed.")
+
+
+# --- keys and trust (issue 14; read by hub.relay.identities) ---------------------------------------------
+
+class IdentitySection(Section):
+    her_id: int = Field(description="The own HER-id these keys sign and decrypt for.")
+    sign: str | None = Field(None, description="PKCS#12 file: signing certificate and key.")
+    sign_cert: str | None = Field(None, description="PEM signing certificate (with sign_key).")
+    sign_key: str | None = Field(None, description="PEM signing key.")
+    enc: str | None = Field(None, description="PKCS#12 file: encryption certificate and key.")
+    enc_cert: str | None = Field(None, description="PEM encryption certificate (with enc_key).")
+    enc_key: str | None = Field(None, description="PEM encryption key.")
+    previous_enc: list[str] = Field(default_factory=list, description="Older PKCS#12 encryption pairs that "
+                                    "still decrypt.")
+    password_file: str | None = Field(None, description="First line: the PKCS#12 / key password.")
+
+
+class TrustSection(Section):
+    anchors: list[str] = Field(min_length=1, description="PEM files of trusted root CAs.")
+    intermediates: list[str] = Field(default_factory=list, description="PEM files of issuing CAs.")
+    check_revocation: bool = Field(True, description="Check CRLs (from the certificates' "
+                                   "distribution points).")
+    crl_cache: str | None = Field(None, description="Folder to keep fetched CRLs in.")
+    crl_timeout_s: float = Field(3.0, gt=0, description="Seconds to wait for a CRL download.")
+
+
+class TlsSection(Section):
+    cert: str = Field(description="PEM: the listeners' TLS certificate (and its chain).")
+    key: str = Field(description="PEM: its private key.")
+    password_file: str | None = Field(None, description="First line: the key's password.")
 
 
 class HttpSection(Section):
@@ -181,6 +218,10 @@ class HubSettings(BaseSettings):
     registers: list[str] = Field(default_factory=list, alias="register",
                                  description="Address register files or folders.")
     cpa_dir: str | None = Field(None, description="Folder of CPA XML files.")
+    identities: list[IdentitySection] = Field(default_factory=list, description="The relay's keys per own "
+                                              "HER-id (PEM or PKCS#12); instead of pki.")
+    trust: TrustSection | None = Field(None, description="Trust anchors and revocation; instead of pki.")
+    tls: TlsSection | None = Field(None, description="The listeners' TLS certificate (STARTTLS, HTTPS).")
     smtp: SmtpSection = Field(default_factory=SmtpSection)
     http: HttpSection = Field(default_factory=HttpSection)
     folders: FoldersSection = Field(default_factory=FoldersSection)

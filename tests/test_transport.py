@@ -55,8 +55,9 @@ class Pair:
         self.gp = Gateway(Msh([w.gp], cpas=w.repository(), peers=Peers({w.lab.her_id: w.peer_of("lab")})))
         self.lab = Gateway(Msh([w.lab], cpas=w.repository(), peers=Peers({w.gp.her_id: w.peer_of("gp")}),
                                handoff=self.delivered.append))
-        self.gp_in = SmtpListener({"gp@edi.test"}, self.gp.on_mail, tls_context=tls)
-        self.lab_in = SmtpListener({"lab@edi.test"}, self.lab.on_mail, max_bytes=256 * 1024, tls_context=tls)
+        self.gp_in = SmtpListener({"gp@edi.test"}, self.gp.on_mail, tls_context=tls, keep=10)
+        self.lab_in = SmtpListener({"lab@edi.test"}, self.lab.on_mail, max_bytes=256 * 1024, tls_context=tls,
+                                   keep=10)
         self.client_tls = client_tls
 
     async def __aenter__(self) -> Pair:
@@ -155,7 +156,7 @@ def test_listener_refuses_with_proper_smtp_replies(w: World):
             assert rcpt[0] == 550 and "no ebXML mailbox" in rcpt[1]
             assert not_ebxml[0] == 554 and "not an ebXML message" in not_ebxml[1]
             assert too_big[0] == 552
-            assert p.lab.outcomes == [] and p.lab_in.received == []
+            assert p.lab.outcomes == [] and list(p.lab_in.received) == []
 
     asyncio.run(run())
 
@@ -190,7 +191,7 @@ def test_smtp_uses_starttls_when_offered(w: World, tmp_path: Path):
                                 payload=b"<tls/>", now=datetime.now(UTC))
             await p.gp.send(out)
             await until(lambda: p.gp.msh.sent[out.message_id].acked_at is not None)
-            assert p.lab_in.tls_used == [True] and p.gp_in.tls_used == [True]
+            assert list(p.lab_in.tls_used) == [True] and list(p.gp_in.tls_used) == [True]
 
     asyncio.run(run())
 

@@ -34,6 +34,7 @@ from hub.ebxml.cpa import (
 )
 from hub.ebxml.dedup import MemorySeen, SeenMessages, content_digest, decide
 from hub.ebxml.envelope import (
+    DS_NS,
     Envelope,
     ManifestRef,
     MessageHeader,
@@ -81,6 +82,29 @@ class Peer:
     endpoint: str | None = None  # mailto:..., http(s)://...
     compress: bool = False  # gzip payloads to this peer before encryption (as NAV does)
     allow_sha1: bool = False  # accept rsa-sha1/sha1 signatures from this peer (old HTTP sync senders)
+
+
+class SentLog(Protocol):
+    """Where the Msh keeps what it sent until the Acknowledgment comes (a dict, or a relay's store)."""
+
+    def get(self, message_id: str, default: Sent | None = None, /) -> Sent | None: ...
+
+    def __setitem__(self, message_id: str, sent: Sent, /) -> None: ...
+
+    def pop(self, message_id: str, default: Sent | None = None, /) -> Sent | None: ...
+
+
+def sent_references(entity: bytes) -> list[RefDigest]:
+    """The ds:Reference digests of a package we signed (what its Acknowledgment must copy)."""
+    pkg = parse_package(entity)
+    env = parse_envelope(pkg.soap)
+    refs = []
+    if env.root is not None:
+        for r in env.root.iter(f"{{{DS_NS}}}Reference"):
+            dm = r.find(f"{{{DS_NS}}}DigestMethod")
+            refs.append(RefDigest(r.get("URI", ""), dm.get("Algorithm", "") if dm is not None else "",
+                                  (r.findtext(f"{{{DS_NS}}}DigestValue") or "").strip()))
+    return refs
 
 
 class PeerDirectory(Protocol):
@@ -173,6 +197,9 @@ class Outcome:
     sync: bool = False
     reply_to: str | None = None
     matched: Sent | None = None  # for a received signal: the message of ours it answers
+    # receive(record=False): the duplicate-elimination record (MessageId, digest, answer) the caller
+    # writes once its own checks have chosen the answer
+    record: tuple[str, str, bytes] | None = None
 
 
 class Msh:
@@ -187,6 +214,7 @@ class Msh:
         on_signal: Callable[[Envelope, Sent | None], None] | None = None,
         crypto: PayloadCrypto | None = None,
         validate_certificate: Callable[[x509.Certificate, datetime], None] | None = None,
+        sent: SentLog | None = None,
     ) -> None:
         self.parties = {p.her_id: p for p in parties}
         self.cpas = cpas
@@ -197,7 +225,7 @@ class Msh:
         self.crypto = crypto or CmsCrypto()
         # hook for hub.security.certs (chain, validity, revocation); raising means SecurityFailure
         self.validate_certificate = validate_certificate
-        self.sent: dict[str, Sent] = {}
+        self.sent: SentLog = sent if sent is not None else {}
 
     # ------------------------------------------------------------ sending
 
@@ -320,6 +348,21 @@ class Msh:
         content checks after the envelope was accepted)."""
         return self._error_response(env, errors, now)
 
+    def unreadable_error(self, errors: list[EbxmlError], now: datetime, *, own_her: str,
+                         sender: str | None = None) -> bytes:
+        """A signed MessageError for input with no ebXML header to read (not XML, a DTD, broken MIME):
+        from `own_her`, to the sender as the transport names it (`mailto:...`), answering no MessageId."""
+        kind, _, value = (sender or "").partition(":")
+        to = Party([(kind, value)] if value else [("unknown", "unknown")])
+        received = MessageHeader(from_party=to, to_party=Party.her(own_her, None), cpa_id=None,
+                                 conversation_id=None, service=None, action=None, message_id=None,
+                                 timestamp=None)
+        root = build_message_error(received, errors, now)
+        party = self.parties.get(str(own_her))
+        if party is not None:
+            self._sign(party, root, {})
+        return build_package(serialize(root))
+
     def _error_response(self, env: Envelope, errors: list[EbxmlError], now: datetime) -> bytes:
         root = build_message_error(env.header, errors, now)
         party = self.parties.get(env.header.to_party.her_id or "")
@@ -328,19 +371,33 @@ class Msh:
         return build_package(serialize(root))
 
     def receive(self, raw: bytes, now: datetime, *, transport: str = "smtp",
-                parsed: tuple[Package, Envelope] | None = None, digest: str | None = None) -> Outcome:
+                parsed: tuple[Package, Envelope] | None = None, digest: str | None = None,
+                record: bool = True) -> Outcome:
         """Process one received MIME entity (mail with headers, or HTTP headers + body). `parsed`: the
         package and envelope of `raw` when the caller has them already (not parsed again); `digest`:
-        their content digest, when the caller computed it too (a C14N of the envelope spared)."""
+        their content digest, when the caller computed it too (a C14N of the envelope spared).
+        `record=False`: the seen record is not written but returned (`Outcome.record`)."""
         try:
-            return self._receive(raw, now, transport, parsed, digest if parsed is not None else None)
+            return self._receive(raw, now, transport, parsed, digest if parsed is not None else None,
+                                 record)
         except Exception as exc:  # noqa: BLE001 - any bug must still produce an ebMS answer
             log.exception("unexpected error while receiving")
             e = EbxmlError(EbmsError.UNKNOWN, f"internal error: {type(exc).__name__}", LOC["envelope"])
             return self._fault([e])
 
+    def _remember(self, outcome: Outcome, digest: str, record: bool) -> Outcome:
+        h = outcome.envelope.header if outcome.envelope is not None else None
+        if h is not None and h.message_id:
+            rec = (h.message_id, digest, outcome.response or b"")
+            if record:
+                self.seen.seen_put(*rec)
+            else:
+                outcome.record = rec
+        return outcome
+
     def _receive(self, raw: bytes, now: datetime, transport: str,
-                 parsed: tuple[Package, Envelope] | None, digest: str | None = None) -> Outcome:
+                 parsed: tuple[Package, Envelope] | None, digest: str | None = None,
+                 record: bool = True) -> Outcome:
         if parsed is not None:
             pkg, env = parsed
         else:
@@ -428,9 +485,8 @@ class Msh:
         fatal = [e for e in errors if e.severity == "Error"]
         if fatal:
             response = self._error_response(env, errors, now)
-            if h.message_id:
-                self.seen.seen_put(h.message_id, digest, response)
-            return Outcome("rejected", env, response, "error", errors, sync=sync, reply_to=reply_to)
+            return self._remember(Outcome("rejected", env, response, "error", errors, sync=sync,
+                                          reply_to=reply_to), digest, record)
         delivery = Delivery(env, payloads, raw, cpa, now, verified.certificate if verified else None)
         if self.handoff is not None:
             try:
@@ -446,10 +502,8 @@ class Msh:
             root = build_acknowledgment(env, now, verified.references if verified else [])
             self._sign(party, root, {})
             response = build_package(serialize(root))
-        if h.message_id:
-            self.seen.seen_put(h.message_id, digest, response)
-        return Outcome("delivered", env, response or None, "ack" if response else None, errors,
-                       delivery, sync=sync, reply_to=reply_to)
+        return self._remember(Outcome("delivered", env, response or None, "ack" if response else None, errors,
+                                      delivery, sync=sync, reply_to=reply_to), digest, record)
 
     def _receive_signal(self, env: Envelope, parts: dict[str, bytes], now: datetime) -> Outcome:
         """Acknowledgment/MessageError: verify, match with what we sent; never answered (HIS 1037 §7)."""

@@ -18,6 +18,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
+from hub.fsmode import private_dir
 from hub.relay.pipeline import DeliveryError, Route, RouteKind
 from hub.store import Message
 
@@ -47,7 +48,7 @@ class Deliverer(Protocol):
 def ensure_spool(folder: Path) -> Path:
     """A local system's spool: out/ (it writes), in/ (we write), archive/ and error/."""
     for d in SPOOL_DIRS:
-        (folder / d).mkdir(parents=True, exist_ok=True)
+        private_dir(folder / d)
     return folder
 
 
@@ -156,7 +157,7 @@ class FolderDeliverer:
                 _write_synced(tmp, data)
             if first or not marker.exists():
                 if ledger not in self._ledgers:
-                    ledger.mkdir(exist_ok=True)
+                    private_dir(ledger)
                     self._ledgers.add(ledger)
                 os.close(os.open(marker, os.O_WRONLY | os.O_CREAT, 0o600))
                 _dir_sync.sync(ledger)
@@ -186,7 +187,7 @@ class FolderDeliverer:
     def notice(folder: Path, name: str, text: str) -> Path:
         """A note for a local system (e.g. why a message was not delivered) in its error/ folder."""
         target = folder / "error" / name
-        target.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(target.parent)
         write_durably(target, text.encode("utf-8"))
         return target
 

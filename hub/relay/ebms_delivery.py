@@ -13,6 +13,8 @@ worker's `on_ack`/`on_nack`.
 from __future__ import annotations
 
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -21,7 +23,8 @@ from lxml import etree
 
 from hub.ebxml.envelope import Envelope
 from hub.ebxml.mime import Package
-from hub.ebxml.msh import Msh, Outcome
+from hub.ebxml.msh import Msh, Outcome, sent_references
+from hub.ebxml.msh import Sent as MshSent
 from hub.relay import pipeline as pl
 from hub.relay.delivery import Deliverer, Delivery, NetworkDeliverer
 from hub.relay.delivery import Outcome as Sent
@@ -91,6 +94,40 @@ def transport_error(exc: BaseException) -> pl.DeliveryError:
     if f.code.startswith("crash."):  # an unknown transport error: worth another try, not a verdict
         return pl.DeliveryError(f"transport.{name}", str(exc) or name, permanent=False)
     return pl.DeliveryError(f.code, f.text, permanent=f.permanent)
+
+
+class SentInStore:
+    """The Msh's record of what it sent, for checking an Acknowledgment's reference digests: kept in
+    memory for the moments until the ack comes, and read from the store otherwise (after a restart,
+    or when the ack comes to another node): the package we stored (OUT) carries the references."""
+
+    KEEP = 4096  # in memory at most; older ones are read from the store when their ack comes
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._recent: OrderedDict[str, MshSent] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __setitem__(self, message_id: str, sent: MshSent) -> None:
+        with self._lock:
+            self._recent[message_id] = sent
+            while len(self._recent) > self.KEEP:
+                self._recent.popitem(last=False)
+
+    def pop(self, message_id: str, default: MshSent | None = None) -> MshSent | None:
+        with self._lock:
+            return self._recent.pop(message_id, default)
+
+    def get(self, message_id: str, default: MshSent | None = None) -> MshSent | None:
+        with self._lock:
+            hit = self._recent.get(message_id)
+        if hit is not None:
+            return hit
+        m = self.store.get(message_id) if message_id else None
+        out = self.store.blob(m.id, OUT) if m is not None and m.out_message_id == message_id else None
+        if m is None or out is None:
+            return default
+        return MshSent(message_id, m.receiver_her or "", sent_references(out))
 
 
 class EbmsDelivery:

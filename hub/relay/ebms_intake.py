@@ -25,8 +25,8 @@ from hub.ebxml.envelope import Envelope, parse_envelope
 from hub.ebxml.errors import LOC, EbxmlError
 from hub.ebxml.mime import Package, build_package, parse_package
 from hub.ebxml.signals import build_soap_fault
-from hub.relay.lifecycle import Event
-from hub.store import ErrorInfo, Message, MessageMeta, Store
+from hub.relay.rejected import record_rejected
+from hub.store import Message, MessageMeta, Store
 from hub.transport.http import HttpReply
 from hub.transport.http_server import HttpRequest
 
@@ -96,7 +96,7 @@ class Answered:
 class Taken:
     what: str  # stored | duplicate | in-process | signal | refused (unreadable: kept as rejected)
     message: Message | None = None
-    response: bytes | None = None  # a duplicate's stored signal, to send back
+    response: bytes | None = None  # a duplicate's stored signal, or the MessageError, to send back
     reply_to: str | None = None
     peek: Peek | None = None
 
@@ -108,12 +108,15 @@ class EbmsIntake:
         on_signal: Callable[..., object],
         send_later: Callable[[bytes, str], None],
         peer_endpoint: Callable[[str], str | None],
+        unreadable: Callable[[EbxmlError, str | None], bytes],
         handoff: Callable[[str, tuple[Package, Envelope], str], None] | None = None,
         tap: Callable[..., None] | None = None,
     ) -> None:
         self.store, self.node, self.answered = store, node, answered
         self.on_stored, self.on_signal, self.send_later = on_stored, on_signal, send_later
         self.peer_endpoint, self.handoff, self.tap = peer_endpoint, handoff, tap
+        # the MessageError for input with no ebXML header: (what is wrong, the sender's address) -> entity
+        self.unreadable = unreadable
         self.tasks: set[asyncio.Task] = set()  # signals applied after the 250; drained at stop
 
     def take(self, raw: bytes, channel: str, mail_from: str | None = None, *,
@@ -156,19 +159,21 @@ class EbmsIntake:
         return Taken("stored", message=m, peek=p)
 
     def _refuse(self, raw: bytes, channel: str, e: EbxmlError, mail_from: str | None) -> Taken:
+    def _refuse(self, raw: bytes, channel: str, e: EbxmlError, mail_from: str | None) -> Taken:
         """Not readable ebXML: nothing to route, and no MessageId to answer later. Its bytes are kept
-        as a rejected message (`hub queue list --state rejected`); the answer is a SOAP Fault naming
-        what is wrong and where. A crash between the two commits leaves it `received`: the worker
-        then refuses it the same way (hub.relay.unwrap)."""
-        src = f"ebXML over {channel}" + (f", MAIL FROM {mail_from}" if mail_from else "")
-        m = self.store.put_received(raw, MessageMeta(direction="in", channel=channel), actor=self.node,
-                                    reason=f"{src} (unreadable)")
+        as a rejected message (hub.relay.rejected: `hub queue list --state rejected`). Over HTTP the
+        answer is a SOAP Fault naming what is wrong and where; over SMTP a MessageError signed by the
+        relay goes to the MAIL FROM (none for the null sender). A crash between the two commits leaves it
+        `received`: the worker then refuses it the same way (hub.relay.unwrap)."""
         text = f"{e.location}: {e.description}" if e.location else e.description
-        m = self.store.transition(m.id, Event.REJECT, actor=self.node, reason=f"ebXML {e.code}: {text}",
-                                  error=ErrorInfo(str(e.code), text, True))
+        m = record_rejected(self.store, raw, channel=channel, actor=self.node, code=str(e.code), text=text,
+                            origin=mail_from or "")
         if self.tap is not None:
             self.tap("rejected", m, f"{e.code}: {text}")
-        return Taken("refused", message=m, response=build_package(build_soap_fault([e]), soap_base64=False))
+        if channel == "http":
+            return Taken("refused", message=m, response=build_package(build_soap_fault([e]), soap_base64=False))
+        sender = f"mailto:{mail_from}" if mail_from else None
+        return Taken("refused", message=m, response=self.unreadable(e, sender), reply_to=sender)
 
     def _reply_to(self, p: Peek, mail_from: str | None) -> str | None:
         endpoint = self.peer_endpoint(p.from_her) if p.from_her else None
@@ -186,7 +191,7 @@ class EbmsIntake:
             # is not applied is recovered by our retry, which the peer answers from its seen record
             task = asyncio.get_running_loop().create_task(asyncio.to_thread(
                 self.on_signal, data, "smtp", taken.peek.parsed if taken.peek else None))
-        elif taken.what == "duplicate" and taken.response and taken.reply_to:
+        elif taken.what in ("duplicate", "refused") and taken.response and taken.reply_to:
             self.send_later(taken.response, taken.reply_to)
         if task is not None:
             self.tasks.add(task)

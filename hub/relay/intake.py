@@ -117,7 +117,10 @@ class FolderWatcher:
     def _work_dir(self, folder: Path) -> Path | None:
         d = folder / "out" / f".intake-{self.intake.node}"
         try:
-            d.mkdir(exist_ok=True)
+            d.mkdir(mode=0o700)
+            os.chmod(d, 0o700)  # mkdir's mode is filtered by the umask
+        except FileExistsError:
+            pass
         except FileNotFoundError:
             return None  # the system's out/ is gone (unmounted share): nothing to take
         return d
@@ -165,6 +168,7 @@ class FolderWatcher:
         m, _fresh = self.intake.accept_local(data, party, pl.Channel.FOLDER, dedup_key=key,
                                              detail=f"file {path.name}")
         prefix = m.short_id if m is not None else "duplicate"
+        os.chmod(path, 0o600)  # the archived original is the hub's now, not readable as the sender left it
         os.replace(path, folder / "archive" / f"{prefix}-{path.name}")
         return 1
 

@@ -18,18 +18,20 @@ import logging
 import threading
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future, wait
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from hub.ebxml.errors import EbxmlError
 from hub.ebxml.msh import LocalParty, Msh
 from hub.relay import pipeline as pl
 from hub.relay.delivery import Deliverer
-from hub.relay.ebms_delivery import EbmsDelivery
+from hub.relay.ebms_delivery import EbmsDelivery, SentInStore
 from hub.relay.ebms_intake import Answered, EbmsIntake
+from hub.relay.identities import IdentityConfigError
 from hub.relay.kith_signature import KithSignatureCheck
 from hub.relay.register import Register
-from hub.relay.unwrap import EnvelopeCertCheck, HeldSeen, RegisterPeers, Unwrapper
+from hub.relay.unwrap import EnvelopeCertCheck, RegisterPeers, Unwrapper
 from hub.security.certs import CertificateValidator
-from hub.security.pki import Identity, layout, load_identity, load_intermediates, load_trust_anchors
 from hub.store import Store
 from hub.transport import HttpReply, transmit
 from hub.transport.http import HttpClient
@@ -40,15 +42,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("hub.relay.network")
 T = TypeVar("T")
-
-
-def _identity_name(pki: Any, her_id: int, wanted: str | None) -> str:  # noqa: ANN401 - a Path
-    if wanted:
-        return wanted
-    for p in layout(pki).parties:
-        if str(p.her_id) == str(her_id):
-            return p.name
-    return "hub"
 
 
 class Outbound:
@@ -126,30 +119,35 @@ class Network:
         on_nack: Callable[[str, str, str], object],
         tap: Callable[..., None],
     ) -> None:
-        assert cfg.pki is not None
         self.cfg, self.store, self.node = cfg, store, cfg.node
-        name = _identity_name(cfg.pki, cfg.her_id, cfg.identity)
-        self.identity: Identity = load_identity(cfg.pki, name)
+        sec = cfg.security.with_test_pki(cfg.her_id)
+        own = sec.identity(cfg.her_id)
+        if own is None or sec.trust is None:
+            raise IdentityConfigError(f"no identity for the relay's own HER-id {cfg.her_id} ([[identities]]) "
+                                      "or no [trust] anchors: the network channels need both")
         self.address = cfg.smtp_addresses[0] if cfg.smtp_addresses else f"relay-{cfg.her_id}@hub.invalid"
-        # every party this relay serves signs and decrypts with the relay's own enterprise keys
+        # every party this relay serves signs and decrypts with its own keys when [[identities]] names
+        # them, else with the relay's own enterprise keys
         her_ids = {cfg.her_id} | {p.her_id for p in register if (r := register.resolve(p.her_id)) and r.local}
-        ident = self.identity
-        parties = [LocalParty(str(h), ident.sign_cert, ident.sign_key, ident.decryption_keys,
-                              f"mailto:{self.address}") for h in sorted(her_ids)]
+        parties = []
+        for h in sorted(her_ids):
+            sign_cert, sign_key, dec = (sec.identity(h) or own).load()
+            parties.append(LocalParty(str(h), sign_cert, sign_key, dec, f"mailto:{self.address}"))
         cpas = None
         if cfg.cpa_dir is not None and cfg.cpa_dir.is_dir():
             from hub.ebxml.cpa import CpaRepository
 
             cpas = CpaRepository.load_dir(cfg.cpa_dir)
-        validator = CertificateValidator(load_trust_anchors(cfg.pki), load_intermediates(cfg.pki))
+        validator = sec.trust.validator()
+        self.server_tls = sec.server_tls()
         self.peers = RegisterPeers(register)
         self.envelope_check = EnvelopeCertCheck(validator)
-        seen = HeldSeen(store)
-        self.msh = Msh(parties, cpas=cpas, peers=self.peers, seen=seen,
+        self.msh = Msh(parties, cpas=cpas, peers=self.peers, seen=store, sent=SentInStore(store),
                        validate_certificate=self.envelope_check)
         # kept sessions: one per worker thread that may be sending at once (signals share them)
-        smtp = SmtpSender(*cfg.smtp_relay, mail_from=self.address, pool=max(2, cfg.worker.threads)) \
-            if cfg.smtp_relay else None
+        smtp = SmtpSender(*cfg.smtp_relay, mail_from=self.address, pool=max(2, cfg.worker.threads),
+                          tls_context=sec.trust.client_tls(),
+                          require_tls=cfg.smtp.relay_starttls == "required") if cfg.smtp_relay else None
         # outbound https: one pooled client (keep-alive), peers verified against the configured anchors
         http = HttpClient(verify=cfg.http.client_ssl() if cfg.http is not None else True,
                           max_connections=max(2, cfg.worker.threads))
@@ -158,17 +156,27 @@ class Network:
         self.delivery = EbmsDelivery(store, self.msh, her_id=cfg.her_id, send=self.outbound.send,
                                      on_ack=on_ack, on_nack=on_nack)
         self.kith = KithSignatureCheck(self.peers.sign_cert, validator, self.peers.allow_sha1)
-        self.unwrapper = Unwrapper(store, self.msh, seen, node=self.node, defer_s=cfg.defer_s,
+        self.unwrapper = Unwrapper(store, self.msh, node=self.node, defer_s=cfg.defer_s,
                                    answered=answered, send_later=self.outbound.send_later,
                                    on_signal=self.delivery.on_signal, on_received=on_received, tap=tap)
         self.intake = EbmsIntake(store, node=self.node, answered=answered, on_stored=on_received,
                                  on_signal=self.delivery.on_signal, send_later=self.outbound.send_later,
-                                 peer_endpoint=self.peers.endpoint, handoff=self.unwrapper.handoff, tap=tap)
+                                 peer_endpoint=self.peers.endpoint, unreadable=self._unreadable,
+                                 handoff=self.unwrapper.handoff, tap=tap)
         self.listener: SmtpListener | None = None
         if cfg.smtp_listen:
+            st = cfg.smtp.starttls
+            if st == "required" and self.server_tls is None:
+                raise IdentityConfigError("smtp.starttls = \"required\" needs a [tls] certificate and key")
             self.listener = SmtpListener(set(cfg.smtp_addresses) or {self.address}, _after_mail,
                                          host=cfg.smtp_listen[0], port=cfg.smtp_listen[1],
-                                         store=self.intake.store_mail)
+                                         store=self.intake.store_mail, max_bytes=cfg.smtp.max_bytes,
+                                         timeout=cfg.smtp.timeout_s,
+                                         tls_context=self.server_tls if st != "off" else None,
+                                         require_starttls=st == "required")
+
+    def _unreadable(self, e: EbxmlError, sender: str | None) -> bytes:
+        return self.msh.unreadable_error([e], datetime.now(UTC), own_her=str(self.cfg.her_id), sender=sender)
 
     @property
     def validator(self) -> CertificateValidator:

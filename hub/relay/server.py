@@ -20,18 +20,21 @@ from typing import Any
 from hub import config, logs
 from hub.config import ConfigError
 from hub.ebxml.mime import join_entity
+from hub.fsmode import private_dir
 from hub.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from hub.metrics import RelayMetrics, health
 from hub.relay import pipeline as pl
 from hub.relay import register as regmod
 from hub.relay.delivery import Deliverer, FolderDeliverer
 from hub.relay.hop import retry_policies
+from hub.relay.identities import Security
 from hub.relay.intake import ClientCertificates, FolderWatcher, Intake, NetworkHandler, SubmitApi
 from hub.relay.network import Network
 from hub.relay.worker import Answerer, Inspector, Tap, Worker, WorkerConfig, local_notifier
 from hub.store import Store, open_store
 from hub.transport.http import HttpReply
 from hub.transport.http_server import HttpRequest, HttpServer, HttpSettings
+from hub.transport.smtp import SmtpSettings
 
 log = logging.getLogger("hub.relay")
 
@@ -60,6 +63,9 @@ class RelayConfig:
     worker: WorkerConfig = field(default_factory=WorkerConfig)
     base: Path = field(default_factory=Path.cwd)
     settings: config.HubSettings | None = None  # the validated hub.toml (hub.config) behind this
+    # keys, certificates, trust and TLS: [[identities]], [trust], [tls] (hub.relay.identities)
+    security: Security = field(default_factory=Security)
+    smtp: SmtpSettings = field(default_factory=SmtpSettings)
 
     @classmethod
     def load(cls, path: Path) -> RelayConfig:
@@ -96,6 +102,11 @@ class RelayConfig:
             folder_poll=s.folders.poll, identity=s.identity, defer_s=w.defer_s,
             worker=wc, base=base, settings=s,
         )
+        try:
+            cfg.security = Security.from_settings(s, base)
+            cfg.smtp = SmtpSettings.from_section(s.smtp)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         cfg.node = str(s.node or f"{socket.gethostname()}-{s.her_id}")
         cfg.worker.node = cfg.node
         return cfg
@@ -173,7 +184,8 @@ class Relay:
         network: NetworkHandler | None = None
         self.network: Network | None = None
         unwrap: Callable | None = None
-        if cfg.pki is not None and (cfg.smtp_listen or cfg.smtp_relay or cfg.http_listen):
+        if (cfg.pki is not None or cfg.security.identities) and (cfg.smtp_listen or cfg.smtp_relay
+                                                                  or cfg.http_listen):
             # the worker is made below with the network's steps: its callbacks are looked up late
             self.network = Network(
                 cfg, self.store, self.register, tap=self.tap,
@@ -237,7 +249,7 @@ class Relay:
         self.worker.notify_received(mid)
 
     def start(self) -> None:
-        self.cfg.spool_root.mkdir(parents=True, exist_ok=True)
+        private_dir(self.cfg.spool_root)
         self.watcher.folders(create=True)  # every local system's spool folders
         self.worker.start()
         if self.network is not None:

@@ -15,8 +15,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -117,60 +118,64 @@ class EnvelopeCertCheck:
         return report
 
 
-class HeldSeen:
-    """The store as the Msh's SeenMessages, except that a thread may hold its writes back (`holding`):
-    the relay records the answer only after its own checks have chosen it."""
+@dataclass
+class _Held:
+    """What one step learnt of a stored envelope that the next one needs, for the moments between them:
+    the intake's parse and digest (for unwrap), unwrap's envelope and Acknowledgment (for answer_peer)."""
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self._local = threading.local()
-
-    def seen_get(self, message_id: str) -> Any:  # noqa: ANN401 - hub.store.SeenRecord
-        return self.store.seen_get(message_id)
-
-    def seen_put(self, message_id: str, digest: str, response: bytes) -> object:
-        held = getattr(self._local, "held", None)
-        if held is not None:
-            held.append((message_id, digest, bytes(response)))
-            return None
-        return self.store.seen_put(message_id, digest, response)
-
-    @contextmanager
-    def holding(self) -> Iterator[list[tuple[str, str, bytes]]]:
-        self._local.held = held = []
-        try:
-            yield held
-        finally:
-            self._local.held = None
+    parsed: tuple[Package, Envelope] | None = None
+    digest: str | None = None
+    env: Envelope | None = None
+    ack: bytes | None = None
 
 
 class Unwrapper:
+    KEEP = 1024  # envelopes in flight remembered at most; one forgotten is read from the store again
+
     def __init__(
-        self, store: Store, msh: Msh, seen: HeldSeen, *, node: str, defer_s: float, answered: Answered,
+        self, store: Store, msh: Msh, *, node: str, defer_s: float, answered: Answered,
         send_later: Callable[[bytes, str], None],
         on_signal: Callable[..., object],
         on_received: Callable[[str], None],
         tap: Callable[..., None],
     ) -> None:
-        self.store, self.msh, self.seen, self.node, self.defer_s = store, msh, seen, node, defer_s
+        self.store, self.msh, self.node, self.defer_s = store, msh, node, defer_s
         self.answered, self.send_later, self.on_signal = answered, send_later, on_signal
         self.on_received, self.tap = on_received, tap
         self._lock = threading.Lock()
         self._timers: list[threading.Timer] = []
-        # Acknowledgments unwrap() built, for answer_peer() moments later in the same admit; kept in
-        # memory, not the store: after a crash in between, answer_peer() builds the ack again
-        self._acks: dict[str, bytes] = {}
-        # the envelope unwrap() read, kept for answer_peer so the stored bytes are not read and parsed again
-        self._envs: dict[str, Envelope] = {}
-        # what the intake parsed of a stored envelope, for unwrap() on the worker: not parsed a second time
-        self._parsed: dict[str, tuple[Package, Envelope]] = {}
-        # the content digest the intake computed, for the Msh's duplicate check and answer_peer's seen record
-        self._digests: dict[str, str] = {}
+        # by message id, until answer_peer (or tell_peer) is done with it; bounded: a message whose
+        # answer never comes (a crash in its checks) is forgotten, and after a restart nothing is held:
+        # each step then reads the stored envelope again and the Msh builds the same Acknowledgment
+        self._held: OrderedDict[str, _Held] = OrderedDict()
+
+    def _hold(self, message_id: str) -> _Held:
+        with self._lock:
+            h = self._held.get(message_id)
+            if h is None:
+                h = self._held[message_id] = _Held()
+                while len(self._held) > self.KEEP:
+                    self._held.popitem(last=False)
+            return h
+
+    def _peek(self, message_id: str) -> _Held:
+        with self._lock:
+            return self._held.get(message_id) or _Held()
+
+    def _release(self, message_id: str) -> _Held:
+        with self._lock:
+            return self._held.pop(message_id, None) or _Held()
+
+    @property
+    def held(self) -> int:
+        """Envelopes remembered between steps now (bounded by KEEP; 0 when nothing is in flight)."""
+        with self._lock:
+            return len(self._held)
 
     def handoff(self, message_id: str, parsed: tuple[Package, Envelope], digest: str) -> None:
-        with self._lock:
-            self._parsed[message_id] = parsed
-            self._digests[message_id] = digest
+        """The intake's parse and digest of a stored envelope, for unwrap(): not parsed a second time."""
+        h = self._hold(message_id)
+        h.parsed, h.digest = parsed, digest
 
     def stop(self) -> None:
         for t in self._timers:
@@ -179,32 +184,28 @@ class Unwrapper:
     def unwrap(self, msg: Message, raw: bytes) -> bytes | None:
         """The KITH document in a stored envelope, or None when the envelope settled it (refused,
         duplicate, deferred)."""
-        with self._lock:
-            parsed = self._parsed.pop(msg.id, None)
-            digest = self._digests.get(msg.id)
         done = self.store.blob(msg.id, PAYLOAD)
         if done is not None:  # accepted and answered before (a delivery after a restart)
-            with self._lock:
-                self._digests.pop(msg.id, None)
             return done
-        with self.seen.holding() as held:
-            outcome = self.msh.receive(raw, _now(), transport=msg.channel or "smtp", parsed=parsed,
-                                       digest=digest)
+        h = self._peek(msg.id)
+        parsed, h.parsed = h.parsed, None
+        # the seen record is not written by the Msh: the relay's checks choose the answer first
+        outcome = self.msh.receive(raw, _now(), transport=msg.channel or "smtp", parsed=parsed,
+                                   digest=h.digest, record=False)
         if outcome.status == "delivered" and outcome.delivery is not None:
             payloads = [outcome.delivery.payloads[r.cid] for r in outcome.delivery.envelope.manifest
                         if r.cid in outcome.delivery.payloads]
             if payloads:
                 if outcome.response:
-                    with self._lock:
-                        self._acks[msg.id] = outcome.response
-                        self._envs[msg.id] = outcome.delivery.envelope
+                    h = self._hold(msg.id)
+                    h.ack, h.env = outcome.response, outcome.delivery.envelope
+                    if outcome.record is not None:
+                        h.digest = outcome.record[1]
                 # the worker stores it (PAYLOAD) in the commit that records its verdict on the content
                 return payloads[0]
-        with self._lock:
-            self._digests.pop(msg.id, None)
-        for rec in held:
-            self.store.seen_put(*rec)  # the Msh's own answer (MessageError) is final
-        if held:
+        self._release(msg.id)
+        if outcome.record is not None:
+            self.store.seen_put(*outcome.record)  # the Msh's own answer (MessageError) is final
             self.answered.notify()
         reply = outcome.reply_to or mail_from(self.store, msg)
         if outcome.status == "deferred":
@@ -237,17 +238,16 @@ class Unwrapper:
         """The seen record (MessageId, digest, Acknowledgment) of an envelope unwrap() accepted in this
         process, for the worker to write in the commit that accepts its content; None: answer_peer
         records the answer itself."""
-        with self._lock:
-            env, ack, digest = self._envs.get(m.id), self._acks.get(m.id), self._digests.get(m.id)
-        if env is None or not ack or not digest or not env.header.message_id:
+        h = self._peek(m.id)
+        if h.env is None or not h.ack or not h.digest or not h.env.header.message_id:
             return None
-        return env.header.message_id, digest, ack
+        return h.env.header.message_id, h.digest, h.ack
 
     def answer_peer(self, m: Message, decision: pl.Decision, *, recorded: bool = False) -> None:
         """The checks have decided: Acknowledgment (accepted) or MessageError; recorded, then sent.
         `recorded`: the worker wrote ack_record() with its verdict; the record is read, not written."""
-        with self._lock:
-            env = self._envs.pop(m.id, None)
+        h = self._release(m.id)  # whatever the verdict: nothing of this message is held after its answer
+        env = h.env
         pkg = None
         if env is None:  # not unwrapped by this process (a restart): read the stored envelope
             raw = self.store.blob(m.id)
@@ -255,7 +255,7 @@ class Unwrapper:
             pkg = parse_package(raw)
             env = parse_envelope(pkg.soap)
         if not isinstance(decision, pl.Reject) or decision.answer is pl.Answer.APPREC:
-            signal = self._ack_for(m)
+            signal = h.ack or self._ack_for(m)
         else:
             try:
                 code = EbmsError(decision.ebms_code)
@@ -265,8 +265,7 @@ class Unwrapper:
                 else LOC["manifest_ref"]
             signal = self.msh.message_error(env, [EbxmlError(code, decision.text, loc)], _now())
         mid = env.header.message_id
-        with self._lock:
-            digest = self._digests.pop(m.id, "")
+        digest = h.digest or ""
         if mid:
             digest = digest or (self.store.blob(m.id, DIGEST) or b"").decode()
             if not digest:
@@ -283,24 +282,19 @@ class Unwrapper:
             self.send_later(signal, reply)
 
     def _ack_for(self, m: Message) -> bytes:
-        """The Acknowledgment unwrap() built for this envelope; built again when it is not at hand
-        (a restart between unwrap and the answer: nothing was answered yet, so nothing differs)."""
-        with self._lock:
-            ack = self._acks.pop(m.id, None)
-        if ack is None:
-            ack = self.store.blob(m.id, ACK)  # kept by earlier versions
+        """The Acknowledgment when unwrap()'s is not at hand (a restart between unwrap and the answer:
+        nothing was answered yet, so building it again changes nothing)."""
+        ack = self.store.blob(m.id, ACK)  # kept by earlier versions
         if ack is None:
             raw = self.store.blob(m.id)
             assert raw is not None
-            with self.seen.holding():  # the seen record is answer_peer's to write
-                ack = self.msh.receive(raw, _now(), transport=m.channel or "smtp").response
+            # record=False: the seen record is answer_peer's to write
+            ack = self.msh.receive(raw, _now(), transport=m.channel or "smtp", record=False).response
         return ack or b""
 
     def tell_peer(self, m: Message, why: str) -> None:
         """A message from the network ended without being delivered here: DeliveryFailure to its sender."""
-        with self._lock:
-            self._envs.pop(m.id, None)  # answered here, not by answer_peer
-            self._digests.pop(m.id, None)
+        self._release(m.id)  # answered here, not by answer_peer
         raw = self.store.blob(m.id)
         if raw is None:
             return

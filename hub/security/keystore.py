@@ -7,7 +7,6 @@ reloaded.
 
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,9 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+from cryptography.hazmat.primitives.serialization import pkcs12
 
+from hub.fsmode import write_private
 from hub.security.errors import SecurityError
 
 _lock = threading.Lock()
@@ -74,20 +75,37 @@ def load_private_key(path: Path, password: bytes | None = None) -> PrivateKeyTyp
     return _cached("key", Path(path), load)
 
 
+def load_pkcs12(path: Path, password: bytes | None = None) -> tuple[x509.Certificate, PrivateKeyTypes]:
+    """The certificate and key of a PKCS#12 file (.p12/.pfx, as Buypass and Commfides issue them)."""
+
+    def load(data: bytes) -> tuple[x509.Certificate, PrivateKeyTypes]:
+        try:
+            key, cert, _chain = pkcs12.load_key_and_certificates(data, password)
+        except (ValueError, TypeError) as exc:
+            raise SecurityError.of("key-error", f"{path} is no readable PKCS#12 file: {exc}") from None
+        if key is None or cert is None:
+            raise SecurityError.of("key-error", f"{path} holds no certificate with its private key")
+        return cert, key
+
+    return _cached(f"p12:{password!r}", Path(path), load)
+
+
+def write_pkcs12(path: Path, cert: x509.Certificate, key: PrivateKeyTypes, password: bytes | None = None,
+                 chain: list[x509.Certificate] | None = None) -> None:
+    """A PKCS#12 file, mode 0600 from the first byte."""
+    enc = serialization.BestAvailableEncryption(password) if password else serialization.NoEncryption()
+    data = pkcs12.serialize_key_and_certificates(None, key, cert, chain, enc)  # type: ignore[arg-type]
+    write_private(path, data)
+
+
 def write_private_key(path: Path, key: PrivateKeyTypes) -> None:
     """PEM (PKCS#8, unencrypted), mode 0600 from the first byte: never world-readable, not even briefly."""
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)  # O_CREAT's mode does not apply to an existing file
-        os.write(fd, pem)
-    finally:
-        os.close(fd)
+    write_private(path, pem)
 
 
 def write_certificates(path: Path, certs: list[x509.Certificate]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs))
+    """Certificates are public, but the hub's files are its own: 0600 in a 0700 folder like the rest."""
+    write_private(path, b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs))

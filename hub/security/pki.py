@@ -31,9 +31,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from hub.ascii import is_ascii_digits
+from hub.fsmode import private_dir, write_private
 from hub.security import keystore
 from hub.security.errors import SecurityError
 
@@ -189,6 +190,7 @@ def _build(
     ca: bool,
     usage: dict[str, bool],
     crl_dp: str | None,
+    extra: list[tuple[x509.ExtensionType, bool]] | None = None,
 ) -> x509.Certificate:
     issuer_name = issuer_cert.subject if issuer_cert else subject
     issuer_pub = issuer_cert.public_key() if issuer_cert else public_key
@@ -210,6 +212,8 @@ def _build(
     if crl_dp:
         dp = x509.DistributionPoint([x509.UniformResourceIdentifier(crl_dp)], None, None, None)
         b = b.add_extension(x509.CRLDistributionPoints([dp]), critical=False)
+    for ext, critical in extra or []:
+        b = b.add_extension(ext, critical=critical)
     return b.sign(issuer_key, hashes.SHA256())  # type: ignore[arg-type]
 
 
@@ -238,7 +242,7 @@ def _read_manifest(dir: Path) -> dict:
 def _write_manifest(dir: Path, manifest: dict) -> None:
     p = Path(dir) / "pki.json"
     tmp = p.with_suffix(".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
+    write_private(tmp, json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8"))
     tmp.replace(p)
 
 
@@ -272,7 +276,7 @@ def init_pki(
     base = _normal_base(crl_url or DEFAULT_CRL_URL)
     lay = PkiLayout(dir, base, tuple(parties))
     now = _now()
-    dir.mkdir(parents=True, exist_ok=True)
+    private_dir(dir)
 
     root_key = _new_key(key_size)
     root = _build(
@@ -424,9 +428,8 @@ def publish_crl(dir: Path, *, valid_for: dt.timedelta = dt.timedelta(days=7)) ->
             b = b.add_revoked_certificate(rc)
         crl = b.sign(key, hashes.SHA256())  # type: ignore[arg-type]
         out = dir / "crl" / f"{ca}.crl"
-        out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_suffix(".tmp")
-        tmp.write_bytes(crl.public_bytes(serialization.Encoding.DER))
+        write_private(tmp, crl.public_bytes(serialization.Encoding.DER))
         tmp.replace(out)  # a server reading the file never sees half a CRL
 
 
@@ -471,6 +474,47 @@ def renew_encryption(dir: Path, party: str, *, key_size: int = 2048) -> Identity
     )
     _write_pair(lay.cert(party, "enc"), lay.key(party, "enc"), c, k)
     return load_identity(dir, party)
+
+
+def issue_tls(dir: Path, name: str, hosts: tuple[str, ...] = ("localhost", "127.0.0.1"), *,
+              key_size: int = 2048) -> tuple[Path, Path]:
+    """A TLS certificate (server and client authentication) from the issuing CA for `hosts` (DNS names
+    and IP addresses), written as PEM: `tls/<name>.pem` (certificate + issuing CA) and its key.
+    The same file serves a listener (SMTP STARTTLS, HTTPS) and a client presenting it (mTLS)."""
+    import ipaddress
+
+    lay = layout(dir)
+    issuing = keystore.load_certificate(lay.issuing_cert)
+    issuing_key = keystore.load_private_key(Path(dir) / "ca" / "issuing.key.pem")
+    k = _new_key(key_size)
+    now = _now()
+    sans: list[x509.GeneralName] = []
+    for h in hosts:
+        try:
+            sans.append(x509.IPAddress(ipaddress.ip_address(h)))
+        except ValueError:
+            sans.append(x509.DNSName(h))
+    usage = dict(digital_signature=True, content_commitment=False, key_encipherment=True,
+                 data_encipherment=False)
+    c = _build(_name(f"{name} TLS"), k.public_key(), issuing, issuing_key,
+               not_before=now - dt.timedelta(minutes=5), not_after=now + dt.timedelta(days=365), ca=False,
+               usage=usage, crl_dp=None,
+               extra=[(x509.SubjectAlternativeName(sans), False),
+                      (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
+                                              ExtendedKeyUsageOID.CLIENT_AUTH]), False)])
+    cert_path, key_path = Path(dir) / "tls" / f"{name}.pem", Path(dir) / "tls" / f"{name}.key.pem"
+    keystore.write_certificates(cert_path, [c, issuing])
+    keystore.write_private_key(key_path, k)
+    return cert_path, key_path
+
+
+def export_pkcs12(dir: Path, party: str, purpose: str, out: Path, password: bytes | None = None) -> Path:
+    """A party's certificate and key (purpose "sign" or "enc") as one PKCS#12 file, as CAs issue them."""
+    lay = layout(dir)
+    keystore.write_pkcs12(out, keystore.load_certificate(lay.cert(party, purpose)),
+                          keystore.load_private_key(lay.key(party, purpose)), password,
+                          [keystore.load_certificate(lay.issuing_cert)])
+    return out
 
 
 # --- loading -----------------------------------------------------------------------------------------

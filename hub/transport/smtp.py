@@ -4,7 +4,11 @@ Out: `SmtpSender` wraps the entity in a mail (From/To/Subject/Date/Message-ID) a
 relay host with aiosmtplib, using STARTTLS whenever the server offers it; a pooling sender keeps its
 sessions open and sends mail after mail over them.
 In: `SmtpListener` is an aiosmtpd server that accepts mail only for our configured addresses, refuses
-oversized mail (552) and mail that is not ebXML (554), and passes each accepted mail to a callback.
+oversized mail (552) and, without a `store` step, mail that is not ebXML (554), and passes each
+accepted mail to a callback. STARTTLS is offered with a `tls_context` and can be required; lines of
+any length within the size limit are taken as postfix takes them (real NAV mails carry 3,858-character
+lines; RFC 5321's 1,000 is a limit for senders); an idle or stalled session is closed after `timeout`
+seconds. Nothing of a mail stays in memory once it is handed on (`keep` > 0: the last mails, for tests).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import email.utils
 import logging
 import ssl
 import weakref
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -60,6 +65,7 @@ class SmtpSender:
     password: str | None = None
     timeout: float = 30.0
     pool: int = 0
+    require_tls: bool = False  # refuse to send in clear text when the server offers no STARTTLS
     _idle: list[aiosmtplib.SMTP] = field(default_factory=list, init=False, repr=False)
     _slots: asyncio.Semaphore | None = field(default=None, init=False, repr=False)
 
@@ -69,7 +75,8 @@ class SmtpSender:
             port=self.port,
             # fixed EHLO name: aiosmtplib would otherwise look up our FQDN in a thread for every session
             local_hostname=self.mail_from.rpartition("@")[2] or "hub.local",
-            start_tls=None,  # None: STARTTLS when the server offers it, plain otherwise
+            # None: STARTTLS when the server offers it, plain otherwise; True: STARTTLS or no mail
+            start_tls=True if self.require_tls else None,
             tls_context=self.tls_context,
             validate_certs=self.tls_context is not None,
             username=self.username,
@@ -139,6 +146,36 @@ def looks_like_ebxml(data: bytes) -> str | None:
 
 
 Received = Callable[[bytes, str, list[str]], Awaitable[None]]
+DEFAULT_TIMEOUT_S = 300.0  # postfix's smtpd_timeout
+STARTTLS = ("off", "offered", "required")
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    """hub.toml [smtp] beyond addresses: `starttls` for the listener (off | offered | required; offered
+    needs a [tls] certificate), `relay_starttls` for mail we send (opportunistic | required),
+    `max_bytes` per mail and `timeout_s` per idle session."""
+
+    starttls: str = "offered"
+    relay_starttls: str = "opportunistic"
+    max_bytes: int = DEFAULT_MAX_BYTES
+    timeout_s: float = DEFAULT_TIMEOUT_S
+
+    @classmethod
+    def from_section(cls, s: object) -> SmtpSettings:
+        """From hub.config's validated [smtp] section."""
+        keys = ("starttls", "relay_starttls", "max_bytes", "timeout_s")
+        return cls.from_dict({k: getattr(s, k) for k in keys})
+
+    @classmethod
+    def from_dict(cls, d: dict[str, object]) -> SmtpSettings:
+        s = cls(str(d.get("starttls", "offered")), str(d.get("relay_starttls", "opportunistic")),
+                int(d.get("max_bytes", DEFAULT_MAX_BYTES)), float(d.get("timeout_s", DEFAULT_TIMEOUT_S)))  # type: ignore[arg-type]
+        if s.starttls not in STARTTLS:
+            raise ValueError(f"smtp.starttls: one of {', '.join(STARTTLS)}, not {s.starttls!r}")
+        if s.relay_starttls not in ("opportunistic", "required"):
+            raise ValueError(f"smtp.relay_starttls: opportunistic or required, not {s.relay_starttls!r}")
+        return s
 
 
 class _Handler:
@@ -156,8 +193,7 @@ class _Handler:
         data = envelope.original_content or b""
         if len(data) > self.l.max_bytes:
             return f"552 5.3.4 message exceeds the limit of {self.l.max_bytes} bytes"
-        why = looks_like_ebxml(data)
-        if why:
+        if self.l.store is None and (why := looks_like_ebxml(data)):
             return f"554 5.6.0 {why}"
         if self.l.store is not None:
             # durable before 250: once we say "accepted", the sender may forget the mail
@@ -166,8 +202,10 @@ class _Handler:
             except Exception:  # noqa: BLE001 - not stored: the sending server keeps it and retries
                 log.exception("could not store a mail from %s", envelope.mail_from)
                 return "451 4.3.0 not stored; try again later"
-        self.l.received.append(data)
-        self.l.tls_used.append(bool(session.ssl))
+        self.l.accepted += 1
+        if self.l.keep:
+            self.l.received.append(data)
+            self.l.tls_used.append(bool(session.ssl))
         task = asyncio.get_running_loop().create_task(
             self.l.on_message(data, str(envelope.mail_from or ""), list(envelope.rcpt_tos)))
         self.l.tasks.add(task)
@@ -185,11 +223,15 @@ class SmtpListener:
     port: int = 0
     max_bytes: int = DEFAULT_MAX_BYTES
     tls_context: ssl.SSLContext | None = None  # offer STARTTLS
-    received: list[bytes] = field(default_factory=list)
-    tls_used: list[bool] = field(default_factory=list)  # per accepted mail: did it come over STARTTLS
+    require_starttls: bool = False  # with a tls_context: nothing but EHLO/STARTTLS/QUIT before TLS
+    timeout: float = DEFAULT_TIMEOUT_S  # a session idle (or in one DATA) this long is closed
+    keep: int = 0  # keep the last `keep` mails in `received` (tests); a relay keeps none
     tasks: set[asyncio.Task] = field(default_factory=set)
     # awaited before the 250 reply (a relay stores the mail there); raising answers 451
     store: Received | None = None
+    accepted: int = 0  # mails answered 250 so far
+    received: deque[bytes] = field(init=False)
+    tls_used: deque[bool] = field(init=False)  # per kept mail: did it come over STARTTLS
     _server: asyncio.base_events.Server | None = None
     # open sessions: senders keep theirs open between mails, so stop() closes them itself
     _sessions: weakref.WeakSet[SMTP] = field(default_factory=weakref.WeakSet)
@@ -197,16 +239,22 @@ class SmtpListener:
 
     def __post_init__(self) -> None:
         self.recipients = {mail_address(r).lower() for r in self.recipients}
+        self.received = deque(maxlen=self.keep)
+        self.tls_used = deque(maxlen=self.keep)
 
     async def start(self) -> SmtpListener:
         handler = _Handler(self)
         loop = asyncio.get_running_loop()
+        # aiosmtpd limits its reader (and so every line) by the class's `line_length_limit`: a line may
+        # be as long as the mail may be; commands keep their own 512-byte limit
+        smtp_class = type("LongLineSMTP", (SMTP,), {"line_length_limit": self.max_bytes})
 
         def session() -> SMTP:
-            s = SMTP(handler, hostname="hub.local", data_size_limit=self.max_bytes,
-                     tls_context=self.tls_context, require_starttls=False,
-                     # the size check is ours too, with our reply text; keep the raw bytes
-                     decode_data=False)
+            s = smtp_class(handler, hostname="hub.local", data_size_limit=self.max_bytes,
+                           tls_context=self.tls_context, require_starttls=self.require_starttls,
+                           timeout=self.timeout,
+                           # the size check is ours too, with our reply text; keep the raw bytes
+                           decode_data=False)
             self._sessions.add(s)
             self.sessions += 1
             return s

@@ -72,6 +72,9 @@ class Outbound:
 
     def send_later(self, entity: bytes, endpoint: str) -> None:
         """Without waiting: a signal that does not get through is sent again when the peer retries."""
+        if self.loop.is_closed():
+            log.warning("signal to %s not sent: stopping", endpoint)
+            return
         try:
             fut = asyncio.run_coroutine_threadsafe(self._quietly(entity, endpoint), self.loop)
         except RuntimeError as exc:  # the loop is closed: stopping

@@ -78,7 +78,8 @@ def main() -> int:
         home = Path(tmp)
         (home / "register.toml").write_text('[[party]]\nher_id = 81000\nname = "Relay"\nlocal = true\n')
         (home / "config.json").write_text(json.dumps({
-            "store": "sqlite:///hub.sqlite", "her_id": 81000, "node": "bench-smtp", "register": ["register.toml"],
+            "store": "sqlite:///hub.sqlite", "her_id": 81000, "node": "bench-smtp",
+            "register": ["register.toml"],
             "pki": str(shared_test_pki().dir), "identity": "lab",
             "smtp": {"listen": f"127.0.0.1:{port}", "addresses": [ADDR], "max_bytes": 4 * MAIL_BYTES},
             "folders": {"root": "spool", "poll": 3600}, "worker": {"threads": 2},

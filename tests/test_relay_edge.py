@@ -254,7 +254,7 @@ def test_malformed_ebxml_over_smtp_is_answered_and_recorded(tmp_path: Path, mta:
         # the record an operator finds, with its reason and the original bytes
         out = subprocess.run([sys.executable, "-m", "hub", "queue", "list", "--state", "rejected", "--json",
                               "--store", r.cfg.store], capture_output=True, text=True, check=True)
-        rows = json.loads(out.stdout)
+        rows = json.loads(out.stdout)["messages"]
         assert len(rows) == 1 and why.lower() in json.dumps(rows).lower()
         m = r.store.require(rows[0]["id"])
         assert m.state is State.REJECTED and m.last_error is not None

@@ -183,7 +183,9 @@ class EbmsIntake:
 
     async def store_mail(self, data: bytes, mail_from: str, rcpts: list[str]) -> None:
         """The SMTP listener's store step: durable before the 250."""
-        taken = await asyncio.to_thread(self.take, data, "smtp", mail_from, apply_signal=False)
+        # the null reverse-path (<>) is a bounce's: nobody to answer (RFC 5321 §4.5.5)
+        sender = mail_from if mail_from not in ("", "<>") else None
+        taken = await asyncio.to_thread(self.take, data, "smtp", sender, apply_signal=False)
         task = None
         if taken.what == "signal":
             # applied after the 250, so the peer's sending thread is not held by our checks and store

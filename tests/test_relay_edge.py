@@ -334,3 +334,25 @@ def test_folders_the_hub_makes_are_0700_and_its_files_0600(tmp_path: Path):
             p2.stop()
     finally:
         os.umask(old)
+
+
+# --- a stalled session is closed -------------------------------------------------------------------
+
+def test_a_stalled_smtp_session_is_closed_by_the_timeout(tmp_path: Path, mta: Mta):
+    r = relay_b(tmp_path, mta, smtp={"timeout_s": 1})
+    try:
+        import socket as so
+        import time
+
+        with so.create_connection(("127.0.0.1", r.network.smtp_port), timeout=10) as s:  # type: ignore[union-attr, arg-type]
+            f = s.makefile("rb")
+            assert f.readline().startswith(b"220")
+            s.sendall(b"EHLO stalled.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<" + B_ADDR.encode()
+                      + b">\r\nDATA\r\nContent-Type: text/xml\r\n\r\n<x")  # and then nothing more
+            start = time.monotonic()
+            rest = f.read()  # until the server closes the connection
+            took = time.monotonic() - start
+        assert b"354" in rest and took < 8, (rest[-200:], took)  # closed, mid-DATA, after ~1 s
+        assert stored_in(r) == []
+    finally:
+        r.stop()

@@ -21,14 +21,22 @@ from hub.security.xmldsig import DS, verify_enveloped
 Inspector = Callable[[bytes, str], pl.Facts]
 
 
-def kith_signature(data: bytes) -> bool:
+def parsed_root(facts: pl.Facts) -> etree._Element | None:
+    """The document's root as the inspector (validation) parsed it, when it did: not parsed again."""
+    info = getattr(facts.source, "info", None)
+    payload = getattr(info, "payload", None)
+    return payload.getroottree().getroot() if payload is not None else None
+
+
+def kith_signature(data: bytes, root: etree._Element | None = None) -> bool:
     """Whether the document's root carries a ds:Signature (KITH documents are signed enveloped)."""
     if b"Signature" not in data:
         return False
-    try:
-        root = etree.fromstring(data, etree.XMLParser(resolve_entities=False, no_network=True))
-    except etree.XMLSyntaxError:
-        return False
+    if root is None:
+        try:
+            root = etree.fromstring(data, etree.XMLParser(resolve_entities=False, no_network=True))
+        except etree.XMLSyntaxError:
+            return False
     return root.find(f"{{{DS}}}Signature") is not None
 
 
@@ -43,19 +51,22 @@ class KithSignatureCheck:
 
         def run(data: bytes, name: str) -> pl.Facts:
             facts = inspect(data, name)
-            if not kith_signature(data):
+            root = parsed_root(facts)
+            if not kith_signature(data, root):
                 return facts
-            finding = self.check(data, facts)
+            finding = self.check(data, facts, root)
             if finding is not None and finding.transient:  # no verdict yet: the pipeline defers it
                 return replace(facts, pending=(finding,))
             return facts if finding is None else replace(facts, errors=(finding, *facts.errors))
 
         return run
 
-    def check(self, data: bytes, facts: pl.Facts) -> pl.Finding | None:
+    def check(self, data: bytes, facts: pl.Facts, root: etree._Element | None = None) -> pl.Finding | None:
+        """`root`: the parsed document when at hand (verify_enveloped works on a copy of it)."""
         expected = self.sign_cert(facts.sender_her)
         try:
-            v = verify_enveloped(data, expected_certs=[expected] if expected is not None else [],
+            v = verify_enveloped(root if root is not None else data,
+                                 expected_certs=[expected] if expected is not None else [],
                                  allow_sha1=self.allow_sha1(facts.sender_her))
             self.validator.check(v.certificate, "sign", facts.gen_date)
         except SecurityError as e:

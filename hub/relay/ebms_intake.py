@@ -159,7 +159,6 @@ class EbmsIntake:
         return Taken("stored", message=m, peek=p)
 
     def _refuse(self, raw: bytes, channel: str, e: EbxmlError, mail_from: str | None) -> Taken:
-    def _refuse(self, raw: bytes, channel: str, e: EbxmlError, mail_from: str | None) -> Taken:
         """Not readable ebXML: nothing to route, and no MessageId to answer later. Its bytes are kept
         as a rejected message (hub.relay.rejected: `hub queue list --state rejected`). Over HTTP the
         answer is a SOAP Fault naming what is wrong and where; over SMTP a MessageError signed by the
@@ -171,7 +170,8 @@ class EbmsIntake:
         if self.tap is not None:
             self.tap("rejected", m, f"{e.code}: {text}")
         if channel == "http":
-            return Taken("refused", message=m, response=build_package(build_soap_fault([e]), soap_base64=False))
+            fault = build_package(build_soap_fault([e]), soap_base64=False)
+            return Taken("refused", message=m, response=fault)
         sender = f"mailto:{mail_from}" if mail_from else None
         return Taken("refused", message=m, response=self.unreadable(e, sender), reply_to=sender)
 

@@ -28,8 +28,9 @@ from hub.ebxml.mime import build_package, parse_package
 from hub.relay.lifecycle import State
 from hub.relay.network import _after_mail
 from hub.relay.server import Relay
-from hub.security.pki import export_pkcs12, issue_tls, load_identity
+from hub.security.pki import export_pkcs12, load_identity
 from hub.security.testing import shared_test_pki
+from hub.security.tls import issue_tls_certificate
 from hub.transport.smtp import SmtpListener, SmtpSender
 
 pytestmark = pytest.mark.timeout(90)
@@ -193,7 +194,7 @@ def test_rejected_content_leaves_nothing_behind(tmp_path: Path):
 
 def _tls(tmp_path: Path) -> tuple[Path, Path, ssl.SSLContext]:
     pki = shared_test_pki()
-    cert, key = issue_tls(pki.dir, f"relay-b-{uuid.uuid4().hex[:6]}")
+    cert, key = issue_tls_certificate(pki.dir, tmp_path / "tls", "relay-b", ["127.0.0.1", "localhost"])
     client = ssl.create_default_context(cafile=str(pki.layout.anchors))
     return cert, key, client
 
@@ -322,9 +323,10 @@ def test_folders_the_hub_makes_are_0700_and_its_files_0600(tmp_path: Path):
             spool = p2.spool(p2.a, 82001)
             for d in (p2.a.cfg.spool_root, spool, *(spool / x for x in ("out", "in", "archive", "error"))):
                 assert _mode(d) == 0o700, d
-            src = spool / "out" / "n.xml"
-            src.write_bytes(dialog())
-            os.chmod(src, 0o644)  # as a local system leaves it
+            tmp = spool / "out" / ".n.xml"  # dot files are not taken
+            tmp.write_bytes(dialog())
+            os.chmod(tmp, 0o644)  # as a local system leaves it
+            os.replace(tmp, spool / "out" / "n.xml")
             wait_for(lambda: list((spool / "archive").iterdir()), 10, "archived")
             archived = next((spool / "archive").iterdir())
             assert _mode(archived) == 0o600

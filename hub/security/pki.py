@@ -31,7 +31,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import NameOID
 
 from hub.ascii import is_ascii_digits
 from hub.fsmode import private_dir, write_private
@@ -190,7 +190,6 @@ def _build(
     ca: bool,
     usage: dict[str, bool],
     crl_dp: str | None,
-    extra: list[tuple[x509.ExtensionType, bool]] | None = None,
 ) -> x509.Certificate:
     issuer_name = issuer_cert.subject if issuer_cert else subject
     issuer_pub = issuer_cert.public_key() if issuer_cert else public_key
@@ -212,8 +211,6 @@ def _build(
     if crl_dp:
         dp = x509.DistributionPoint([x509.UniformResourceIdentifier(crl_dp)], None, None, None)
         b = b.add_extension(x509.CRLDistributionPoints([dp]), critical=False)
-    for ext, critical in extra or []:
-        b = b.add_extension(ext, critical=critical)
     return b.sign(issuer_key, hashes.SHA256())  # type: ignore[arg-type]
 
 
@@ -474,38 +471,6 @@ def renew_encryption(dir: Path, party: str, *, key_size: int = 2048) -> Identity
     )
     _write_pair(lay.cert(party, "enc"), lay.key(party, "enc"), c, k)
     return load_identity(dir, party)
-
-
-def issue_tls(dir: Path, name: str, hosts: tuple[str, ...] = ("localhost", "127.0.0.1"), *,
-              key_size: int = 2048) -> tuple[Path, Path]:
-    """A TLS certificate (server and client authentication) from the issuing CA for `hosts` (DNS names
-    and IP addresses), written as PEM: `tls/<name>.pem` (certificate + issuing CA) and its key.
-    The same file serves a listener (SMTP STARTTLS, HTTPS) and a client presenting it (mTLS)."""
-    import ipaddress
-
-    lay = layout(dir)
-    issuing = keystore.load_certificate(lay.issuing_cert)
-    issuing_key = keystore.load_private_key(Path(dir) / "ca" / "issuing.key.pem")
-    k = _new_key(key_size)
-    now = _now()
-    sans: list[x509.GeneralName] = []
-    for h in hosts:
-        try:
-            sans.append(x509.IPAddress(ipaddress.ip_address(h)))
-        except ValueError:
-            sans.append(x509.DNSName(h))
-    usage = dict(digital_signature=True, content_commitment=False, key_encipherment=True,
-                 data_encipherment=False)
-    c = _build(_name(f"{name} TLS"), k.public_key(), issuing, issuing_key,
-               not_before=now - dt.timedelta(minutes=5), not_after=now + dt.timedelta(days=365), ca=False,
-               usage=usage, crl_dp=None,
-               extra=[(x509.SubjectAlternativeName(sans), False),
-                      (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
-                                              ExtendedKeyUsageOID.CLIENT_AUTH]), False)])
-    cert_path, key_path = Path(dir) / "tls" / f"{name}.pem", Path(dir) / "tls" / f"{name}.key.pem"
-    keystore.write_certificates(cert_path, [c, issuing])
-    keystore.write_private_key(key_path, k)
-    return cert_path, key_path
 
 
 def export_pkcs12(dir: Path, party: str, purpose: str, out: Path, password: bytes | None = None) -> Path:

@@ -21,7 +21,19 @@ from pathlib import Path
 import pytest
 from lxml import etree
 from relay_helpers import drop, files, make_config, wait_for
-from test_relay_network import Pair, pair, smtp_to  # noqa: F401 - pair: a fixture
+from test_relay_network import (  # noqa: F401 - pair: a fixture
+    A_ADDR,
+    B_ADDR,
+    Pair,
+    config,
+    free_port,
+    one,
+    pair,
+    party,
+    register_a,
+    register_b,
+    smtp_to,
+)
 
 from hub.fixtures import people
 from hub.fixtures.builder import build
@@ -31,6 +43,7 @@ from hub.relay.delivery import ensure_spool
 from hub.relay.lifecycle import State
 from hub.relay.register import Register, RegisterError, load_nhn_xml, load_toml
 from hub.relay.server import Relay, default_inspector
+from hub.security.testing import shared_test_pki
 
 ELVEBAKKEN_ENH = "974703300"
 LAB_ENH = "981275721"
@@ -73,10 +86,11 @@ endpoint = "folder:spool/elvebakken-nord"
 
 
 def readdress(doc: bytes, receiver_ids: list[tuple[str, str]], *, lab_by_enh: bool = False,
-              hpr: str = people.FASTLEGE.hpr) -> bytes:
-    """A Svarrapport 1.3 with its Requester named without HER-ids: `receiver_ids` [(TypeId, Id), ...]
-    are the Inst's (the first) and its Dept's (the second); the doctor is named by HPR number.
-    `lab_by_enh`: the lab (ServProvider) too, by ENH + LAV."""
+              hpr: str = people.FASTLEGE.hpr, role: str = "Requester") -> bytes:
+    """An own-root message with its receiver (`role`: Svarrapport's Requester, Rekvisisjon's
+    ServProvider) named without HER-ids: `receiver_ids` [(TypeId, Id), ...] are the Inst's (the first)
+    and its Dept's (the second); a person below is named by HPR number. `lab_by_enh`: a Svarrapport's
+    lab (ServProvider) too, by ENH + LAV."""
     root = etree.fromstring(doc)
     ns = etree.QName(root).namespace
 
@@ -95,7 +109,7 @@ def readdress(doc: bytes, receiver_ids: list[tuple[str, str]], *, lab_by_enh: bo
             etree.SubElement(dept, k("TypeId"), {"V": ids[1][0], "DN": "Avdelingsidentifikator"})
             inst.insert(list(inst).index(inst.find(k("TypeId"))) + 1, dept)
 
-    inst = root.find(f".//{k('Requester')}/{k('HCP')}/{k('Inst')}")
+    inst = root.find(f".//{k(role)}/{k('HCP')}/{k('Inst')}")
     inst_ids(inst, receiver_ids, "Elvebakken avd. Sentrum")
     person = inst.find(k("HCPerson"))
     if person is not None:
@@ -383,3 +397,37 @@ def test_over_the_network_the_to_party_routes_what_the_document_does_not_name(
     assert len(files(pair.spool(pair.b, 81001) / "in")) == 1
     validated = next(e for e in pair.b.store.timeline(got.id) if e.event == "validated")
     assert "the ebXML To PartyId 81002" in validated.reason
+
+
+@pytest.mark.timeout(90)
+def test_a_requisition_by_enh_and_rsh_crosses_the_network_to_that_department(tmp_path: Path) -> None:
+    """Relay A's register knows the hospital's organisation number and the clinic's RSH id and sends
+    the requisition to it (ebXML To = the clinic); relay B's register records neither and delivers by
+    the To party."""
+    pki = shared_test_pki().dir
+    to_b = {"endpoint": f"mailto:{B_ADDR}", "pki_party": "lab", "pki": pki}
+    extra = (party(81001, "Fjordbyen sykehus HF", **to_b, extra='orgnr = "983015549"')
+             + party(81002, "Medisinsk poliklinikk", parent=81001, extra='ids = { RSH = "4201234" }'))
+    pa, pb = free_port(), free_port()
+    a = Relay(config(tmp_path / "a", 80000, "hub", register_a(pki) + extra, pa, pb, A_ADDR))
+    b = Relay(config(tmp_path / "b", 81000, "lab", register_b(pki), pb, pa, B_ADDR))
+    a.start()
+    b.start()
+    try:
+        mid = str(uuid.uuid4())
+        doc = build("Rekvisisjon", "1.6", sender=people.GP_FASTLEGE, receiver=people.HOSP_POLIKLINIKK,
+                    msg_id=mid, gen_date=datetime.now(UTC).replace(tzinfo=None, microsecond=0))
+        doc = readdress(doc, [("ENH", "983015549"), ("RSH", "4201234")], role="ServProvider")
+        drop(a.cfg.spool_root / "82001", "rekvisisjon.xml", doc)
+        sent = wait_for(one(a, mid, State.AWAITING_APPREC), 30, "A: acknowledged by B")
+        assert sent.receiver_her == "81002" and sent.direction == "out"
+        why = next(e for e in a.store.timeline(sent.id) if e.event == "validated").reason
+        assert "ENH 983015549 + RSH 4201234 in the address register" in why
+        got = wait_for(one(b, mid, State.AWAITING_APPREC), 15, "B: delivered to the hospital")
+        assert got.receiver_her == "81002"
+        why = next(e for e in b.store.timeline(got.id) if e.event == "validated").reason
+        assert "the ebXML To PartyId 81002" in why
+        assert [f.read_bytes() for f in files(b.cfg.spool_root / "81001" / "in")] == [doc]
+    finally:
+        a.stop()
+        b.stop()

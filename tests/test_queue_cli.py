@@ -253,7 +253,9 @@ def test_show_masks_identity_numbers_and_reveal_is_audited(world: World) -> None
 
     human = run(world, "show", sid)
     assert fnr not in human and fnr[:6] + "*****" in human and "smtp.550" in human
-    assert "nack_permanent" in human
+    assert "nack_permanent" in human and "MsgHead" not in human  # the payload only when asked for
+    assert human.count("smtp.550") == 2  # the last error, and its step in the timeline
+    assert "MsgHead" in run(world, "show", sid, "--payload")
 
     with open_store(world.url) as st:
         assert st.audit_log(target=st.require(sid).id) == []  # masked views are not audited
@@ -271,9 +273,9 @@ def test_show_masks_d_numbers_and_defaults_actor_to_os_user(world: World) -> Non
     sid = world.ids["retrying"]
     dnr = world.dnr_patient.ident
     assert dnr is not None
-    human = run(world, "show", sid)
+    human = run(world, "show", sid, "--payload")
     assert dnr not in human and dnr[:6] + "*****" in human
-    out = run(world, "show", sid, "--reveal")
+    out = run(world, "show", sid, "--reveal", "--payload")
     assert dnr in out and "REVEALED" in out
     with open_store(world.url) as st:
         log = st.audit_log(target=st.require(sid).id)
@@ -545,10 +547,38 @@ def test_show_masks_hyphenated_and_dotted_numbers_everywhere(world: World) -> No
                             _meta(b"", 82001, 81002, "DIALOG_NOTAT", "Dialogmelding", RECENT), actor="t")
         st.transition(m.id, Event.REJECT, actor=NODE, reason=f"refused: patient {hyphen} unknown",
                       error=ErrorInfo("E21", f"no patient {hyphen}", True))
-    for args in (("show", m.short_id), ("show", m.short_id, "--json"), ("why", m.short_id),
+    for args in (("show", m.short_id, "--payload"), ("show", m.short_id, "--json"), ("why", m.short_id),
                  ("list", "--json"), ("list",)):
         out = run(world, *args)
         assert "43124" not in out, args
-    shown = run(world, "show", m.short_id)
+    shown = run(world, "show", m.short_id, "--payload")
     assert "070599-*****" in shown and "07.05.99 *****" in shown
-    assert "43124" in run(world, "show", m.short_id, "--reveal")  # audited, tested above
+    assert "43124" in run(world, "show", m.short_id, "--reveal", "--payload")  # audited, tested above
+
+
+def test_tables_read_at_80_columns_and_any_unique_start_of_an_id_is_taken(world: World) -> None:
+    import subprocess
+    import sys
+
+    env = {**os.environ, "COLUMNS": "80"}
+    out = subprocess.run([sys.executable, "-m", "hub", "queue", "list", "--store", world.url], env=env,
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    lines = out.splitlines()
+    assert all(len(line) <= 80 for line in lines), out
+    for sid in world.ids.values():  # whole ids, each message on one line
+        assert sum(sid in line for line in lines) == 1, (sid, out)
+    sid = world.ids["undelivered"]
+    with open_store(world.url) as st:
+        full = st.require(sid).id
+    for ref in (sid[:4], sid[:7] + "…", full[:15], full.upper()[:20]):
+        got = run_json(world, "why", ref)
+        assert got["short_id"] == sid, ref
+    shared = os.path.commonprefix([m.id for m in st_all(world)])  # time-ordered ids share their start
+    assert len(shared) >= 3
+    r = runner.invoke(app, ["queue", "why", shared, "--store", world.url])
+    assert r.exit_code == 1 and "start of several messages" in r.stderr
+
+
+def st_all(world: World) -> list:
+    with open_store(world.url) as st:
+        return st.list_messages(limit=100)

@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from hub import config
 from hub.store import MissingStore, Store, open_store
@@ -75,12 +77,34 @@ def print_json(data: Any) -> None:  # noqa: ANN401 - any JSON-serialisable value
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
-def print_table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]],
-                *, no_wrap: Sequence[str] = ()) -> None:
-    """A table; columns named in `no_wrap` (ids) are never cut or wrapped, the others fold."""
-    table = Table(title=title, show_lines=False, header_style="bold")
+ID = {"no_wrap": True}  # an id column: never cut, never wrapped (hub accepts any unique start of one)
+LINE = {"no_wrap": True, "overflow": "ellipsis"}  # one line, cut with … when the terminal is narrow
+
+
+def print_table(title: str | None, columns: Sequence[str | tuple[str, dict[str, Any]]],
+                rows: Iterable[Sequence[Any]]) -> None:
+    """A table that reads at 80 columns: light rules, no outer edge; a column is a name, or
+    (name, rich column options) such as ID and LINE; the others fold."""
+    table = Table(title=title, show_lines=False, header_style="bold", box=box.SIMPLE_HEAD, show_edge=False,
+                  pad_edge=False, padding=(0, 1, 0, 0))
     for c in columns:
-        table.add_column(c, no_wrap=c in no_wrap, overflow="fold", min_width=len(c) if c in no_wrap else None)
+        name, opts = (c, {}) if isinstance(c, str) else c
+        table.add_column(name, **({"overflow": "fold"} | opts))
+    rows = list(rows)
+    natural = [Text.from_markup(str(c.header)).cell_len for c in table.columns]
+    for i, cells in enumerate(zip(*rows, strict=False) if rows else ()):
+        widths = (Text.from_markup("" if v is None else str(v)).cell_len for v in cells)
+        natural[i] = max(natural[i], *widths)
+    # one-line columns give way (cut with …) so that ids and states keep their full width
+    cut = [i for i, c in enumerate(table.columns) if c.overflow == "ellipsis"]
+    spare = console.width - sum(w + 2 for i, w in enumerate(natural) if i not in cut)
+    need = sum(natural[i] + 2 for i in cut)
+    for i in cut:
+        if need > spare:
+            table.columns[i].width = max(6, (spare * (natural[i] + 2)) // max(need, 1) - 2)
+    for i, c in enumerate(table.columns):
+        if c.no_wrap and i not in cut:
+            c.min_width = natural[i]
     for r in rows:
         table.add_row(*["" if v is None else str(v) for v in r])
     console.print(table)

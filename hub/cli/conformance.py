@@ -11,7 +11,8 @@ from hub.config import home
 
 conformance_app = typer.Typer(help="Vendor conformance: test catalogue, runs, campaigns, approval matrix.")
 
-DbOpt = typer.Option(None, "--db", help="Evidence database (default HUB_HOME/hub.sqlite).")
+# --store as in every other command (--db: its old name, still taken)
+DbOpt = typer.Option(None, "--store", "--db", help="Evidence database (default HUB_HOME/hub.sqlite).")
 
 
 def _evidence(db: Path | None):  # noqa: ANN202 - lazy import keeps `hub --help` fast
@@ -227,7 +228,7 @@ def campaign(file: Path = typer.Argument(..., exists=True, dir_okay=False),
 @conformance_app.command("matrix")
 def matrix(fmt: str = typer.Option("table", "--format", "-f", help="table | csv | json | html"),
            campaign: str = typer.Option(None, help="Only runs of this campaign (its name)."),
-           output: Path = typer.Option(None, "--output", "-o", help="Write to a file."),
+           output: Path = typer.Option(None, "--out", "--output", "-o", help="Write to a file."),
            db: Path = DbOpt) -> None:
     """Systems x message/version x S/M -> approval month (MM.YY), grouped by category."""
     from hub.conformance import matrix as mx

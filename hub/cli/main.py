@@ -8,12 +8,14 @@ from pathlib import Path
 import typer
 
 from hub.cli.common import ConfigOpt, set_root_config
+from hub.cli.conventions import HubGroup
 
 app = typer.Typer(
     name="hub",
     help="Routing and conformance hub for Norwegian health e-messages (KITH XML over ebXML).",
     no_args_is_help=True,
     add_completion=False,
+    cls=HubGroup,  # conventional metavars on every command (hub.cli.conventions)
 )
 
 

@@ -26,6 +26,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from hub.cli.common import (
+    ID,
+    LINE,
     ConfigOpt,
     JsonOpt,
     StoreOpt,
@@ -214,10 +216,11 @@ def _states(values: list[str] | None) -> list[str] | None:
 
 # --- list ------------------------------------------------------------------------------------------
 
-StateOpt = typer.Option(None, "--state", "-s", help="Only these states (repeatable or comma-separated).")
-ReceiverOpt = typer.Option(None, "--receiver", "-r", help="Receiver HER-id.")
+# no short flags: -s, -r and -t mean --system, --register... elsewhere; one letter, one idea
+StateOpt = typer.Option(None, "--state", help="Only these states (repeatable or comma-separated).")
+ReceiverOpt = typer.Option(None, "--receiver", help="Receiver HER-id.")
 SenderOpt = typer.Option(None, "--sender", help="Sender HER-id.")
-TypeOpt = typer.Option(None, "--type", "-t", help="Message type, e.g. DIALOG_NOTAT, APPREC.")
+TypeOpt = typer.Option(None, "--type", help="Message type, e.g. DIALOG_NOTAT, APPREC.")
 SinceOpt = typer.Option(None, "--since", help="Created since: ISO date/time or relative (30m, 2h, 3d).")
 
 
@@ -250,7 +253,8 @@ def list_(
         return
     print_table(
         f"{len(msgs)} message(s)" + (" (limit reached: --limit for more)" if len(msgs) == limit else ""),
-        ("id", "state", "type", "sender -> receiver", "age", "attempts", "last error"),
+        (("id", ID), ("state", ID), ("type", LINE), ("from -> to", ID), ("age", ID), ("tries", ID),
+         ("last error", LINE)),
         [(m.short_id, _state_cell(m.state.value), escape(m.msg_type or "?"), _parties(m),
           span(now - m.created_at), f"{m.attempts}/{m.max_retries + 1}", _error_cell(m)) for m in msgs],
     )
@@ -282,19 +286,22 @@ def show(
     ref: str = typer.Argument(..., help="Short id, full id, ebXML MessageId or KITH MsgId."),
     reveal: bool = typer.Option(False, "--reveal", help="Show national identity numbers (audited)."),
     actor: str = ActorOpt,
-    no_payload: bool = typer.Option(False, "--no-payload", help="Headers and timeline only."),
+    show_payload: bool = typer.Option(False, "--payload", help="Also print the payload (--json always "
+                                      "carries it)."),
+    no_payload: bool = typer.Option(False, "--no-payload", hidden=True, help="The default now."),
     as_json: bool = JsonOpt,
     store: str = StoreOpt,
     config: Path = ConfigOpt,
 ) -> None:
-    """Headers, timeline, last error and the payload (identity numbers masked unless --reveal)."""
+    """Headers, last error and timeline; the payload with --payload (identity numbers masked unless
+    --reveal, which is audited)."""
     now = _now()
     cfg = _config(ctx, config)
     with _open(ctx, store, cfg) as st:
         m = _require(st, ref)
         tl = st.timeline(m.id)
         kinds = st.blob_kinds(m.id)
-        data = st.blob(m.id) if not no_payload else None
+        data = st.blob(m.id) if (as_json or show_payload) and not no_payload else None
         children = _children(st, tl)
         parent = st.get(m.parent_id) if m.parent_id else None
         if reveal:
@@ -335,7 +342,8 @@ def show(
         ("next attempt", _iso(m.next_attempt_at)),
         ("expires (TimeToLive)", _iso(m.expires_at)),
         ("AppRec due / status", f"{_iso(m.apprec_due_at) or '-'} / {m.apprec_status or '-'}"),
-        ("size / sha256", f"{m.size} B / {m.sha256}"),
+        ("size", f"{m.size} bytes"),
+        ("sha256", m.sha256),
         ("artefacts", ", ".join(kinds)),
     ]
     if parent:
@@ -347,11 +355,16 @@ def show(
                                           else f"{err.code}: {err.text}")
                      + (" (permanent: not retried)" if err.permanent else " (transient)")))
     heads = Table(show_header=False, box=None, padding=(0, 2, 0, 0))
+    heads.add_column(no_wrap=True)
+    heads.add_column(overflow="fold")  # ids and digests wrap whole, never cut
     for k, v in rows:
         heads.add_row(f"[bold]{k}[/]", v if k in ("state", "last error") else escape(str(v or "-")))
     console.print(heads)
-    print_table("timeline", ("time (UTC)", "event", "from -> to", "reason", "actor"), [
-        (e.at.strftime("%Y-%m-%d %H:%M:%S"), e.event, f"{e.from_state or '·'} -> {e.to_state}",
+    # one line per step: the reason is cut at the terminal's edge (the last error is in full above,
+    # `--json` has every reason in full)
+    print_table("timeline", (("time (UTC)", ID), ("event", ID), ("-> state", ID), ("reason", LINE),
+                             ("actor", ID)), [
+        (e.at.strftime("%m-%d %H:%M:%S"), e.event, e.to_state,
          escape(e.reason if reveal else mask_text(e.reason)), escape(e.actor)) for e in tl])
     if payload is not None:
         note = ("national identity numbers REVEALED (audited)" if reveal

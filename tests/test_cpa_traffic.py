@@ -338,6 +338,20 @@ def test_hub_decrypt_reads_pem_and_smime(pki, tmp_path: Path, form: str):  # noq
     assert (tmp_path / "out.xml").read_bytes() == DOC
 
 
+def test_hub_decrypt_gunzips_on_request(pki, parties, tmp_path: Path):  # noqa: ANN001
+    from typer.testing import CliRunner
+
+    from hub.cli.main import app
+
+    _, _, _, lab, _ = parties
+    (tmp_path / "m.p7m").write_bytes(cms.encrypt(compression.compress(DOC), [lab.enc_cert]))
+    base = ["decrypt", str(tmp_path / "m.p7m"), "--pki", str(pki.dir), "--party", "lab"]
+    r = CliRunner().invoke(app, [*base, "-o", str(tmp_path / "a")])
+    assert r.exit_code == 0 and "gzip" in r.output and compression.is_gzip((tmp_path / "a").read_bytes())
+    r = CliRunner().invoke(app, [*base, "--gunzip", "-o", str(tmp_path / "b")])
+    assert r.exit_code == 0 and (tmp_path / "b").read_bytes() == DOC
+
+
 def test_sha1_kith_documents_refused_s01_unless_the_peer_allows(pki, parties):  # noqa: ANN001
     """The same setting for documents: the relay's KITH signature check asks the register."""
     from hub.relay import pipeline as pl

@@ -168,3 +168,31 @@ def test_usage_errors_exit_2(tmp_path: Path):
     assert r.exit_code == 2
     with pytest.raises(CaptureError):
         read_capture(b"  \n")
+
+
+@pytest.mark.parametrize("allow", [False, True])
+def test_register_setting_decides_sha1(pki, tmp_path: Path, allow: bool):  # noqa: ANN001
+    """Without a CPA the address register names the peer; its allow_sha1 decides an rsa-sha1 envelope."""
+    from hub.ebxml.signature import RSA_SHA1, SHA1
+
+    gp, lab = load_identity(pki.dir, "gp"), load_identity(pki.dir, "lab")
+    partner = LocalParty(PARTNER, gp.sign_cert, gp.sign_key, [])
+    names = ("S-DIALOG_NOTAT", "DIALOG_NOTAT", "DIALOG_NOTATsender", "DIALOG_NOTATreceiver")
+    msg = egenandel_request(partner, DOC, encrypt_for=lab.enc_cert, cpa_id=f"{NAV}_{PARTNER}", names=names,
+                            method=RSA_SHA1, digest=SHA1)
+    (tmp_path / "m.http").write_bytes(b"POST /ebxml HTTP/1.1\r\n" + msg)  # SyncReply: an HTTP request
+    (tmp_path / "register.toml").write_text(
+        f'[[party]]\nher_id = {PARTNER}\nname = "Apotek"\nendpoint = "mailto:apotek@edi.test"\n'
+        f'sign_cert = "{pki.dir / "parties" / "gp" / "sign.pem"}"\n'
+        f'enc_cert = "{pki.dir / "parties" / "gp" / "enc.pem"}"\nallow_sha1 = {str(allow).lower()}\n',
+        encoding="utf-8")
+    r = runner.invoke(app, ["ebxml", "inspect", str(tmp_path / "m.http"), "--register",
+                            str(tmp_path / "register.toml"), "--pki", str(pki.dir), "--party", "lab",
+                            "--json"])
+    (m,) = json.loads(r.output)["messages"]
+    if allow:
+        assert r.exit_code == 0 and m["verdict"] == "accepted" and m["signature"]["valid"]
+        assert m["payloads"][0]["opened"] and m["payloads"][0]["document"] == "EgenandelForesporsel"
+    else:
+        assert r.exit_code == 1 and m["errors"][0]["code"] == "SecurityFailure"
+        assert "SHA-1" in m["errors"][0]["description"]

@@ -236,9 +236,12 @@ def decrypt(
     key: Path = typer.Option(None, help="Private key PEM (instead of --party)."),
     cert: Path = typer.Option(None, help="Its certificate PEM (instead of --party)."),
     out: Path = typer.Option(None, "--out", "-o", help="Output file (default stdout)."),
+    gunzip: bool = typer.Option(False, "--gunzip", help="Decompress a gzip document inside (NAV gzips "
+                                "before encrypting; recognised by its content)."),
 ) -> None:
     """Open a CMS EnvelopedData (DER, PEM or S/MIME, as `openssl cms -outform` writes them) with the
-    party's current or previous decryption key. A gzip document inside (NAV) is written as it is."""
+    party's current or previous decryption key."""
+    from hub.ebxml import compression
     from hub.security import cms, keystore
 
     try:
@@ -247,9 +250,13 @@ def decrypt(
         else:
             keys = _identity(pki, party).decryption_keys
         data = cms.decrypt(_read(file), keys)
+        if gunzip:
+            data = compression.unwrap(data)[0]
     except Exception as exc:  # noqa: BLE001
         _security_failure(exc)
         return
+    if not gunzip and compression.is_gzip(data):
+        err_console.print("note: the content is gzip (give --gunzip to decompress it)")
     _write(out, data)
 
 

@@ -19,6 +19,7 @@ from test_relay_network import (
     mails,
     one,
     party,
+    record_mails,
     register_b,
     smtp_to,
 )
@@ -59,6 +60,8 @@ def pair(tmp_path: Path):
     ca.smtp_addresses.append(OTHER)  # a second mailbox behind A's listener, to see where answers go
     a = Relay(ca)
     b = Relay(config(tmp_path / "b", 81000, "lab", register_b(pki), pb, pa, B_ADDR))
+    record_mails(a)
+    record_mails(b)
     a.start()
     b.start()
     yield a, b, pa, pb

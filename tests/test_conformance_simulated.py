@@ -94,3 +94,23 @@ def test_a_broken_hub_fnr_rule_does_not_change_what_the_simulated_system_answers
     if broken == "accepts-every-number":
         blind = _mottak(tmp_path / "blind", network, _system_x({"kind": "ignores", "codes": ["E31"]}))
         assert blind["M.fnr-invalid"].verdict == "fail" and blind["M.fnr-invalid"].observed == "1"
+
+
+def test_simulated_systems_validate_with_the_official_xsds_when_present(reference, monkeypatch):
+    """With ../shared/reference the official XSDs judge (xmlschema, imports resolved in their own
+    folder); the pack's correct messages validate and its schema-error cases do not."""
+    from hub.conformance import simkit
+    from hub.messages.families import by_key
+    from hub.paths import SCHEMAS_DIR
+
+    epikrise = by_key("Epikrise", "1.1")
+    assert simkit.schema_files(epikrise, "own") == (reference / "xsd" / "Epikrise-v1.1.xsd",)
+    plo = reference / "samples" / "akseptansetest" / "plo" / "Testcase-mottak-Innleggelsesrapport-v1_5"
+    good, bad = plo / "Case1-Innleggelsesrapport-v1_5.xml", plo / "Case1-15a-Innleggelsesrapport-v1_5.xml"
+    for path, valid in ((good, True), (bad, False)):
+        doc = simkit.read(simkit.parse(path.read_bytes()))
+        assert doc.family is not None and doc.family.name == "Innleggelsesrapport"
+        assert simkit.schema_files(doc.family, doc.carrier)[0].parent == reference / "xsd"
+        assert (simkit.schema_errors(doc) == []) is valid, simkit.schema_errors(doc)
+    monkeypatch.setattr(simkit, "reference_dir", lambda: None)
+    assert simkit.schema_files(epikrise, "own") == (SCHEMAS_DIR / "Epikrise-v1.1.xsd",)

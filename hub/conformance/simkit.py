@@ -8,7 +8,8 @@ AppRec is built here with lxml. If the hub's rules have a bug, a simulated syste
 hub and a conformance case fails instead of both sides agreeing.
 
 What is shared is data about the standards, not judgement: the family table (namespace -> family,
-version, where an old `Message` root names its parties) and the XSD files in `schemas/`.
+version, where an old `Message` root names its parties) and the XSD files: the official ones from
+../shared/reference/xsd when that pack is present, else ours in `schemas/`.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 
 import xmlschema
 from lxml import etree
 
 from hub.messages.families import APPREC_10_NS, MSGHEAD_NS, Family
 from hub.messages.families import FAMILIES as _FAMILIES
-from hub.paths import SCHEMAS_DIR
+from hub.paths import SCHEMAS_DIR, reference_dir
 
 ERROR_OID = "2.16.578.1.12.4.1.1.8221"  # code list 8221, the AppRec error codes
 STATUS_OID = "2.16.578.1.12.4.1.1.8258"
@@ -328,32 +330,52 @@ def patient_idents(data: bytes) -> set[str]:
 
 # --- schema validation with xmlschema --------------------------------------------------------------------
 
-_schemas: dict[tuple[str, ...], xmlschema.XMLSchema] = {}
+_schemas: dict[tuple[Path, ...], xmlschema.XMLSchema] = {}
 _schema_lock = threading.Lock()
 
 
-def _schema(files: tuple[str, ...]) -> xmlschema.XMLSchema:
+def _schema(files: tuple[Path, ...]) -> xmlschema.XMLSchema:
+    """The files compiled together (MsgHead with its payload's schema: Content is strict). Imports
+    are resolved to the file of the same name in the same folder (official schemas import by http://
+    URL and by the folders they were published in); nothing is fetched."""
+    folder = files[0].parent
+
+    def local(uri: str) -> str:
+        name = uri.rsplit("/", 1)[-1]
+        return (folder / name).as_uri() if (folder / name).exists() else uri
+
     with _schema_lock:
         s = _schemas.get(files)
         if s is None:
-            s = xmlschema.XMLSchema(str(SCHEMAS_DIR / files[0]), build=False, allow="local")
+            s = xmlschema.XMLSchema(str(files[0]), build=False, allow="local", uri_mapper=local)
             for extra in files[1:]:
-                s.add_schema(str(SCHEMAS_DIR / extra), build=False)
+                s.add_schema(str(extra), build=False)
             s.build()
             _schemas[files] = s
         return s
+
+
+def schema_files(family: Family, carrier: str) -> tuple[Path, ...] | None:
+    """The official XSDs when the reference pack is present (../shared/reference/xsd), else ours."""
+    ref = reference_dir()
+    for folder, name, head in ((ref / "xsd" if ref else None, family.official_xsd, "MsgHead-v1_2.xsd"),
+                               (SCHEMAS_DIR, family.own_xsd, "MsgHead-v1_2.xsd")):
+        if folder is None or not name:
+            continue
+        names = (name,) if carrier == "own" else (head, name)
+        if all((folder / n).exists() for n in names):
+            return tuple(folder / n for n in names)
+    return None
 
 
 def schema_errors(doc: Doc) -> list[str]:
     """Why the message does not validate against its schema(s) ([] when it does)."""
     if doc.carrier == "apprec":
         return []
-    if doc.family is None or not doc.family.own_xsd or not (SCHEMAS_DIR / doc.family.own_xsd).exists():
+    files = schema_files(doc.family, doc.carrier) if doc.family else None
+    if files is None:
         return ["no schema for this namespace"]
-    files = ((doc.family.own_xsd,) if doc.carrier == "own"
-             else ("MsgHead-v1_2.xsd", doc.family.own_xsd))
-    schema = _schema(files)
-    return [f"{e.path}: {e.reason}" for e in schema.iter_errors(doc.root)][:5]
+    return [f"{e.path}: {e.reason}" for e in _schema(files).iter_errors(doc.root)][:5]
 
 
 # --- judging (the receiver's own checks) ----------------------------------------------------------------

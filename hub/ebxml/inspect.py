@@ -10,6 +10,7 @@ Nothing is sent and nothing is remembered.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -220,14 +221,22 @@ class _Opener:
         return out
 
 
-def _throwaway_party(her_id: str, keys: Keys) -> LocalParty:
-    """The receiver as the Msh needs it: answers are signed (with a throwaway key; nothing is sent)."""
+@functools.cache
+def _throwaway_key() -> tuple[x509.Certificate, rsa.RSAPrivateKey]:
+    """One key per process to sign the answers the Msh builds (nothing is sent; generating a key per
+    file cost more than inspecting it)."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"hub ebxml inspect ({her_id})")])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hub ebxml inspect (not sent)")])
     now = datetime.now(UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(days=1))
-            .not_valid_after(now + timedelta(days=1)).sign(key, hashes.SHA256()))
+            .not_valid_after(now + timedelta(days=365)).sign(key, hashes.SHA256()))
+    return cert, key
+
+
+def _throwaway_party(her_id: str, keys: Keys) -> LocalParty:
+    """The receiver as the Msh needs it: answers are signed (with a throwaway key; nothing is sent)."""
+    cert, key = _throwaway_key()
     return LocalParty(her_id, cert, key, list(keys))
 
 

@@ -119,6 +119,46 @@ def test_a_vendor_system_that_never_sends_fails_the_delivery_case(tmp_path, vend
     assert "S.delivered" in _failed(report)
 
 
+def test_a_vendor_system_that_answers_apprecs_fails_exactly_the_sheet_13_case(tmp_path, vendor):
+    code, report = _run(tmp_path, vendor("answers-apprecs"), "--direction", "S")
+    assert code == 1
+    assert _failed(report) == {"S.apprec-twice": ["apprec.answered"]}
+    [cell] = report["cells"]
+    assert {c["id"]: c["verdict"] for c in cell["cases"]}["S.manual.apprec-shown"] == "manual"
+
+
+def test_the_testers_answer_to_a_manual_criterion_is_kept_and_a_failed_one_fails_the_cell(tmp_path, vendor):
+    from hub.conformance import matrix as mx
+    from hub.conformance.evidence import Evidence
+    from hub.conformance.profiles import load_profile
+
+    code, report = _run(tmp_path, vendor("correct"), "--direction", "M")
+    assert code == 0
+    [cell] = report["cells"]
+    run = str(cell["run_id"])
+    ev = Evidence(tmp_path / "home" / "hub.sqlite")
+    profiles = {"Folder EPJ": load_profile(tmp_path / "folder-epj.toml")}
+    [approved] = mx.compute(ev, profiles).values()
+    assert approved.manual_open == 3
+    assert set(ev.open_manual(int(run))) == {"M.manual.display", "M.manual.print", "M.manual.import"}
+    env = {"HUB_HOME": str(tmp_path / "home")}
+    for case in ("M.manual.display", "M.manual.print"):
+        res = CliRunner().invoke(app, ["conformance", "confirm", run, case, "pass", "--note", "screenshot 3"],
+                                 env=env)
+        assert res.exit_code == 0, res.output
+    [approved] = mx.compute(ev, profiles).values()
+    assert approved.manual_open == 1 and ev.open_manual(int(run)) == ["M.manual.import"]
+    assert ev.confirmations(int(run))["M.manual.display"][:2] == ("pass", "screenshot 3")
+    case = {c.case_id: c for c in ev.cases(int(run))}["M.manual.display"]
+    assert (case.verdict, case.observed) == ("pass", "confirmed by the tester: screenshot 3")
+    res = CliRunner().invoke(app, ["conformance", "confirm", run, "M.valid", "pass"], env=env)
+    assert res.exit_code == 2 and "no manual case" in res.output
+    res = CliRunner().invoke(app, ["conformance", "confirm", run, "M.manual.import", "fail", "--note",
+                                   "the rejected Dialogmelding was filed"], env=env)
+    assert res.exit_code == 0
+    assert mx.compute(ev, profiles) == {}  # the cell is no longer approved
+
+
 def test_usage_errors_exit_2(tmp_path):
     res = CliRunner().invoke(app, ["conformance", "run", "--endpoint", "folder:x"],
                              env={"HUB_HOME": str(tmp_path)})

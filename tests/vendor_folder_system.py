@@ -9,7 +9,7 @@ and writes the Dialogmelding the tester orders. It knows only the folder layout 
     DIR/orders/*.json   what the tester asks it to send
     DIR/patients.json   the test patients registered in it
 
-Behaviours (--behaviour): correct | always-ok | wrong-original-id | no-mirror | mute.
+Behaviours (--behaviour): correct | always-ok | wrong-original-id | no-mirror | mute | answers-apprecs.
 Runs until DIR/stop exists.
 
     python tests/vendor_folder_system.py DIR --her 87010 --service 87011 --name "Folder EPJ" --schemas schemas
@@ -105,6 +105,8 @@ class System:
             return  # unreadable: nobody to answer; it goes to the error log
         root = tree.getroot()
         if root.tag == f"{{{APPREC}}}AppRec":
+            if self.behaviour == "answers-apprecs":  # wrong: an AppRec is final (sheet #13)
+                self.put(self.answer_apprec(root))
             return  # an AppRec to us: filed with the message it answers, never answered
         if root.tag != f"{{{MH}}}MsgHead":
             return
@@ -199,6 +201,22 @@ class System:
         self.apprec_schema.validate(etree.fromstring(out))  # a vendor's own self-check before sending
         return out
 
+    def answer_apprec(self, got: etree._Element) -> bytes:
+        a = f"{{{APPREC}}}"
+        out = etree.fromstring(etree.tostring(got))
+        for sig in out.findall("{http://www.w3.org/2000/09/xmldsig#}Signature"):
+            out.remove(sig)
+        out.find(a + "Id").text = str(uuid.uuid4())
+        sender, receiver = out.find(a + "Sender"), out.find(a + "Receiver")
+        sender.tag, receiver.tag = a + "Receiver", a + "Sender"
+        out.remove(sender)
+        out.insert(list(out).index(receiver) + 1, sender)
+        orig = out.find(a + "OriginalMsgId")
+        orig.find(a + "MsgType").set("V", "APPREC")
+        orig.find(a + "IssueDate").text = got.findtext(a + "GenDate")
+        orig.find(a + "Id").text = got.findtext(a + "Id")
+        return etree.tostring(out, xml_declaration=True, encoding="UTF-8")
+
     # --- sending -----------------------------------------------------------------------------------------
 
     def produce(self, order: dict) -> None:
@@ -269,7 +287,8 @@ def main() -> None:
     ap.add_argument("--name", required=True)
     ap.add_argument("--schemas", type=Path, required=True)
     ap.add_argument("--behaviour", default="correct",
-                    choices=("correct", "always-ok", "wrong-original-id", "no-mirror", "mute"))
+                    choices=("correct", "always-ok", "wrong-original-id", "no-mirror", "mute",
+                             "answers-apprecs"))
     ap.add_argument("--poll", type=float, default=0.05)
     a = ap.parse_args()
     System(a.dir, a.her, a.service, a.name, a.schemas, a.behaviour).run(a.poll)

@@ -195,6 +195,27 @@ def _report(system: str, results: list, as_json: bool) -> None:  # noqa: ANN001
                           f" (hub conformance confirm {r.run_id} CASE pass|fail)")
 
 
+@conformance_app.command("confirm")
+def confirm(run_id: int = typer.Argument(..., help="The run (its number in the run's output)."),
+            case: str = typer.Argument(..., help="A manual case of the run, e.g. M.manual.display"),
+            verdict: str = typer.Argument(..., help="pass | fail"),
+            note: str = typer.Option(None, "--note", help="What the tester saw (kept in the evidence)."),
+            db: Path = DbOpt) -> None:
+    """The tester's answer to a criterion only a person can judge (display, print, import)."""
+    evidence = _evidence(db)
+    try:
+        evidence.run(run_id)
+    except KeyError:
+        fail(f"no run {run_id} in {evidence.path}")
+    try:
+        evidence.confirm(run_id, case, verdict, note)
+    except (KeyError, ValueError) as exc:
+        fail(str(exc.args[0]) if exc.args else str(exc))
+    left = evidence.open_manual(run_id)
+    rest = f"; still to confirm: {', '.join(left)}" if left else "; every manual criterion answered"
+    console.print(f"run {run_id} {case}: {verdict}" + (f" ({note})" if note else "") + rest)
+
+
 @conformance_app.command("campaign")
 def campaign(file: Path = typer.Argument(..., exists=True, dir_okay=False),
              timeout: float = typer.Option(5.0), db: Path = DbOpt) -> None:

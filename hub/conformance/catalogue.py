@@ -260,7 +260,25 @@ def _s_cases(mt: MessageType) -> list[Case]:
     out = [Case(f"S.{cid}", "S", title, check=cid) for cid, title in S_CHECKS]
     out += [Case(f"S.content.{c.id}", "S", c.title, check=f"content.{c.id}") for c in content_for(mt)]
     out += [Case(f"S.{cid}", "S", title, check=cid, requires=req) for cid, title, req in S_SECURITY_CHECKS]
-    return out
+    out.append(Case("S.apprec-twice", "S", "Two AppRecs on the sent message (same OriginalMsgId, different"
+                    " MsgIds): neither is answered", source="apprec-sheet#13", check="apprec-twice"))
+    return out + [c for c in MANUAL if c.direction == "S"]
+
+
+# Criteria only a person can judge (display, print, import into the record): listed in every cell as
+# manual; the tester answers with `hub conformance confirm RUN CASE pass|fail`, the matrix marks an
+# approval whose manual criteria are still open with (*).
+MANUAL: tuple[Case, ...] = (
+    Case("M.manual.display", "M", "The accepted message is shown to the user: patient, sender and all of its"
+         " content, readable (screenshot for the self-declaration)", source="akseptansetest/egenerklaering",
+         manual=True),
+    Case("M.manual.print", "M", "The accepted message can be printed with all of its content",
+         source="akseptansetest/egenerklaering", manual=True),
+    Case("M.manual.import", "M", "The accepted message is filed in the test patient's record; none of the"
+         " rejected ones can be imported", source="apprec-sheet#1,#16-#41", manual=True),
+    Case("S.manual.apprec-shown", "S", "The AppRec on the sent message is shown with it; the second AppRec"
+         " on the same message is not processed", source="apprec-sheet#13", manual=True),
+)
 
 
 def _m_cases(mt: MessageType) -> list[Case]:
@@ -270,7 +288,7 @@ def _m_cases(mt: MessageType) -> list[Case]:
                         expect=expect, requires=requires))
     out.append(Case("M.ebms-ack", "M", "Each message is acknowledged at the ebXML level (Acknowledgment)",
                     source="builtin", variant="valid", expect=Expect("1"), requires="ebxml"))
-    return out
+    return out + [c for c in MANUAL if c.direction == "M"]
 
 
 def catalogue(group: str | None = None) -> dict[str, dict[str, list[Case]]]:

@@ -61,6 +61,14 @@ CREATE TABLE IF NOT EXISTS conformance_exchanges (
     sha256 TEXT NOT NULL,
     at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS conformance_confirmations (
+    run_id INTEGER NOT NULL REFERENCES conformance_runs(id),
+    case_id TEXT NOT NULL,          -- a manual case of the run: what the tester saw
+    verdict TEXT NOT NULL,          -- pass | fail
+    note TEXT,
+    at TEXT NOT NULL,
+    PRIMARY KEY (run_id, case_id)
+);
 CREATE TABLE IF NOT EXISTS conformance_blobs (
     sha256 TEXT PRIMARY KEY,
     content BLOB NOT NULL
@@ -174,7 +182,35 @@ class Evidence:
             c.execute("UPDATE conformance_runs SET verdict = ?, finished_at = ? WHERE id = ?",
                       (verdict, _now(), run_id))
 
+    def confirm(self, run_id: int, case_id: str, verdict: str, note: str | None = None) -> None:
+        """The tester's answer to a manual case: it replaces the case's `manual` verdict (the answer, its
+        note and time are kept beside it); a failed one fails the run (the cell is not approved)."""
+        if verdict not in ("pass", "fail"):
+            raise ValueError(f"verdict {verdict!r} is not pass or fail")
+        manual = [c.case_id for c in self.cases(run_id) if c.verdict == "manual"]
+        if case_id not in manual and case_id not in self.confirmations(run_id):
+            raise KeyError(f"run {run_id} has no manual case {case_id!r}"
+                           + (f" (open: {', '.join(manual)})" if manual else " (none is open)"))
+        with self._conn() as c:
+            c.execute("INSERT OR REPLACE INTO conformance_confirmations (run_id, case_id, verdict, note, at)"
+                      " VALUES (?,?,?,?,?)", (run_id, case_id, verdict, note, _now()))
+            c.execute("UPDATE conformance_cases SET verdict = ?, observed = ? WHERE run_id = ? AND case_id = ?",
+                      (verdict, "confirmed by the tester" + (f": {note}" if note else ""), run_id, case_id))
+            if verdict == "fail":
+                c.execute("UPDATE conformance_runs SET verdict = 'fail' WHERE id = ?", (run_id,))
+
     # --- reading ---------------------------------------------------------------------------------
+
+    def confirmations(self, run_id: int) -> dict[str, tuple[str, str | None, str]]:
+        """case id -> (verdict, note, when) of the tester's answers in a run."""
+        with self._conn() as c:
+            rows = c.execute("SELECT case_id, verdict, note, at FROM conformance_confirmations"
+                             " WHERE run_id = ?", (run_id,))
+            return {r["case_id"]: (r["verdict"], r["note"], r["at"]) for r in rows}
+
+    def open_manual(self, run_id: int) -> list[str]:
+        """The manual cases of a run nobody has answered yet (the matrix marks such approvals (*))."""
+        return [c.case_id for c in self.cases(run_id) if c.verdict == "manual"]
 
     def runs(self, system: str | None = None, campaign: str | None = None) -> list[Run]:
         sql = "SELECT * FROM conformance_runs WHERE finished_at IS NOT NULL"

@@ -249,6 +249,7 @@ class Runner:
             for c in cases:
                 skipped = self._skipped(c, exchange)
                 verdict = "fail" if c.check == "delivered" else ("skip" if skipped else "blocked")
+                verdict = "manual" if c.manual else verdict
                 observed = "nothing arrived" if verdict == "fail" else None
                 records.append(CaseRecord(c.id, c.title, c.source, verdict,
                                           f"a message within {self.timeout:g} s", observed))
@@ -287,10 +288,13 @@ class Runner:
                 {"code": "T10", "rule": "matrix.row", "text": f"not a {mt.name} message ({row.note[:80]})"})
         for c in cases:
             t0 = time.monotonic()
-            if self._skipped(c, exchange):
-                records.append(CaseRecord(c.id, c.title, c.source, "skip", observed=self._needs(c)))
+            if self._skipped(c, exchange) or c.manual:
+                records.append(CaseRecord(c.id, c.title, c.source, "manual" if c.manual else "skip",
+                                          observed="manual case" if c.manual else self._needs(c)))
                 continue
-            if c.check == "delivered":
+            if c.check == "apprec-twice":
+                rec = self._apprec_twice(run_id, c, profile, exchange, got)
+            elif c.check == "delivered":
                 rec = CaseRecord(c.id, c.title, c.source, "pass", f"within {self.timeout:g} s",
                                  f"{got.path.name} after {ms:.0f} ms", elapsed_ms=int(ms))
             elif c.check and c.check.startswith("content."):
@@ -308,6 +312,35 @@ class Runner:
             records.append(rec)
             self.progress(c.id)
         return records
+
+    def _apprec_twice(self, run_id: int, c: Case, profile: Profile, exchange: ex.Exchange,
+                      got: ex.Transfer) -> CaseRecord:
+        """Sheet #13: two AppRecs (OK) on the system's message, different MsgIds, one OriginalMsgId. An
+        AppRec is never answered; whether the second one is ignored on screen is the manual part."""
+        from hub.fixtures.builder import build
+
+        info = read_document(got.data).info
+        if info is None or not info.msg_id:
+            return CaseRecord(c.id, c.title, c.source, "blocked", observed="no readable MsgId in the message")
+        original = (info.type or "UKJENT", info.gen_date or "", info.msg_id)
+        sent = []
+        for _ in range(2):
+            data = build("AppRec", "1.0", sender=TEST_CENTRE_SERVICE, receiver=self._system_party(profile),
+                         status="1", errors=[], original=original, msg_id=ex.new_id(), directory=PARTIES)
+            if "security" in self.parts:
+                data = self.pki.sign(data, TEST_CENTRE_PARTY)
+            tid = exchange.send(data, sender=TEST_CENTRE.her_id, receiver=profile.her_id,
+                                ref=got.envelope.id, action="APPREC")
+            self.evidence.add_exchange(run_id, c.id, "to-system", f"{tid}.xml", data)
+            sent.append(tid)
+        answers = exchange.wait(set(sent), timeout=0.0, quiet=self.quiet)
+        for t in answers:
+            self.evidence.add_exchange(run_id, c.id, "from-system", t.path.name, t.data)
+        if answers:
+            return CaseRecord(c.id, c.title, c.source, "fail", "no answer", f"{len(answers)} answer(s)",
+                              [{"code": "X99", "rule": "apprec.answered", "criterion": c.source,
+                                "text": "an AppRec was answered (AppRecs are final)"}])
+        return CaseRecord(c.id, c.title, c.source, "pass", "no answer", "no answer to either AppRec")
 
     @staticmethod
     def _security_case(c: Case, sc: SignatureCheck) -> CaseRecord:

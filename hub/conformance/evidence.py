@@ -194,7 +194,8 @@ class Evidence:
         with self._conn() as c:
             c.execute("INSERT OR REPLACE INTO conformance_confirmations (run_id, case_id, verdict, note, at)"
                       " VALUES (?,?,?,?,?)", (run_id, case_id, verdict, note, _now()))
-            c.execute("UPDATE conformance_cases SET verdict = ?, observed = ? WHERE run_id = ? AND case_id = ?",
+            c.execute("UPDATE conformance_cases SET verdict = ?, observed = ?"
+                      " WHERE run_id = ? AND case_id = ?",
                       (verdict, "confirmed by the tester" + (f": {note}" if note else ""), run_id, case_id))
             if verdict == "fail":
                 c.execute("UPDATE conformance_runs SET verdict = 'fail' WHERE id = ?", (run_id,))

@@ -115,7 +115,7 @@ def run(system: str = typer.Option(None, "--system", "-s", help="A bundled (simu
     with Progress(console=out, transient=True) as bar:
         task = bar.add_task(profile.name, total=None)
         runner = Runner(evidence, month=month, timeout=timeout, official=official,
-                        quiet=0.15 if simulate else min(timeout, 30.0),
+                        quiet=0.15 if simulate else min(timeout, 30.0), person=not simulate,
                         progress=lambda label: bar.update(task, advance=1, description=label))
         sessions = [Session(runner.month, profile.name, c.message, c.direction) for c in cells]
         try:

@@ -265,9 +265,10 @@ def _s_cases(mt: MessageType) -> list[Case]:
     return out + [c for c in MANUAL if c.direction == "S"]
 
 
-# Criteria only a person can judge (display, print, import into the record): listed in every cell as
-# manual; the tester answers with `hub conformance confirm RUN CASE pass|fail`, the matrix marks an
-# approval whose manual criteria are still open with (*).
+# Criteria only a person can judge (display, print, import into the record): listed as manual in
+# every cell a person tests (hub.conformance.runner.Runner.person); the tester answers with
+# `hub conformance confirm RUN CASE pass|fail`, the matrix marks an approval whose manual criteria are
+# still open with (*).
 MANUAL: tuple[Case, ...] = (
     Case("M.manual.display", "M", "The accepted message is shown to the user: patient, sender and all of its"
          " content, readable (screenshot for the self-declaration)", source="akseptansetest/egenerklaering",

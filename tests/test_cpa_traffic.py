@@ -439,3 +439,34 @@ def test_of_two_bound_channels_the_one_over_the_transport(reference: Path, parti
                                          service="HarBorgerEgenandelFritak", action="EgenandelForesporsel",
                                          protocol="SMTP")
     assert out.endpoints == smtp.endpoints and b"AckRequested" in parse_package(out.data).soap
+
+
+def test_cpa_show_and_check_list_versions_and_say_which_applies(reference: Path, parties, tmp_path: Path):  # noqa: ANN001
+    import json
+
+    from typer.testing import CliRunner
+
+    from hub.cli.main import app
+
+    _, _, gp, lab, hub_ = parties
+    agreed = {"edit": lambda r: r.find(f"{C}Status").set(f"{C}value", "agreed")}
+    (tmp_path / "a-renewed.xml").write_bytes(nav_cpa(
+        reference, hub_.sign_cert, hub_.enc_cert, lab.sign_cert, lab.enc_cert,
+        start="2026-02-01T00:00:00Z", end="2027-01-31T23:59:59Z", **agreed))
+    (tmp_path / "b-old.xml").write_bytes(nav_cpa(  # sorts last, but is not the one in force in March
+        reference, gp.sign_cert, gp.enc_cert, lab.sign_cert, lab.enc_cert,
+        start="2025-09-03T12:09:25Z", end="2026-01-31T23:59:59Z", **agreed))
+    run = CliRunner().invoke
+    for at, expected in (("2026-01-10T00:00:00Z", "b-old.xml"), ("2026-03-01T00:00:00Z", "a-renewed.xml")):
+        r = run(app, ["cpa", "show", "nav:qass:31162", "--cpa-dir", str(tmp_path), "--at", at, "--json"])
+        assert r.exit_code == 0, r.output
+        d = json.loads(r.output)
+        assert len(d["versions"]) == 2 and d["source"].endswith(expected)
+        assert [Path(v["source"]).name for v in d["versions"] if v["applies"]] == [expected]
+        r = run(app, ["cpa", "check", NAV, "--from", PARTNER, "--cpa-dir", str(tmp_path), "--at", at,
+                      "--service", "OppgjorsKontroll", "--action", "Oppgjorskrav", "--json"])
+        c = json.loads(r.output)
+        assert c["source"].endswith(expected) and c["compress"] and c["encrypt"] and c["protocol"] == "SMTP"
+    r = run(app, ["cpa", "show", "nav:qass:31162", "--cpa-dir", str(tmp_path), "--at",
+                  "2026-03-01T00:00:00Z"])
+    assert r.exit_code == 0 and "applies" in r.output and "not valid" in r.output

@@ -30,6 +30,7 @@ from hub.ebxml.mime import PLAIN_TYPE, build_package, new_cid, parse_package
 from hub.ebxml.msh import CmsCrypto, Delivery, LocalParty, Msh, Peer, Peers
 from hub.ebxml.signature import RSA_SHA1, SHA1, sign_envelope
 from hub.security import cms
+from hub.security.pki import load_identity
 
 NAV_CPA = "navikt_nav-qass-31162.xml"
 PARTNER, NAV = "8090595", "79768"  # the pharmacy partner (Utleverer) and NAV in that CPA
@@ -284,12 +285,20 @@ def test_cms_from_openssl_in_every_output_form(parties, tmp_path: Path, pki, for
     assert CmsCrypto().decrypt(data, lab.decryption_keys) == DOC
 
 
+def _lab_enc():  # noqa: ANN202
+    from hub.security.testing import shared_test_pki
+
+    return load_identity(shared_test_pki().dir, "lab").enc_cert
+
+
 def test_not_cms_says_which_shapes_are_read():
     from hub.security.errors import SecurityError
 
     with pytest.raises(SecurityError) as exc:
         cms.to_der(b"<xml/>")
     assert "DER" in str(exc.value) and "PEM" in str(exc.value) and "S/MIME" in str(exc.value)
+    # a plain document that happens to start with "0" (0x30, a DER SEQUENCE tag) is not taken for CMS
+    assert not cms.looks_like_cms(b"0;plain;csv\n") and cms.looks_like_cms(cms.encrypt(b"x", [_lab_enc()]))
 
 
 def test_register_cpa_wrapper_and_its_empty_answer(reference: Path):

@@ -55,8 +55,12 @@ _PEM = re.compile(rb"-----BEGIN (CMS|PKCS7)-----(.*?)-----END \1-----", re.S)
 
 def looks_like_cms(data: bytes) -> bool:
     """Whether `data` is CMS in one of the shapes `to_der` reads (DER, PEM, S/MIME), by its first bytes."""
+    # DER: a SEQUENCE with a long-form (or BER indefinite) length; a text document starting with "0"
+    # has a printable second byte
+    if len(data) > 1 and data[0] == 0x30 and 0x80 <= data[1] <= 0x84:
+        return True
     head = data.lstrip()[:2048].lower()
-    return data[:1] == b"\x30" or head.startswith((b"-----begin cms-----", b"-----begin pkcs7-----")) \
+    return head.startswith((b"-----begin cms-----", b"-----begin pkcs7-----")) \
         or (b"content-type:" in head and b"pkcs7-mime" in head)
 
 

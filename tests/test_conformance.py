@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -264,6 +265,25 @@ def test_campaign_lists_every_session_not_as_recorded_and_exits_1(campaign_home,
     assert "S.content.discharge-diagnosis" in odd[0]
     assert "05.07 System X Epikrise:1.0 S: expected fail, got pass" in odd[1]
     assert "1 as recorded, 2 not" in res.output
+    js = CliRunner().invoke(app, ["conformance", "campaign", str(tmp_path / "c.toml"), "--timeout", "2",
+                                  "--store", str(tmp_path / "e2.sqlite"), "--json"],
+                            env={"HUB_HOME": str(campaign_home), "COLUMNS": "250"})
+    assert js.exit_code == 1
+    got = json.loads(js.stdout)
+    assert [(x["month"], x["verdict"], x["as_recorded"]) for x in got["sessions"]] == [
+        ("02.07", "fail", False), ("05.07", "pass", False), ("05.07", "pass", True)]
+    assert got["not_as_recorded"] == 2 and got["campaign"] == "history check"
+
+
+def test_cases_in_json():
+    from typer.testing import CliRunner
+
+    from hub.cli.main import app
+
+    res = CliRunner().invoke(app, ["conformance", "cases", "-m", "Epikrise:1.0", "--json"])
+    got = json.loads(res.stdout)
+    assert res.exit_code == 0 and got["cell"] == "Epikrise:1.0 M"
+    assert "M.valid" in [c["id"] for c in got["cases"]] and all(c["title"] for c in got["cases"])
 
 
 def test_campaign_defect_fails_exactly_its_case_with_evidence(campaign_home):

@@ -102,3 +102,26 @@ def test_encrypt_decrypt(pki, tmp_path):
     assert out.read_bytes() == DOC
     nope = run("decrypt", enc, "-p", "gp", "--pki", pki.dir, "-o", out)
     assert nope.exit_code == 1 and "decrypt-no-key" in nope.output
+
+
+def test_verify_and_cert_check_report_in_json_both_ways(pki, tmp_path):
+    import json
+
+    src, signed = tmp_path / "m.xml", tmp_path / "s.xml"
+    src.write_bytes(DOC)
+    assert run("sign", src, "-p", "gp", "--pki", pki.dir, "-o", signed).exit_code == 0
+    ok = run("verify", signed, "-p", "gp", "--pki", pki.dir, "--json")
+    assert ok.exit_code == 0, ok.output
+    got = json.loads(ok.stdout)
+    assert got["ok"] is True and got["revocation"] == "good" and got["algorithm"].endswith("rsa-sha256")
+    assert got["signer"].startswith("CN=") and len(got["chain"].split(" <- ")) == 3
+    signed.write_bytes(signed.read_bytes().replace(b"Hei", b"Hallo"))
+    bad = run("verify", signed, "-p", "gp", "--pki", pki.dir, "--json")
+    assert bad.exit_code == 1
+    want = {"ok": False, "kind": "signature-invalid", "message": "", "apprec_code": "S01",
+            "ebms_code": "SecurityFailure", "transient": False}
+    assert json.loads(bad.stdout) | {"message": ""} == want
+    revoked = run("cert", "check", pki.dir / "special" / "revoked.pem", "--pki", pki.dir, "--json")
+    assert revoked.exit_code == 1
+    r = json.loads(revoked.stdout)
+    assert r["ok"] is False and r["apprec_code"] == "S03" and "revoked on" in r["message"]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from hub.cli.common import console, err_console, fail, print_json, print_table
+from hub.cli.common import JsonOpt, console, err_console, fail, print_json, print_table
 from hub.config import home
 
 conformance_app = typer.Typer(help="Vendor conformance: test catalogue, runs, campaigns, approval matrix.")
@@ -42,7 +42,8 @@ def systems(as_json: bool = typer.Option(False, "--json")) -> None:
 @conformance_app.command("cases")
 def cases(message: str = typer.Option(..., "--message", "-m", help="e.g. Epikrise:1.0"),
           direction: str = typer.Option("M", "--direction", "-d"),
-          official: bool = typer.Option(False, "--official", help="Include the official packs.")) -> None:
+          official: bool = typer.Option(False, "--official", help="Include the official packs."),
+          as_json: bool = JsonOpt) -> None:
     """The catalogue's cases of one cell."""
     from hub.conformance.catalogue import cases_for, message_type
 
@@ -51,9 +52,15 @@ def cases(message: str = typer.Option(..., "--message", "-m", help="e.g. Epikris
     except KeyError as exc:
         fail(str(exc))
         raise
+    found = cases_for(mt, direction.upper(), official=official)
+    if as_json:
+        print_json({"cell": f"{mt.key} {direction.upper()}", "cases": [
+            {"id": c.id, "title": c.title, "expected": c.expect.describe() if c.expect else None,
+             "source": c.source, "needs": c.requires or None} for c in found]})
+        return
     print_table(f"{mt.key} {direction}", ["case", "title", "expected", "source", "needs"],
                 [(c.id, c.title, c.expect.describe() if c.expect else "", c.source, c.requires or "")
-                 for c in cases_for(mt, direction.upper(), official=official)])
+                 for c in found])
 
 
 VENDOR_TIMEOUT = 300.0  # a person makes the system send: minutes, not seconds
@@ -218,7 +225,7 @@ def confirm(run_id: int = typer.Argument(..., help="The run (its number in the r
 
 @conformance_app.command("campaign")
 def campaign(file: Path = typer.Argument(..., exists=True, dir_okay=False),
-             timeout: float = typer.Option(5.0), db: Path = DbOpt) -> None:
+             timeout: float = typer.Option(5.0), db: Path = DbOpt, as_json: bool = JsonOpt) -> None:
     """Replay a campaign file (fixtures/vendors/campaign-*.toml) against the simulated systems.
     Exit 1 when a session did not go as the file records (`expect`), listing each one."""
     from rich.progress import Progress
@@ -233,11 +240,19 @@ def campaign(file: Path = typer.Argument(..., exists=True, dir_okay=False),
         pairs.append((s, r))
         bar.update(task, advance=1, description=f"{s.month} {s.system}")
 
-    with Progress(console=console, transient=True) as bar:
+    with Progress(console=err_console if as_json else console, transient=True) as bar:
         task = bar.add_task(c.name, total=len(c.sessions))
         results = run_campaign(c, evidence, _work(), timeout=timeout, on_result=done)
     passed = sum(r.verdict == "pass" for r in results)
     odd = surprises(pairs)
+    if as_json:
+        print_json({"campaign": c.name, "sessions": [
+            {"month": s.month, "system": s.system, "message": s.message, "direction": s.direction,
+             "verdict": r.verdict, "recorded": s.expect, "as_recorded": r.verdict == s.expect,
+             "run_id": r.run_id} for s, r in pairs], "passed": passed, "not_as_recorded": len(odd)})
+        if odd:
+            raise typer.Exit(1)
+        return
     console.print(f"{c.name}: {len(results)} sessions, {passed} passed, {len(results) - passed} failed;"
                   f" {len(results) - len(odd)} as recorded, {len(odd)} not")
     for x in odd:

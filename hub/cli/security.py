@@ -13,7 +13,7 @@ from pathlib import Path
 
 import typer
 
-from hub.cli.common import err_console, fail, print_json, print_table
+from hub.cli.common import JsonOpt, err_console, fail, print_json, print_table
 from hub.config import home
 
 pki_app = typer.Typer(help="The test PKI: CAs, party certificates, special certificates, CRLs.")
@@ -47,9 +47,13 @@ def _write(out: Path | None, data: bytes) -> None:
         err_console.print(f"wrote {out} ({len(data)} bytes)")
 
 
-def _security_failure(exc: Exception) -> None:
+def _security_failure(exc: Exception, as_json: bool = False) -> None:
     from hub.security.errors import SecurityError
 
+    if isinstance(exc, SecurityError) and as_json:
+        print_json({"ok": False, "kind": exc.kind, "message": exc.message, "apprec_code": exc.apprec_code,
+                    "ebms_code": exc.ebms_code, "transient": exc.transient})
+        raise typer.Exit(EXIT_TEMPFAIL if exc.transient else EXIT_FAILED)
     if isinstance(exc, SecurityError):
         tag = "temporary failure" if exc.transient else "rejected"
         err_console.print(
@@ -145,13 +149,17 @@ def sign(
     _write(out, signed)
 
 
-def _xml_or_security(exc: Exception) -> None:
+def _xml_or_security(exc: Exception, as_json: bool = False) -> None:
     from hub.xmlsafe import XmlInputError
 
     if isinstance(exc, XmlInputError):
-        err_console.print(f"[bold red]rejected:[/] {exc} (AppRec {exc.code})")
+        if as_json:
+            print_json({"ok": False, "kind": "xml", "message": str(exc), "apprec_code": exc.code,
+                        "transient": False})
+        else:
+            err_console.print(f"[bold red]rejected:[/] {exc} (AppRec {exc.code})")
         raise typer.Exit(EXIT_FAILED)
-    _security_failure(exc)
+    _security_failure(exc, as_json)
 
 
 def _parse_at(at: str | None) -> dt.datetime | None:
@@ -173,6 +181,7 @@ def verify(
     allow_sha1: bool = typer.Option(False, "--allow-sha1", help="Accept rsa-sha1/sha1 (old senders)."),
     check_cert: bool = typer.Option(True, help="Also validate the signer's certificate (chain, CRL)."),
     at: str = typer.Option(None, help="The message's time (ISO), for certificate validity; default now."),
+    as_json: bool = JsonOpt,
 ) -> None:
     """Verify the one enveloped signature, that the signer is the registered sender, and its certificate."""
     from hub.security import keystore
@@ -202,7 +211,10 @@ def verify(
                 ("days to expiry", report.days_to_expiry),
             ]
     except Exception as exc:  # noqa: BLE001
-        _xml_or_security(exc)
+        _xml_or_security(exc, as_json)
+        return
+    if as_json:
+        print_json({"ok": True, **{k.replace(" ", "_"): v for k, v in rows}})
         return
     print_table("signature OK", ["", ""], rows)
 
@@ -269,7 +281,7 @@ def cert_check(
     intermediate: list[Path] = typer.Option(None, help="Intermediate CA file(s) (default: the PKI's)."),
     at: str = typer.Option(None, help="Validate at this time (ISO); default now."),
     revocation: bool = typer.Option(True, help="Check the CRL."),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = JsonOpt,
 ) -> None:
     """Chain to a trust anchor, key usage for the purpose, days to expiry, revocation."""
     from hub.security import keystore
@@ -292,7 +304,7 @@ def cert_check(
         v = CertificateValidator(anchors, inter, check_revocation=revocation)
         r = v.check(c, purpose, _parse_at(at))  # type: ignore[arg-type]
     except Exception as exc:  # noqa: BLE001
-        _security_failure(exc)
+        _security_failure(exc, as_json)
         return
     facts = {
         "subject": r.subject,

@@ -582,3 +582,20 @@ def test_tables_read_at_80_columns_and_any_unique_start_of_an_id_is_taken(world:
 def st_all(world: World) -> list:
     with open_store(world.url) as st:
         return st.list_messages(limit=100)
+
+
+def test_audit_list_says_who_revealed_and_resent_what(world: World) -> None:
+    sid = world.ids["undelivered"]
+    run(world, "show", sid, "--reveal", "--actor", "ops-anna")
+    run(world, "resend", sid, "--actor", "ops-bo", "--json")
+    r = runner.invoke(app, ["audit", "list", "--store", world.url, "--json"])
+    assert r.exit_code == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert [(e["actor"], e["action"], e["message"]) for e in got["entries"]] == [
+        ("ops-bo", "resend", sid), ("ops-anna", "reveal", sid)]
+    assert got["source"]["store"] == world.url
+    only = json.loads(runner.invoke(app, ["audit", "list", "--store", world.url, "--json", "--actor",
+                                          "ops-anna"]).stdout)["entries"]
+    assert [e["action"] for e in only] == ["reveal"]
+    human = runner.invoke(app, ["audit", "list", "--store", world.url, "--message", sid[:5]]).stdout
+    assert "ops-anna" in human and "reveal" in human and sid in human

@@ -56,6 +56,7 @@ _AREAS = [
     "hub.cli.conformance",
     "hub.cli.fixtures",
     "hub.cli.configure",
+    "hub.cli.audit",
 ]
 
 for _mod in _AREAS:

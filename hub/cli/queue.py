@@ -175,7 +175,7 @@ def _parties(m: Message) -> str:
     return f"{m.sender_her or '?'} -> {m.receiver_her or '?'}"
 
 
-def _require(store: Store, ref: str) -> Message:
+def require_message(store: Store, ref: str) -> Message:
     """By full or short id, ebXML MessageId, KITH MsgId, or any unique prefix of an id."""
     ref = ref.strip().rstrip("…").rstrip(".")
     m = store.get(ref)
@@ -298,7 +298,7 @@ def show(
     now = _now()
     cfg = _config(ctx, config)
     with _open(ctx, store, cfg) as st:
-        m = _require(st, ref)
+        m = require_message(st, ref)
         tl = st.timeline(m.id)
         kinds = st.blob_kinds(m.id)
         data = st.blob(m.id) if (as_json or show_payload) and not no_payload else None
@@ -387,7 +387,7 @@ def why(
     now = _now()
     cfg = _config(ctx, config)
     with _open(ctx, store, cfg) as st:
-        m = _require(st, ref)
+        m = require_message(st, ref)
         tl = st.timeline(m.id)
         children = _children(st, tl)
         parent = st.get(m.parent_id) if m.parent_id else None
@@ -503,7 +503,7 @@ def resend(
             msgs = st.list_messages(state=states, receiver=receiver, sender=sender, msg_type=msg_type,
                                     since=parse_when(since, now) if since else None, limit=limit)
         else:
-            msgs = [_require(st, r) for r in refs]
+            msgs = [require_message(st, r) for r in refs]
         routes = {m.id: route(m) for m in msgs}
         if dry_run:
             if not _dry_run_report(msgs, routes, as_json, _source(ctx, store, cfg), HopChecker(cfg, now)):
@@ -645,7 +645,7 @@ def export(
         fail("--json describes a written file: add --out or --all")
     cfg = _config(ctx, config)
     with _open(ctx, store, cfg) as st:
-        m = _require(st, ref)
+        m = require_message(st, ref)
         data = st.blob(m.id)
         if data is None or hashlib.sha256(data).hexdigest() != m.sha256:
             fail(f"{m.short_id}: the stored original does not match its recorded sha256; not exported", 1)

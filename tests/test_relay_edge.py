@@ -358,3 +358,41 @@ def test_a_stalled_smtp_session_is_closed_by_the_timeout(tmp_path: Path, mta: Mt
         assert stored_in(r) == []
     finally:
         r.stop()
+
+
+# --- what the Msh sent is in the store: an Acknowledgment is checked after a restart -----------------
+
+def test_after_a_restart_an_acknowledgment_with_other_digests_is_refused(tmp_path: Path):
+    """Relay A sends while B is down, then restarts (nothing of what it sent is in memory). An
+    Acknowledgment signed with B's key but naming other reference digests is refused; B's real one,
+    after A's retry, is taken: the digests come from the package A stored."""
+    from datetime import UTC, datetime
+
+    from hub.ebxml.envelope import RefDigest, serialize
+    from hub.ebxml.msh import LocalParty, Msh
+    from hub.ebxml.signals import build_acknowledgment
+    from hub.relay.ebms_delivery import OUT
+
+    p = Pair(tmp_path)
+    p.a.start()
+    try:
+        mid = str(uuid.uuid4())
+        drop(p.spool(p.a, 82001), "n.xml", dialog(msg_id=mid))
+        m = wait_for(one(p.a, mid, State.RETRYING), 15, "A retrying while B is down")
+        out = p.a.store.blob(m.id, OUT) or b""
+        p.a.stop()
+        p.a = Relay(p.a.cfg)  # a restart: a new process would know only the store
+        p.a.start()
+        assert p.a.network is not None
+        lab = load_identity(shared_test_pki().dir, "lab")
+        b_msh = Msh([LocalParty("81002", lab.sign_cert, lab.sign_key, lab.decryption_keys)])
+        env = parse_envelope(parse_package(out).soap)
+        root = build_acknowledgment(env, datetime.now(UTC), [RefDigest("", "sha256", "AAAA")])
+        b_msh._sign(b_msh.parties["81002"], root, {})
+        outcome = p.a.network.delivery.on_signal(build_package(serialize(root)), "smtp")
+        assert outcome.errors and "reference digests" in str(outcome.errors[0])
+        assert p.a.store.require(m.id).state is State.RETRYING
+        p.b.start()  # B's genuine Acknowledgment of A's retry is taken
+        wait_for(one(p.a, mid, State.AWAITING_APPREC), 30, "A: acknowledged by B after the restart")
+    finally:
+        p.stop()

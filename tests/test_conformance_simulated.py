@@ -114,3 +114,22 @@ def test_simulated_systems_validate_with_the_official_xsds_when_present(referenc
         assert (simkit.schema_errors(doc) == []) is valid, simkit.schema_errors(doc)
     monkeypatch.setattr(simkit, "reference_dir", lambda: None)
     assert simkit.schema_files(epikrise, "own") == (SCHEMAS_DIR / "Epikrise-v1.1.xsd",)
+
+
+def test_a_broken_hub_signature_check_does_not_change_what_the_simulated_system_answers(tmp_path, network,
+                                                                                        monkeypatch):
+    """The hub's signature judgement made to trust everything: the simulated system checks signatures
+    itself (signxml and the network's CRLs) and still refuses a changed, a revoked and an expired one."""
+    import hub.security.xmldsig as xmldsig
+    from hub.conformance import trust
+
+    def trusting(data: bytes, _pki: object, _registered: object = None) -> trust.SignatureCheck:
+        return trust.SignatureCheck(True)
+
+    monkeypatch.setattr(trust, "check_signature", trusting)
+    monkeypatch.setattr(xmldsig, "verify_enveloped", lambda *_a, **_k: None)
+    cases = _mottak(tmp_path, network, _system_x())
+    observed = {cid: cases[cid].observed for cid in ("M.bad-signature", "M.revoked-certificate",
+                                                     "M.expired-certificate", "M.unknown-ca")}
+    assert observed == {"M.bad-signature": "2 S01", "M.revoked-certificate": "2 S03",
+                        "M.expired-certificate": "2 S02", "M.unknown-ca": "2 S02"}

@@ -378,6 +378,72 @@ def schema_errors(doc: Doc) -> list[str]:
     return [f"{e.path}: {e.reason}" for e in _schema(files).iter_errors(doc.root)][:5]
 
 
+# --- signatures (signxml, not the hub's hub.security) ----------------------------------------------------
+
+_DS = "http://www.w3.org/2000/09/xmldsig#"
+
+
+def is_signed(data: bytes) -> bool:
+    return _DS.encode() in data and b"Signature" in data
+
+
+def without_signature(root: etree._Element) -> etree._Element:
+    """The document as its standard defines it: the enveloped ds:Signature removed (older schemas
+    do not allow one)."""
+    for el in root.findall(f"{{{_DS}}}Signature"):
+        root.remove(el)
+    return root
+
+
+_ca_files: dict[Path, str] = {}
+
+
+def _ca_file(pki_dir: Path) -> str:
+    """signxml reads its trust anchors from a file: the network's root and issuing CA in one, written
+    once per process to a temporary file that goes when the process does."""
+    import atexit
+    import os
+    import tempfile
+
+    with _schema_lock:
+        if pki_dir not in _ca_files:
+            fd, name = tempfile.mkstemp(suffix=".pem", prefix="sim-ca-")
+            with os.fdopen(fd, "wb") as f:
+                f.write(b"".join((pki_dir / "ca" / n).read_bytes() for n in ("root.pem", "issuing.pem")))
+            atexit.register(os.unlink, name)
+            _ca_files[pki_dir] = name
+        return _ca_files[pki_dir]
+
+
+def signature_code(data: bytes, pki_dir: Path) -> str | None:
+    """None when the enveloped signature verifies with a certificate of the test network that is in
+    force and not revoked; else the AppRec code: S01 signature, S02 certificate, S03 revoked.
+    Verified with signxml against the network's CA certificates; revocation read from its CRLs
+    (the folder layout of the test network's PKI: ca/*.pem, crl/*.crl)."""
+    import base64
+
+    from cryptography import x509
+    from signxml import XMLVerifier
+    from signxml.exceptions import InvalidCertificate, InvalidSignature
+
+    try:
+        XMLVerifier().verify(data, ca_pem_file=_ca_file(pki_dir))
+    except InvalidCertificate:
+        return "S02"
+    except InvalidSignature:
+        return "S01"
+    except Exception:  # noqa: BLE001 - a signature that cannot even be read does not verify
+        return "S01"
+    found = parse(data).findall(f"{{{_DS}}}Signature/{{{_DS}}}KeyInfo/{{{_DS}}}X509Data/"
+                                f"{{{_DS}}}X509Certificate")
+    cert = x509.load_der_x509_certificate(base64.b64decode("".join((found[0].text or "").split())))
+    for crl_file in sorted((pki_dir / "crl").glob("*.crl")):
+        crl = x509.load_der_x509_crl(crl_file.read_bytes())
+        if crl.issuer == cert.issuer and crl.get_revoked_certificate_by_serial_number(cert.serial_number):
+            return "S03"
+    return None
+
+
 # --- judging (the receiver's own checks) ----------------------------------------------------------------
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")

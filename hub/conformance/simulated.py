@@ -2,7 +2,7 @@
 
 A simulated system watches its exchange folder (hub.conformance.exchange) in a thread. It judges what it
 receives with its own code (hub.conformance.simkit: xmlschema against the schemas, its own fødselsnummer
-and patient checks, its own AppRec), never with hub.validation: a bug in the hub's rules then shows as
+and patient checks, signatures verified with signxml, its own AppRec), never with hub.validation: a bug in the hub's rules then shows as
 a disagreement between the hub and the system instead of both agreeing. The fixture builder writes
 what it sends. What it does wrong comes only from the `[[defect]]` tables of its profile that are
 active in the release being tested (the campaign month). Nothing here reads a matrix.
@@ -53,7 +53,7 @@ from hub.conformance import exchange as ex
 from hub.conformance import simkit
 from hub.conformance.catalogue import CONTENT, MessageType, action_of, message_types
 from hub.conformance.profiles import Defect, Profile
-from hub.conformance.trust import NetworkPki, check_signature, is_signed, strip_signature, tamper
+from hub.conformance.trust import NetworkPki, tamper
 from hub.fixtures import people
 from hub.fixtures.builder import build
 from hub.fixtures.people import Party, Person
@@ -205,11 +205,14 @@ class SimulatedSystem:
 
     def decide(self, data: bytes, env: ex.Envelope) -> tuple[Decision, simkit.Doc | None, MessageType | None]:
         """What a correct receiver answers, then bent by this release's defects."""
-        security = check_signature(data, self.pki) if self.pki and is_signed(data) else None
         try:
-            doc: simkit.Doc | None = simkit.read(simkit.parse(strip_signature(data)))
+            doc: simkit.Doc | None = simkit.read(simkit.without_signature(simkit.parse(data)))
         except simkit.Unreadable:
             doc = None
+        # Its own signature check (signxml), not the hub's: content signed by nobody we trust, or
+        # changed after signing, is not read further.
+        sig = simkit.signature_code(data, self.pki.dir) if self.pki and doc is not None \
+            and simkit.is_signed(data) else None
         if doc is not None and doc.carrier == "apprec":
             return Decision(None), doc, None  # AppRecs are consumed, never answered
         mt = self._message_type(doc) if doc is not None else None
@@ -226,8 +229,8 @@ class SimulatedSystem:
         for d in self.defects(key, "M"):
             if d.kind == "ignores":
                 codes = [c for c in codes if c not in d.params.get("codes", [])]
-        if security and security.error and "T01" not in codes:
-            codes = [security.error.apprec_code]  # content signed by nobody we trust is not read further
+        if sig:
+            codes = [sig]
         decision = Decision("2", [(c, simkit.ERROR_TEXTS.get(c, c)) for c in codes]) if codes \
             else Decision("1")
         for d in self.defects(key, "M"):

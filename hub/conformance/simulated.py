@@ -4,9 +4,9 @@ A simulated system watches its exchange folder (hub.conformance.exchange) in a t
 receives with its own code (hub.conformance.simkit: xmlschema against the schemas, its own fødselsnummer
 and patient checks, signatures verified with signxml, its own AppRec), never with hub.validation: a
 bug in the hub's rules then shows as a disagreement between the hub and the system instead of both
-agreeing. The fixture builder writes
-what it sends. What it does wrong comes only from the `[[defect]]` tables of its profile that are
-active in the release being tested (the campaign month). Nothing here reads a matrix.
+agreeing. The fixture builder writes what it sends. What it does wrong comes only from the
+`[[defect]]` tables of its profile that are active in the release being tested (the campaign month).
+Nothing here reads a matrix.
 
 Defect kinds (the vocabulary profiles may use):
   Mottak (how it answers what it receives)

@@ -21,7 +21,17 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 from relay_helpers import drop, wait_for
-from test_relay_network import A_ADDR, B_ADDR, Pair, config, dialog, free_port, one, register_b
+from test_relay_network import (
+    A_ADDR,
+    B_ADDR,
+    Pair,
+    config,
+    dialog,
+    free_port,
+    one,
+    register_b,
+    retrying_while_b_is_down,
+)
 
 from hub.ebxml.envelope import parse_envelope
 from hub.ebxml.mime import build_package, parse_package
@@ -376,9 +386,7 @@ def test_after_a_restart_an_acknowledgment_with_other_digests_is_refused(tmp_pat
     p = Pair(tmp_path)
     p.a.start()
     try:
-        mid = str(uuid.uuid4())
-        drop(p.spool(p.a, 82001), "n.xml", dialog(msg_id=mid))
-        m = wait_for(one(p.a, mid, State.RETRYING), 15, "A retrying while B is down")
+        mid, m = retrying_while_b_is_down(p)
         out = p.a.store.blob(m.id, OUT) or b""
         p.a.stop()
         p.a = Relay(p.a.cfg)  # a restart: a new process would know only the store

@@ -222,13 +222,18 @@ def test_signed_encrypted_exchange_with_ack_apprec_and_duplicate(pair: Pair):
     assert pair.a.store.require(sent.id).state is State.COMPLETED
 
 
+def retrying_while_b_is_down(p: Pair) -> tuple[str, Any]:
+    """A dialogue from the GP, sent by relay A while B's listener is not started: (KITH MsgId, message)."""
+    mid = str(uuid.uuid4())
+    drop(p.spool(p.a, 82001), "notat.xml", dialog(msg_id=mid))
+    return mid, wait_for(one(p.a, mid, State.RETRYING), 15, "A: retrying while B's SMTP is down")
+
+
 def test_receiver_down_then_back_same_message_id(tmp_path: Path):
     p = Pair(tmp_path)
     p.a.start()
     try:
-        mid = str(uuid.uuid4())
-        drop(p.spool(p.a, 82001), "notat.xml", dialog(msg_id=mid))
-        m = wait_for(one(p.a, mid, State.RETRYING), 15, "A: retrying while B's SMTP is down")
+        mid, m = retrying_while_b_is_down(p)
         assert m.last_error_permanent is False and m.attempts >= 1
         first = p.a.store.blob(m.id, OUT)
         assert first is not None

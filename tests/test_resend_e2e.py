@@ -123,3 +123,34 @@ def test_resend_delivers_once_after_the_peer_comes_back(tmp_path: Path, route: s
         for relay in (a, b):
             if relay is not None and not relay.stopped.is_set():
                 relay.stop()
+
+
+def test_resend_of_a_folder_delivery_after_the_folder_is_back(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from relay_helpers import make_config
+
+    from hub.fixtures import people
+
+    monkeypatch.setenv("HUB_HOME", str(tmp_path / "home"))
+    r = Relay(make_config(tmp_path / "hub", worker={"local_retries": 1, "local_retry_interval_s": 1}))
+    r.start()
+    try:
+        inbox = r.cfg.spool_root / "84001" / "in"
+        shutil.rmtree(inbox)  # the nursing home's folder is gone (a share not mounted)
+        mid = str(uuid.uuid4())
+        drop(r.cfg.spool_root / "82001", "n.xml", dialog(receiver=people.NURSING_TILDELING, msg_id=mid))
+        orig = wait_for(one(r, mid, State.UNDELIVERED), 20, "undelivered: no in/ folder")
+        assert orig.last_error is not None and orig.last_error.code == "folder.missing"
+        inbox.mkdir()
+        res = runner.invoke(app, ["queue", "resend", orig.short_id, "--store", r.cfg.store, "--json"])
+        assert res.exit_code == 0, res.stderr
+        child_id = json.loads(res.stdout)["resent"][0]["full_id"]
+        child = wait_for(lambda: (m := r.store.get(child_id)) is not None and m.state is State.AWAITING_APPREC
+                         and m, 20, "the copy delivered")
+        assert child.out_message_id is None  # a folder route has no ebXML MessageId
+        time.sleep(0.5)
+        assert len(files(inbox)) == 1 and f"<MsgId>{mid}</MsgId>".encode() in files(inbox)[0].read_bytes()
+    finally:
+        r.stop()

@@ -155,7 +155,7 @@ def show(
 @cpa_app.command("check")
 def check(
     receiver: str = typer.Argument(..., help="the receiver's HER-id"),
-    our_her: str | None = typer.Option(None, "--from", help="our HER-id (default: settings her_id, or the "
+    our_her: str | None = typer.Option(None, "--from", help="our HER-id (default: hub.toml's her_id, or the "
                                        "other party of the receiver's only CPA)"),
     service: str | None = typer.Option(None, "--service"),
     action: str | None = typer.Option(None, "--action"),
@@ -168,7 +168,8 @@ def check(
     RECEIVER would use now (or --at a time)."""
     when = _at(at)
     repo = CpaRepository.load_dir(_cpa_dir(cpa_dir))
-    ours = our_her or load_settings().get("her_id")
+    her = load_config().settings.her_id  # hub.toml's her_id
+    ours = our_her or (str(her) if her is not None else load_settings().get("her_id"))
     if ours is None:
         candidates = {p.her_id for c in repo if c.party(receiver) and c.valid_at(when)
                       for p in c.parties if p.her_id and p.her_id != receiver}

@@ -138,7 +138,7 @@ class HttpSection(Section):
 
     listen: HostPort | None = Field(None, description="POST /submit (local systems), POST /ebxml (peers), "
                                     "GET /health, GET /metrics. Port 0: any free port.")
-    tls: bool = Field(False, description="Serve HTTPS with cert and key.")
+    tls: bool = Field(False, description="Serve HTTPS with cert and key, else with the [tls] certificate.")
     cert: str | None = Field(None, description="PEM: this relay's TLS certificate, then its chain.")
     key: str | None = Field(None, description="PEM: the private key of cert.")
     client_ca: list[str] = Field(default_factory=list, description="PEM anchors (and intermediates) "
@@ -158,8 +158,8 @@ class HttpSection(Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> HttpSection:
-        if self.tls and not (self.cert and self.key):
-            raise ValueError("tls = true needs cert and key (PEM files)")
+        if bool(self.cert) != bool(self.key):
+            raise ValueError("cert and key go together")
         if self.require_client_cert and not (self.tls and self.client_ca):
             raise ValueError("require_client_cert needs tls = true and client_ca")
         if bool(self.client_cert) != bool(self.client_key):

@@ -218,7 +218,9 @@ def test_unknown_paths_are_404_and_config_errors_name_the_key(tmp_path: Path):
         with e.connect() as s:
             s.sendall(b"GET /nothing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             assert read_status(s)[0] == 404
-    for table, word in (({"listen": "1:2", "tls": True}, "http: .*tls = true needs cert and key"),
+    for table, word in (({"listen": "1:2", "tls": True}, "http: tls = true needs cert and key there, or a "
+                                                         r"\[tls\] section"),
+                        ({"tls": True, "cert": "c"}, "cert and key go together"),
                         ({"listen": "127.0.0.1:0", "max_body": -1}, "http.max_body: .*greater than 0"),
                         ({"max_bodies": 1}, "http.max_bodies: unknown key; did you mean max_body"),
                         ({"tls": True, "cert": "c", "key": "k", "require_client_cert": True},
@@ -466,3 +468,23 @@ def test_curl_reaches_health_only_with_a_registered_certificate(hospital):
     assert ok.returncode == 0 and "ok" in json.loads(ok.stdout), ok.stderr  # the health report
     refused = subprocess.run([*base, relay.http.url("/health")], capture_output=True, text=True)
     assert refused.returncode != 0 and refused.stdout == ""
+
+
+def test_https_with_the_listeners_tls_section_when_http_names_no_certificate(tmp_path: Path):
+    """[http] tls = true without cert/key serves the [tls] certificate, the one SMTP's STARTTLS uses."""
+    tls = Tls(tmp_path / "tls")
+    cfg = make_config(tmp_path / "hub", http=True)
+    cfg = RelayConfig.from_dict({"her_id": 80000, "register": [str(cfg.register[0])],
+                                 "tls": {"cert": str(tls.cert), "key": str(tls.key)},
+                                 "http": {"listen": "127.0.0.1:0", "tls": True}}, tmp_path / "hub")
+    r = Relay(cfg)
+    r.start()
+    try:
+        url = r.http.url("/messages/x")  # type: ignore[union-attr]
+        assert url.startswith("https://")
+        with httpx.Client(verify=tls.client(None)) as c:
+            assert c.get(url, headers={"Authorization": f"Bearer {GP_TOKEN}"}).status_code == 404
+        with pytest.raises(httpx.ConnectError):  # a client that does not trust the test PKI
+            httpx.get(url, verify=ssl.create_default_context(), timeout=5)
+    finally:
+        r.stop()

@@ -107,6 +107,8 @@ class RelayConfig:
             cfg.smtp = SmtpSettings.from_section(s.smtp)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        if s.http.tls and not s.http.cert and cfg.security.tls is None:
+            raise ConfigError("http: tls = true needs cert and key there, or a [tls] section")
         cfg.node = str(s.node or f"{socket.gethostname()}-{s.her_id}")
         cfg.worker.node = cfg.node
         return cfg
@@ -228,7 +230,10 @@ class Relay:
         if cfg.http_listen:
             # every HTTP route of the relay is declared on this one server: SubmitApi.routes, and beside it
             settings = replace(cfg.http or HttpSettings(), listen=cfg.http_listen)
-            self.http = HttpServer(settings, identify=ClientCertificates(self.register), name="relay-http")
+            # HTTPS with [http] cert/key, else with the listeners' [tls] certificate (as SMTP's STARTTLS)
+            tls = cfg.security.server_tls() if settings.tls and settings.cert is None else None
+            self.http = HttpServer(settings, identify=ClientCertificates(self.register), name="relay-http",
+                                   tls_context=tls)
             SubmitApi(self.intake, self.register, network=network).routes(self.http)
             self.http.add_route("GET", "/health", self._health)  # hub.metrics; unknown paths: 404
             self.http.add_route("GET", "/metrics", self._metrics)

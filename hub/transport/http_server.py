@@ -79,13 +79,18 @@ class HttpSettings:
             max_connections=t.max_connections,
         )
 
-    def server_ssl(self) -> ssl.SSLContext | None:
+    def server_ssl(self, base: ssl.SSLContext | None = None) -> ssl.SSLContext | None:
+        """`base`: a context holding the certificate already (hub.toml's [tls]), used without cert/key."""
         if not self.tls:
             return None
-        assert self.cert is not None and self.key is not None
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        if self.cert is not None and self.key is not None:
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ctx.load_cert_chain(self.cert, self.key)
+        elif base is not None:
+            ctx = base
+        else:
+            raise ValueError("http: tls = true needs cert and key, or the [tls] certificate")
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        ctx.load_cert_chain(self.cert, self.key)
         if self.client_ca:
             for ca in self.client_ca:
                 ctx.load_verify_locations(cafile=ca)
@@ -168,10 +173,12 @@ class _LimitedSite(web.TCPSite):
 
 class HttpServer:
     def __init__(self, settings: HttpSettings, *,
-                 identify: Callable[[x509.Certificate], Any] | None = None, name: str = "http") -> None:
+                 identify: Callable[[x509.Certificate], Any] | None = None, name: str = "http",
+                 tls_context: ssl.SSLContext | None = None) -> None:
         if settings.listen is None:
             raise ValueError("HttpServer needs settings.listen")
         self.settings, self.identify, self.name = settings, identify, name
+        self._tls_base = tls_context  # the certificate when settings name none (hub.toml's [tls])
         self._routes: list[tuple[str, str, Handler, bool]] = []
         self._runner: web.AppRunner | None = None
         self._site: _LimitedSite | None = None
@@ -207,7 +214,7 @@ class HttpServer:
                                      keepalive_timeout=s.header_timeout,
                                      lingering_time=min(5.0, s.body_timeout), shutdown_timeout=5.0)
         await self._runner.setup()
-        self._site = _LimitedSite(self._runner, self._sock, ssl_context=s.server_ssl(),
+        self._site = _LimitedSite(self._runner, self._sock, ssl_context=s.server_ssl(self._tls_base),
                                   limit=s.max_connections, handshake_timeout=s.header_timeout)
         await self._site.start()
         return self

@@ -98,10 +98,12 @@ def print_table(title: str | None, columns: Sequence[str | tuple[str, dict[str, 
     # one-line columns give way (cut with …) so that ids and states keep their full width
     cut = [i for i, c in enumerate(table.columns) if c.overflow == "ellipsis"]
     spare = console.width - sum(w + 2 for i, w in enumerate(natural) if i not in cut)
-    need = sum(natural[i] + 2 for i in cut)
-    for i in cut:
-        if need > spare:
-            table.columns[i].width = max(6, (spare * (natural[i] + 2)) // max(need, 1) - 2)
+    if cut and sum(natural[i] + 2 for i in cut) > spare:
+        # the earlier ones (a type) keep up to 16 characters while the last (an error) keeps 12
+        for i in cut[:-1]:
+            table.columns[i].width = w = max(6, min(natural[i], 16, spare - 2 - 14))
+            spare -= w + 2
+        table.columns[cut[-1]].width = max(6, spare - 2)
     for i, c in enumerate(table.columns):
         if c.no_wrap and i not in cut:
             c.min_width = natural[i]

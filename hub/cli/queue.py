@@ -548,7 +548,8 @@ def resend(
     else:
         if resent:
             print_table(f"resent {len(resent)} message(s) as {who}",
-                        ("original", "new", "receiver", "endpoint now", "problems"),
+                        (("original", ID), ("new", ID), ("receiver", ID), ("endpoint now", LINE),
+                         ("problems", LINE)),
                         [(p.short_id, c.short_id, p.receiver_her or "?", escape(routes[p.id].endpoint or "-"),
                           escape("; ".join(routes[p.id].problems)) or "none") for p, c in resent])
         for m, why in skipped:
@@ -799,8 +800,9 @@ def overdue(
         console.print(f"no delivered message is waiting for its AppRec longer than {span(limit)}")
         return
     print_table(f"{len(msgs)} message(s) without an AppRec after {span(limit)}",
-                ("id", "state", "type", "sender -> receiver", "sent (GenDate)", "overdue by", "KITH MsgId"),
+                (("id", ID), ("state", ID), ("type", LINE), ("from -> to", ID), ("sent (UTC)", ID),
+                 ("overdue by", ID)),
                 [(m.short_id, _state_cell(m.state.value), escape(m.msg_type or "?"), _parties(m),
-                  (m.gen_date or m.created_at).strftime("%Y-%m-%d %H:%M"),
-                  span(now - (m.gen_date or m.created_at) - limit), escape(m.kith_msg_id or "-"))
+                  (m.gen_date or m.created_at).strftime("%m-%d %H:%M"),
+                  span(now - (m.gen_date or m.created_at) - limit))
                  for m in msgs])

@@ -7,7 +7,17 @@ from pathlib import Path
 
 import typer
 
-from hub.cli.common import ConfigOpt, JsonOpt, err_console, fail, load_config, print_json, print_table
+from hub.cli.common import (
+    ID,
+    LINE,
+    ConfigOpt,
+    JsonOpt,
+    err_console,
+    fail,
+    load_config,
+    print_json,
+    print_table,
+)
 from hub.relay.register import Register, RegisterError, load
 
 registry_app = typer.Typer(help="The address register: parties by HER-id, endpoints, certificates.")
@@ -70,7 +80,8 @@ def list_(
             )
         )
     print_table(
-        f"{len(rows)} parties", ["HER-id", "Name", "Kind", "Level", "Parent", "Where", "Endpoint"], rows
+        f"{len(rows)} parties", [("HER-id", ID), ("Name", LINE), ("Kind", ID), ("Level", ID), ("Parent", ID),
+                                 ("Where", ID), ("Endpoint", LINE)], rows
     )
 
 

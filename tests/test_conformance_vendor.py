@@ -168,3 +168,58 @@ def test_usage_errors_exit_2(tmp_path):
     res = CliRunner().invoke(app, ["conformance", "run", "--profile", str(profile), "--endpoint", "gopher:x"],
                              env={"HUB_HOME": str(tmp_path)})
     assert res.exit_code == 2
+
+
+def test_answer_key_cases_compare_the_entered_case_with_the_packs_fasit(tmp_path, reference):
+    """Henvisning 1.0 Sending with the official pack: for each case the tester enters, the message must
+    carry what Fasit_case_N has. A harness answers the orders: case 1 with a message carrying exactly the
+    key's content (fresh MsgId), case 2 with case 3's content, case 3 not at all."""
+    import threading
+    import uuid
+
+    from lxml import etree
+
+    keys = reference / "samples" / "akseptansetest" / "henvisning" / "FasitHenvisningSending"
+    answer = {"S.fasit.case-1": keys / "Fasit_case_1.xml", "S.fasit.case-2": keys / "Fasit_case_3.xml"}
+    folder = tmp_path / "epj"
+    stop = threading.Event()
+
+    def harness() -> None:
+        seen: set[str] = set()
+        while not stop.is_set():
+            for order in (folder / "orders").glob("*.json") if (folder / "orders").is_dir() else []:
+                case = json.loads(order.read_text(encoding="utf-8"))["case"]
+                if case in seen or case not in answer:
+                    continue
+                seen.add(case)
+                root = etree.parse(str(answer[case])).getroot()
+                root.find("{*}MsgId").text = str(uuid.uuid4())
+                tmp = folder / "out" / f".{case}.part"
+                tmp.write_bytes(etree.tostring(root, xml_declaration=True, encoding="UTF-8"))
+                tmp.rename(folder / "out" / f"{case}.xml")
+            stop.wait(0.02)
+
+    profile = tmp_path / "p.toml"
+    profile.write_text(PROFILE.replace('message = "Dialogmelding"\nversion = "1.0"',
+                                       'message = "Henvisning"\nversion = "1.0"'), encoding="utf-8")
+    thread = threading.Thread(target=harness, daemon=True)
+    thread.start()
+    try:
+        res = CliRunner().invoke(app, ["conformance", "run", "--profile", str(profile), "--endpoint",
+                                       f"folder:{folder}", "--direction", "S", "--official", "--timeout", "2",
+                                       "--json"], env={"HUB_HOME": str(tmp_path / "home")})
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+    assert res.exit_code == 1, res.output
+    [cell] = json.loads(res.stdout)["cells"]
+    fasit = {c["id"]: c for c in cell["cases"] if c["id"].startswith("S.fasit.")}
+    assert sorted(fasit) == ["S.fasit.case-1", "S.fasit.case-2", "S.fasit.case-3"]
+    assert fasit["S.fasit.case-1"]["verdict"] == "pass", fasit["S.fasit.case-1"]
+    rules = {f["rule"] for f in fasit["S.fasit.case-2"]["findings"]}
+    assert fasit["S.fasit.case-2"]["verdict"] == "fail" and {"fasit.patient-id", "fasit.diagnoses"} <= rules
+    assert [f["rule"] for f in fasit["S.fasit.case-3"]["findings"]] == ["fasit.delivered"]
+    assert all(c["criterion"].endswith(".xml") for c in fasit.values())
+    orders = {p.stem: json.loads(p.read_text(encoding="utf-8")) for p in (folder / "orders").glob("*.json")}
+    assert orders["S.fasit.case-1"]["patient"] == {"fnr": "15076500565", "name": "Gundersen, Roland"}
+    assert "case 1" in orders["S.fasit.case-1"]["enter"]

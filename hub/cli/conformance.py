@@ -168,6 +168,7 @@ def _vendor_exchange(profile, endpoint: str | None, bar, task, out):  # noqa: AN
         p = order["patient"]
         out.print(f"[bold]{order['case']}[/]: make {profile.name} send [bold]{order['message']}"
                   f" {order['version']}[/]\n"
+                  + (f"    enter     {order['enter']}\n" if order.get("enter") else "") +
                   f"    patient   {p['fnr']} {p['name']}\n"
                   f"    to        HER-id {order['receiver_her']} ({order.get('receiver_name', '')})\n"
                   f"    from      HER-id {order['sender_her']} ({profile.name})\n"

@@ -244,6 +244,10 @@ def cases_for(mt: MessageType, direction: str, *, parts: frozenset[str] = frozen
     """The cases of one cell. `parts`: the optional hub parts present ("security", "ebxml"); cases
     that need a missing part are listed with `requires` so the runner reports them as skipped."""
     if direction == "S":
+        if official:
+            from hub.conformance.official import fasit_cases
+
+            return _s_cases(mt) + fasit_cases(mt)
         return _s_cases(mt)
     cases = _m_cases(mt)
     if official:

@@ -263,3 +263,53 @@ def grade_order(data: bytes, *, family: tuple[str, str], fnr: str | None, receiv
                            f"receiver HER-id(s) {', '.join(sorted(hers)) or 'none'}, the order's receiver is "
                            f"{receiver_her}", "E21"))
     return out
+
+
+# --- Sending: the produced message against the pack's answer key ("Fasit") --------------------------------
+
+_LOCAL = "*[local-name()='{}']"
+
+
+def _xp(*steps: str) -> str:
+    return "//" + "/".join(_LOCAL.format(s) for s in steps)
+
+
+def fasit_facts(data: bytes) -> dict[str, set[str]]:
+    """What an answer key fixes, independent of namespace and of what may differ (dates, identifiers,
+    test actors): the patient, the diagnoses, the kinds of clinical information, the drugs, the
+    message description."""
+    root = parse_bytes(data).getroot()
+
+    def values(path: str, attr: str | None = None) -> set[str]:
+        got = root.xpath(path)
+        return {" ".join(((e.get(attr) if attr else e) or "").split()).lower() for e in got} - {""}
+
+    return {
+        "patient id": values(_xp("Patient", "OffId") + "/text()") | values(
+            _xp("Patient", "Ident", "Id") + "/text()"),
+        "patient name": values(_xp("Patient", "Name") + "/text()"),
+        "diagnoses": values(_xp("Diagnosis", "Concept"), "V"),
+        "clinical information": values(_xp("InfItem", "Type"), "V"),
+        "drugs": {v for e in root.xpath(_xp("DrugId"))
+                  if (v := " ".join((e.get("OT") or e.get("V") or "").split()).lower())},
+        "message description": values(f"/*/{_LOCAL.format('ServReq')}/{_LOCAL.format('MsgDescr')}", "V"),
+    }
+
+
+def grade_fasit(data: bytes, fasit: bytes) -> list[Finding]:
+    """Everything the answer key has must be in the produced message (the patient and the message
+    description exactly; more diagnoses, information or drugs than the key are not wrong)."""
+    try:
+        have = fasit_facts(data)
+    except XmlInputError as exc:
+        return [Finding("fasit", "fasit.readable", f"not readable: {exc}", "T01")]
+    want = fasit_facts(fasit)
+    out = []
+    for fact, values in want.items():
+        exact = fact in ("patient id", "patient name", "message description")
+        wrong = values != have[fact] if exact else not values <= have[fact]
+        if values and wrong:
+            out.append(Finding("fasit", f"fasit.{fact.replace(' ', '-')}",
+                               f"{fact}: the answer key has {', '.join(sorted(values))}; the message has"
+                               f" {', '.join(sorted(have[fact])) or 'none'}"))
+    return out

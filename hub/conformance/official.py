@@ -233,6 +233,24 @@ def official_cases(mt: MessageType, ref: Path | None = None) -> list[Case]:
     return out
 
 
+def fasit_cases(mt: MessageType, ref: Path | None = None) -> list[Case]:
+    """Sending cases with an answer key: the tester enters the pack's case N as its description says
+    (Akseptansetest-sending-*), the system sends it, and the message is compared with Fasit_case_N."""
+    ref = ref or reference_dir()
+    if ref is None:
+        return []
+    out = []
+    for path in sorted((ref / "samples" / "akseptansetest").glob("*/Fasit*Sending/Fasit_case_*.xml")):
+        if message_family(path) != (mt.family, mt.family_version):
+            continue
+        n = criterion_of(path.name)
+        rel = "/".join(path.parts[path.parts.index("akseptansetest"):])
+        out.append(Case(f"S.fasit.case-{n}", "S", f"Acceptance test case {n} entered as its description says:"
+                        " the message carries what the answer key (Fasit) has", source=rel, check="fasit",
+                        file=path))
+    return out
+
+
 # --- sending a pack message to a system -------------------------------------------------------------
 
 

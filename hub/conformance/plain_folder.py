@@ -21,7 +21,7 @@ from hub.conformance.exchange import ORDERS, Envelope, Transfer, atomic_write, n
 from hub.conformance.grading import read_document
 
 IN, OUT, TAKEN = "in", "out", "taken"
-ORDER_FIELDS = ("case", "message", "version", "sender_her", "receiver_her", "receiver_org_her",
+ORDER_FIELDS = ("case", "message", "version", "enter", "sender_her", "receiver_her", "receiver_org_her",
                 "receiver_name", "patient")
 Announce = Callable[[dict, Path], None]  # an order and the file it was written to
 Countdown = Callable[[float], None]  # seconds left of the current wait

@@ -32,7 +32,7 @@ from hub.conformance.catalogue import (
     matrix_row,
 )
 from hub.conformance.evidence import CaseRecord, Evidence
-from hub.conformance.grading import SCHEMA_CHECKS, grade_apprec, grade_order, read_document
+from hub.conformance.grading import SCHEMA_CHECKS, grade_apprec, grade_fasit, grade_order, read_document
 from hub.conformance.profiles import Profile, slugify
 from hub.conformance.simulated import (
     PARTIES,
@@ -194,7 +194,8 @@ class Runner:
         """The cell's cases; the criteria only a person can judge where a person tests (a vendor's own
         system), not in a replay against simulated systems that have no screen."""
         out = cases_for(mt, direction, parts=self.parts, official=self.official)
-        return out if self.person else [c for c in out if c not in MANUAL]
+        # an answer-key case needs a person entering the pack's case description
+        return out if self.person else [c for c in out if c not in MANUAL and c.check != "fasit"]
 
     def run_cell(self, profile: Profile, exchange: ex.Exchange, mt: MessageType,
                  direction: str) -> CellResult:
@@ -246,18 +247,51 @@ class Runner:
 
     def _sending(self, run_id: int, profile: Profile, exchange: ex.Exchange, mt: MessageType,
                  cases: list[Case]) -> list[CaseRecord]:
+        fasit = [c for c in cases if c.check == "fasit"]
+        cases = [c for c in cases if c.check != "fasit"]
+        _oid, got, ms = self._order(profile, exchange, mt)
+        records = self._sending_cell(run_id, profile, exchange, mt, cases, got, ms)
+        return records + [self._fasit(run_id, profile, exchange, mt, c) for c in fasit]
+
+    def _fasit(self, run_id: int, profile: Profile, exchange: ex.Exchange, mt: MessageType,
+               c: Case) -> CaseRecord:
+        """One answer-key case: the tester enters the pack's case, the message is compared with its Fasit."""
+        key = c.file.read_bytes() if c.file else b""
+        facts = read_document(key).info
+        patient = facts.patient if facts else None
+        order = self.order_of(profile, mt) | {
+            "case": c.id, "enter": f"case {c.id.rsplit('-', 1)[-1]} of the acceptance test description"
+                                   f" (answer key {c.source})",
+            "patient": {"fnr": next((i for _t, i in (patient.ids if patient else ())), None),
+                        "name": patient.name if patient else None}}
+        oid = exchange.order(order)
+        got = exchange.wait({oid}, timeout=self.timeout)
+        if not got:
+            return CaseRecord(c.id, c.title, c.source, "fail", "the entered case's message",
+                              f"nothing arrived within {self.timeout:g} s",
+                              [{"code": "X99", "rule": "fasit.delivered", "criterion": c.source,
+                                "text": "no message"}])
+        self.evidence.add_exchange(run_id, c.id, "from-system", got[0].path.name, got[0].data)
+        findings = grade_fasit(strip_signature(got[0].data), key)
+        self.progress(c.id)
+        return CaseRecord(c.id, c.title, c.source, "fail" if findings else "pass", "what the answer key has",
+                          "; ".join(f.text for f in findings) or "as the answer key",
+                          [f.to_dict() | {"criterion": c.source} for f in findings])
+
+    def _sending_cell(self, run_id: int, profile: Profile, exchange: ex.Exchange, mt: MessageType,
+                      cases: list[Case], got: ex.Transfer | None, ms: float) -> list[CaseRecord]:
         from hub.xmlsafe import parse_bytes
 
-        _oid, got, ms = self._order(profile, exchange, mt)
         records: list[CaseRecord] = []
         if got is None:
             for c in cases:
                 skipped = self._skipped(c, exchange)
                 verdict = "fail" if c.check == "delivered" else ("skip" if skipped else "blocked")
                 verdict = "manual" if c.manual else verdict
-                observed = "nothing arrived" if verdict == "fail" else None
-                records.append(CaseRecord(c.id, c.title, c.source, verdict,
-                                          f"a message within {self.timeout:g} s", observed))
+                observed = {"fail": "nothing arrived", "blocked": "not judged: nothing arrived",
+                            "skip": self._needs(c)}.get(verdict)
+                expected = f"a message within {self.timeout:g} s" if c.check == "delivered" else None
+                records.append(CaseRecord(c.id, c.title, c.source, verdict, expected, observed))
                 self.progress(c.id)
             return records
         self.evidence.add_exchange(run_id, "S.delivered", "from-system", got.path.name, got.data)

@@ -476,8 +476,10 @@ def resend(
 ) -> None:
     """Send copies of messages again: each copy is a new message whose parent is the original.
 
-    One or more ids, or a bulk selection (`--state undelivered --receiver 79768`). `--dry-run` shows,
-    per message, the endpoint, CPA and certificate a delivery would use now, and changes nothing.
+    One or more ids, or a bulk selection (`--state undelivered --receiver 79768`). A copy for an ebXML
+    route gets its own MessageId; the running relay delivers it. `--dry-run` changes nothing and checks
+    the hop each copy would take now (route, CPA, certificates, SMTP relay or endpoint reachable, the
+    configured retries); exit 1 when one would not be delivered.
     """
     now = _now()
     bulk = not refs
@@ -554,8 +556,8 @@ def resend(
                           escape("; ".join(routes[p.id].problems)) or "none") for p, c in resent])
         for m, why in skipped:
             console.print(f"[yellow]skipped[/] {m.short_id}: {escape(why)}")
-        console.print(f"{len(resent)} resent, {len(skipped)} skipped. The copies are queued; "
-                      "`hub queue list --state queued` shows them.")
+        console.print(f"{len(resent)} resent, {len(skipped)} skipped. The copies are queued for the "
+                      "running relay; `hub queue why ID` follows each.")
     if skipped:
         raise typer.Exit(1)
 

@@ -154,6 +154,9 @@ def test_approval_with_manual_criteria_open_is_marked_like_the_2007_tables_aster
     out = Console(width=40, file=io.StringIO(), color_system=None)
     out.print(mx.to_rich(cells, load_profiles(), all_systems=False, width=40))
     assert "05.07(*)" in out.file.getvalue() and "manual criteria still open" in out.file.getvalue()
+    ev.confirm(a.run_id, "M.display", "pass", note="shown as in the record")  # the tester's answer
+    assert mx.compute(ev, load_profiles(), ruleset="r1",
+                      fingerprints={"Epikrise:1.0": "m1"})[("System X", "Epikrise:1.0", "M")].manual_open == 0
 
 
 # --- the replayed campaign, run as a new user would: the CLI with a fresh HUB_HOME ---------------------

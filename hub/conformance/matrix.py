@@ -77,14 +77,8 @@ def compute(evidence: Evidence, profiles: dict[str, Profile], *, campaign: str |
             reasons.append(f"system release {approval.system_version} -> {prof.version}")
         cells[key] = Cell(approval.system, approval.category, approval.message, approval.direction,
                           approval.month, approval.id, bool(reasons), ", ".join(reasons),
-                          open_manual(evidence, approval.id))
+                          len(evidence.open_manual(approval.id)))
     return cells
-
-
-def open_manual(evidence: Evidence, run_id: int) -> int:
-    """How many of a run's manual criteria are still open: cases recorded as `manual` (a person's
-    answer, once given, replaces that verdict with pass or fail)."""
-    return sum(1 for c in evidence.cases(run_id) if c.verdict == "manual")
 
 
 MANUAL_MARK = "(*)"

@@ -55,23 +55,15 @@ def signal_result(env: Envelope) -> tuple[str, str] | None:
     return errs[0].code, "; ".join(f"{e.code}: {e.description or ''}".strip() for e in errs)
 
 
-def _parse(data: bytes) -> etree._Element | None:
+def apprec_original(data: bytes) -> tuple[str | None, str | None]:
+    """What an AppRec answers: (OriginalMsgId/MsgType V, its ebXML Service; OriginalMsgId/Id)."""
     try:
-        return etree.fromstring(data, etree.XMLParser(resolve_entities=False, no_network=True))
+        root = etree.fromstring(data, etree.XMLParser(resolve_entities=False, no_network=True))
     except etree.XMLSyntaxError:
-        return None
-
-
-def apprec_original_type(data: bytes) -> str | None:
-    """The message type an AppRec answers (OriginalMsgId/MsgType V): its ebXML Service."""
-    root = _parse(data)
-    el = None if root is None else root.find(".//{*}OriginalMsgId/{*}MsgType")
-    return None if el is None else (el.get("V") or None)
-
-
-def _original_id(data: bytes) -> str | None:
-    root = _parse(data)
-    return None if root is None else (root.findtext(".//{*}OriginalMsgId/{*}Id") or "").strip() or None
+        return None, None
+    el = root.find(".//{*}OriginalMsgId/{*}MsgType")
+    return (None if el is None else (el.get("V") or None),
+            (root.findtext(".//{*}OriginalMsgId/{*}Id") or "").strip() or None)
 
 
 def _out_id(message: Message) -> str:
@@ -187,8 +179,8 @@ class EbmsDelivery:
         kw: dict[str, Any] = {}
         if (message.msg_type or "").upper() == pl.APPREC_TYPE:
             # an AppRec travels in the service of the message it answers, roles reversed (HISD 1209)
-            kw = {"message_type": apprec_original_type(data) or pl.APPREC_TYPE, "action": "APPREC"}
-            orig_id = _original_id(data)
+            orig_type, orig_id = apprec_original(data)  # one parse of the AppRec for both
+            kw = {"message_type": orig_type or pl.APPREC_TYPE, "action": "APPREC"}
             orig = self.store.find_by_kith_msg_id(orig_id) if orig_id else []
             conv = next((o.conversation_id for o in orig if o.conversation_id), None)
             if conv:

@@ -65,7 +65,12 @@ class Outbound:
         self._thread.start()
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60.0) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+        try:
+            fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        except RuntimeError:  # the loop is closed (stopping): the attempt fails as a transient one
+            coro.close()
+            raise
+        return fut.result(timeout)
 
     def send(self, entity: bytes, endpoint: str, subject: str = "ebXML") -> HttpReply | None:
         return self.run(transmit(entity, endpoint, smtp=self.smtp, http=self.http, subject=subject), 90)
@@ -75,9 +80,11 @@ class Outbound:
         if self.loop.is_closed():
             log.warning("signal to %s not sent: stopping", endpoint)
             return
+        coro = self._quietly(entity, endpoint)
         try:
-            fut = asyncio.run_coroutine_threadsafe(self._quietly(entity, endpoint), self.loop)
+            fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
         except RuntimeError as exc:  # the loop is closed: stopping
+            coro.close()
             log.warning("signal to %s not sent: %s", endpoint, exc)
             return
         with self._lock:

@@ -508,3 +508,22 @@ def test_reads_by_any_reference(store: Store) -> None:
     with pytest.raises(NotFound):
         store.blob("nope")
     assert store.get("nope") is None
+
+
+def test_operator_queries_oldest_prefix_counts_and_commit_times(store: Store) -> None:
+    """What /metrics, /health, `purge` and id prefixes ask of the store, on both backends."""
+    t0 = datetime.now(UTC) - timedelta(hours=5)
+    seen: list[float] = []
+    store.observe_commits(seen.append)
+    old = store.put_received(b"<a/>", _meta(), now=t0)
+    new = store.put_received(b"<b/>", _meta(), now=t0 + timedelta(hours=1))
+    store.transition(new.id, Event.VALIDATED, now=t0 + timedelta(hours=2))
+    assert len(seen) == 3 and all(0 <= s < 30 for s in seen)  # one per commit, in seconds
+    assert store.oldest(["received", "queued"]) == t0
+    assert store.oldest(["queued"]) == t0 + timedelta(hours=1)
+    assert store.oldest(["undelivered"]) is None
+    assert store.counts_before(t0 + timedelta(minutes=90)) == {"received": 1}
+    assert store.counts_before(t0 + timedelta(hours=3)) == {"received": 1, "queued": 1}
+    assert [m.id for m in store.by_prefix(old.short_id[:6])] == [old.id]
+    assert [m.id for m in store.by_prefix(old.id[:30].upper())] == [old.id]
+    assert store.by_prefix("x%") == [] and store.by_prefix("") == []  # LIKE wildcards are not ids

@@ -174,6 +174,9 @@ class FoldersSection(Section):
 
 class WorkerSection(Section):
     threads: int = Field(8, ge=1, description="Delivery threads.")
+    processes: int = Field(1, ge=1, le=64, description="Processes sharing the work (checks, signing, "
+                           "encryption, delivery): this one, which also listens, and processes-1 workers "
+                           "it starts and restarts.")
     lease_s: float = Field(300, gt=0, description="How long a claim on a message lasts.")
     poll_s: float = Field(0.25, gt=0, description="Seconds between looks for due work.")
     local_retries: int = Field(5, ge=0, description="Retries of a folder delivery.")

@@ -22,6 +22,10 @@ def register(app: typer.Typer) -> None:
                                        help="Stop by itself after this many seconds."),
         node: str = typer.Option(None, "--node", help="This node's name (leases, timelines); overrides "
                                  "the config. Several nodes may share one PostgreSQL store."),
+        processes: int = typer.Option(None, "--processes", min=1, max=64,
+                                      help="Processes sharing this node's work over its store: this one "
+                                      "(listeners, intake) and N-1 workers it starts and restarts; "
+                                      "overrides worker.processes."),
         verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every state change (INFO) to "
                                      "stderr; without it only what needs attention (WARNING)."),
         log_format: Literal["text", "json"] = typer.Option(
@@ -56,6 +60,8 @@ def register(app: typer.Typer) -> None:
             logs.setup("info" if verbose else cfg.settings.log.level, log_format or cfg.settings.log.format)
         if node:
             cfg.node = cfg.worker.node = node
+        if processes:
+            cfg.worker.processes = processes
         relay = Relay(cfg)
         if relay.http is not None:
             err_console.print(f"submit API and ebXML endpoint on {relay.http.url()}")

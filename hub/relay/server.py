@@ -30,6 +30,7 @@ from hub.relay.hop import retry_policies
 from hub.relay.identities import Security
 from hub.relay.intake import ClientCertificates, FolderWatcher, Intake, NetworkHandler, SubmitApi
 from hub.relay.network import Network
+from hub.relay.processes import Supervisor
 from hub.relay.worker import Answerer, Inspector, Tap, Worker, WorkerConfig, local_notifier
 from hub.store import Store, open_store
 from hub.transport.http import HttpReply
@@ -92,6 +93,7 @@ class RelayConfig:
             ttl=timedelta(seconds=w.ttl_s) if w.ttl_s else None,
             apprec_limit=timedelta(seconds=w.apprec_limit_s),
             defer_s=w.defer_s,
+            processes=w.processes,
         )
         cfg = cls(
             her_id=s.her_id, store=config.sqlite_url(s.store, base), register=cf.register_paths,
@@ -174,10 +176,17 @@ class Relay:
         inspector: Inspector | None = None,
         answerer: Answerer | None = None,
         tap: Tap | None = None,
+        worker_only: bool = False,
     ) -> None:
+        """`worker_only`: a worker process of a node (hub.relay.processes): no listener, no folder watch."""
         self.cfg = cfg
         self.store = store or open_store(cfg.store)
         self._own_store = store is None
+        self.worker_only = worker_only
+        self.processes: Supervisor | None = None
+        self._kept = threading.local()  # did this thread's last intake keep its message (processes > 1)
+        if cfg.worker.processes > 1 or worker_only:
+            cfg.worker.leased_admission = True
         self.register = regmod.load(cfg.register) if cfg.register else regmod.Register()
         self.tap = tap or Tap()
         self.tap.listeners.append(logs.state_listener(cfg.node))  # every step logged (hub.logs)
@@ -198,6 +207,10 @@ class Relay:
             deliverers.update(self.network.deliverers())
             network = self.network.intake.http_handler
             unwrap = self.network.unwrapper.unwrap
+            handoff = self.network.intake.handoff
+            if handoff is not None and cfg.worker.leased_admission:
+                # what the intake parsed is for this process's worker only when it keeps the message
+                self.network.intake.handoff = lambda *a: self._kept_here() and handoff(*a)
         notify_local = local_notifier(self.register, cfg.spool_root)
         inspect = inspector or default_inspector()
         if self.network is not None:
@@ -221,13 +234,21 @@ class Relay:
 
         def stored(mid: str, m: Any, data: bytes) -> None:  # noqa: ANN401
             logs.log_state("received", m, f"by {m.channel}", cfg.node)
-            self.worker.notify_received(mid, m, data)
+            if not self._left():
+                self.worker.notify_received(mid, m, data)
 
         self.intake = Intake(self.store, node=cfg.node, on_stored=stored)
         self.metrics = RelayMetrics(self)  # GET /metrics; hub.metrics.health(relay) answers GET /health
         self.watcher = FolderWatcher(self.intake, self.register, cfg.spool_root, poll=cfg.folder_poll)
         self.http: HttpServer | None = None
-        if cfg.http_listen:
+        if cfg.worker.processes > 1 and not worker_only:
+            if cfg.settings is None:
+                raise ConfigError("worker.processes > 1 needs the relay configured from hub.toml settings")
+            s = cfg.settings
+            self.processes = Supervisor(s.model_dump_json(by_alias=True), cfg.base, cfg.node,
+                                        cfg.worker.processes, s.log.level, s.log.format)
+            self.store.birth_lease = self._birth_lease
+        if cfg.http_listen and not worker_only:
             # every HTTP route of the relay is declared on this one server: SubmitApi.routes, and beside it
             settings = replace(cfg.http or HttpSettings(), listen=cfg.http_listen)
             # HTTPS with [http] cert/key, else with the listeners' [tls] certificate (as SMTP's STARTTLS)
@@ -246,7 +267,30 @@ class Relay:
         body = self.metrics.exposition()
         return HttpReply(200, join_entity([("Content-Type", METRICS_CONTENT_TYPE)], body))
 
+    def _birth_lease(self, actor: str) -> tuple[str, timedelta] | None:
+        """processes > 1: keep a message stored here while this process's threads have room (or no worker
+        process is up), else leave it to the first worker process that claims it."""
+        w = self.worker.cfg
+        keep = self.processes is None or self.processes.alive() == 0 or \
+            self.worker.load() < max(1, w.threads // w.processes)
+        self._kept.last = keep
+        return (w.node, w.lease) if keep else None
+
+    def _kept_here(self) -> bool:
+        """After an intake on this thread stored a message: is it this process's worker's to admit?"""
+        return bool(getattr(self._kept, "last", True))
+
+    def _left(self) -> bool:
+        """The message just stored on this thread is left to the worker processes: wake them."""
+        if self._kept_here():
+            return False
+        assert self.processes is not None
+        self.processes.wake()
+        return True
+
     def _network_received(self, mid: str) -> None:
+        if self._left():
+            return
         if logs.enabled(logging.INFO):  # the intake hands over the id only: read it for the log line
             m = self.store.get(mid)
             if m is not None:
@@ -257,9 +301,12 @@ class Relay:
         private_dir(self.cfg.spool_root)
         self.watcher.folders(create=True)  # every local system's spool folders
         self.worker.start()
+        if self.processes is not None:
+            self.processes.start()
         if self.network is not None:
             self.network.start()
-        self.watcher.start()
+        if not self.worker_only:
+            self.watcher.start()
         if self.http is not None:
             self.http.start()
         log.info("relay %s (HER %s) running; node %s", self.cfg.store, self.cfg.her_id, self.cfg.node)
@@ -269,6 +316,8 @@ class Relay:
         if self.http is not None:
             self.http.stop()
         self.watcher.stop()
+        if self.processes is not None:
+            self.processes.stop()  # before our network: their acknowledgments still find our listener
         if self.network is not None:
             self.network.stop()
         self.worker.stop()

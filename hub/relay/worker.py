@@ -84,6 +84,10 @@ class WorkerConfig:
     network_policy: RetryPolicy | None = None  # None: the CPA's, else HIS 1037 defaults
     ttl: timedelta | None = None  # TimeToLive when the sender gave none
     defer_s: float = 60.0  # a message whose check could not be made now (CRL away) is checked again
+    # several processes share the node's store (hub.relay.processes): a `received` message is admitted
+    # only by the process holding its admission lease (given at intake, or taken with claim_received)
+    leased_admission: bool = False
+    processes: int = 1  # this node's processes: this one (intake, listeners) and processes-1 workers
 
 
 def _now() -> datetime:
@@ -139,6 +143,7 @@ class Worker:
         # validates are claimed in the same commit and delivered by the same thread, so a stream of new
         # messages costs no claim_due write per wake-up.
         self._due = threading.Event()
+        self._recv_due = threading.Event()  # leased admission: look for received messages nobody holds
         self._stop = threading.Event()
         self._inflight = 0
         self._lock = threading.Lock()
@@ -157,6 +162,16 @@ class Worker:
     def wake(self) -> None:
         self._due.set()
         self._wake.set()
+
+    def wake_received(self) -> None:
+        """Another process stored a message it leaves to whoever claims it first (leased admission)."""
+        self._recv_due.set()
+        self._wake.set()
+
+    def load(self) -> int:
+        """Messages waiting for or in this worker's threads."""
+        with self._lock:
+            return self._inflight + self._received.qsize()
 
     def start(self) -> None:
         self.recover()
@@ -192,6 +207,11 @@ class Worker:
                                           reason=f"{self.cfg.node} restarted while holding it")
                 except (IllegalTransition, NotFound):
                     pass
+        if self.cfg.leased_admission:
+            # ours from before the restart, nobody's, and those of processes whose lease ran out
+            for m in self.store.claim_received(self.cfg.node, 100_000, lease=self.cfg.lease, own=True):
+                self._received.put((m.id, m, None))
+            return
         for m in sorted(self.store.list_messages(state=State.RECEIVED, limit=100_000),
                         key=lambda m: m.created_at):
             self._received.put((m.id, None, None))
@@ -249,6 +269,10 @@ class Worker:
                 if len(claimed) >= min(free, self.cfg.batch):
                     self._due.set()  # maybe more where these came from
                 busy = busy or bool(claimed)
+            if self.cfg.leased_admission and self._free() > 0 and (
+                    self._recv_due.is_set() or t - last_sweep >= self.cfg.sweep_every):
+                self._recv_due.clear()
+                busy = self._claim_received() or busy
             if t - last_sweep >= self.cfg.sweep_every:
                 last_sweep = t
                 try:
@@ -258,6 +282,25 @@ class Worker:
             if not busy:
                 self._wake.wait(self.cfg.poll)
 
+    def _claim_received(self) -> bool:
+        try:
+            taken = self.store.claim_received(self.cfg.node, min(self._free(), self.cfg.batch),
+                                              lease=self.cfg.lease)
+        except Exception:  # noqa: BLE001 - the database may be briefly away
+            log.exception("claim of received messages failed")
+            return False
+        for m in taken:
+            self._submit(self.admit, m.id, m, None)
+        if len(taken) >= self.cfg.batch:
+            self._recv_due.set()  # maybe more where these came from
+        return bool(taken)
+
+    def _hold(self, msg: Message) -> None:
+        """Leased admission: a deferred check keeps its message ours until it is tried again."""
+        if self.cfg.leased_admission:
+            until = _now() + timedelta(seconds=self.cfg.defer_s) + self.cfg.lease
+            self.store.hold_received(msg.id, node=self.cfg.node, until=until)
+
     # --- stage: admit (check and route) -----------------------------------------------------------
     def admit(self, ref: str, stored: Message | None = None, data: bytes | None = None) -> None:
         try:
@@ -265,6 +308,8 @@ class Worker:
             msg = stored if stored is not None and stored.id == ref else self.store.require(ref)
             if msg.state is not State.RECEIVED:
                 return  # another node (or an earlier run) got to it first
+            if self.cfg.leased_admission and msg.lease_owner != self.cfg.node:
+                return  # another process of this node admits it (or claims it: nobody holds it yet)
             self._admit(msg, data if stored is not None else None)
         except (IllegalTransition, NotFound):
             return
@@ -281,6 +326,7 @@ class Worker:
             assert self.unwrap is not None
             inner = self.unwrap(msg, data)  # network intake: the KITH document inside the envelope
             if inner is None:
+                self._hold(msg)  # deferred: still ours (settled ones are no longer `received`)
                 return  # settled by the network layer: refused envelope, duplicate, or deferred
             data = inner
             # stored with the verdict, in its commit: a delivery after a restart, and the operator, read it
@@ -392,6 +438,7 @@ class Worker:
         restart, by recover()); nobody is answered, so a transient outage never becomes an S-code."""
         log.warning("%s deferred: %s", msg.short_id, d.reason)
         self.tap("deferred", msg, d.reason)
+        self._hold(msg)
         t = threading.Timer(self.cfg.defer_s, self.notify_received, [msg.id])
         t.daemon = True
         t.start()

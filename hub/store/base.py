@@ -354,6 +354,7 @@ def migrate(tx: Tx, types: Mapping[str, str], now: datetime) -> int:
 
 # --- the store -------------------------------------------------------------------------------------
 
+_LEASED = frozenset({State.SENDING, State.RECEIVED})  # a delivery claim; an admission lease (processes)
 _NO_DELIVERY_CLOCK = frozenset(State) - {State.QUEUED, State.RETRYING, State.AWAITING_ACK}
 # Every OR branch starts with `state = constant` so each one is a search of messages_due (state, ...):
 # the branch "(queued OR retrying) AND ..." nested one OR inside another and made SQLite scan the whole
@@ -379,6 +380,10 @@ class Store(ABC):
 
     lock_clause: str = ""  # " FOR UPDATE" where the database has row locks
     skip_locked_clause: str = ""
+    # Who admits (checks and routes) a message born `received`, when several processes share the store
+    # (hub.relay.processes): called with the storing actor, gives (node, lease) to write with the message
+    # in its INSERT, or None to leave it for any process's `claim_received`. None: nobody holds it.
+    birth_lease: Callable[[str], tuple[str, timedelta] | None] | None = None
     # SQL statements run through a Tx (reads and writes), for benchmarks: per message it is the cost the
     # store adds to the relay. Counted without a lock: a rare lost increment under contention is fine.
     statements: int = 0
@@ -520,6 +525,11 @@ class Store(ABC):
             state=state.value, attempts=0, size=len(data), sha256=digest, parent_id=parent_id,
             created_at=t, updated_at=t,
         )
+
+        if state is State.RECEIVED and self.birth_lease is not None:
+            held = self.birth_lease(actor)
+            if held is not None:
+                cols.update(lease_owner=held[0], lease_until=t + held[1])
 
         names = ["id", "short_id", *cols]
         # a short id taken already (50 random bits: rare) inserts nothing; draw again. No SELECT first.
@@ -762,6 +772,44 @@ class Store(ABC):
 
         return self._write(op)
 
+    def claim_received(
+        self, node: str, limit: int, *, lease: timedelta = DEFAULT_LEASE, now: datetime | None = None,
+        own: bool = False,
+    ) -> list[Message]:
+        """Take up to `limit` `received` messages to admit under an admission lease held by `node`: the
+        ones nobody holds and those whose holder's lease ran out (it crashed); `own`: also those `node`
+        held before (it restarted). Not a state change: the message stays `received`, and the commit
+        that records the verdict ends the lease. Concurrent callers never get the same message."""
+        t = aware(now) or utcnow()
+        where = "state = 'received' AND (lease_until IS NULL OR lease_until <= ?" + \
+            (" OR lease_owner = ?)" if own else ")")
+        params: list[Any] = [t, node] if own else [t]
+        # a look first, outside any write: an idle process polling costs one read, not a write transaction
+        if self._read_one(f"SELECT id FROM messages WHERE {where} LIMIT 1", params) is None:
+            return []
+
+        def op(tx: Tx) -> list[Message]:
+            rows = tx.all(f"SELECT * FROM messages WHERE {where} ORDER BY created_at "
+                          f"LIMIT ?{self.skip_locked_clause}", [*params, limit])
+            if not rows:
+                return []
+            until = t + lease
+            tx.execute(f"UPDATE messages SET lease_owner = ?, lease_until = ? WHERE id IN "
+                       f"({', '.join('?' * len(rows))})", [node, until, *(r["id"] for r in rows)])
+            return [Message.from_row({**r, "lease_owner": node, "lease_until": until}) for r in rows]
+
+        return self._write(op)
+
+    def hold_received(self, ref: str, *, node: str, until: datetime) -> bool:
+        """Keep holding a `received` message `node` holds until `until` (its check was deferred); False
+        when it is no longer `node`'s to admit."""
+
+        def op(tx: Tx) -> bool:
+            return tx.execute("UPDATE messages SET lease_until = ? WHERE id = ? AND state = 'received' "
+                              "AND lease_owner = ?", (until, ref, node)) == 1
+
+        return self._write(op)
+
     def renew_lease(self, ref: str, *, node: str, lease: timedelta = DEFAULT_LEASE,
                     now: datetime | None = None) -> Message:
         t = aware(now) or utcnow()
@@ -858,8 +906,8 @@ class Store(ABC):
             raise IllegalTransition(row["state"], event, row["short_id"]) from exc
         ev = Event(event)
         ch: dict[str, Any] = _clean_meta(changes or {})
-        if row["state"] == State.SENDING and new != State.SENDING:
-            ch.update(lease_owner=None, lease_until=None)
+        if row["state"] in _LEASED and new != row["state"] and "lease_owner" not in ch:
+            ch.update(lease_owner=None, lease_until=None)  # a claim (or an admission lease) ends
         if ev is Event.RETRY_NOW:
             ch["next_attempt_at"] = now
         elif ev is Event.CLAIM or new in _NO_DELIVERY_CLOCK:

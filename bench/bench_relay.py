@@ -219,7 +219,7 @@ def _net_party(her: int, name: str, extra: str) -> str:
 
 
 def _net_config(name: str, her: int, ident: str, listen: int, to: int, addr: str, store: str,
-                pki: Path, transport: str = "smtp") -> dict[str, object]:
+                pki: Path, transport: str = "smtp", processes: int = 1) -> dict[str, object]:
     channel: dict[str, object] = {"smtp": {"listen": f"127.0.0.1:{listen}", "relay": f"127.0.0.1:{to}",
                                            "addresses": [addr]}}
     if transport == "http":
@@ -229,45 +229,73 @@ def _net_config(name: str, her: int, ident: str, listen: int, to: int, addr: str
         "register": ["register.toml"], "pki": str(pki), "identity": ident, **channel,
         "folders": {"root": "spool", "poll": 3600},
         "worker": {"threads": int(os.environ.get("HUB_BENCH_THREADS", "8")), "poll_s": 0.05,
-                   "apprec_limit_s": 3600, "network_retry_interval_s": 600},
+                   "apprec_limit_s": 3600, "network_retry_interval_s": 600, "processes": processes},
     }
 
 
 def serve_peer(home: Path) -> int:
     """The hospital's relay of the network run, in its own process (as deployed: two relays never share
-    an interpreter): prints `ready`, then `delivered <KITH MsgId> <time.monotonic()>` per message written
-    to the hospital's folder (CLOCK_MONOTONIC is one clock for every process of this machine); stops
-    when stdin closes."""
+    an interpreter): prints `ready`, then `delivered <KITH MsgId> <time.monotonic()> <Store.statements>`
+    per message written to the hospital's folder (CLOCK_MONOTONIC is one clock for every process of this
+    machine; the statement count is this process's); stops when stdin closes."""
     cfg = RelayConfig.from_dict(json.loads((home / "config.json").read_text()), home)
     relay = Relay(cfg)
     out = threading.Lock()
 
     def tap(what: str, m: object, detail: str) -> None:
         if what == "delivered" and getattr(m, "direction", None) == "in":
-            line = f"delivered {getattr(m, 'kith_msg_id', '')} {time.monotonic()!r}\n"
+            line = (f"delivered {getattr(m, 'kith_msg_id', '')} {time.monotonic()!r} "
+                    f"{relay.store.statements}\n")
             with out:
                 sys.stdout.write(line)
                 sys.stdout.flush()
 
-    relay.tap.listeners.append(tap)
+    stop = threading.Event()
+    if cfg.worker.processes > 1:
+        # its worker processes deliver too, and their taps are not ours: read the deliveries back from
+        # the store (the time of each is the event's, on CLOCK_MONOTONIC like the rest of the bench)
+        threading.Thread(target=_report_deliveries, args=(relay, out, stop), daemon=True).start()
+    else:
+        relay.tap.listeners.append(tap)
     relay.start()
     try:
         print("ready", flush=True)
         sys.stdin.read()
     finally:
+        stop.set()
         relay.stop()
     return 0
 
 
+def _report_deliveries(relay: Relay, out: threading.Lock, stop: threading.Event) -> None:
+    last = 0
+    q = ("SELECT e.seq, e.at, m.kith_msg_id FROM events e JOIN messages m ON m.id = e.message_id "
+         "WHERE e.seq > ? AND e.event = 'ack' AND e.from_state = 'sending' AND m.direction = 'in' "
+         "ORDER BY e.seq")
+    while not stop.wait(0.01):
+        rows = relay.store._read(lambda tx, after=last: tx.all(q, (after,)))  # noqa: SLF001 - a bench's look
+        if not rows:
+            continue
+        last = rows[-1]["seq"]
+        mono, wall = time.monotonic(), time.time()
+        with out:
+            for r in rows:
+                at = mono - (wall - r["at"].timestamp())
+                sys.stdout.write(f"delivered {r['kith_msg_id']} {at!r} {relay.store.statements}\n")
+            sys.stdout.flush()
+
+
 def run_network(home: Path, stores: dict[str, str] | None = None,
-                transport: str = "smtp") -> dict[str, float]:
+                transport: str = "smtp", processes: int = 1) -> dict[str, float]:
     """Two relays over SMTP (or `transport="http"`: POST /ebxml to the hospital's relay, and its
     Acknowledgment POSTed back to ours) on loopback, each in its own process: the GP's relay (here) signs the
     envelope and encrypts the payload for the hospital's relay (a child process), which verifies,
     decrypts, validates, writes the folder and acknowledges. msgs/s = N / (last written at the
     hospital - first handed over); latency at half that rate, from hand-over at the GP's relay to
     written at the hospital's (matched by KITH MsgId). `stores`: the store URL of relay "a" and "b"
-    (default: a SQLite file each)."""
+    (default: a SQLite file each). `processes`: of each relay (worker.processes); CPU counts every
+    process of both relays. store_statements_per_msg_a/_b: each relay's SQL statements (reads and writes)
+    during the throughput run per message, of its main process (with one process: all of them)."""
     import socket
 
     from hub.security.testing import shared_test_pki
@@ -304,10 +332,11 @@ def run_network(home: Path, stores: dict[str, str] | None = None,
         h.mkdir()
         (h / "register.toml").write_text(regs[name])
         cfgs[name] = _net_config(name, her, ident, listen, to, addr,
-                                 (stores or {}).get(name, "sqlite:///hub.sqlite"), pki, transport)
+                                 (stores or {}).get(name, "sqlite:///hub.sqlite"), pki, transport, processes)
     (home / "b" / "config.json").write_text(json.dumps(cfgs["b"]))
     start: dict[str, float] = {}
     done: dict[str, float] = {}
+    peer_statements = [0]  # the peer's Store.statements at its latest delivered line
     lock, all_done = threading.Lock(), threading.Event()
     expect = [0]
     peer = subprocess.Popen([sys.executable, "-m", "bench.bench_relay", "--peer", str(home / "b")],
@@ -322,9 +351,10 @@ def run_network(home: Path, stores: dict[str, str] | None = None,
             parts = line.split()
             if parts[:1] == ["ready"]:
                 ready.set()
-            elif len(parts) == 3 and parts[0] == "delivered":
+            elif len(parts) == 4 and parts[0] == "delivered":
                 with lock:
                     done[parts[1]] = float(parts[2])
+                    peer_statements[0] = max(peer_statements[0], int(parts[3]))
                     if len(done) >= expect[0]:
                         all_done.set()
 
@@ -358,14 +388,17 @@ def run_network(home: Path, stores: dict[str, str] | None = None,
 
         run(messages_with_ids(10), None)  # warm-up: sessions, schemas, certificates
         items = messages_with_ids(N_NET)
-        cpu0 = time.process_time() + _cpu_of(peer.pid)
+        cpu0 = time.process_time() + _cpu_of_descendants()
+        sa0, sb0 = relay.store.statements, peer_statements[0]
         run(items, None)
-        cpu = time.process_time() + _cpu_of(peer.pid) - cpu0
+        cpu = time.process_time() + _cpu_of_descendants() - cpu0
+        sa, sb = relay.store.statements - sa0, peer_statements[0] - sb0
         rate = N_NET / (max(done.values()) - min(start.values()))
         run(messages_with_ids(max(20, N_NET // 2)), rate / 2)
         p50, p99 = percentiles([(done[k] - start[k]) * 1000 for k in done if k in start])
         return {"msgs_per_s": rate, "p50_ms": p50, "p99_ms": p99, "latency_load_msgs_per_s": rate / 2,
-                "cpu_ms_per_msg": cpu * 1000 / N_NET}
+                "cpu_ms_per_msg": cpu * 1000 / N_NET, "store_statements_per_msg_a": sa / N_NET,
+                "store_statements_per_msg_b": sb / N_NET}
     finally:
         # the peer first: its last acknowledgments still find our listener
         peer.stdin.close()
@@ -374,6 +407,30 @@ def run_network(home: Path, stores: dict[str, str] | None = None,
         except subprocess.TimeoutExpired:
             peer.kill()
         relay.stop()
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every live process below `pid` (the peer relay, and each relay's worker processes), from /proc."""
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            tasks = list(Path(f"/proc/{p}/task").iterdir())
+        except OSError:
+            continue
+        for t in tasks:
+            try:
+                kids = [int(x) for x in (t / "children").read_text().split()]
+            except OSError:
+                continue
+            out += kids
+            todo += kids
+    return out
+
+
+def _cpu_of_descendants() -> float:
+    return sum(_cpu_of(p) for p in _descendants(os.getpid()))
 
 
 def _cpu_of(pid: int) -> float:
@@ -397,6 +454,10 @@ def _report(prefix: str, r: dict[str, float], rsa: float | None, cores: int, not
         print(f"{prefix}_cpu_ms_per_msg: {r['cpu_ms_per_msg']:.2f}")
         if rsa and rsa_ops:
             print(f"{prefix}_rsa_share_of_cpu: {rsa_ops * 1000 / rsa / r['cpu_ms_per_msg']:.3f}")
+    for side, who in (("a", "the GP's relay"), ("b", "the hospital's relay")):
+        if f"store_statements_per_msg_{side}" in r:
+            print(f"{prefix}_store_statements_per_msg_{side}: {r[f'store_statements_per_msg_{side}']:.1f}"
+                  f"  ({who}; reads and writes during the throughput run)")
     print(f"{prefix}_p50_ms: {r['p50_ms']:.1f}")
     print(f"{prefix}_p99_ms: {r['p99_ms']:.1f}  (at {r['latency_load_msgs_per_s']:.0f} msgs/s)", flush=True)
 
@@ -419,7 +480,7 @@ def main() -> int:
         print(f"# postgres skipped: {exc}")
     with tempfile.TemporaryDirectory() as tmp:
         for name in backends:
-            schemas = [f"bench_relay_{secrets.token_hex(4)}" for _ in range(3)]
+            schemas = [f"bench_relay_{secrets.token_hex(4)}" for _ in range(5)]
 
             def url(i: int, name: str = name, schemas: list[str] = schemas) -> str:
                 return "sqlite:///hub.sqlite" if name == "sqlite" else f"{pg}?schema={schemas[i]}"
@@ -429,8 +490,16 @@ def main() -> int:
                 home.mkdir()
                 net = run_network(home, {"a": url(0), "b": url(1)})
                 _report(f"relay_{name}", net, rsa, cores,
-                        "  (signed+encrypted ebXML over SMTP; two relays, two processes; "
+                        "  (signed+encrypted ebXML over SMTP; two relays, one process each; "
                         "3 RSA private-key ops per message)", rsa_ops=3)
+                if os.environ.get("HUB_BENCH_PROCESSES", "2") != "1":  # issue 17: worker.processes = 2
+                    home = Path(tmp) / f"{name}-network-2"
+                    home.mkdir()
+                    net2 = run_network(home, {"a": url(3), "b": url(4)}, processes=2)
+                    net2 = {k: v for k, v in net2.items() if not k.startswith("store_statements")}
+                    _report(f"relay_{name}_processes2", net2, rsa, cores,
+                            "  (the same, two processes per relay; x"
+                            f"{net2['msgs_per_s'] / net['msgs_per_s']:.2f} of one)", rsa_ops=3)
                 if name == "sqlite":  # the HTTP edge, on one backend (the store's cost is above)
                     home = Path(tmp) / f"{name}-http"
                     home.mkdir()

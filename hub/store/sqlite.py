@@ -10,6 +10,10 @@ happen before the function writes anything, so there is nothing to undo; one tha
 has the whole transaction rolled back and the batch run again without it. That spares a SAVEPOINT and
 a RELEASE per write, each a statement the writer thread runs with the GIL dropped and retaken.
 
+Several processes on one file (a node's worker processes, `hub queue` beside `hub serve`) take turns
+at writing through an flock on `<file>-lock` held around each transaction: a waiting writer wakes the
+moment the other commits, where SQLite's own busy handler would poll, sleeping up to 100 ms a time.
+
 Reads run on per-thread connections (WAL readers do not block the writer). The file, and with it the
 -wal and -shm files SQLite derives from it, is created with mode 0600: it holds patient data.
 """
@@ -17,6 +21,7 @@ Reads run on per-thread connections (WAL readers do not block the writer). The f
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import queue
 import sqlite3
@@ -89,6 +94,8 @@ class SQLiteStore(Store):
             self.path.parent.mkdir(parents=True, mode=0o700)
         # create the file ourselves so it never exists with looser permissions
         os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
+        # 0600 like the database: its name is all it holds, but it sits beside patient data
+        self._lockfd = os.open(f"{self.path}-lock", os.O_CREAT | os.O_RDWR, 0o600)
         self._writer = self._connect()
         self._writer.execute("PRAGMA journal_mode=WAL")
         self._writer.execute("PRAGMA synchronous=FULL")
@@ -99,6 +106,7 @@ class SQLiteStore(Store):
         except BaseException:
             self._writer.execute("ROLLBACK")
             self._writer.close()
+            os.close(self._lockfd)
             raise
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.commits = 0  # batches committed, for tests and benchmarks: commits < writes = batching works
@@ -167,6 +175,7 @@ class SQLiteStore(Store):
         while True:
             results: dict[int, Any] = {}
             again = False
+            fcntl.flock(self._lockfd, fcntl.LOCK_EX)  # other processes' writers: see the module's doc
             try:
                 began = time.perf_counter()
                 conn.execute("BEGIN IMMEDIATE")
@@ -197,6 +206,8 @@ class SQLiteStore(Store):
                 for _fn, fut in todo:
                     fut.set_exception(StoreError(f"commit failed: {exc}"))
                 return
+            finally:
+                fcntl.flock(self._lockfd, fcntl.LOCK_UN)
             if not again:
                 break
         # only now, after COMMIT returned (fsynced), may a caller hear that its write is stored
@@ -238,6 +249,7 @@ class SQLiteStore(Store):
             self._queue.put(_STOP)
         self._thread.join()
         self._writer.close()
+        os.close(self._lockfd)
         with self._lock:
             for c in self._readers:
                 c.close()

@@ -299,6 +299,9 @@ def hospital(tmp_path: Path):
         party(80000, "Relay A", certs="hub"),
         party(82001, "Legekontoret Fjordbyen", certs="hub"),
         party(82002, "Kari Fjeld", parent=82001),
+        # a party whose registered certificate has since been revoked (the test PKI's CRL says so)
+        f'[[party]]\nher_id = 90003\nname = "Revoked AS"\n'
+        f'sign_cert = "{tls.pki / "special" / "revoked.pem"}"\n',
     ])
     r = Relay(relay_config(tmp_path / "b", 81000, "lab", reg, tls.table(require_client_cert=True)))
     r.start()
@@ -330,6 +333,9 @@ def test_tls_relay_refuses_a_client_without_a_registered_certificate_and_accepts
         post(url, junk, tls.client(None))
     refused = post(url, junk, tls.client("lab"))  # chains to the CA, but no party registered it
     assert refused.status == 403 and b"not registered" in (refused.entity or b"")
+    revoked = ssl.create_default_context(cafile=str(tls.anchors))  # registered, but revoked since
+    revoked.load_cert_chain(tls.pki / "special" / "revoked.pem", tls.pki / "special" / "revoked.key.pem")
+    assert post(url, junk, revoked).status == 403
     # plain http to the TLS port is no way round it
     with pytest.raises(httpx.HTTPError):
         httpx.post(url.replace("https", "http"), content=b"x", timeout=5)

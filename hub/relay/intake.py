@@ -199,14 +199,19 @@ NetworkHandler = Callable[[bytes, HttpRequest], HttpReply]
 
 class ClientCertificates:
     """mTLS: the register party whose registered certificate (sign_cert or enc_cert) a client presented.
-    The TLS layer has checked the chain against `client_ca`; this names who it is. Re-read after
-    RECHECK_S, so a party added or a certificate renewed in the register is seen without a restart."""
+    The TLS layer has checked the chain against `client_ca`; this names who it is, and `check` (the
+    relay's certificate validation: validity, revocation) must pass, else nobody. The register is read
+    again after RECHECK_S, so a party added or a certificate renewed is seen without a restart; a
+    certificate found good is not checked again for VALID_FOR_S (a refused one always is)."""
 
     RECHECK_S = 30.0
+    VALID_FOR_S = 60.0
 
-    def __init__(self, register: Register) -> None:
-        self.register = register
+    def __init__(self, register: Register, *,
+                 check: Callable[[x509.Certificate], object] | None = None) -> None:
+        self.register, self.check = register, check
         self._by_fp: dict[bytes, Party] = {}
+        self._good: dict[bytes, float] = {}
         self._at = -self.RECHECK_S
         self._lock = threading.Lock()
 
@@ -224,10 +229,21 @@ class ClientCertificates:
 
     def __call__(self, cert: x509.Certificate) -> Party | None:
         now = time.monotonic()
+        fp = cert.fingerprint(hashes.SHA256())
         with self._lock:
             if now - self._at > self.RECHECK_S:
                 self._by_fp, self._at = self._load(), now
-            return self._by_fp.get(cert.fingerprint(hashes.SHA256()))
+            party, good_until = self._by_fp.get(fp), self._good.get(fp, 0.0)
+        if party is None or self.check is None or good_until > now:
+            return party
+        try:
+            self.check(cert)
+        except SecurityError as exc:
+            log.warning("client certificate of %s %s refused: %s", party.her_id, party.name, exc)
+            return None
+        with self._lock:
+            self._good[fp] = now + self.VALID_FOR_S
+        return party
 
 
 class SubmitApi:

@@ -253,8 +253,12 @@ class Relay:
             settings = replace(cfg.http or HttpSettings(), listen=cfg.http_listen)
             # HTTPS with [http] cert/key, else with the listeners' [tls] certificate (as SMTP's STARTTLS)
             tls = cfg.security.server_tls() if settings.tls and settings.cert is None else None
-            self.http = HttpServer(settings, identify=ClientCertificates(self.register), name="relay-http",
-                                   tls_context=tls)
+            check = None
+            if (net := self.network) is not None:  # the relay's own certificate validation (chain, CRL)
+                def check(c: Any) -> object:  # noqa: ANN401 - an x509 certificate
+                    return net.validator.check(c, "sign")  # looked up late: tests and the demo swap it
+            self.http = HttpServer(settings, identify=ClientCertificates(self.register, check=check),
+                                   name="relay-http", tls_context=tls)
             SubmitApi(self.intake, self.register, network=network).routes(self.http)
             self.http.add_route("GET", "/health", self._health)  # hub.metrics; unknown paths: 404
             self.http.add_route("GET", "/metrics", self._metrics)

@@ -6,7 +6,8 @@
 
 What the server enforces before a handler sees a request:
 - TLS from a PEM certificate and key; with `client_ca` the client may (or, `require_client_cert`, must)
-  present a certificate chaining to it, and `identify(certificate)` maps it to a registered party.
+  present a certificate chaining to it, and `identify(certificate)` (run in the pool: it may check
+  revocation) maps it to a registered party.
   With `require_client_cert` a certificate that maps to no party gets 403.
 - the body limit on the bytes actually read, chunked or not (413); a negative or malformed
   Content-Length is refused by aiohttp's parser (400);
@@ -281,7 +282,11 @@ class HttpServer:
         return serve
 
     async def _request(self, request: web.Request) -> HttpRequest:
-        cert, client = self._client_of(request)
+        cert = self._client_cert(request)
+        client = None
+        if cert is not None and self.identify is not None:
+            # in the pool: naming the party may check revocation (a CRL fetched, at worst)
+            client = await asyncio.get_running_loop().run_in_executor(self._pool, self.identify, cert)
         if self.settings.require_client_cert and client is None:
             raise _Refused(403, "the client certificate is not registered for any party")
         body = b""
@@ -310,19 +315,19 @@ class HttpServer:
             raise _Refused(408, f"the body did not arrive within {self.settings.body_timeout:g} s") from None
         return bytes(data)
 
-    def _client_of(self, request: web.Request) -> tuple[x509.Certificate | None, Any]:
+    def _client_cert(self, request: web.Request) -> x509.Certificate | None:
         tr = request.transport
         sslobj = tr.get_extra_info("ssl_object") if tr is not None else None
         der = sslobj.getpeercert(binary_form=True) if sslobj is not None else None
         if not der:
-            return None, None
+            return None
         cert = self._certs.get(der)
         if cert is None:
             cert = x509.load_der_x509_certificate(der)
             if len(self._certs) > 1024:
                 self._certs.clear()
             self._certs[der] = cert
-        return cert, self.identify(cert) if self.identify is not None else None
+        return cert
 
 
 def _response(reply: HttpReply) -> web.Response:

@@ -223,3 +223,18 @@ def test_answer_key_cases_compare_the_entered_case_with_the_packs_fasit(tmp_path
     orders = {p.stem: json.loads(p.read_text(encoding="utf-8")) for p in (folder / "orders").glob("*.json")}
     assert orders["S.fasit.case-1"]["patient"] == {"fnr": "15076500565", "name": "Gundersen, Roland"}
     assert "case 1" in orders["S.fasit.case-1"]["enter"]
+
+
+def test_a_bundled_system_without_its_simulation_is_tested_like_a_vendors_own(tmp_path):
+    """`--system NAME --no-simulate` once crashed in the receiving direction (KeyError on the system's
+    service HER-id): now it sends the battery into the system's folder and says where; nobody answers."""
+    res = CliRunner().invoke(app, ["conformance", "run", "--system", "System X", "--no-simulate", "-m",
+                                   "Epikrise:1.0", "-d", "M", "--timeout", "0.5", "--json"],
+                             env={"HUB_HOME": str(tmp_path)})
+    assert res.exit_code == 1, res.output
+    [cell] = json.loads(res.stdout)["cells"]
+    assert {c["id"]: c["verdict"] for c in cell["cases"]}["M.valid"] == "fail"
+    folder = tmp_path / "conformance" / "exchange" / "system-x"
+    sent = list((folder / "in").glob("*.xml"))
+    assert len(sent) >= 10 and sum(b"85021" in p.read_bytes() for p in sent) >= 10  # its service
+    assert f"{folder / 'in'}" in res.stderr.replace("\n", "")

@@ -592,9 +592,12 @@ class Runner:
             observed = f"no AppRec within {self.timeout:g} s"
             errs = [{"code": "X99", "rule": "apprec.missing", "criterion": c.source,
                      "text": "no AppRec in time"}]
-            if strays:
-                ids = sorted({str(read_document(t.data).original_msg_id) for t in strays})
-                observed += f"; {len(strays)} AppRec(s) answer no message sent ({', '.join(ids)})"
+            docs = [read_document(t.data) for t in strays]
+            ids = sorted({str(d.original_msg_id) for d in docs if d.is_apprec})
+            if len(ids) < len(docs):
+                observed += f"; {len(docs) - len(ids)} other file(s) from the system (not an AppRec)"
+            if ids:
+                observed += f"; AppRec(s) answering no message sent ({', '.join(ids)})"
                 errs.append({"code": "X99", "rule": "apprec.original-id", "criterion": "apprec-sheet#2",
                              "text": "the OriginalMsgId/Id of AppRecs received is the MsgId of no message"
                                      f" sent: {', '.join(ids)}"})

@@ -121,7 +121,16 @@ def run(system: str = typer.Option(None, "--system", "-s", help="A bundled (simu
     out = err_console if as_json else console
     with Progress(console=out, transient=True) as bar:
         task = bar.add_task(profile.name, total=None)
-        runner = Runner(evidence, month=month, timeout=timeout, official=official,
+        pki = None
+        if not simulate and profile.certificate:
+            # the test network's PKI issues the system's test certificate (kept under HUB_HOME)
+            from hub.conformance.profiles import load_profiles
+            from hub.conformance.runner import default_pki_dir
+            from hub.conformance.trust import network_pki
+
+            pki = network_pki(default_pki_dir(), {**load_profiles(), profile.name: profile})
+            out.print(f"Test PKI (the system's signing certificate and key, the test CA): {pki.dir}")
+        runner = Runner(evidence, month=month, timeout=timeout, official=official, pki=pki,
                         quiet=0.15 if simulate else min(timeout, 30.0), person=not simulate,
                         progress=lambda label: bar.update(task, advance=1, description=label))
         sessions = [Session(runner.month, profile.name, c.message, c.direction) for c in cells]

@@ -395,6 +395,21 @@ def without_signature(root: etree._Element) -> etree._Element:
     return root
 
 
+def sign(data: bytes, key: object, cert: object) -> bytes:
+    """An enveloped XMLDSig signature over the whole document (RSA-SHA256, SHA-256, inclusive c14n),
+    made with signxml: what the hub verifies is then a signature it did not write itself."""
+    from cryptography.hazmat.primitives import serialization
+    from signxml import XMLSigner, methods
+
+    key_pem = key.private_bytes(serialization.Encoding.PEM,  # type: ignore[attr-defined]
+                                serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)  # type: ignore[attr-defined]
+    signer = XMLSigner(method=methods.enveloped, signature_algorithm="rsa-sha256", digest_algorithm="sha256",
+                       c14n_algorithm="http://www.w3.org/TR/2001/REC-xml-c14n-20010315")
+    signed = signer.sign(parse(data), key=key_pem, cert=cert_pem)
+    return etree.tostring(signed, xml_declaration=True, encoding="UTF-8")
+
+
 _ca_files: dict[Path, str] = {}
 
 

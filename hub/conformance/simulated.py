@@ -2,7 +2,7 @@
 
 A simulated system watches its exchange folder (hub.conformance.exchange) in a thread. It judges what it
 receives with its own code (hub.conformance.simkit: xmlschema against the schemas, its own fødselsnummer
-and patient checks, signatures verified with signxml, its own AppRec), never with hub.validation: a
+and patient checks, signatures made and verified with signxml, its own AppRec), never with hub.validation: a
 bug in the hub's rules then shows as a disagreement between the hub and the system instead of both
 agreeing. The fixture builder writes what it sends. What it does wrong comes only from the
 `[[defect]]` tables of its profile that are active in the release being tested (the campaign month).
@@ -349,8 +349,12 @@ class SimulatedSystem:
         if self.pki is None or self._has("unsigned", key, direction):
             return data
         with_cert = self._has("signs-with", key, direction)
-        signed = (self.pki.sign_with(data, str(with_cert.params.get("cert", "expired"))) if with_cert
-                  else self.pki.sign(data, self.profile.slug))
+        if with_cert:
+            cert, private = self.pki.special(str(with_cert.params.get("cert", "expired")))
+        else:
+            me = self.pki.identity(self.profile.slug)
+            cert, private = me.sign_cert, me.sign_key
+        signed = simkit.sign(data, private, cert)  # signxml: not the hub's signing code
         return tamper(signed) if self._has("bad-signature", key, direction) else signed
 
     def _bend(self, data: bytes, key: str) -> bytes:

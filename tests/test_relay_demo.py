@@ -81,6 +81,7 @@ def test_the_demos_printed_command_lists_its_messages_while_it_runs(tmp_path):
         bare = subprocess.run([sys.executable, "-m", "hub", "queue", "list"], env=env, cwd=tmp_path,
                               capture_output=True, text=True, timeout=60)
         assert bare.returncode == 1 and "no store at" in bare.stderr
+        assert f"the demo's is read with --config {tmp_path / 'var' / 'demo' / 'hub.toml'}" in bare.stderr
         assert not (tmp_path / "var" / "hub.sqlite").exists()
     finally:
         proc.terminate()

@@ -58,7 +58,9 @@ def open_existing_store(cfg: config.Config, url: str | None = None, *, quiet: bo
     try:
         return open_store(url, create=False)
     except MissingStore as exc:
-        fail(f"{exc}; give --config or --store (`hub config show` says which config is read)", 1)
+        demo = config.home() / "demo" / config.FILE_NAME
+        hint = f"; the demo's is read with --config {demo}" if cfg.path is None and demo.is_file() else ""
+        fail(f"{exc}; give --config or --store (`hub config show` says which config is read){hint}", 1)
         raise
     except Exception as exc:  # noqa: BLE001 - any connection/URL problem is the operator's to see
         fail(f"cannot open the store {config.redact(url)}: {exc}")

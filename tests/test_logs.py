@@ -71,7 +71,9 @@ def test_serve_logs_every_step_as_json_lines(tmp_path: Path) -> None:
                            "-v", "--log-format", "json", "--duration", "3"], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    lines = [json.loads(x) for x in proc.stderr.splitlines() if x.startswith("{")]
+    lines = [json.loads(x) for x in proc.stderr.splitlines()]  # every line: JSON, start and stop too
+    said = [d["message"] for d in lines if d["logger"] == "hub.serve"]
+    assert said[0].startswith("relay node n1 running; config ") and said[-1] == "relay stopped"
     steps = [d["event"] for d in lines if d["logger"] == "hub.relay.state"]
     assert steps[:3] == ["received", "queued", "delivered"], steps
     assert all(d["ts"].endswith("Z") and d["node"] == "n1" for d in lines if "node" in d)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Literal
 
@@ -9,7 +10,7 @@ import typer
 
 from hub import config as config_mod
 from hub import logs
-from hub.cli.common import ConfigOpt, err_console, fail, root_config
+from hub.cli.common import ConfigOpt, fail, root_config
 
 
 def register(app: typer.Typer) -> None:
@@ -63,10 +64,12 @@ def register(app: typer.Typer) -> None:
         if processes:
             cfg.worker.processes = processes
         relay = Relay(cfg)
+        # start and stop are said whatever the level, in the log's own format (JSON lines stay JSON)
+        say = logging.getLogger("hub.serve")
+        say.setLevel(logging.INFO)
         if relay.http is not None:
-            err_console.print(f"submit API and ebXML endpoint on {relay.http.url()}")
-        store = config_mod.redact(cfg.store)
-        err_console.print(f"relay node {cfg.node} running; config {path}; store {store}; Ctrl-C stops",
-                          highlight=False)
+            say.info("submit API, ebXML endpoint, /health and /metrics on %s", relay.http.url())
+        say.info("relay node %s running; config %s; store %s; Ctrl-C stops", cfg.node, path,
+                 config_mod.redact(cfg.store))
         relay.run(duration)
-        err_console.print("relay stopped")
+        say.info("relay stopped")

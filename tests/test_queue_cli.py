@@ -417,6 +417,7 @@ def test_bulk_resend_asks_then_resends_the_selection(world: World, tmp_path: Pat
             "--register", str(reg), "--cpa-dir", str(cpa_dir), "--actor", "ops-cy"]
     out = run(world, *base, input="n\n", code=1)
     assert "About to resend 1 message(s) (1 undelivered)" in out
+    assert "1 of them would not be deliverable now" in out  # no SMTP relay configured here
     with open_store(world.url) as st:
         assert st.stats()["queued"] == 1  # declined: nothing changed
     out = run(world, *base, input="y\n")

@@ -520,7 +520,8 @@ def resend(
             by_state = Counter(m.state.value for m in msgs)
             console.print(f"About to resend {len(msgs)} message(s) ("
                           + ", ".join(f"{n} {s}" for s, n in sorted(by_state.items())) + f") as {who}.")
-            bad = sum(1 for r in routes.values() if not r.ok)
+            checker = HopChecker(cfg, now)  # the same checks as --dry-run, asked before acting
+            bad = sum(1 for r in routes.values() if not checker.check(r).ok)
             if bad:
                 console.print(f"[yellow]{bad} of them would not be deliverable now[/] (see --dry-run).")
             if not typer.confirm("Resend?", default=False):

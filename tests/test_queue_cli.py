@@ -29,11 +29,12 @@ from cryptography.x509.oid import NameOID
 from typer.testing import CliRunner
 
 from hub.cli.main import app
+from hub.ebxml.cpa import CpaRepository
 from hub.fixtures import GP_FASTLEGE, HOSP_POLIKLINIKK, NURSING_TILDELING, build
 from hub.fixtures.people import Person, random_person
 from hub.relay.lifecycle import Event, State
 from hub.relay.register import load_toml
-from hub.relay.route import CpaSummary, cert_summary, cpa_index, resolve_now
+from hub.relay.route import CpaSummary, cert_summary, cpa_lookup, resolve_now
 from hub.store import ErrorInfo, MessageMeta, Store, open_store
 
 PG_ADMIN = os.environ.get("HUB_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -329,6 +330,16 @@ def test_resend_refuses_a_message_still_in_progress(world: World) -> None:
         assert sum(st.stats().values()) == len(world.ids)
 
 
+def _write_cpa(path: Path, start: str, end: str, status: str = "agreed") -> None:
+    ns = "http://www.oasis-open.org/committees/ebxml-cppa/schema/cpp-cpa-2_0.xsd"
+    path.write_text(
+        f'<tp:CollaborationProtocolAgreement xmlns:tp="{ns}" tp:cpaid="cpa-hosp-1">'
+        f'<tp:Status tp:value="{status}"/><tp:Start>{start}</tp:Start>'
+        f"<tp:End>{end}</tp:End><tp:PartyInfo><tp:PartyId tp:type=\"HER\">80000</tp:PartyId></tp:PartyInfo>"
+        f'<tp:PartyInfo><tp:PartyId tp:type="HER">81001</tp:PartyId></tp:PartyInfo>'
+        "</tp:CollaborationProtocolAgreement>", encoding="utf-8")
+
+
 def _register_world(
     tmp_path: Path, *, cert_days: int = 365, cpa_end: datetime | None = None
 ) -> tuple[Path, Path]:
@@ -368,14 +379,8 @@ parent = 84001
 """, encoding="utf-8")
     cpa_dir = tmp_path / "cpa"
     cpa_dir.mkdir()
-    end = (cpa_end or NOW + timedelta(days=200)).isoformat()
-    ns = "http://www.oasis-open.org/committees/ebxml-cppa/schema/cpp-cpa-2_0.xsd"
-    (cpa_dir / "hosp.xml").write_text(
-        f'<tp:CollaborationProtocolAgreement xmlns:tp="{ns}" tp:cpaid="cpa-hosp-1">'
-        f'<tp:Status tp:value="agreed"/><tp:Start>2020-01-01T00:00:00.1234567+01:00</tp:Start>'
-        f"<tp:End>{end}</tp:End><tp:PartyInfo><tp:PartyId tp:type=\"HER\">80000</tp:PartyId></tp:PartyInfo>"
-        f'<tp:PartyInfo><tp:PartyId tp:type="HER">81001</tp:PartyId></tp:PartyInfo>'
-        "</tp:CollaborationProtocolAgreement>", encoding="utf-8")
+    _write_cpa(cpa_dir / "hosp.xml", "2020-01-01T00:00:00.1234567+01:00",
+               (cpa_end or NOW + timedelta(days=200)).isoformat())
     (cpa_dir / "not-a-cpa.xml").write_text("<x/>", encoding="utf-8")
     return reg, cpa_dir
 
@@ -433,10 +438,11 @@ def test_bulk_resend_asks_then_resends_the_selection(world: World, tmp_path: Pat
 def test_resolve_now_reports_what_blocks_a_delivery(tmp_path: Path) -> None:
     reg_path, cpa_dir = _register_world(tmp_path, cert_days=-1, cpa_end=NOW - timedelta(days=1))
     reg = load_toml(reg_path)
-    cpas = cpa_index(cpa_dir)
-    assert set(cpas) == {"cpa-hosp-1"} and cpas["cpa-hosp-1"].party_ids == ("80000", "81001")
+    repo = CpaRepository.load_dir(cpa_dir)
+    cpas = cpa_lookup(repo)
+    assert len(repo) == 1 and cpas("cpa-hosp-1", NOW).party_ids == ("80000", "81001")
     spool = tmp_path / "spool"
-    r = resolve_now(HOSP_POLIKLINIKK.her_id, reg, spool, now=NOW, cpas=cpas.get, certs=cert_summary,
+    r = resolve_now(HOSP_POLIKLINIKK.her_id, reg, spool, now=NOW, cpas=cpas, certs=cert_summary,
                     recorded_cpa_id="cpa-old")
     assert not r.ok
     assert any("CPA cpa-hosp-1 ended" in p for p in r.problems)
@@ -444,19 +450,57 @@ def test_resolve_now_reports_what_blocks_a_delivery(tmp_path: Path) -> None:
     assert any("cpa-old" in n for n in r.notes)
     assert not any("names parties" in n for n in r.notes)  # the service is covered by its organisation's CPA
     other = CpaSummary("cpa-hosp-1", "agreed", None, NOW + timedelta(days=1), ("80000", "99999"))
-    r2 = resolve_now(HOSP_POLIKLINIKK.her_id, reg, spool, now=NOW, cpas=lambda _id: other)
+    r2 = resolve_now(HOSP_POLIKLINIKK.her_id, reg, spool, now=NOW, cpas=lambda _id, _at: other)
     assert any("names parties 80000, 99999, not 81002" in n for n in r2.notes)
-    local = resolve_now(NURSING_TILDELING.her_id, reg, spool, now=NOW, cpas=cpas.get, certs=cert_summary)
+    local = resolve_now(NURSING_TILDELING.her_id, reg, spool, now=NOW, cpas=cpas, certs=cert_summary)
     assert local.ok and local.kind == "folder" and local.endpoint == str(spool / "84001")
     unknown = resolve_now(99999, reg, spool, now=NOW)
     assert not unknown.ok and "not in the address register" in unknown.problems[0]
     assert "names no receiver" in resolve_now(None, reg, spool, now=NOW).problems[0]
     gone = resolve_now(HOSP_POLIKLINIKK.her_id, reg, spool, now=NOW,
-                       cpas=lambda _id: None, certs=lambda p: cert_summary(str(tmp_path / "nope.pem")))
+                       cpas=lambda _id, _at: None, certs=lambda p: cert_summary(str(tmp_path / "nope.pem")))
     assert any("not in the CPA repository" in p for p in gone.problems)
     assert any("cannot read" in p for p in gone.problems)
     unchecked = resolve_now(HOSP_POLIKLINIKK.her_id, reg, spool, now=NOW)  # no repository, no cert reading
     assert unchecked.ok and unchecked.cpa is None and unchecked.enc_cert is not None
+
+
+def test_the_cpa_version_valid_now_is_the_one_shown(world: World, tmp_path: Path) -> None:
+    """Three files with one CPA id: the expired one sorts last and a proposed one is valid now too; the
+    agreed version valid now is what the dry run shows and checks, whichever file sorts where."""
+    reg, cpa_dir = _register_world(tmp_path)
+    (cpa_dir / "hosp.xml").unlink()
+    renewed_end = NOW + timedelta(days=300)
+    _write_cpa(cpa_dir / "a-renewed.xml", (NOW - timedelta(days=1)).isoformat(), renewed_end.isoformat())
+    _write_cpa(cpa_dir / "b-draft.xml", (NOW - timedelta(hours=1)).isoformat(),
+               (NOW + timedelta(days=900)).isoformat(), status="proposed")
+    _write_cpa(cpa_dir / "z-old.xml", "2020-01-01T00:00:00Z", (NOW - timedelta(days=1)).isoformat())
+    cpas = cpa_lookup(CpaRepository.load_dir(cpa_dir))
+    now = cpas("cpa-hosp-1", NOW)
+    assert now is not None and now.valid and now.versions == 3 and now.end == renewed_end
+    assert Path(now.path or "").name == "a-renewed.xml"
+    then = cpas("cpa-hosp-1", datetime(2024, 6, 1, tzinfo=UTC))
+    assert then is not None and Path(then.path or "").name == "z-old.xml"
+    later = cpas("cpa-hosp-1", NOW + timedelta(days=500))  # only the proposed one is valid then
+    assert later is not None and later.status == "proposed"
+    assert cpas("cpa-hosp-1", NOW + timedelta(days=1000)) is not None  # none valid: the latest, flagged
+    assert not cpas("cpa-hosp-1", NOW + timedelta(days=1000)).valid  # type: ignore[union-attr]
+
+    register = load_toml(reg)
+    r = resolve_now(HOSP_POLIKLINIKK.her_id, register, tmp_path / "spool", now=NOW, cpas=cpas)
+    assert not any("CPA" in p for p in r.problems), r.problems
+    assert any("3 versions" in n and "a-renewed.xml" in n for n in r.notes)
+    gone = resolve_now(HOSP_POLIKLINIKK.her_id, register, tmp_path / "spool", now=NOW + timedelta(days=1000),
+                       cpas=cpas)
+    assert any("CPA cpa-hosp-1 ended" in p for p in gone.problems)
+    assert any("none is valid now" in n for n in gone.notes)
+
+    got = json.loads(runner.invoke(app, [
+        "queue", "resend", world.ids["undelivered"], "--dry-run", "--register", str(reg),
+        "--cpa-dir", str(cpa_dir), "--store", world.url, "--json"]).stdout)["messages"][0]["route"]
+    assert got["cpa"]["status"] == "agreed" and Path(got["cpa"]["path"]).name == "a-renewed.xml"
+    assert got["cpa"]["end"].startswith(renewed_end.date().isoformat())
+    assert not any("CPA" in p for p in got["problems"])
 
 
 # --- export ----------------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ from hub.cli.common import (
     source,
 )
 from hub.config import Config
+from hub.ebxml.cpa import CpaRepository
 from hub.privacy import mask_text
 from hub.relay import lifecycle
 from hub.relay.explain import ago, explain, span
@@ -47,7 +48,7 @@ from hub.relay.hop import HopChecker
 from hub.relay.lifecycle import Event, IllegalTransition, State
 from hub.relay.register import Register, RegisterError
 from hub.relay.register import load as load_register
-from hub.relay.route import CpaLookup, CpaSummary, Resolution, cert_summary, cpa_index, resolve_now
+from hub.relay.route import CpaLookup, Resolution, cert_summary, cpa_lookup, resolve_now
 from hub.store import ORIGINAL, Message, Store, TimelineEntry
 
 queue_app = typer.Typer(help="The relay's messages: list, show, why, resend, export, purge, stats, overdue.",
@@ -424,14 +425,7 @@ def _cpa_lookup(cpa_dir: Path | None, cfg: Config) -> CpaLookup | None:
         cpa_dir = cfg.cpa_dir
         if cpa_dir is None or not cpa_dir.is_dir():
             return None  # no repository: CPA ids are shown unchecked
-    try:  # the CPA engineer's full repository when present; our header-only index otherwise
-        from hub.ebxml.cpa import CpaRepository
-    except ImportError:
-        return cpa_index(cpa_dir).get
-    repo = CpaRepository.load_dir(cpa_dir)
-    index = {c.cpa_id: CpaSummary(c.cpa_id, c.status, c.start, c.end, tuple(c.her_ids), c.source)
-             for c in repo}
-    return index.get
+    return cpa_lookup(CpaRepository.load_dir(cpa_dir))
 
 
 def _resolution_json(r: Resolution) -> dict[str, Any]:

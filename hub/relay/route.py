@@ -5,24 +5,23 @@ worker delivers with) and two lookups the caller supplies, one for CPAs by id an
 files, and says what is missing or stale. `hub queue resend --dry-run` shows it per message; the relay
 can use it to explain a routing failure in the same words.
 
-The I/O lives in two small helpers beside it: `cert_summary()` reads a PEM file and `cpa_index()`
-reads a folder of CPA XML files (only the header: id, status, validity, parties). When hub.ebxml.cpa
-offers a repository, pass its lookup instead of `cpa_index(...).get`.
+The I/O lives beside it: `cert_summary()` reads a PEM file; `cpa_lookup()` turns a
+`hub.ebxml.cpa.CpaRepository` (every version of every CPA id) into the lookup `resolve_now` takes, which
+picks the version valid at the time asked about the same way the MSH does (`cpa.select`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from hub.ascii import is_ascii_digits
+from hub.ebxml.cpa import Cpa, CpaRepository
 from hub.relay.pipeline import RouteKind, route_for
 from hub.relay.register import Register
-
-_CPA_NS = "http://www.oasis-open.org/committees/ebxml-cppa/schema/cpp-cpa-2_0.xsd"
 
 
 @dataclass(frozen=True)
@@ -42,9 +41,16 @@ class CpaSummary:
     end: datetime | None = None
     party_ids: tuple[str, ...] = ()
     path: str | None = None
+    versions: int = 1  # how many versions of this id the repository holds
+    valid: bool = True  # this version is valid at the time asked about (else: the latest, shown as is)
+
+    @classmethod
+    def of(cls, cpa: Cpa, versions: int = 1, valid: bool = True) -> CpaSummary:
+        return cls(cpa.cpa_id, cpa.status, cpa.start, cpa.end, tuple(cpa.her_ids), cpa.source,
+                   versions, valid)
 
 
-CpaLookup = Callable[[str], CpaSummary | None]
+CpaLookup = Callable[[str, datetime], CpaSummary | None]  # (cpa id, at) -> the version that applies
 CertLookup = Callable[[str], CertSummary]
 
 
@@ -112,7 +118,7 @@ def resolve_now(
     if cpa_id is None:
         notes.append("no CPA in the register: HIS 1037 defaults apply (5 retries, 12 h apart)")
     elif cpas is not None:
-        cpa = cpas(cpa_id)
+        cpa = cpas(cpa_id, now)
         if cpa is None:
             problems.append(f"CPA {cpa_id} is not in the CPA repository")
         else:
@@ -125,6 +131,10 @@ def resolve_now(
                 notes.append(f"CPA {cpa_id} names parties {', '.join(cpa.party_ids)}, not {her}")
             if cpa.status and cpa.status not in ("agreed", "signed"):
                 notes.append(f"CPA {cpa_id} status is {cpa.status!r}")
+            if cpa.versions > 1:
+                which = (f"the one valid now is {cpa.path or '?'}" if cpa.valid
+                         else f"none is valid now; the latest is {cpa.path or '?'}")
+                notes.append(f"CPA {cpa_id} has {cpa.versions} versions: {which}")
     enc = _cert(party.enc_cert, certs)
     sign = _cert(party.sign_cert, certs)
     if party.enc_cert is None:
@@ -168,44 +178,13 @@ def cert_summary(path: str) -> CertSummary:
                        cert.not_valid_after_utc)
 
 
-def _when(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    t = text.strip().replace("Z", "+00:00")
-    # .NET writes seven fractional digits; Python takes at most six
-    if "." in t:
-        head, _, rest = t.partition(".")
-        frac = "".join(ch for ch in rest if is_ascii_digits(ch))
-        tz = rest[len(frac):]
-        t = f"{head}.{frac[:6]}{tz}"
-    try:
-        dt = datetime.fromisoformat(t)
-    except ValueError:
-        return None
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
-
-
-def cpa_index(folder: Path) -> Mapping[str, CpaSummary]:
-    """The CPAs in `folder` (*.xml) by cpaid; files that are not CPAs are skipped."""
-    from hub.xmlsafe import XmlInputError, parse_bytes
-
-    out: dict[str, CpaSummary] = {}
-    if not folder.is_dir():
-        return out
-    q = f"{{{_CPA_NS}}}"
-    for f in sorted(folder.glob("*.xml")):
-        try:
-            root = parse_bytes(f.read_bytes()).getroot()
-        except (OSError, XmlInputError):
-            continue
-        if root.tag != f"{q}CollaborationProtocolAgreement":
-            continue
-        cpa_id = root.get(f"{q}cpaid")
-        if not cpa_id:
-            continue
-        status = root.find(f"{q}Status")
-        parties = tuple((e.text or "").strip() for e in root.iter(f"{q}PartyId") if (e.text or "").strip())
-        out[cpa_id] = CpaSummary(cpa_id, status.get(f"{q}value") if status is not None else None,
-                                 _when(root.findtext(f"{q}Start")), _when(root.findtext(f"{q}End")),
-                                 parties, str(f))
-    return out
+def cpa_lookup(repo: CpaRepository) -> CpaLookup:
+    """`resolve_now`'s CPA lookup over a repository: the version valid at the time asked about (agreed
+    before proposed, then the latest start); when none is, the latest, so its window can be reported."""
+    def lookup(cpa_id: str, at: datetime) -> CpaSummary | None:
+        versions = repo.versions(cpa_id)
+        cpa = repo.get(cpa_id, at)
+        if cpa is None:
+            return None
+        return CpaSummary.of(cpa, len(versions), cpa.valid_at(at))
+    return lookup

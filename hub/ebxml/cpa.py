@@ -516,6 +516,7 @@ class SendPlan:
     compress: bool = False
     protocol: str | None = None  # SMTP | HTTP | AMQP of the receiver's channel
     channel_id: str | None = None  # the receiver's DeliveryChannel used
+    bound: bool = False  # the receiver's CanReceive binds the action (else its default channel)
     error_endpoints: list[str] = field(default_factory=list)
 
 
@@ -625,6 +626,7 @@ def plan_send(repo: CpaRepository | None, our_her: str, receiver_her: str, at: d
         compress=bool(prot.package and prot.package.compressed),
         protocol=_protocol(other, rchannel),
         channel_id=rchannel.channel_id if rchannel else None,
+        bound=rb is not None,
         error_endpoints=[u for u, t in eps if t == "error"],
     )
 

@@ -2,9 +2,10 @@
 
 `prepare()` builds the signed+encrypted package before the claim (the worker stores it in the claim's
 commit: every retry sends the same bytes with the same MessageId, fixed at `validated` as
-`out_message_id`); `deliver()` hands it to the one transport interface (`send`); over SMTP the
-message is then awaiting_ack, over HTTP the sync signal comes back in the response. `on_signal()`
-applies an Acknowledgment or MessageError (from a mail, or the HTTP response) to what we sent.
+`out_message_id`) and the endpoint it goes to: the endpoint of the receiver's channel in the CPA that
+binds the action, else the register's; `deliver()` hands it to the one transport interface (`send`);
+over SMTP the message is then awaiting_ack, over HTTP the sync signal comes back in the response.
+`on_signal()` applies an Acknowledgment or MessageError (from a mail, or the HTTP response) to what we sent.
 
 Dependencies are passed in: the store, the Msh, a blocking `send(entity, endpoint, subject)` and the
 worker's `on_ack`/`on_nack`.
@@ -35,6 +36,7 @@ from hub.transport.smtp import mail_address
 log = logging.getLogger("hub.relay.ebms_delivery")
 
 OUT = "ebxml-out"  # the signed+encrypted package we send; every retry sends these bytes
+ENDPOINT = "ebxml-endpoint"  # where OUT goes (the CPA's channel endpoint, else the register's)
 SIGNAL = "ebxml-signal"  # the peer's last signal about a message we sent
 
 # send(entity, endpoint, subject) -> the HTTP reply (status, entity) or None (mail); raises on failure
@@ -133,28 +135,34 @@ class EbmsDelivery:
         return {pl.RouteKind.SMTP: d, pl.RouteKind.HTTP: d}
 
     def prepare(self, route: pl.Route, data: bytes, message: Message) -> dict[str, bytes]:
-        """The envelope, built before the claim so it is stored in the claim's commit (see deliver)."""
-        return {OUT: self._build(route, data, message, _out_id(message))}
+        """The envelope and its endpoint, built before the claim so they are stored in the claim's commit
+        (see deliver)."""
+        entity, endpoint = self._build(route, data, message, _out_id(message))
+        return {OUT: entity, ENDPOINT: endpoint.encode()}
 
     def deliver(self, route: pl.Route, data: bytes, message: Message) -> Delivery:
         out_id = _out_id(message)
         entity = self.store.blob(message.id, OUT)  # prepared and stored with the claim, or by an earlier try
+        stored = self.store.blob(message.id, ENDPOINT) if entity is not None else None
+        endpoint = stored.decode() if stored else route.endpoint
         if entity is None:
-            entity = self._build(route, data, message, out_id)
-            self.store.put_artifact(message.id, OUT, entity)  # before sending: retries send these bytes
+            entity, endpoint = self._build(route, data, message, out_id)
+            # before sending: retries send these bytes to this endpoint
+            self.store.put_artifact(message.id, OUT, entity)
+            self.store.put_artifact(message.id, ENDPOINT, endpoint.encode())
         try:
-            reply = self.send(entity, route.endpoint, "ebXML")
+            reply = self.send(entity, endpoint, "ebXML")
         except pl.DeliveryError:
             raise
         except Exception as exc:  # noqa: BLE001 - sorted below; the ladder decides what follows
             raise transport_error(exc) from exc
-        if route.kind is pl.RouteKind.SMTP:
-            return Delivery(Sent.SENT, f"smtp {mail_address(route.endpoint)} (MessageId {out_id})", out_id)
+        if endpoint.startswith("mailto:"):
+            return Delivery(Sent.SENT, f"smtp {mail_address(endpoint)} (MessageId {out_id})", out_id)
         status = getattr(reply, "status", 0)
         if status >= 500 or status in (408, 429):
-            raise pl.DeliveryError(f"http.{status}", f"{route.endpoint} answered {status}", permanent=False)
+            raise pl.DeliveryError(f"http.{status}", f"{endpoint} answered {status}", permanent=False)
         if status >= 300:
-            raise pl.DeliveryError(f"http.{status}", f"{route.endpoint} answered {status}", permanent=True)
+            raise pl.DeliveryError(f"http.{status}", f"{endpoint} answered {status}", permanent=True)
         signal = getattr(reply, "entity", None)
         if signal:
             outcome = self.msh.receive(signal, _now(), transport="http")
@@ -167,11 +175,13 @@ class EbmsDelivery:
                     raise pl.DeliveryError(f"ebms.{nack[0]}", nack[1], permanent=True)
                 if env.acknowledgment is not None:
                     self.store.put_artifact(message.id, SIGNAL, signal)
-                    return Delivery(Sent.DELIVERED, f"http {route.endpoint}: sync Acknowledgment", out_id,
+                    return Delivery(Sent.DELIVERED, f"http {endpoint}: sync Acknowledgment", out_id,
                                     signal)
-        return Delivery(Sent.SENT, f"http {route.endpoint} {status} (MessageId {out_id})", out_id)
+        return Delivery(Sent.SENT, f"http {endpoint} {status} (MessageId {out_id})", out_id)
 
-    def _build(self, route: pl.Route, data: bytes, message: Message, out_id: str) -> bytes:
+    def _build(self, route: pl.Route, data: bytes, message: Message, out_id: str) -> tuple[bytes, str]:
+        """The package, and the endpoint it goes to: a CPA that binds the action to a channel of the
+        receiver decides; the register's endpoint is the fallback without one."""
         now = _now()
         from_her = message.sender_her or str(self.her_id)
         if from_her not in self.msh.parties:
@@ -194,7 +204,12 @@ class EbmsDelivery:
                                 protocol="HTTP" if route.kind is pl.RouteKind.HTTP else "SMTP", **kw)
         except ValueError as exc:  # no encryption certificate: a register fault an operator fixes
             raise pl.DeliveryError("ebxml.peer", str(exc), permanent=True) from exc
-        return out.data
+        plan = out.plan
+        cpa_endpoint = plan.endpoints[0] if plan.cpa is not None and plan.bound and plan.endpoints else None
+        if cpa_endpoint and cpa_endpoint != route.endpoint:
+            log.info("%s: CPA %s channel %s endpoint %s (the register says %s)", message.short_id,
+                     plan.cpa_id, plan.channel_id, cpa_endpoint, route.endpoint)
+        return out.data, cpa_endpoint or route.endpoint
 
     # --- signals about what we sent ------------------------------------------------------------------
     def on_signal(self, raw: bytes, channel: str = "smtp",

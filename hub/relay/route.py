@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from hub.ascii import is_ascii_digits
-from hub.ebxml.cpa import Cpa, CpaRepository
-from hub.relay.pipeline import RouteKind, route_for
+from hub.ebxml.cpa import DELIVERY_TYPES, Cpa, CpaRepository
+from hub.relay.pipeline import Route, RouteKind, route_for
 from hub.relay.register import Register
 
 
@@ -43,11 +43,15 @@ class CpaSummary:
     path: str | None = None
     versions: int = 1  # how many versions of this id the repository holds
     valid: bool = True  # this version is valid at the time asked about (else: the latest, shown as is)
+    endpoints: tuple[tuple[str, str], ...] = ()  # (party HER-id, uri) that take business messages
 
     @classmethod
     def of(cls, cpa: Cpa, versions: int = 1, valid: bool = True) -> CpaSummary:
+        eps = tuple(dict.fromkeys((p.her_id, uri) for p in cpa.parties if p.her_id
+                                  for tr in p.transports.values() for uri, kind in tr.endpoints
+                                  if kind in DELIVERY_TYPES))
         return cls(cpa.cpa_id, cpa.status, cpa.start, cpa.end, tuple(cpa.her_ids), cpa.source,
-                   versions, valid)
+                   versions, valid, eps)
 
 
 CpaLookup = Callable[[str, datetime], CpaSummary | None]  # (cpa id, at) -> the version that applies
@@ -127,8 +131,19 @@ def resolve_now(
             if cpa.start is not None and cpa.start > now:
                 problems.append(f"CPA {cpa_id} starts only {cpa.start.isoformat()}")
             # a service or person is covered by its organisation's CPA
-            if cpa.party_ids and not {str(p.her_id) for p in register.chain(her)} & set(cpa.party_ids):
+            chain = {str(p.her_id) for p in register.chain(her)}
+            if cpa.party_ids and not chain & set(cpa.party_ids):
                 notes.append(f"CPA {cpa_id} names parties {', '.join(cpa.party_ids)}, not {her}")
+            # the relay delivers to the receiver's CPA channel endpoint (the one over the register's
+            # transport where there is one); the register's endpoint is the fallback
+            eps = [u for h, u in cpa.endpoints if h in chain]
+            if eps and route.endpoint not in eps:
+                scheme = route.endpoint.split(":", 1)[0]
+                cpa_ep = next((u for u in eps if u.split(":", 1)[0] == scheme), eps[0])
+                notes.append(f"CPA {cpa_id} names endpoint {cpa_ep}: an action it binds goes there, "
+                             f"not to the register's {route.endpoint}")
+                kind = RouteKind.SMTP if cpa_ep.startswith("mailto:") else RouteKind.HTTP
+                route = Route(kind, route.her_id, cpa_ep, route.party, route.cpa_id)
             if cpa.status and cpa.status not in ("agreed", "signed"):
                 notes.append(f"CPA {cpa_id} status is {cpa.status!r}")
             if cpa.versions > 1:

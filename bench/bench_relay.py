@@ -252,8 +252,7 @@ def serve_peer(home: Path) -> int:
 
     stop = threading.Event()
     if cfg.worker.processes > 1:
-        # its worker processes deliver too, and their taps are not ours: read the deliveries back from
-        # the store (the time of each is the event's, on CLOCK_MONOTONIC like the rest of the bench)
+        # its worker processes deliver too, and their taps are not ours: the hospital's folder tells
         threading.Thread(target=_report_deliveries, args=(relay, out, stop), daemon=True).start()
     else:
         relay.tap.listeners.append(tap)
@@ -268,20 +267,27 @@ def serve_peer(home: Path) -> int:
 
 
 def _report_deliveries(relay: Relay, out: threading.Lock, stop: threading.Event) -> None:
-    last = 0
-    q = ("SELECT e.seq, e.at, m.kith_msg_id FROM events e JOIN messages m ON m.id = e.message_id "
-         "WHERE e.seq > ? AND e.event = 'ack' AND e.from_state = 'sending' AND m.direction = 'in' "
-         "ORDER BY e.seq")
-    while not stop.wait(0.01):
-        rows = relay.store._read(lambda tx, after=last: tx.all(q, (after,)))  # noqa: SLF001 - a bench's look
-        if not rows:
+    """Deliveries as the hospital's folder shows them (each published file's mtime, on CLOCK_MONOTONIC
+    like the rest of the bench). Not the store's events: on PostgreSQL their seq is not commit order."""
+    inbox = relay.cfg.spool_root / "81001" / "in"
+    known: set[str] = set()
+    while not stop.wait(0.005):
+        try:
+            names = [n for n in os.listdir(inbox) if not n.startswith(".") and n not in known]
+        except FileNotFoundError:
             continue
-        last = rows[-1]["seq"]
+        if not names:
+            continue
         mono, wall = time.monotonic(), time.time()
+        lines = []
+        for n in names:
+            f = inbox / n
+            data = f.read_bytes()
+            mid = data.split(b"<MsgId>")[1].split(b"</MsgId>")[0].decode()
+            lines.append(f"delivered {mid} {mono - (wall - f.stat().st_mtime)!r} {relay.store.statements}\n")
+            known.add(n)
         with out:
-            for r in rows:
-                at = mono - (wall - r["at"].timestamp())
-                sys.stdout.write(f"delivered {r['kith_msg_id']} {at!r} {relay.store.statements}\n")
+            sys.stdout.write("".join(lines))
             sys.stdout.flush()
 
 

@@ -665,6 +665,9 @@ class Store(ABC):
             if msg_id is not None:
                 _own_msg_id(tx, row["id"], msg_id, t)  # first: a refusal must come before any write
             out: list[Message] = []
+            # the steps' row changes and events are written together after the loop: 2 statements in all
+            pending: list[tuple[dict[str, Any], tuple[Any, ...]]] = []
+            arts: dict[str, bytes] = {}
             for st in steps:
                 ch: dict[str, Any] = dict(st.updates or {})
                 if st.error is not None:
@@ -676,13 +679,15 @@ class Store(ABC):
                         break  # past its TimeToLive: left for the sweep to expire, not claimed
                     ch.update(attempts=row["attempts"] + 1, lease_owner=actor, lease_until=t + st.claim)
                     reason = reason or f"attempt {row['attempts'] + 1} of {row['max_retries'] + 1}"
-                m = self._apply(tx, row, st.event, now=t, reason=reason, actor=actor, changes=ch)
-                for kind, data in (st.artifacts or {}).items():
-                    tx.execute("DELETE FROM blobs WHERE message_id = ? AND kind = ?", (row["id"], kind))
-                    digest = hashlib.sha256(data).hexdigest()
-                    tx.execute(_BLOB_INSERT, (row["id"], kind, bytes(data), digest, t))
+                m = self._apply(tx, row, st.event, now=t, reason=reason, actor=actor, changes=ch,
+                                pending=pending)
+                arts.update(st.artifacts or {})
                 out.append(m)
                 row = _as_row(m)
+            self._write_pending(tx, row["id"], pending)
+            for kind, data in arts.items():
+                # one statement: a retry's prepared envelope replaces the one stored before
+                tx.execute(_BLOB_UPSERT, (row["id"], kind, bytes(data), hashlib.sha256(data).hexdigest(), t))
             if seen is not None:
                 self._seen_insert(tx, seen[0], seen[1], bytes(seen[2]), t)
             return out
@@ -898,8 +903,10 @@ class Store(ABC):
         reason: str,
         actor: str,
         changes: Mapping[str, Any] | None = None,
+        pending: list[tuple[dict[str, Any], tuple[Any, ...]]] | None = None,
     ) -> Message:
-        """The one place a state changes."""
+        """The one place a state changes. `pending`: the row's changes and the event are added to it, for
+        the caller to write with those of the message's other steps (`_write_pending`), not written."""
         try:
             new = lifecycle.next_state(row["state"], event)
         except IllegalTransition as exc:
@@ -913,9 +920,24 @@ class Store(ABC):
         elif ev is Event.CLAIM or new in _NO_DELIVERY_CLOCK:
             ch["next_attempt_at"] = None
         ch.update(state=new.value, updated_at=now)
-        self._update(tx, row["id"], ch)
-        self._event(tx, row["id"], now, ev, row["state"], new, reason, actor)
+        if pending is None:
+            self._update(tx, row["id"], ch)
+            self._event(tx, row["id"], now, ev, row["state"], new, reason, actor)
+        else:
+            pending.append((ch, _event_row(row["id"], now, ev, row["state"], new, reason, actor)))
         return Message.from_row({**row, **ch})
+
+    def _write_pending(self, tx: Tx, mid: str, pending: list[tuple[dict[str, Any], tuple[Any, ...]]]) -> None:
+        """Several steps of one message: one UPDATE with their changes merged in order, one INSERT of
+        their events (in order: the timeline's seq follows the VALUES)."""
+        if not pending:
+            return
+        merged: dict[str, Any] = {}
+        for ch, _ev in pending:
+            merged.update(ch)
+        self._update(tx, mid, merged)
+        tx.execute(f"{_EVENT_INSERT} {', '.join([_EVENT_VALUES] * len(pending))}",
+                   [v for _ch, ev in pending for v in ev])
 
     @staticmethod
     def _update(tx: Tx, mid: str, ch: Mapping[str, Any]) -> None:
@@ -926,11 +948,7 @@ class Store(ABC):
     @staticmethod
     def _event(tx: Tx, mid: str, at: datetime, event: Event, frm: str | None, to: State,
                reason: str, actor: str) -> None:
-        tx.execute(
-            "INSERT INTO events (message_id, at, event, from_state, to_state, reason, actor) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (mid, at, event.value, None if frm is None else str(frm), to.value, reason or "", actor or ""),
-        )
+        tx.execute(f"{_EVENT_INSERT} {_EVENT_VALUES}", _event_row(mid, at, event, frm, to, reason, actor))
 
     # KITH MsgId uniqueness (per sender) ------------------------------------------------------------
     def msg_id_owner(self, sender: str | int, kith_msg_id: str) -> tuple[Message, str] | None:
@@ -1185,6 +1203,15 @@ def _check_lease(row: Row, node: str) -> None:
 
 _BLOB_SQL = "SELECT data FROM blobs WHERE message_id = ? AND kind = ?"
 _BLOB_INSERT = "INSERT INTO blobs (message_id, kind, data, sha256, created_at) VALUES (?, ?, ?, ?, ?)"
+_BLOB_UPSERT = (_BLOB_INSERT + " ON CONFLICT (message_id, kind) DO UPDATE SET data = excluded.data, "
+                "sha256 = excluded.sha256, created_at = excluded.created_at")
+_EVENT_INSERT = "INSERT INTO events (message_id, at, event, from_state, to_state, reason, actor) VALUES"
+_EVENT_VALUES = "(?, ?, ?, ?, ?, ?, ?)"
+
+
+def _event_row(mid: str, at: datetime, event: Event, frm: str | None, to: State, reason: str,
+               actor: str) -> tuple[Any, ...]:
+    return (mid, at, event.value, None if frm is None else str(frm), to.value, reason or "", actor or "")
 _BY_ID_SQL = "SELECT * FROM messages WHERE id = ? OR short_id = ?"
 _BY_OTHER_ID_SQL = (
     "SELECT * FROM messages WHERE ebxml_message_id = ? OR out_message_id = ? OR kith_msg_id = ? "

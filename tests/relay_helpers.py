@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -104,3 +106,25 @@ def drop(folder: Path, name: str, data: bytes) -> Path:
 
 def files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if not p.name.startswith(".")) if folder.is_dir() else []
+
+
+PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@contextmanager
+def pg_store(prefix: str) -> Iterator[str]:
+    """A store URL on a throwaway PostgreSQL schema, dropped afterwards; skips the test without a server."""
+    import psycopg
+    import pytest
+
+    try:
+        with psycopg.connect(PG_URL, connect_timeout=2):
+            pass
+    except Exception:  # noqa: BLE001 - any failure to connect means: no server to test against
+        pytest.skip("PostgreSQL at 127.0.0.1:5432 is not reachable")
+    schema = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    try:
+        yield f"{PG_URL}?schema={schema}"
+    finally:
+        with psycopg.connect(PG_URL, autocommit=True) as c:
+            c.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")

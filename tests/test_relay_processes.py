@@ -12,14 +12,11 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
-from relay_helpers import wait_for
+from relay_helpers import pg_store, wait_for
 from test_relay_reliability import (
-    PG_URL,
-    _pg_available,
     await_all,
     begin_load,
     drop_all,
@@ -122,16 +119,8 @@ def test_two_processes_on_sqlite_kill_9_of_either_loses_nothing_and_delivers_onc
 @pytest.mark.slow
 @pytest.mark.postgres
 def test_two_processes_on_postgresql_kill_9_of_either_loses_nothing_and_delivers_once(tmp_path):
-    if not _pg_available():
-        pytest.skip("PostgreSQL at 127.0.0.1:5432 is not reachable")
-    schema = f"relay_proc_{uuid.uuid4().hex[:10]}"
-    try:
-        run_two_processes(tmp_path / "hub", f"{PG_URL}?schema={schema}", 120, seed=8)
-    finally:
-        import psycopg
-
-        with psycopg.connect(PG_URL, autocommit=True) as c:
-            c.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    with pg_store("relay_proc") as store:
+        run_two_processes(tmp_path / "hub", store, 120, seed=8)
 
 
 def test_worker_process_names_are_stable_and_distinct():

@@ -72,7 +72,9 @@ def run(system: str = typer.Option(None, "--system", "-s", help="A bundled (simu
         profile_file: Path = typer.Option(None, "--profile", "-p", dir_okay=False,
                                           help="A vendor's profile (TOML like fixtures/vendors/systems/*)."),
         endpoint: str = typer.Option(None, "--endpoint", "-e",
-                                     help="folder:DIR (plain KITH XML in DIR/in and DIR/out); overrides the"
+                                     help="folder:DIR (plain KITH XML in DIR/in and DIR/out) or"
+                                          " http(s)://… (ebXML, CPA from --cpp, --cpa or the"
+                                          " profile); overrides the"
                                           " profile's"),
         message: list[str] = typer.Option(None, "--message", "-m", help="e.g. Epikrise:1.0 (repeatable)"),
         direction: str = typer.Option(None, "--direction", "-d", help="S or M (default both)"),
@@ -86,6 +88,14 @@ def run(system: str = typer.Option(None, "--system", "-s", help="A bundled (simu
                                                  f" vendor's own system: a person may be in the loop)."),
         transport: str = typer.Option(None, "--transport", "-t",
                                       help="folder | http | smtp (ebXML on 127.0.0.1); default: profile's"),
+        cpp: Path = typer.Option(None, "--cpp", exists=True, dir_okay=False,
+                                 help="The vendor's CPP (ebXML endpoints): the CPA is made from it."),
+        cpa: Path = typer.Option(None, "--cpa", exists=True, dir_okay=False,
+                                 help="A CPA between the test centre (HER 86001) and the system,"
+                                      " used as is."),
+        listen: int = typer.Option(0, "--listen", min=0, max=65535,
+                                   help="Port of the test centre's ebXML MSH on 127.0.0.1 (default: any;"
+                                        " a fixed one keeps the CPA the same from run to run)."),
         as_json: bool = typer.Option(False, "--json", help="Print the verdicts as JSON on stdout."),
         db: Path = DbOpt) -> None:
     """Run the catalogue against one system's claimed cells; store the evidence.
@@ -122,7 +132,8 @@ def run(system: str = typer.Option(None, "--system", "-s", help="A bundled (simu
     with Progress(console=out, transient=True) as bar:
         task = bar.add_task(profile.name, total=None)
         pki = None
-        if not simulate and profile.certificate:
+        ebxml = not simulate and _is_ebxml(endpoint or profile.endpoint.address or "")
+        if not simulate and (profile.certificate or ebxml):
             # the test network's PKI issues the system's test certificate (kept under HUB_HOME)
             from hub.conformance.profiles import load_profiles
             from hub.conformance.runner import default_pki_dir
@@ -138,6 +149,22 @@ def run(system: str = typer.Option(None, "--system", "-s", help="A bundled (simu
             if simulate:
                 results = run_session_group(runner, profile, sessions, _work(), simulate=True,
                                             transport=transport or _transport_of(endpoint))
+            elif ebxml:
+                from hub.conformance.vendor_ebms import VendorEbmsExchange
+
+                url = endpoint or profile.endpoint.address or ""
+                exchange = VendorEbmsExchange(_work() / profile.slug, pki, profile, url,  # type: ignore[arg-type]
+                                              cpp=cpp.read_bytes() if cpp else None,
+                                              cpa=cpa.read_bytes() if cpa else None, port=listen)
+                exchange.ack_wait = timeout
+                out.print(f"Testing {profile.name} {profile.version} (HER-id {profile.her_id}) over ebXML at"
+                          f" {url}: the test centre's MSH listens at {exchange.url}; CPA"
+                          f" {exchange.cpa.cpa_id} in {exchange.root / 'cpa.xml'}; {timeout:g} s per answer.")
+                try:
+                    results = [runner.run_cell(profile, exchange, message_type(s.message), s.direction)
+                               for s in sessions]
+                finally:
+                    exchange.close()
             else:
                 exchange = _vendor_exchange(profile, endpoint, bar, task, out)
                 out.print(f"Testing {profile.name} {profile.version} (HER-id {profile.her_id}):"
@@ -151,6 +178,10 @@ def run(system: str = typer.Option(None, "--system", "-s", help="A bundled (simu
     _report(profile.name, results, as_json)
     if any(r.verdict != "pass" for r in results):
         raise typer.Exit(1)
+
+
+def _is_ebxml(endpoint: str) -> bool:
+    return endpoint.startswith(("http://", "https://", "mailto:"))
 
 
 def _transport_of(endpoint: str | None) -> str | None:
@@ -169,8 +200,8 @@ def _vendor_exchange(profile, endpoint: str | None, bar, task, out):  # noqa: AN
     kind, where = (parse_endpoint(endpoint) if endpoint
                    else (profile.endpoint.transport, profile.endpoint.address))
     if kind != "folder":
-        fail(f"endpoint {endpoint or kind!r}: a vendor's own system is reached through a folder (folder:DIR);"
-             " ebXML endpoints of a vendor system are not supported yet")
+        fail(f"endpoint {endpoint or kind!r}: a vendor's own system is reached through a folder (folder:DIR)"
+             " or ebXML over http(s)://")
     root = Path(where) if where else _work() / profile.slug
 
     def announce(order: dict, path: Path) -> None:

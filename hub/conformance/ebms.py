@@ -78,7 +78,7 @@ class _Side(ABC):
     """An Msh behind an HTTP or SMTP listener on 127.0.0.1; deliveries go to `deliver`."""
 
     def __init__(self, name: str, pki: NetworkPki, identity: Identity, her_ids: list[int],
-                 transport: str = "http") -> None:
+                 transport: str = "http", port: int = 0) -> None:
         if transport not in TRANSPORTS:
             raise ValueError(f"transport {transport!r} is not one of {', '.join(TRANSPORTS)}")
         self.pki = pki
@@ -97,7 +97,7 @@ class _Side(ABC):
         if transport == "smtp":
             self.listener = SmtpListener({self.mailbox}, self.on_mail)
         else:
-            self.listener = HttpListener(self.on_http)
+            self.listener = HttpListener(self.on_http, port=port)
         self.loop.run(self.listener.start())
 
     @property
@@ -220,8 +220,9 @@ class EbmsExchange(_Side):
     """The runner's side over ebXML (HTTP, or SMTP with transport="smtp"), with FolderExchange's
     interface (send, order, wait)."""
 
-    def __init__(self, root: Path, pki: NetworkPki, her_ids: list[int], transport: str = "http") -> None:
-        super().__init__("ebms-runner", pki, pki.identity(TEST_CENTRE_PARTY), her_ids, transport)
+    def __init__(self, root: Path, pki: NetworkPki, her_ids: list[int], transport: str = "http",
+                 port: int = 0) -> None:
+        super().__init__("ebms-runner", pki, pki.identity(TEST_CENTRE_PARTY), her_ids, transport, port)
         self.ack_wait = 5.0  # how long an SMTP Acknowledgment may still be in the mail
         self.folder = ex.FolderExchange(root)  # test setup only: orders and registered patients
         self.root = root

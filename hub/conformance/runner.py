@@ -572,7 +572,11 @@ class Runner:
                     rec.observed = f"{rec.observed}; ebMS Acknowledgment"
             records[c.id] = rec
             self.progress(c.id)
-        return [records[c.id] for c in cases]
+        from hub.conformance.vendor_ebms import VendorEbmsExchange, run_ebms_cases
+
+        extra = run_ebms_cases(self, run_id, profile, exchange, mt) \
+            if isinstance(exchange, VendorEbmsExchange) else []
+        return [records[c.id] for c in cases] + extra
 
     def _judge(self, c: Case, expect: Expect, answers: list[ex.Transfer], original: bytes,
                exchange: ex.Exchange, strays: list[ex.Transfer]) -> CaseRecord:

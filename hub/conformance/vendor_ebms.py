@@ -1,0 +1,279 @@
+"""A vendor's own message service under test over ebXML (endpoint `http(s)://…`).
+
+The runner is the test centre's MSH (hub.conformance.ebms.EbmsExchange, the same one the simulated
+systems are reached with), bound to the vendor by a CPA: one made from the vendor's CPP (its PartyInfo
+as it wrote it), or from its profile and the certificate the test PKI issued to it, or one given whole.
+The CPA decides channel, signing and encryption (hub.ebxml.cpa.plan_send); it is written to
+`DIR/cpa.xml` for the vendor to install.
+
+Besides the cell's own cases (AppRecs graded as always, and M.ebms-ack), the vendor's message service is
+graded at the ebMS level: a message sent twice with one MessageId must be acknowledged twice and
+delivered once (one AppRec), and an envelope altered after signing must get a MessageError with
+SecurityFailure and not be delivered. Those verdicts are pure functions of what was observed
+(`grade_duplicate`, `grade_tampered`); the exchange only transmits and records.
+"""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from lxml import etree
+
+from hub.codes import EbmsError
+from hub.conformance import exchange as ex
+from hub.conformance.catalogue import Case, MessageType, action_of
+from hub.conformance.ebms import EbmsExchange
+from hub.conformance.evidence import CaseRecord
+from hub.conformance.profiles import Profile
+from hub.conformance.trust import NetworkPki
+from hub.ebxml.corpus import CpaParty, build_cpa
+from hub.ebxml.cpa import CPPA_NS, Cpa, CpaRepository, PartyInfo, load_cpa
+from hub.ebxml.msh import Outgoing, Peer, Peers
+from hub.ebxml.naming import APPREC, naming
+from hub.security.pki import Identity
+from hub.transport.http import HttpReply
+from hub.xmlsafe import parse_bytes
+
+SECURITY_FAILURE = str(EbmsError.SECURITY_FAILURE.value)
+
+EBMS_CASES = (
+    Case("M.ebms-duplicate", "M", "The same ebXML message (one MessageId) twice: acknowledged both times,"
+         " delivered once (one AppRec)", source="ebMS 2.0 §6.4.1 duplicate elimination", variant="valid",
+         requires="ebxml"),
+    Case("M.ebms-tampered", "M", "An envelope altered after signing: MessageError SecurityFailure, not"
+         " delivered", source="ebMS 2.0 §4.1.5, HITS 1172 §5.9", variant="valid", requires="ebxml"),
+)
+
+
+# --- the agreement (pure) -------------------------------------------------------------------------
+
+
+def counter_role(role: str) -> str:
+    """HISD 1209 roles come in pairs: EPIKRISEsender / EPIKRISEreceiver."""
+    if role.endswith("sender"):
+        return role[: -len("sender")] + "receiver"
+    if role.endswith("receiver"):
+        return role[: -len("receiver")] + "sender"
+    raise ValueError(f"role {role!r} is not a HISD 1209 …sender/…receiver role")
+
+
+def roles_of_claims(profile: Profile, message_types: dict[str, MessageType]
+                    ) -> list[tuple[str, str, list[str], list[str]]]:
+    """The vendor's roles for its claimed cells: (role, service, can send, can receive)."""
+    roles = []
+    for c in profile.claims:
+        mt = message_types.get(c.message)
+        if mt is None or mt.is_apprec:
+            continue
+        n = naming(action_of(mt))
+        if c.direction == "M":
+            roles.append((n.to_role, n.service, [APPREC], [n.action]))
+        else:
+            roles.append((n.from_role, n.service, [n.action], [APPREC]))
+    return [r for i, r in enumerate(roles) if r not in roles[:i]]
+
+
+def mirrored_roles(vendor: PartyInfo) -> list[tuple[str, str, list[str], list[str]]]:
+    """The test centre's side of every role in the vendor's profile: what it sends, we receive."""
+    return [(counter_role(r.role), r.service, r.actions("receive"), r.actions("send")) for r in vendor.roles]
+
+
+def agreement(cpa_id: str, test_centre: CpaParty, vendor_info: bytes | CpaParty, start: datetime,
+              end: datetime) -> bytes:
+    """A CPA between the test centre and the vendor. `vendor_info`: the vendor's CPP (its PartyInfo is
+    taken as written; the test centre's roles mirror it) or a CpaParty made from its profile."""
+    if isinstance(vendor_info, CpaParty):
+        return http_sync(build_cpa(cpa_id, [test_centre, vendor_info], start, end))
+    cpp = load_cpa(vendor_info, "the vendor's CPP")
+    if len(cpp.parties) != 1 or not cpp.parties[0].her_id:
+        raise ValueError("the vendor's CPP must have exactly one PartyInfo with a HER PartyId")
+    test_centre.roles = mirrored_roles(cpp.parties[0])
+    root = parse_bytes(http_sync(build_cpa(cpa_id, [test_centre], start, end))).getroot()
+    vendor_el = parse_bytes(vendor_info).getroot().find(f"{{{CPPA_NS}}}PartyInfo")
+    assert vendor_el is not None
+    ours = root.findall(f"{{{CPPA_NS}}}PartyInfo")[-1]
+    ours.addnext(copy.deepcopy(vendor_el))
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+
+
+def http_sync(cpa: bytes) -> bytes:
+    """Channels over HTTP answer signals on the same exchange (syncReplyMode mshSignalsOnly), as the
+    runner asks with SyncReply; channels over SMTP keep theirs."""
+    root = parse_bytes(cpa).getroot()
+    c = f"{{{CPPA_NS}}}"
+    for pi in root.iter(f"{c}PartyInfo"):
+        http = {t.get(f"{c}transportId") for t in pi.iter(f"{c}Transport")
+                if (t.findtext(f"{c}TransportReceiver/{c}TransportProtocol") or "").upper() == "HTTP"}
+        for dc in pi.iter(f"{c}DeliveryChannel"):
+            mc = dc.find(f"{c}MessagingCharacteristics")
+            if dc.get(f"{c}transportId") in http and mc is not None:
+                mc.set(f"{c}syncReplyMode", "mshSignalsOnly")
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+
+
+# --- grading the ebMS cases (pure) ----------------------------------------------------------------
+
+
+@dataclass
+class Signal:
+    """What came back for one transmission: an Acknowledgment, a MessageError (its codes), or nothing."""
+
+    kind: str  # ack | error | none | invalid
+    codes: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # our Msh's findings on the signal itself
+
+    def describe(self) -> str:
+        if self.kind == "error":
+            return f"MessageError {'/'.join(self.codes)}"
+        if self.kind == "ack" and not self.problems:
+            return "Acknowledgment"
+        return self.kind if not self.problems else f"{self.kind} ({'; '.join(self.problems)})"
+
+
+def grade_duplicate(signals: list[Signal], apprecs: int) -> list[str]:
+    """Two transmissions of one message: each acknowledged (a valid, verified Acknowledgment), and the
+    message delivered once, i.e. one AppRec."""
+    found = [f"transmission {i}: {s.describe()}, not an Acknowledgment"
+             for i, s in enumerate(signals, 1) if s.kind != "ack" or s.problems]
+    if apprecs != 1:
+        found.append(f"{apprecs} AppRecs: the message was delivered {apprecs} times, expected once")
+    return found
+
+
+def grade_tampered(signal: Signal, apprecs: int) -> list[str]:
+    found = []
+    if signal.kind != "error" or SECURITY_FAILURE not in signal.codes:
+        found.append(f"{signal.describe()}, expected a MessageError with {SECURITY_FAILURE}")
+    if apprecs:
+        found.append(f"{apprecs} AppRec(s): the altered message was delivered")
+    return found
+
+
+def tamper_envelope(entity: bytes, conversation_id: str) -> bytes:
+    """The package with its signed ConversationId changed (the SOAP part sent as plain text)."""
+    old = conversation_id.encode()
+    if entity.count(old) != 1:
+        raise ValueError("the ConversationId is not in the SOAP part as plain text")
+    return entity.replace(old, str(uuid.uuid4()).encode())
+
+
+# --- the runner's side (I/O) ----------------------------------------------------------------------
+
+
+def test_centre_party(identity: Identity, her_id: int, url: str, roles: list | None = None) -> CpaParty:
+    return CpaParty(str(her_id), "Testsenteret for meldingsutveksling", identity.sign_cert, identity.enc_cert,
+                    url, roles or [])
+
+
+class VendorEbmsExchange(EbmsExchange):
+    """EbmsExchange bound to a vendor's endpoint by a CPA (no peer register: the CPA decides)."""
+
+    def __init__(self, root: Path, pki: NetworkPki, profile: Profile, endpoint: str, *,
+                 cpp: bytes | None = None, cpa: bytes | None = None, port: int = 0) -> None:
+        from hub.conformance.catalogue import message_types
+        from hub.conformance.simulated import TEST_CENTRE, TEST_CENTRE_SERVICE
+        from hub.conformance.variants import UNKNOWN_ORG
+
+        if not endpoint.startswith(("http://", "https://")):
+            raise ValueError(f"endpoint {endpoint!r}: a vendor's ebXML endpoint is http(s):// here"
+                             " (mailto: is not supported yet)")
+        # `port`: where the test centre's MSH listens (0: any; the CPA written then changes every run)
+        super().__init__(root, pki, [TEST_CENTRE.her_id, TEST_CENTRE_SERVICE.her_id], "http", port)
+        root.mkdir(parents=True, exist_ok=True)
+        self.profile = profile
+        now = datetime.now(UTC)
+        if cpa is None:
+            ours = test_centre_party(self.identity, TEST_CENTRE.her_id, self.url)
+            if cpp is not None:
+                vendor: bytes | CpaParty = cpp
+            else:
+                if not profile.certificate:
+                    raise ValueError(f"{profile.name}: without a CPP the profile must name a certificate")
+                vid = pki.identity(profile.slug)
+                vroles = roles_of_claims(profile, {m.key: m for m in message_types()})
+                vendor = CpaParty(str(profile.her_id), profile.name, vid.sign_cert, vid.enc_cert, endpoint,
+                                  vroles)
+                ours.roles = [(counter_role(r), s, rec, snd) for r, s, snd, rec in vroles]
+            cpa = agreement(f"conformance_{TEST_CENTRE.her_id}_{profile.her_id}", ours, vendor,
+                            now - timedelta(days=1), now + timedelta(days=30))
+        self.cpa: Cpa = load_cpa(cpa, "the conformance CPA")
+        if self.cpa.party(str(profile.her_id)) is None or self.cpa.party(str(TEST_CENTRE.her_id)) is None:
+            raise ValueError(f"CPA {self.cpa.cpa_id} does not bind HER {TEST_CENTRE.her_id} (the test centre)"
+                             f" and HER {profile.her_id} ({profile.name})")
+        ex.atomic_write(root / "cpa.xml", cpa)
+        self.msh.cpas = CpaRepository([self.cpa])
+        v = self.cpa.party(str(profile.her_id))
+        assert v is not None
+        sign, enc = v.signing_certificate(), v.encryption_certificate()
+        # the battery's unknown receiver travels to the vendor's endpoint, outside any CPA
+        if sign is not None and enc is not None:
+            unknown = str(UNKNOWN_ORG.her_id)
+            self.msh.peers = Peers({unknown: Peer(unknown, sign, enc, endpoint)})
+        self.endpoint = endpoint
+
+    def _transmit(self, entity: bytes) -> tuple[HttpReply | None, Signal]:
+        """POST once; the synchronous signal is handed to our Msh (verified, matched) and described."""
+        from hub.transport import transmit
+
+        reply = self.loop.run(transmit(entity, self.endpoint, smtp=None))
+        if reply is None or not reply.entity:
+            return reply, Signal("none")
+        outcome = self.msh.receive(reply.entity, datetime.now(UTC), transport="http")
+        env = outcome.envelope
+        problems = [f"{e.code} {e.description}" for e in outcome.errors]
+        if env is None or not env.is_signal:
+            return reply, Signal("invalid", problems=problems or ["not an ebMS signal"])
+        if env.error_list is not None:
+            return reply, Signal("error", [str(e.code) for e in env.error_list.errors], problems)
+        return reply, Signal("ack", problems=problems)
+
+    def prepare(self, data: bytes, sender: int, receiver: int, action: str) -> tuple[str, Outgoing]:
+        tid = ex.new_id()
+        out = self.msh.send(from_her=str(sender), to_her=str(receiver), payload=data, now=datetime.now(UTC),
+                            message_type=action, conversation_id=tid, sync_reply=True, soap_base64=False)
+        self.message_ids[tid] = out.message_id
+        return tid, out
+
+    def send_twice(self, data: bytes, *, sender: int, receiver: int, action: str) -> tuple[str, list[Signal]]:
+        tid, out = self.prepare(data, sender, receiver, action)
+        return tid, [self._transmit(out.data)[1] for _ in range(2)]
+
+    def send_tampered(self, data: bytes, *, sender: int, receiver: int, action: str) -> tuple[str, Signal]:
+        tid, out = self.prepare(data, sender, receiver, action)
+        return tid, self._transmit(tamper_envelope(out.data, out.conversation_id))[1]
+
+
+def run_ebms_cases(runner: object, run_id: int, profile: Profile, exchange: VendorEbmsExchange,
+                   mt: MessageType) -> list[CaseRecord]:
+    """The ebMS-level cases of a Mottak cell against a vendor's message service."""
+    from hub.conformance.simulated import TEST_CENTRE
+
+    r = runner
+    target = r._system_party(profile)  # type: ignore[attr-defined]
+    action = action_of(mt)
+    records = []
+    to = {"sender": TEST_CENTRE.her_id, "receiver": profile.her_id, "action": action}
+    dup_tid, signals = exchange.send_twice(r._variant(mt, "valid", target), **to)  # type: ignore[attr-defined]
+    bad_tid, signal = exchange.send_tampered(r._variant(mt, "valid", target), **to)  # type: ignore[attr-defined]
+    got = exchange.wait({dup_tid}, timeout=r.timeout, quiet=r.quiet)  # type: ignore[attr-defined]
+    got += exchange.wait({bad_tid}, timeout=0.0)
+    by_ref: dict[str, int] = {}
+    for t in got:
+        by_ref[t.envelope.ref or ""] = by_ref.get(t.envelope.ref or "", 0) + 1
+        r.evidence.add_exchange(run_id, "M.ebms", "from-system", t.path.name, t.data)  # type: ignore[attr-defined]
+    for case, findings, expected, observed in (
+        (EBMS_CASES[0], grade_duplicate(signals, by_ref.get(dup_tid, 0)), "2 Acknowledgments, 1 AppRec",
+         f"{', '.join(s.describe() for s in signals)}; {by_ref.get(dup_tid, 0)} AppRec(s)"),
+        (EBMS_CASES[1], grade_tampered(signal, by_ref.get(bad_tid, 0)), f"MessageError {SECURITY_FAILURE}",
+         f"{signal.describe()}; {by_ref.get(bad_tid, 0)} AppRec(s)"),
+    ):
+        errs = [{"code": "X99", "rule": case.id.replace("M.", "ebxml."), "criterion": case.source, "text": f}
+                for f in findings]
+        records.append(CaseRecord(case.id, case.title, case.source, "fail" if findings else "pass", expected,
+                                  observed, errs))
+        r.progress(case.id)  # type: ignore[attr-defined]
+    return records

@@ -1,0 +1,87 @@
+"""A vendor's message service in a process of its own, for tests/test_conformance_vendor_ebms.py.
+
+    python tests/conformance_vendor_msh.py PROFILE.toml PKI_DIR ROOT [--mute]
+
+Listens for ebXML over HTTP on 127.0.0.1 (port 0), writes its CPP to ROOT/cpp.xml and its URL on the
+first line of stdout, then waits for the test centre's CPA in ROOT/cpa.xml and installs it. Behind the
+message service a simulated receiving system answers with AppRecs. `--mute`: the message service takes
+messages in and never sends an ebMS signal back (no Acknowledgment, no MessageError).
+
+It is the hub's own Msh (hub.conformance.ebms.SystemGateway), not an independent implementation: what
+it shows is the runner driving a separate process over real HTTP with a CPA, not interoperability with
+another vendor's code.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from lxml import etree
+
+from hub.conformance.catalogue import message_types
+from hub.conformance.ebms import SystemGateway
+from hub.conformance.profiles import load_profile, load_profiles
+from hub.conformance.simulated import TEST_CENTRE, SimulatedSystem
+from hub.conformance.trust import network_pki
+from hub.conformance.vendor_ebms import http_sync, roles_of_claims
+from hub.ebxml.corpus import CpaParty, build_cpa
+from hub.ebxml.cpa import CPPA_NS, CpaRepository, load_cpa
+
+
+def cpp_of(party: CpaParty) -> bytes:
+    """A CPP: the PartyInfo of a one-party CPA under CollaborationProtocolProfile."""
+    now = datetime.now(UTC)
+    cpa = build_cpa("x", [party], now - timedelta(days=1), now + timedelta(days=30))
+    root = etree.fromstring(http_sync(cpa))
+    root.tag = f"{{{CPPA_NS}}}CollaborationProtocolProfile"
+    del root.attrib[f"{{{CPPA_NS}}}cpaid"]
+    root.set(f"{{{CPPA_NS}}}cppid", f"cpp_{party.her_id}")
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+
+
+class VendorGateway(SystemGateway):
+    """The CPA binds the organisation's HER-id to the test centre's: everything goes out under those.
+    The CPA is (re)installed whenever the test centre has written a new one, before a message is processed."""
+
+    installed = 0  # mtime of the CPA installed
+
+    async def on_http(self, entity: bytes):  # noqa: ANN201 - HttpReply
+        cpa = self.root / "cpa.xml"
+        if cpa.exists() and cpa.stat().st_mtime_ns != self.installed:
+            self.installed = cpa.stat().st_mtime_ns
+            self.msh.cpas = CpaRepository([load_cpa(cpa.read_bytes(), str(cpa))])
+        return await super().on_http(entity)
+
+    def post(self, data: bytes, *, sender: int, receiver: int, action: str, conversation: str,
+             answers: str | None = None) -> str:
+        return super().post(data, sender=self.her_ids[0], receiver=TEST_CENTRE.her_id, action=action,
+                            conversation=conversation, answers=answers)
+
+
+def main() -> None:
+    profile_file, pki_dir, root = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+    profile = load_profile(profile_file)
+    pki = network_pki(pki_dir, {**load_profiles(), profile.name: profile})
+    gateway = VendorGateway(profile, root, pki, transport="http")
+    gateway.her_ids = [profile.her_id, *[h for h in gateway.her_ids if h != profile.her_id]]
+    gateway.mute = "--mute" in sys.argv
+    ident = pki.identity(profile.slug)
+    roles = roles_of_claims(profile, {m.key: m for m in message_types()})
+    (root / "cpp.xml").write_bytes(cpp_of(CpaParty(str(profile.her_id), profile.name, ident.sign_cert,
+                                                   ident.enc_cert, gateway.url, roles)))
+    system = SimulatedSystem(profile, root, pki=pki).start()
+    print(gateway.url, flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    while not stop.wait(0.2):
+        pass
+    system.stop()
+    gateway.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -49,15 +49,19 @@ class VendorGateway(SystemGateway):
 
     installed = 0  # mtime of the CPA installed
 
-    async def on_http(self, entity: bytes):  # noqa: ANN201 - HttpReply
+    def install(self) -> None:
         cpa = self.root / "cpa.xml"
         if cpa.exists() and cpa.stat().st_mtime_ns != self.installed:
             self.installed = cpa.stat().st_mtime_ns
             self.msh.cpas = CpaRepository([load_cpa(cpa.read_bytes(), str(cpa))])
+
+    async def on_http(self, entity: bytes):  # noqa: ANN201 - HttpReply
+        self.install()
         return await super().on_http(entity)
 
     def post(self, data: bytes, *, sender: int, receiver: int, action: str, conversation: str,
              answers: str | None = None) -> str:
+        self.install()
         return super().post(data, sender=self.her_ids[0], receiver=TEST_CENTRE.her_id, action=action,
                             conversation=conversation, answers=answers)
 

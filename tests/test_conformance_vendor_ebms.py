@@ -45,6 +45,11 @@ transport = "http"
 message = "Henvisning"
 version = "0.91"
 directions = ["M"]
+
+[[claim]]
+message = "Dialogmelding"
+version = "1.0"
+directions = ["S"]
 """
 
 
@@ -79,10 +84,10 @@ def vendor(tmp_path: Path) -> Iterator:
             proc.wait()
 
 
-def _run(tmp_path: Path, url: str, root: Path) -> tuple[int, dict]:
+def _run(tmp_path: Path, url: str, root: Path, *extra: str) -> tuple[int, dict]:
     res = CliRunner().invoke(app, ["conformance", "run", "--profile", str(tmp_path / "ebxml-epj.toml"),
-                                   "--endpoint", url, "--cpp", str(root / "cpp.xml"), "--direction", "M",
-                                   "--timeout", "4", "--json"],
+                                   "--endpoint", url, "--cpp", str(root / "cpp.xml"), "--timeout", "4",
+                                   "--json", *extra],
                              env={"HUB_HOME": str(tmp_path / "home")})
     assert res.exit_code in (0, 1), res.output
     return res.exit_code, json.loads(res.stdout)
@@ -101,13 +106,16 @@ def test_a_correct_vendor_msh_passes_ebms_cases_included(tmp_path, vendor):
     assert cases["M.ebms-ack"]["verdict"] == "pass"
     assert cases["M.ebms-duplicate"]["observed"] == "Acknowledgment, Acknowledgment; 1 AppRec(s)"
     assert cases["M.ebms-tampered"]["observed"] == f"MessageError {SECURITY_FAILURE}; 0 AppRec(s)"
+    # the Sending cell: the system's message came over ebXML, signed and sent as the CPA says
+    assert [c["verdict"] for c in report["cells"]] == ["pass", "pass"]
+    assert cases["S.ebxml"]["verdict"] == cases["S.signature"]["verdict"] == "pass"
     cpa = (root / "cpa.xml").read_text(encoding="utf-8")
     assert "87110" in cpa and "86001" in cpa and url in cpa  # the CPA binds both, with the vendor's endpoint
 
 
 def test_a_vendor_msh_that_never_acknowledges_fails_the_ebms_cases(tmp_path, vendor):
     url, root = vendor("--mute")
-    code, report = _run(tmp_path, url, root)
+    code, report = _run(tmp_path, url, root, "--direction", "M")
     cases = _cases(report)
     assert code == 1
     assert cases["M.ebms-ack"]["verdict"] == "fail"

@@ -155,7 +155,8 @@ def run(system: str = typer.Option(None, "--system", "-s", help="A bundled (simu
                 url = endpoint or profile.endpoint.address or ""
                 exchange = VendorEbmsExchange(_work() / profile.slug, pki, profile, url,  # type: ignore[arg-type]
                                               cpp=cpp.read_bytes() if cpp else None,
-                                              cpa=cpa.read_bytes() if cpa else None, port=listen)
+                                              cpa=cpa.read_bytes() if cpa else None, port=listen,
+                                              announce=_announcer(profile, out))
                 exchange.ack_wait = timeout
                 out.print(f"Testing {profile.name} {profile.version} (HER-id {profile.her_id}) over ebXML at"
                           f" {url}: the test centre's MSH listens at {exchange.url}; CPA"
@@ -204,6 +205,15 @@ def _vendor_exchange(profile, endpoint: str | None, bar, task, out):  # noqa: AN
              " or ebXML over http(s)://")
     root = Path(where) if where else _work() / profile.slug
 
+    def countdown(left: float) -> None:
+        bar.update(task, description=f"waiting for the system: {int(left) // 60}:{int(left) % 60:02d} left")
+
+    return PlainFolderExchange(root, announce=_announcer(profile, out), countdown=countdown)
+
+
+def _announcer(profile, out):  # noqa: ANN001, ANN202 - rich/lazy types
+    """How a person at the system is told what to make it send."""
+
     def announce(order: dict, path: Path) -> None:
         p = order["patient"]
         out.print(f"[bold]{order['case']}[/]: make {profile.name} send [bold]{order['message']}"
@@ -215,10 +225,7 @@ def _vendor_exchange(profile, endpoint: str | None, bar, task, out):  # noqa: AN
                   f"    send to   {order['send_to']} (a .xml file)\n"
                   f"    order     {path}")
 
-    def countdown(left: float) -> None:
-        bar.update(task, description=f"waiting for the system: {int(left) // 60}:{int(left) % 60:02d} left")
-
-    return PlainFolderExchange(root, announce=announce, countdown=countdown)
+    return announce
 
 
 def _report(system: str, results: list, as_json: bool) -> None:  # noqa: ANN001

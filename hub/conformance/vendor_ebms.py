@@ -28,6 +28,7 @@ from hub.conformance import exchange as ex
 from hub.conformance.catalogue import Case, MessageType, action_of
 from hub.conformance.ebms import EbmsExchange
 from hub.conformance.evidence import CaseRecord
+from hub.conformance.plain_folder import ORDER_FIELDS, Announce
 from hub.conformance.profiles import Profile
 from hub.conformance.trust import NetworkPki
 from hub.ebxml.corpus import CpaParty, build_cpa
@@ -173,7 +174,8 @@ class VendorEbmsExchange(EbmsExchange):
     """EbmsExchange bound to a vendor's endpoint by a CPA (no peer register: the CPA decides)."""
 
     def __init__(self, root: Path, pki: NetworkPki, profile: Profile, endpoint: str, *,
-                 cpp: bytes | None = None, cpa: bytes | None = None, port: int = 0) -> None:
+                 cpp: bytes | None = None, cpa: bytes | None = None, port: int = 0,
+                 announce: Announce | None = None) -> None:
         from hub.conformance.catalogue import message_types
         from hub.conformance.simulated import TEST_CENTRE, TEST_CENTRE_SERVICE
         from hub.conformance.variants import UNKNOWN_ORG
@@ -214,6 +216,15 @@ class VendorEbmsExchange(EbmsExchange):
             unknown = str(UNKNOWN_ORG.her_id)
             self.msh.peers = Peers({unknown: Peer(unknown, sign, enc, endpoint)})
         self.endpoint = endpoint
+        self.announce = announce or (lambda _order, _path: None)
+
+    def order(self, order: dict) -> str:
+        """The order for the system (test setup on the folder), and told to the person at the system."""
+        oid = super().order(order)
+        shown = {k: order[k] for k in ORDER_FIELDS if k in order}
+        self.announce(shown | {"send_to": f"{self.url} (ebXML, CPA {self.cpa.cpa_id})"},
+                      self.root / ex.ORDERS / f"{oid}.json")
+        return oid
 
     def _transmit(self, entity: bytes) -> tuple[HttpReply | None, Signal]:
         """POST once; the synchronous signal is handed to our Msh (verified, matched) and described."""

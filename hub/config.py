@@ -101,6 +101,8 @@ class SmtpSection(Section):
     max_bytes: int = Field(20 * 1024 * 1024, gt=0, description="Largest mail taken (552 above).")
     timeout_s: float = Field(300, gt=0, description="An SMTP session idle (or in one DATA) this long "
                              "is closed.")
+    max_sessions: int = Field(100, gt=0, description="SMTP sessions open at once; a connection beyond "
+                              "them gets 421 and is closed.")
 
 
 # --- keys and trust (issue 14; read by hub.relay.identities) ---------------------------------------------

@@ -181,7 +181,7 @@ class Network:
             self.listener = SmtpListener(set(cfg.smtp_addresses) or {self.address}, _after_mail,
                                          host=cfg.smtp_listen[0], port=cfg.smtp_listen[1],
                                          store=self.intake.store_mail, max_bytes=cfg.smtp.max_bytes,
-                                         timeout=cfg.smtp.timeout_s,
+                                         timeout=cfg.smtp.timeout_s, max_sessions=cfg.smtp.max_sessions,
                                          tls_context=self.server_tls if st != "off" else None,
                                          require_starttls=st == "required")
 

@@ -8,7 +8,9 @@ oversized mail (552) and, without a `store` step, mail that is not ebXML (554), 
 accepted mail to a callback. STARTTLS is offered with a `tls_context` and can be required; lines of
 any length within the size limit are taken as postfix takes them (real NAV mails carry 3,858-character
 lines; RFC 5321's 1,000 is a limit for senders); an idle or stalled session is closed after `timeout`
-seconds. Nothing of a mail stays in memory once it is handed on (`keep` > 0: the last mails, for tests).
+seconds; at most `max_sessions` sessions are open at once (postfix's default process limit is 100), a
+connection beyond them is answered `421` and closed, as postfix's smtpd does under its limits.
+Nothing of a mail stays in memory once it is handed on (`keep` > 0: the last mails, for tests).
 """
 
 from __future__ import annotations
@@ -147,6 +149,7 @@ def looks_like_ebxml(data: bytes) -> str | None:
 
 Received = Callable[[bytes, str, list[str]], Awaitable[None]]
 DEFAULT_TIMEOUT_S = 300.0  # postfix's smtpd_timeout
+DEFAULT_MAX_SESSIONS = 100  # postfix's default_process_limit: smtpd processes at once
 STARTTLS = ("off", "offered", "required")
 
 
@@ -154,28 +157,72 @@ STARTTLS = ("off", "offered", "required")
 class SmtpSettings:
     """hub.toml [smtp] beyond addresses: `starttls` for the listener (off | offered | required; offered
     needs a [tls] certificate), `relay_starttls` for mail we send (opportunistic | required),
-    `max_bytes` per mail and `timeout_s` per idle session."""
+    `max_bytes` per mail, `timeout_s` per idle session and `max_sessions` open at once."""
 
     starttls: str = "offered"
     relay_starttls: str = "opportunistic"
     max_bytes: int = DEFAULT_MAX_BYTES
     timeout_s: float = DEFAULT_TIMEOUT_S
+    max_sessions: int = DEFAULT_MAX_SESSIONS
 
     @classmethod
     def from_section(cls, s: object) -> SmtpSettings:
         """From hub.config's validated [smtp] section."""
-        keys = ("starttls", "relay_starttls", "max_bytes", "timeout_s")
+        keys = ("starttls", "relay_starttls", "max_bytes", "timeout_s", "max_sessions")
         return cls.from_dict({k: getattr(s, k) for k in keys})
 
     @classmethod
     def from_dict(cls, d: dict[str, object]) -> SmtpSettings:
         s = cls(str(d.get("starttls", "offered")), str(d.get("relay_starttls", "opportunistic")),
-                int(d.get("max_bytes", DEFAULT_MAX_BYTES)), float(d.get("timeout_s", DEFAULT_TIMEOUT_S)))  # type: ignore[arg-type]
+                int(d.get("max_bytes", DEFAULT_MAX_BYTES)), float(d.get("timeout_s", DEFAULT_TIMEOUT_S)),  # type: ignore[arg-type]
+                int(d.get("max_sessions", DEFAULT_MAX_SESSIONS)))  # type: ignore[arg-type]
         if s.starttls not in STARTTLS:
             raise ValueError(f"smtp.starttls: one of {', '.join(STARTTLS)}, not {s.starttls!r}")
+        if s.max_sessions < 1:
+            raise ValueError(f"smtp.max_sessions: at least 1, not {s.max_sessions}")
         if s.relay_starttls not in ("opportunistic", "required"):
             raise ValueError(f"smtp.relay_starttls: opportunistic or required, not {s.relay_starttls!r}")
         return s
+
+
+class _LimitedSMTP(SMTP):
+    """An aiosmtpd session that counts itself against its listener's `max_sessions`: one too many is
+    answered 421 and closed before any SMTP dialogue (no greeting, no handler, no timeout)."""
+
+    listener: SmtpListener
+    _counted = False
+    _refused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # called again after STARTTLS on the same session: count the session once
+        if not self._counted:
+            li = self.listener
+            if li.active >= li.max_sessions:
+                self._refused = True
+                li.refused += 1
+                log.warning("SMTP connection from %s refused: %d sessions open (smtp.max_sessions)",
+                            transport.get_extra_info("peername"), li.active)
+                transport.write(b"421 4.7.0 hub.local too many connections, try again later\r\n")  # type: ignore[attr-defined]
+                transport.close()
+                return
+            self._counted = True
+            li.active += 1
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._refused:
+            return
+        if self._counted:
+            self._counted = False
+            self.listener.active -= 1
+        super().connection_lost(error)
+
+    def eof_received(self) -> bool | None:
+        return False if self._refused else super().eof_received()
+
+    def data_received(self, data: bytes) -> None:
+        if not self._refused:  # bytes a refused client sent before the close are dropped
+            super().data_received(data)
 
 
 class _Handler:
@@ -236,6 +283,9 @@ class SmtpListener:
     # open sessions: senders keep theirs open between mails, so stop() closes them itself
     _sessions: weakref.WeakSet[SMTP] = field(default_factory=weakref.WeakSet)
     sessions: int = 0  # SMTP sessions opened to us so far
+    max_sessions: int = DEFAULT_MAX_SESSIONS  # open at once; one more is answered 421 and closed
+    active: int = 0  # sessions open now
+    refused: int = 0  # connections refused with 421 so far
 
     def __post_init__(self) -> None:
         self.recipients = {mail_address(r).lower() for r in self.recipients}
@@ -247,7 +297,8 @@ class SmtpListener:
         loop = asyncio.get_running_loop()
         # aiosmtpd limits its reader (and so every line) by the class's `line_length_limit`: a line may
         # be as long as the mail may be; commands keep their own 512-byte limit
-        smtp_class = type("LongLineSMTP", (SMTP,), {"line_length_limit": self.max_bytes})
+        smtp_class = type("LongLineSMTP", (_LimitedSMTP,), {"line_length_limit": self.max_bytes,
+                                                             "listener": self})
 
         def session() -> SMTP:
             s = smtp_class(handler, hostname="hub.local", data_size_limit=self.max_bytes,

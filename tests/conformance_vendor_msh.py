@@ -1,11 +1,12 @@
 """A vendor's message service in a process of its own, for tests/test_conformance_vendor_ebms.py.
 
-    python tests/conformance_vendor_msh.py PROFILE.toml PKI_DIR ROOT [--mute]
+    python tests/conformance_vendor_msh.py PROFILE.toml PKI_DIR ROOT [--mute | --ack-everything]
 
 Listens for ebXML over HTTP on 127.0.0.1 (port 0), writes its CPP to ROOT/cpp.xml and its URL on the
 first line of stdout, then waits for the test centre's CPA in ROOT/cpa.xml and installs it. Behind the
 message service a simulated receiving system answers with AppRecs. `--mute`: the message service takes
-messages in and never sends an ebMS signal back (no Acknowledgment, no MessageError).
+messages in and never sends an ebMS signal back (no Acknowledgment, no MessageError);
+`--ack-everything`: where it should answer with a MessageError it answers with an Acknowledgment.
 
 It is the hub's own Msh (hub.conformance.ebms.SystemGateway), not an independent implementation: what
 it shows is the runner driving a separate process over real HTTP with a CPA, not interoperability with
@@ -55,9 +56,18 @@ class VendorGateway(SystemGateway):
             self.installed = cpa.stat().st_mtime_ns
             self.msh.cpas = CpaRepository([load_cpa(cpa.read_bytes(), str(cpa))])
 
+    ack_everything = False  # the faulty release: a MessageError is replaced by the last Acknowledgment
+    last_ack = None
+
     async def on_http(self, entity: bytes):  # noqa: ANN201 - HttpReply
         self.install()
-        return await super().on_http(entity)
+        reply = await super().on_http(entity)
+        kind = self.gateway.outcomes[-1].response_kind if self.gateway.outcomes else None
+        if kind == "ack":
+            self.last_ack = reply
+        elif kind == "error" and self.ack_everything and self.last_ack is not None:
+            return self.last_ack
+        return reply
 
     def post(self, data: bytes, *, sender: int, receiver: int, action: str, conversation: str,
              answers: str | None = None) -> str:
@@ -73,6 +83,7 @@ def main() -> None:
     gateway = VendorGateway(profile, root, pki, transport="http")
     gateway.her_ids = [profile.her_id, *[h for h in gateway.her_ids if h != profile.her_id]]
     gateway.mute = "--mute" in sys.argv
+    gateway.ack_everything = "--ack-everything" in sys.argv
     ident = pki.identity(profile.slug)
     roles = roles_of_claims(profile, {m.key: m for m in message_types()})
     (root / "cpp.xml").write_bytes(cpp_of(CpaParty(str(profile.her_id), profile.name, ident.sign_cert,

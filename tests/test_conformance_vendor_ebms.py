@@ -126,6 +126,16 @@ def test_a_vendor_msh_that_never_acknowledges_fails_the_ebms_cases(tmp_path, ven
     assert cases["M.valid"]["verdict"] == "pass"
 
 
+def test_a_vendor_msh_that_acknowledges_a_tampered_envelope_fails_that_case(tmp_path, vendor):
+    url, root = vendor("--ack-everything")
+    code, report = _run(tmp_path, url, root, "--direction", "M")
+    failed = {k: c for k, c in _cases(report).items() if c["verdict"] == "fail"}
+    assert code == 1
+    assert "M.ebms-tampered" in failed
+    assert failed["M.ebms-tampered"]["findings"][0]["text"].startswith("Acknowledgment")
+    assert set(failed) == {"M.ebms-tampered"}, {k: c["observed"] for k, c in failed.items()}
+
+
 def test_grading_of_the_ebms_cases():
     ack, err = Signal("ack"), Signal("error", [SECURITY_FAILURE])
     assert grade_duplicate([ack, ack], 1) == []

@@ -381,13 +381,15 @@ def test_sha1_kith_documents_refused_s01_unless_the_peer_allows(pki, parties):  
     assert check.check(doc, facts) is None
 
 
+def unsigned(root: etree._Element) -> None:
+    """A CPA edit: no envelope signature asked for, for any action."""
+    for b in root.iter(f"{C}BusinessTransactionCharacteristics"):
+        b.set(f"{C}isNonRepudiationRequired", "false")
+        b.set(f"{C}isAuthenticated", "none")
+
+
 def test_unsigned_envelope_only_where_the_cpa_asks_for_no_signature(reference: Path, parties):  # noqa: ANN001
     partner, nav, gp, lab, _ = parties
-
-    def unsigned(root: etree._Element) -> None:
-        for b in root.iter(f"{C}BusinessTransactionCharacteristics"):
-            b.set(f"{C}isNonRepudiationRequired", "false")
-            b.set(f"{C}isAuthenticated", "none")
 
     from hub.ebxml.envelope import parse_envelope
     from hub.xmlsafe import parse_bytes
@@ -479,3 +481,31 @@ def test_cpa_show_and_check_list_versions_and_say_which_applies(reference: Path,
     r = run(app, ["cpa", "show", "nav:qass:31162", "--cpa-dir", str(tmp_path), "--at",
                   "2026-03-01T00:00:00Z"])
     assert r.exit_code == 0 and "applies" in r.output and "not valid" in r.output
+
+
+def test_we_send_unsigned_only_where_the_cpa_asks_for_no_signature(reference: Path, parties):  # noqa: ANN001
+    """Sending follows the CPA too: signed by default, unsigned where it asks for no signature; either
+    way the receiver delivers it and its Acknowledgment matches what we sent."""
+    from hub.ebxml.envelope import parse_envelope
+
+    partner, nav, gp, lab, _ = parties
+    certs = (gp.sign_cert, gp.enc_cert, lab.sign_cert, lab.enc_cert)
+    for edit, signed in ((None, True), (unsigned, False)):
+        repo = repo_of(nav_cpa(reference, *certs, edit=edit))
+        assert plan_send(repo, PARTNER, NAV, NOW, "OppgjorsKontroll", "Oppgjorskrav").sign is signed
+        sender = Msh([partner], cpas=repo)
+        out = sender.send(from_her=PARTNER, to_her=NAV, payload=DOC, now=NOW, service="OppgjorsKontroll",
+                          action="Oppgjorskrav")
+        assert parse_envelope(parse_package(out.data).soap).signed is signed
+        assert (b"xmldsig#" in parse_package(out.data).soap) is signed
+        got: list[Delivery] = []
+        res = Msh([nav], cpas=repo, handoff=got.append).receive(out.data, NOW, transport="smtp")
+        assert res.status == "delivered" and list(got[0].payloads.values()) == [DOC], res.errors
+        assert res.response is not None
+        ack = sender.receive(res.response, NOW, transport="smtp")
+        assert ack.status == "signal" and not ack.errors and ack.matched is not None
+        assert ack.matched.acked_at == NOW
+    # the unsigned message under the CPA that requires a signature is refused, as a received one is
+    strict = repo_of(nav_cpa(reference, *certs))
+    res = Msh([nav], cpas=strict).receive(out.data, NOW, transport="smtp")
+    assert res.status == "rejected" and any(e.code == EbmsError.SECURITY_FAILURE for e in res.errors)

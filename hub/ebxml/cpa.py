@@ -513,6 +513,7 @@ class SendPlan:
     signature_algorithm: str | None = None
     digest_algorithm: str | None = None
     encrypt: bool = True  # register default: payloads are always encrypted (HITS 1171)
+    sign: bool = True  # the envelope signature; off only where the CPA asks for none for the action
     compress: bool = False
     protocol: str | None = None  # SMTP | HTTP | AMQP of the receiver's channel
     channel_id: str | None = None  # the receiver's DeliveryChannel used
@@ -623,6 +624,7 @@ def plan_send(repo: CpaRepository | None, our_her: str, receiver_her: str, at: d
         signature_algorithm=de.signature_algorithm if de else None,
         digest_algorithm=de.hash_function if de else None,
         encrypt=prot.encrypt,
+        sign=prot.signature_required,
         compress=bool(prot.package and prot.package.compressed),
         protocol=_protocol(other, rchannel),
         channel_id=rchannel.channel_id if rchannel else None,

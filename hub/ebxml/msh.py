@@ -312,7 +312,8 @@ class Msh:
         method = RSA_SHA1 if plan.signature_algorithm and plan.signature_algorithm.endswith("rsa-sha1") \
             else RSA_SHA256
         digest = SHA1 if method == RSA_SHA1 and (plan.digest_algorithm or "").endswith("sha1") else SHA256
-        refs = self._sign(party, root, {cid: cms}, method, digest)
+        # unsigned only where the CPA says isNonRepudiationRequired="false" and isAuthenticated="none"
+        refs = self._sign(party, root, {cid: cms}, method, digest) if plan.sign else []
         data = build_package(serialize(root), [(cid, cms)], soap_base64=soap_base64,
                              payload_type=PKCS7_TYPE if plan.encrypt else
                              GZIP_TYPE if plan.compress else PLAIN_TYPE)

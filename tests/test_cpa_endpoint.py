@@ -18,8 +18,8 @@ from test_relay_network import (
     free_port,
     mails,
     one,
-    party,
     record_mails,
+    register_a,
     register_b,
 )
 
@@ -53,23 +53,11 @@ def _cpa(home: Path, receiver_endpoint: str) -> Path:
     return folder
 
 
-def _register_a(pki: Path) -> str:
-    b = {"endpoint": f"mailto:{WRONG}", "pki_party": "lab", "pki": pki}
-    return "".join([
-        party(80000, "Relay A", local=True),
-        party(82001, "Legekontoret Fjordbyen", local=True, pki_party="gp", pki=pki),
-        party(82002, "Kari Fjeld", parent=82001),
-        party(81000, "Relay B", **b),
-        party(81001, "Fjordbyen sykehus HF", **b),
-        party(81002, "Medisinsk poliklinikk", parent=81001),
-    ])
-
-
 def _relays(tmp_path: Path, *, with_cpa: bool) -> tuple[Relay, Relay]:
     pki = shared_test_pki().dir
     pa, pb = free_port(), free_port()
     worker = {"network_retries": 0}
-    ca = config(tmp_path / "a", 80000, "hub", _register_a(pki), pa, pb, A_ADDR, worker)
+    ca = config(tmp_path / "a", 80000, "hub", register_a(pki, f"mailto:{WRONG}"), pa, pb, A_ADDR, worker)
     cb = config(tmp_path / "b", 81000, "lab", register_b(pki), pb, pa, B_ADDR, worker)
     if with_cpa:
         ca.cpa_dir = _cpa(tmp_path / "a", f"mailto:{B_ADDR}")
@@ -126,7 +114,7 @@ def test_the_dry_run_route_names_the_cpa_endpoint(tmp_path: Path) -> None:
 
     pki = shared_test_pki().dir
     reg_file = tmp_path / "register.toml"
-    reg_file.write_text(_register_a(pki).replace(f'endpoint = "mailto:{WRONG}"',
+    reg_file.write_text(register_a(pki, f"mailto:{WRONG}").replace(f'endpoint = "mailto:{WRONG}"',
                                                  f'endpoint = "mailto:{WRONG}"\ncpa = "{CPA_ID}"'),
                         encoding="utf-8")
     register = load_toml(reg_file)

@@ -118,7 +118,19 @@ class Outbound:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(5)
             self._thread = None
+        if not self.loop.is_running() and not self.loop.is_closed():
+            # what was handed over while stopping still has to run its callbacks and be cancelled, or
+            # its coroutine and task are dropped half-born (never awaited / destroyed while pending)
+            self.loop.run_until_complete(self._cancel_rest())
         self.loop.close()
+
+    @staticmethod
+    async def _cancel_rest() -> None:
+        await asyncio.sleep(0)  # callbacks scheduled from other threads make their tasks now
+        rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for t in rest:
+            t.cancel()
+        await asyncio.gather(*rest, return_exceptions=True)
 
 
 class Network:

@@ -589,19 +589,25 @@ def family_of(namespace: str, mig_version: str | None = None) -> Family | None:
 _Level = tuple[etree._Element | None, Ids, _Empty]
 
 
-def _additional_id(el: etree._Element) -> tuple[str, str]:
-    """(Type code, Id) of an own-root AdditionalId ("" for what it lacks)."""
-    id_el = type_el = None
-    for c in el:
+def _first_two(el: etree._Element, a: str, b: str) -> tuple[etree._Element | None, etree._Element | None]:
+    """The first child named `a` and the first named `b`, by local name, in one pass over a slice."""
+    first_a = first_b = None
+    for c in el[:]:
         t = c.tag
         if not isinstance(t, str):
             continue
         local = t[t.find("}") + 1:]
-        if local == "Id":
-            if id_el is None:
-                id_el = c
-        elif local == "Type" and type_el is None:
-            type_el = c
+        if local == a:
+            if first_a is None:
+                first_a = c
+        elif local == b and first_b is None:
+            first_b = c
+    return first_a, first_b
+
+
+def _additional_id(el: etree._Element) -> tuple[str, str]:
+    """(Type code, Id) of an own-root AdditionalId ("" for what it lacks)."""
+    id_el, type_el = _first_two(el, "Id", "Type")
     v = _text(id_el) or ""
     typ = _code(type_el) or ""
     return typ, her_digits(v) if typ == "HER" else v
@@ -683,17 +689,7 @@ def _hcp_party(hcp: etree._Element | None, rec: _Rec = None) -> Party | None:
     """hcp_party, noting the TypeIds it reads in `rec`."""
     if hcp is None:
         return None
-    inst = prof = None
-    for c in hcp[:]:  # the first Inst and HCProf child, by local name
-        t = c.tag
-        if not isinstance(t, str):
-            continue
-        local = t[t.find("}") + 1:]
-        if local == "Inst":
-            if inst is None:
-                inst = c
-        elif local == "HCProf" and prof is None:
-            prof = c
+    inst, prof = _first_two(hcp, "Inst", "HCProf")
     if inst is None:
         if prof is None:
             return Party()

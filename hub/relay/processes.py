@@ -3,8 +3,8 @@ the checks, signing, encryption and delivery over the node's store (SQLite WAL o
 
 How work reaches a worker process: a message stored as `received` carries an admission lease in its
 INSERT (`Store.birth_lease`): the main process keeps it (its own worker admits it at once, as with one
-process) while its threads have room, and otherwise stores it held by nobody and wakes the workers
-through their stdin pipes; the first process whose `claim_received` takes it admits it. The lease is
+process) while its threads have room, and otherwise gives it to the next live worker process, which
+it tells the message's id down its stdin pipe: no claim, no extra commit. The lease is
 not a state (hub.relay.lifecycle still decides every state); the commit that records the verdict ends
 it, and a process that dies leaves its leases to run out (or its restart, under the same name, takes
 them back at once), so admission, with its answers to the sender, runs once per message. Due work
@@ -48,7 +48,8 @@ class _Child:
 
 
 class Supervisor:
-    """Starts `processes - 1` worker processes, wakes them, restarts them when they die, stops them."""
+    """Starts `processes - 1` worker processes, hands them messages, restarts them when they die, stops
+    them."""
 
     def __init__(self, settings_json: str, base: Path, node: str, processes: int,
                  log_level: str | None = None, log_format: str | None = None) -> None:
@@ -57,6 +58,7 @@ class Supervisor:
         self.children = [_Child(n) for n in worker_names(node, processes)]
         self._stop = threading.Event()
         self._lock = threading.Lock()
+        self._turn = 0
         self._thread: threading.Thread | None = None
 
     def _spawn(self, c: _Child) -> None:
@@ -88,13 +90,29 @@ class Supervisor:
         with self._lock:
             return {c.name: c.proc.pid for c in self.children if c.proc is not None and c.proc.poll() is None}
 
-    def wake(self) -> None:
-        """Something waits to be claimed: every live worker looks (one byte down its stdin)."""
+    def pick(self) -> str | None:
+        """The next live worker process, in turn (None: none is up)."""
+        with self._lock:
+            n = len(self.children)
+            for k in range(n):
+                c = self.children[(self._turn + k) % n]
+                if c.proc is not None and c.proc.poll() is None:
+                    self._turn = (self._turn + k + 1) % n
+                    return c.name
+        return None
+
+    def hand(self, name: str, message_id: str) -> None:
+        """Tell worker process `name` that a message it holds was stored (a line down its stdin). Lost
+        if it just died: its restart takes back what it held."""
+        self._send(f"{message_id}\n".encode(), name)
+
+    def _send(self, line: bytes, name: str | None = None) -> None:
         with self._lock:
             for c in self.children:
-                if c.proc is not None and c.proc.stdin is not None and c.proc.poll() is None:
+                if (name is None or c.name == name) and c.proc is not None and c.proc.stdin is not None \
+                        and c.proc.poll() is None:
                     with contextlib.suppress(OSError, ValueError):
-                        c.proc.stdin.write(b"w")
+                        c.proc.stdin.write(line)
                         c.proc.stdin.flush()
 
     def _watch(self) -> None:
@@ -175,16 +193,10 @@ def worker_main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the main process, which stops us
 
     def wakes() -> None:
-        fd = stdin.fileno()
-        while True:
-            try:
-                data = os.read(fd, 4096)
-            except OSError:
-                data = b""
-            if not data:
-                done.set()  # the main process stopped (or died): finish and go
-                return
-            relay.worker.wake_received()
+        for line in stdin:  # a line per message the main process gave us: its id
+            if mid := line.strip().decode():
+                relay.worker.notify_received(mid)
+        done.set()  # the main process stopped (or died): finish and go
 
     relay.start()
     threading.Thread(target=wakes, name="wakes", daemon=True).start()

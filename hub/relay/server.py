@@ -184,7 +184,7 @@ class Relay:
         self._own_store = store is None
         self.worker_only = worker_only
         self.processes: Supervisor | None = None
-        self._kept = threading.local()  # did this thread's last intake keep its message (processes > 1)
+        self._kept = threading.local()  # which worker process this thread's last intake gave its message
         if cfg.worker.processes > 1 or worker_only:
             cfg.worker.leased_admission = True
         self.register = regmod.load(cfg.register) if cfg.register else regmod.Register()
@@ -234,7 +234,7 @@ class Relay:
 
         def stored(mid: str, m: Any, data: bytes) -> None:  # noqa: ANN401
             logs.log_state("received", m, f"by {m.channel}", cfg.node)
-            if not self._left():
+            if not self._left(mid):
                 self.worker.notify_received(mid, m, data)
 
         self.intake = Intake(self.store, node=cfg.node, on_stored=stored)
@@ -273,27 +273,30 @@ class Relay:
 
     def _birth_lease(self, actor: str) -> tuple[str, timedelta] | None:
         """processes > 1: keep a message stored here while this process's threads have room (or no worker
-        process is up), else leave it to the first worker process that claims it."""
+        process is up), else give it to a worker process (in turn) in the same INSERT: it is told the id
+        and admits it without a claim of its own."""
         w = self.worker.cfg
-        keep = self.processes is None or self.processes.alive() == 0 or \
-            self.worker.load() < max(1, w.threads // w.processes)
-        self._kept.last = keep
-        return (w.node, w.lease) if keep else None
+        to = None
+        if self.processes is not None and self.worker.load() >= max(1, w.threads // w.processes):
+            to = self.processes.pick()
+        self._kept.to = to
+        return (to or w.node, w.lease)
 
     def _kept_here(self) -> bool:
         """After an intake on this thread stored a message: is it this process's worker's to admit?"""
-        return bool(getattr(self._kept, "last", True))
+        return getattr(self._kept, "to", None) is None
 
-    def _left(self) -> bool:
-        """The message just stored on this thread is left to the worker processes: wake them."""
-        if self._kept_here():
+    def _left(self, mid: str) -> bool:
+        """The message just stored on this thread went to a worker process: tell it."""
+        to = getattr(self._kept, "to", None)
+        if to is None:
             return False
         assert self.processes is not None
-        self.processes.wake()
+        self.processes.hand(to, mid)
         return True
 
     def _network_received(self, mid: str) -> None:
-        if self._left():
+        if self._left(mid):
             return
         if logs.enabled(logging.INFO):  # the intake hands over the id only: read it for the log line
             m = self.store.get(mid)

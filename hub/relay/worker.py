@@ -163,11 +163,6 @@ class Worker:
         self._due.set()
         self._wake.set()
 
-    def wake_received(self) -> None:
-        """Another process stored a message it leaves to whoever claims it first (leased admission)."""
-        self._recv_due.set()
-        self._wake.set()
-
     def load(self) -> int:
         """Messages waiting for or in this worker's threads."""
         with self._lock:

@@ -23,6 +23,7 @@ from hub.relay.pipeline import DeliveryError, Route, RouteKind
 from hub.store import Message
 
 SPOOL_DIRS = ("out", "in", "archive", "error")
+SIGNAL = "ebxml-signal"  # artefact kind: the peer's last ebMS signal about a message we sent
 
 
 class Outcome(StrEnum):
@@ -199,7 +200,7 @@ class NetworkDeliverer:
     (hub.transport) does the sending and raises its own errors, which `pipeline.classify` sorts.
     """
 
-    def __init__(self, send: Callable[[Route, bytes, Message], Delivery],
+    def __init__(self, send: Callable[..., Delivery],
                  prepare: Callable[[Route, bytes, Message], dict[str, bytes]] | None = None) -> None:
         self._send = send
         self._prepare = prepare
@@ -207,7 +208,11 @@ class NetworkDeliverer:
     def prepare(self, route: Route, data: bytes, message: Message) -> dict[str, bytes] | None:
         return self._prepare(route, data, message) if self._prepare is not None else None
 
-    def deliver(self, route: Route, data: bytes, message: Message) -> Delivery:
+    def deliver(self, route: Route, data: bytes, message: Message, *,
+                prepared: dict[str, bytes] | None = None) -> Delivery:
+        """`prepared`: what prepare() made for this attempt and the claim stored (else read back)."""
         if route.kind not in (RouteKind.SMTP, RouteKind.HTTP):
             raise DeliveryError("route", f"not a network route: {route.kind}", permanent=True)
+        if prepared:
+            return self._send(route, data, message, prepared=prepared)
         return self._send(route, data, message)

@@ -27,7 +27,7 @@ from hub.ebxml.mime import Package
 from hub.ebxml.msh import Msh, Outcome, sent_references
 from hub.ebxml.msh import Sent as MshSent
 from hub.relay import pipeline as pl
-from hub.relay.delivery import Deliverer, Delivery, NetworkDeliverer
+from hub.relay.delivery import SIGNAL, Deliverer, Delivery, NetworkDeliverer
 from hub.relay.delivery import Outcome as Sent
 from hub.store import Message, Store
 from hub.transport import NoChannel
@@ -37,7 +37,6 @@ log = logging.getLogger("hub.relay.ebms_delivery")
 
 OUT = "ebxml-out"  # the signed+encrypted package we send; every retry sends these bytes
 ENDPOINT = "ebxml-endpoint"  # where OUT goes (the CPA's channel endpoint, else the register's)
-SIGNAL = "ebxml-signal"  # the peer's last signal about a message we sent
 
 # send(entity, endpoint, subject) -> the HTTP reply (status, entity) or None (mail); raises on failure
 Send = Callable[[bytes, str, str], Any]
@@ -126,7 +125,7 @@ class SentInStore:
 
 class EbmsDelivery:
     def __init__(self, store: Store, msh: Msh, *, her_id: int, send: Send,
-                 on_ack: Callable[[str, str], object], on_nack: Callable[[str, str, str], object]) -> None:
+                 on_ack: Callable[..., object], on_nack: Callable[[str, str, str], object]) -> None:
         self.store, self.msh, self.her_id = store, msh, her_id
         self.send, self.on_ack, self.on_nack = send, on_ack, on_nack
 
@@ -140,10 +139,15 @@ class EbmsDelivery:
         entity, endpoint = self._build(route, data, message, _out_id(message))
         return {OUT: entity, ENDPOINT: endpoint.encode()}
 
-    def deliver(self, route: pl.Route, data: bytes, message: Message) -> Delivery:
+    def deliver(self, route: pl.Route, data: bytes, message: Message, *,
+                prepared: dict[str, bytes] | None = None) -> Delivery:
+        """`prepared`: prepare()'s artefacts, stored with the claim just now (else read from the store)."""
         out_id = _out_id(message)
-        entity = self.store.blob(message.id, OUT)  # prepared and stored with the claim, or by an earlier try
-        stored = self.store.blob(message.id, ENDPOINT) if entity is not None else None
+        prepared = prepared or {}
+        # prepared and stored with the claim, or by an earlier try
+        entity = prepared.get(OUT) or self.store.blob(message.id, OUT)
+        stored = (prepared.get(ENDPOINT) or self.store.blob(message.id, ENDPOINT)) if entity is not None \
+            else None
         endpoint = stored.decode() if stored else route.endpoint
         if entity is None:
             entity, endpoint = self._build(route, data, message, out_id)
@@ -173,8 +177,7 @@ class EbmsDelivery:
                 nack = signal_result(env)
                 if nack is not None:
                     raise pl.DeliveryError(f"ebms.{nack[0]}", nack[1], permanent=True)
-                if env.acknowledgment is not None:
-                    self.store.put_artifact(message.id, SIGNAL, signal)
+                if env.acknowledgment is not None:  # stored (SIGNAL) with the delivered step
                     return Delivery(Sent.DELIVERED, f"http {endpoint}: sync Acknowledgment", out_id,
                                     signal)
         return Delivery(Sent.SENT, f"http {endpoint} {status} (MessageId {out_id})", out_id)
@@ -225,12 +228,14 @@ class EbmsDelivery:
         if fatal:
             log.warning("signal for %s not accepted: %s", ref, "; ".join(map(str, fatal)))
             return outcome
-        m = self.store.get(ref)
-        if m is not None and m.out_message_id == ref:
-            self.store.put_artifact(m.id, SIGNAL, raw)
+        m = self.store.by_out_message_id(ref)
         nack = signal_result(env)
+        if nack is None and env.acknowledgment is not None:
+            # the ack is stored (SIGNAL) in the commit that applies it; the message as just read goes along
+            self.on_ack(ref, f"ebMS Acknowledgment over {channel}", message=m, signal=raw)
+            return outcome
+        if m is not None:
+            self.store.put_artifact(m.id, SIGNAL, raw)
         if nack is not None:
             self.on_nack(ref, *nack)
-        elif env.acknowledgment is not None:
-            self.on_ack(ref, f"ebMS Acknowledgment over {channel}")
         return outcome

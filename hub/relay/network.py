@@ -137,7 +137,7 @@ class Network:
     def __init__(
         self, cfg: RelayConfig, store: Store, register: Register, *,
         on_received: Callable[[str], None],
-        on_ack: Callable[[str, str], object],
+        on_ack: Callable[..., object],  # (RefToMessageId, detail, *, message=, signal=): Worker.on_ack
         on_nack: Callable[[str, str, str], object],
         tap: Callable[..., None],
     ) -> None:

@@ -201,7 +201,7 @@ class Relay:
             self.network = Network(
                 cfg, self.store, self.register, tap=self.tap,
                 on_received=lambda mid: self._network_received(mid),
-                on_ack=lambda ref, detail: self.worker.on_ack(ref, detail),
+                on_ack=lambda *a, **kw: self.worker.on_ack(*a, **kw),
                 on_nack=lambda ref, code, text: self.worker.on_nack(ref, code, text))
         if self.network is not None:
             deliverers.update(self.network.deliverers())

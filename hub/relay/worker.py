@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Protocol
 
 from hub.relay import pipeline as pl
-from hub.relay.delivery import Deliverer, Delivery, FolderDeliverer, Outcome
+from hub.relay.delivery import SIGNAL, Deliverer, Delivery, FolderDeliverer, Outcome
 from hub.relay.lifecycle import Event, IllegalTransition, RetryPolicy, State
 from hub.relay.register import Register
 from hub.store import (
@@ -359,12 +359,13 @@ class Worker:
                       artifacts=arts)]
         route = decision.route
         deliverer = self.deliverers.get(route.kind)
+        prepared: dict[str, bytes] | None = None
         if deliverer is not None and (expires is None or expires > now):
             # claimed in the same commit and delivered by this thread below: no claim_due round,
             # no second commit, no hand-over to another thread; what the channel must store before
             # its first attempt (the signed+encrypted envelope) joins that commit too
-            steps.append(Step(Event.CLAIM, claim=self.cfg.lease,
-                              artifacts=self._prepared(deliverer, route, data, _as_stored(msg, meta))))
+            prepared = self._prepared(deliverer, route, data, _as_stored(msg, meta))
+            steps.append(Step(Event.CLAIM, claim=self.cfg.lease, artifacts=prepared))
         seen = self.peer_seen(msg) if network_in and self.peer_seen is not None else None
         # the sender's MsgId becomes this message's in the same commit (issue 12: whatever the intake)
         key = pl.msg_id_key(self.register, facts, hashlib.sha256(data).hexdigest())
@@ -382,7 +383,7 @@ class Worker:
         if decision.closes:
             self._close_original(m, facts)
         if ms[-1].state is State.SENDING:
-            self.deliver(ms[-1], route, data)
+            self.deliver(ms[-1], route, data, prepared)
         else:
             self.wake()
 
@@ -497,8 +498,10 @@ class Worker:
             self.notifier(rejected, reject.reason)
 
     # --- stage: deliver ------------------------------------------------------------------------------
-    def deliver(self, msg: Message, route: pl.Route | None = None, payload: bytes | None = None) -> None:
-        """Deliver a claimed message; `route` and `payload` (the KITH document) when admit has them."""
+    def deliver(self, msg: Message, route: pl.Route | None = None, payload: bytes | None = None,
+                prepared: dict[str, bytes] | None = None) -> None:
+        """Deliver a claimed message; `route` and `payload` (the KITH document) when admit has them, and
+        `prepared`: what the deliverer's prepare() made and the claim's commit stored (not read back)."""
         try:
             if route is None:
                 her = pl._int(msg.receiver_her)
@@ -518,7 +521,8 @@ class Worker:
             if deliverer is None:
                 raise pl.DeliveryError("route.channel", f"no {route.kind.value} channel is configured",
                                        permanent=True)
-            result = deliverer.deliver(route, data, msg)
+            result = deliverer.deliver(route, data, msg, prepared=prepared) if prepared \
+                else deliverer.deliver(route, data, msg)
         except LeaseLost:
             return
         except Exception as exc:  # noqa: BLE001 - sorted into transient/permanent below
@@ -536,8 +540,10 @@ class Worker:
             self.tap("sent", m, result.detail)
             return
         # delivered and what follows (awaiting the AppRec, or completed) in one commit
+        # an HTTP sync Acknowledgment is stored (SIGNAL) in this commit too
         ack = Step(Event.ACK, result.detail,
-                   {"out_message_id": result.out_message_id} if result.out_message_id else None)
+                   {"out_message_id": result.out_message_id} if result.out_message_id else None,
+                   artifacts={SIGNAL: result.signal} if result.signal else None)
         m, m2 = self.store.advance(msg.id, [ack, self._after_step(msg)], actor=node, lease_owner=node)
         self.tap("delivered", m, result.detail)
         self._after_tap(m2)
@@ -558,18 +564,22 @@ class Worker:
         m2 = self.store.advance(m.id, [st], actor=self.cfg.node)[0]
         self._after_tap(m2)
 
-    def on_ack(self, ref_to_message_id: str, detail: str = "ebMS Acknowledgment") -> Message | None:
-        """A peer acknowledged our envelope `ref_to_message_id` (from the SMTP/HTTP intake)."""
-        m = self.store.get(ref_to_message_id)
+    def on_ack(self, ref_to_message_id: str, detail: str = "ebMS Acknowledgment", *,
+               message: Message | None = None, signal: bytes | None = None) -> Message | None:
+        """A peer acknowledged our envelope `ref_to_message_id` (from the SMTP/HTTP intake). `message`:
+        ours as the caller just read it (not read again); `signal`: the Acknowledgment's bytes, stored
+        (delivery.SIGNAL) in the commit that applies it."""
+        m = message if message is not None else self.store.get(ref_to_message_id)
         if m is None or m.out_message_id != ref_to_message_id:
             log.warning("ack for unknown MessageId %s", ref_to_message_id)
             return None
+        arts = {SIGNAL: signal} if signal else None
         before = m.state
         if before in (State.SENDING, State.AWAITING_ACK, State.RETRYING, State.DELIVERED):
             # the ack and what follows delivery in one commit; if the state moved meanwhile, one by one
             try:
-                m, m2 = self.store.advance(m.id, [Step(Event.ACK, detail), self._after_step(m)],
-                                           actor=self.cfg.node)
+                m, m2 = self.store.advance(m.id, [Step(Event.ACK, detail, artifacts=arts),
+                                                  self._after_step(m)], actor=self.cfg.node)
             except IllegalTransition:
                 m2 = None
             if m2 is not None:
@@ -577,6 +587,8 @@ class Worker:
                     self.tap("delivered", m, detail)
                 self._after_tap(m2)
                 return m
+        if arts:
+            self.store.put_artifact(m.id, SIGNAL, arts[SIGNAL])
         m = self.store.transition(m.id, Event.ACK, actor=self.cfg.node, reason=detail)
         if before is not m.state:
             self.tap("delivered", m, detail)

@@ -1025,7 +1025,7 @@ class Store(ABC):
 
     # duplicate elimination -------------------------------------------------------------------------
     def seen_get(self, message_id: str) -> SeenRecord | None:
-        r = self._read(lambda tx: tx.one("SELECT * FROM seen WHERE message_id = ?", (message_id,)))
+        r = self._read_one("SELECT * FROM seen WHERE message_id = ?", (message_id,))  # one statement
         return None if r is None else _seen(r)
 
     def seen_put(
@@ -1063,6 +1063,12 @@ class Store(ABC):
         r = self._read_one(_BY_ID_SQL, (ref, ref.lower()))
         if r is None:
             r = self._read_one(_BY_OTHER_ID_SQL, (ref, ref, ref))
+        return None if r is None else Message.from_row(r)
+
+    def by_out_message_id(self, message_id: str) -> Message | None:
+        """The message we sent onwards as ebXML `message_id` (an ack's RefToMessageId): one indexed
+        lookup, where get() first tries the id columns."""
+        r = self._read_one("SELECT * FROM messages WHERE out_message_id = ?", (message_id,))
         return None if r is None else Message.from_row(r)
 
     def by_prefix(self, prefix: str, limit: int = 2) -> list[Message]:

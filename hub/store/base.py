@@ -1043,12 +1043,14 @@ class Store(ABC):
 
     @staticmethod
     def _seen_insert(tx: Tx, message_id: str, digest: str, response: bytes, t: datetime) -> SeenRecord:
-        tx.execute(
+        # the inserted row comes back with the INSERT; only a record there before is read (all():
+        # the statement runs to its end before the commit)
+        rows = tx.all(
             "INSERT INTO seen (message_id, digest, response, created_at) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (message_id) DO NOTHING",
+            "ON CONFLICT (message_id) DO NOTHING RETURNING *",
             (message_id, digest, response, t),
         )
-        r = tx.one("SELECT * FROM seen WHERE message_id = ?", (message_id,))
+        r = rows[0] if rows else tx.one("SELECT * FROM seen WHERE message_id = ?", (message_id,))
         assert r is not None
         return _seen(r)
 

@@ -52,13 +52,27 @@ def _param(v: Any) -> Any:  # noqa: ANN401
     return v
 
 
-def _load(row: sqlite3.Row) -> Row:
-    out: Row = dict(zip(row.keys(), row, strict=True))
-    for k in _TIME_COLUMNS.intersection(out):
-        v = out[k]
-        if isinstance(v, str):
-            # fromisoformat reads _FMT in C; strptime took ~30 us a column, a third of a transition
-            out[k] = datetime.fromisoformat(v).replace(tzinfo=UTC)
+def _params(params: Sequence[Any]) -> list[Any]:
+    # a statement has up to ~40 parameters, few of them times: a type test each, a call only for those
+    return [_param(p) if isinstance(p, datetime) else p for p in params]
+
+
+def _rows(cur: sqlite3.Cursor, rows: list[tuple[Any, ...]]) -> list[Row]:
+    """Rows as dicts by column name, times read back as aware datetimes (the column names looked at
+    once per statement, not per row)."""
+    if not rows:
+        return []
+    names = [d[0] for d in cur.description]
+    times = [(i, n) for i, n in enumerate(names) if n in _TIME_COLUMNS]
+    out: list[Row] = []
+    for r in rows:
+        d: Row = dict(zip(names, r, strict=True))
+        for i, n in times:
+            v = r[i]
+            if isinstance(v, str):
+                # fromisoformat reads _FMT in C; strptime took ~30 us a column, a third of a transition
+                d[n] = datetime.fromisoformat(v).replace(tzinfo=UTC)
+        out.append(d)
     return out
 
 
@@ -68,16 +82,18 @@ class _Tx:
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         self.store.statements += 1
-        return self.conn.execute(sql, [_param(p) for p in params]).rowcount
+        return self.conn.execute(sql, _params(params)).rowcount
 
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         self.store.statements += 1
-        return [_load(r) for r in self.conn.execute(sql, [_param(p) for p in params]).fetchall()]
+        cur = self.conn.execute(sql, _params(params))
+        return _rows(cur, cur.fetchall())
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         self.store.statements += 1
-        r = self.conn.execute(sql, [_param(p) for p in params]).fetchone()
-        return None if r is None else _load(r)
+        cur = self.conn.execute(sql, _params(params))
+        r = cur.fetchone()
+        return None if r is None else _rows(cur, [r])[0]
 
 
 _STOP = object()
@@ -119,7 +135,6 @@ class SQLiteStore(Store):
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.row_factory = sqlite3.Row
         conn.execute(f"PRAGMA busy_timeout={int(self._busy)}")
         conn.execute("PRAGMA foreign_keys=ON")
         return conn

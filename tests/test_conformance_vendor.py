@@ -238,3 +238,49 @@ def test_a_bundled_system_without_its_simulation_is_tested_like_a_vendors_own(tm
     sent = list((folder / "in").glob("*.xml"))
     assert len(sent) >= 10 and sum(b"85021" in p.read_bytes() for p in sent) >= 10  # its service
     assert f"{folder / 'in'}" in res.stderr.replace("\n", "")
+
+
+# --- copy receivers (AppRec sheet #7-#11, #35-#40): a PLO cell, whose acceptance test has them ------------
+
+PLO_PROFILE = PROFILE + """
+[[claim]]
+message = "Innleggelsesrapport"
+version = "1.5"
+directions = ["M"]
+"""
+COPY_CASES = {"M.copy-primary", "M.copy-copy", "M.copy-both", "M.copy-primary-rejected",
+              "M.copy-copy-rejected", "M.copy-both-rejected"}
+
+
+def _run_plo(tmp_path: Path, folder: Path) -> tuple[int, dict]:
+    profile = tmp_path / "folder-epj-plo.toml"
+    profile.write_text(PLO_PROFILE, encoding="utf-8")
+    res = CliRunner().invoke(app, ["conformance", "run", "--profile", str(profile), "--endpoint",
+                                   f"folder:{folder}", "--message", "Innleggelsesrapport:1.5",
+                                   "--direction", "M", "--timeout", "3", "--json"],
+                             env={"HUB_HOME": str(tmp_path / "home")})
+    assert res.exit_code in (0, 1), res.output
+    return res.exit_code, json.loads(res.stdout)
+
+
+@pytest.mark.parametrize(("behaviour", "failing"), [
+    ("correct", set()),
+    ("copy-as-primary", {"M.copy-copy", "M.copy-both", "M.copy-copy-rejected", "M.copy-both-rejected"}),
+    ("one-apprec", {"M.copy-both", "M.copy-both-rejected"}),
+])
+def test_copy_receiver_cases_pass_a_correct_vendor_system_and_catch_a_wrong_one(tmp_path, vendor, behaviour,
+                                                                                failing):
+    """The vendor's system answers once per receiver of its own: as the primary (Role SPR), as the copy
+    receiver (Role COP), as both when both are in its organisation (the second message a duplicate)."""
+    code, report = _run_plo(tmp_path, vendor(behaviour))
+    [cell] = report["cells"]
+    by_id = {c["id"]: c for c in cell["cases"]}
+    assert COPY_CASES <= set(by_id)
+    assert set(_failed(report)) == failing, _failed(report)
+    assert code == (1 if failing else 0)
+    for case in failing:
+        assert "apprec.receivers" in _failed(report)[case]
+        assert by_id[case]["criterion"].startswith("apprec-sheet#")
+    if not failing:
+        assert by_id["M.copy-both"]["observed"].count("(COP)") == 1
+        assert by_id["M.copy-both"]["observed"].count("(SPR)") == 1

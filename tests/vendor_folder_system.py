@@ -1,15 +1,19 @@
 """A vendor's EPJ system as the conformance runner meets it: plain KITH XML files in a folder.
 
 Written for the tests WITHOUT importing `hub`: it reads, validates (xmlschema, against the XSD files
-it is given) and answers Dialogmelding 1.0 messages the way a GP system's communication module does,
-and writes the Dialogmelding the tester orders. It knows only the folder layout of `folder:DIR`:
+it is given) and answers Dialogmelding 1.0 and PLO Innleggelsesrapport 1.5 messages the way a
+communication module does, one AppRec per receiver of its own the message names (primary receiver,
+copy receiver: MsgHead OtherReceiver with RoleReceiver COP; AppRec sheet #7-#11), and writes the
+Dialogmelding the tester orders. It knows only the folder layout of `folder:DIR`:
 
     DIR/in/*.xml        messages for the system (it takes them)
     DIR/out/*.xml       everything it sends: AppRecs and its own messages
     DIR/orders/*.json   what the tester asks it to send
     DIR/patients.json   the test patients registered in it
 
-Behaviours (--behaviour): correct | always-ok | wrong-original-id | no-mirror | mute | answers-apprecs.
+Behaviours (--behaviour): correct | always-ok | wrong-original-id | no-mirror | mute | answers-apprecs |
+copy-as-primary (answers as the primary receiver where it is the copy receiver) | one-apprec (one
+AppRec per message where two of its receivers are named).
 Runs until DIR/stop exists.
 
     python tests/vendor_folder_system.py DIR --her 87010 --service 87011 --name "Folder EPJ" --schemas schemas
@@ -31,6 +35,8 @@ from lxml import etree
 
 MH = "http://www.kith.no/xmlstds/msghead/2006-05-24"
 DIALOG = "http://www.kith.no/xmlstds/dialog/2006-10-11"
+INNLEGGELSESRAPPORT = "http://www.kith.no/xmlstds/po/Innleggelsesrapport/2009-06-30"
+PAYLOAD_SCHEMAS = {DIALOG: "Dialogmelding-v1.0.xsd", INNLEGGELSESRAPPORT: "PLO-Innleggelsesrapport-v1.5.xsd"}
 APPREC = "http://www.kith.no/xmlstds/apprec/2004-11-21"
 ERROR_OID = "2.16.578.1.12.4.1.1.8221"
 HER_OID = "2.16.578.1.12.4.1.1.9051"
@@ -64,8 +70,10 @@ def level(org: etree._Element | None) -> dict:
 class System:
     def __init__(self, root: Path, her: str, services: list[str], name: str, schemas: Path, behaviour: str):
         self.root, self.her, self.services, self.name, self.behaviour = root, her, services, name, behaviour
-        self.schema = xmlschema.XMLSchema([str((schemas / "MsgHead-v1_2.xsd").resolve()),
-                                           str((schemas / "Dialogmelding-v1.0.xsd").resolve())])
+        self.schemas = {ns: xmlschema.XMLSchema([str((schemas / "MsgHead-v1_2.xsd").resolve()),
+                                                 str((schemas / name).resolve())])
+                        for ns, name in PAYLOAD_SCHEMAS.items()}
+        self.schema = self.schemas[DIALOG]
         self.apprec_schema = xmlschema.XMLSchema(str((schemas / "AppRec-v1.0.xsd").resolve()))
         self.seen: set[str] = set()
         self.done_orders: set[str] = set()
@@ -114,26 +122,37 @@ class System:
         msg_id = info.findtext("m:MsgId", namespaces=N) or ""
         sender = info.find("m:Sender/m:Organisation", N)
         receiver = info.find("m:Receiver/m:Organisation", N)
-        to = level(receiver)
-        sub_her = to.get("sub", {}).get("her", "")
-        if to.get("her") != self.her and sub_her not in self.services:
-            return  # not ours at all (sheet #21)
+        copies = info.xpath("m:OtherReceiver[m:RoleReceiver/@V='COP']/m:Organisation", namespaces=N)
+        # Each receiver named in our organisation answers for itself (primary: SPR, copy: COP).
+        ours = [(org, role) for org, role in [(receiver, "SPR"), *((c, "COP") for c in copies)]
+                if level(org).get("her") == self.her]
+        if not ours:
+            sub_her = level(receiver).get("sub", {}).get("her", "")
+            if sub_her not in self.services:
+                return  # not ours at all (sheet #21)
+            ours = [(receiver, "SPR")]
         if msg_id and msg_id in self.seen:
             return  # a duplicate: ignored (sheet #12, #41)
         self.seen.add(msg_id)
-        codes = self.judge(tree, info, to)
-        if self.behaviour == "always-ok":
-            codes = []
-        self.put(self.apprec(info, msg_id, sender, receiver, codes))
+        if self.behaviour == "copy-as-primary":  # wrong: a copy receiver is not the primary one (#10)
+            ours = [(receiver, "SPR") for _org, _role in ours]
+        if self.behaviour == "one-apprec":  # wrong: one AppRec per receiver of ours (#11)
+            ours = ours[:1]
+        for org, role in ours:
+            codes = self.judge(tree, info, level(org))
+            if self.behaviour == "always-ok":
+                codes = []
+            self.put(self.apprec(info, msg_id, sender, org, codes, role))
 
     def judge(self, tree: etree._ElementTree, info: etree._Element, to: dict) -> list[str]:
         if tree.docinfo.doctype:
             return ["T01"]  # no DTDs in KITH messages: not read further
         content = tree.getroot().find("m:Document/m:RefDoc/m:Content", N)
         payload = content[0] if content is not None and len(content) else None
-        if payload is None or etree.QName(payload).namespace != DIALOG:
+        schema = self.schemas.get(etree.QName(payload).namespace) if payload is not None else None
+        if schema is None:
             return ["T10"]
-        if not self.schema.is_valid(tree):
+        if not schema.is_valid(tree):
             return ["T02"]
         codes = []
         if not UUID.match(info.findtext("m:MsgId", namespaces=N) or ""):
@@ -157,7 +176,7 @@ class System:
         return {p.get("ident") for p in json.loads(path.read_text(encoding="utf-8"))}
 
     def apprec(self, info: etree._Element, msg_id: str, sender: etree._Element | None,
-               receiver: etree._Element | None, codes: list[str]) -> bytes:
+               receiver: etree._Element | None, codes: list[str], role: str = "SPR") -> bytes:
         a = f"{{{APPREC}}}"
         root = etree.Element(a + "AppRec", nsmap={None: APPREC})
 
@@ -172,11 +191,15 @@ class System:
         sub(root, "GenDate", datetime.now().replace(microsecond=0).isoformat())
         sub(root, "Id", str(uuid.uuid4()))
         mirror = self.behaviour != "no-mirror"
-        for role, party in (("Sender", level(receiver)), ("Receiver", level(sender))):
+        roles = {"Sender": role, "Receiver": "RECEIVER"}  # AppRec 1.0 (unit sheet #9)
+        texts = {"SPR": "Tjenesteyter", "COP": "Kopimottaker", "RECEIVER": "Mottaker"}
+        for side, party in (("Sender", level(receiver)), ("Receiver", level(sender))):
             if not mirror:  # only our own organisation, and the sender's HER-id: not the addresses written
-                party = {"name": self.name, "her": self.her, "sub": {}} if role == "Sender" else \
+                party = {"name": self.name, "her": self.her, "sub": {}} if side == "Sender" else \
                     {"name": "", "her": party.get("her", ""), "sub": {}}
-            inst = sub(sub(sub(root, role), "HCP"), "Inst")
+            el = sub(root, side)
+            sub(el, "Role", V=roles[side], DN=texts[roles[side]])
+            inst = sub(sub(el, "HCP"), "Inst")
             sub(inst, "Name", party.get("name") or "-")
             sub(inst, "Id", party.get("her", ""))
             sub(inst, "TypeId", V="HER", DN="HER-id")
@@ -288,7 +311,7 @@ def main() -> None:
     ap.add_argument("--schemas", type=Path, required=True)
     ap.add_argument("--behaviour", default="correct",
                     choices=("correct", "always-ok", "wrong-original-id", "no-mirror", "mute",
-                             "answers-apprecs"))
+                             "answers-apprecs", "copy-as-primary", "one-apprec"))
     ap.add_argument("--poll", type=float, default=0.05)
     a = ap.parse_args()
     System(a.dir, a.her, a.service, a.name, a.schemas, a.behaviour).run(a.poll)

@@ -175,6 +175,9 @@ class Case:
     requires: str | None = None  # "security" (hub.security) | "ebxml" (an ebXML transport, not the folder)
     manual: bool = False  # needs a human (96 h timeout, manual matching): listed, not run
     topic: str | None = None  # official cases: what the criterion is about (hub.conformance.official)
+    # Copy-receiver cases: the receivers of the message the system hosts ("primary", "copy"); each
+    # one answers with an AppRec of its own, the others not at all (AppRec sheet #7-#11, #35-#40).
+    receivers: tuple[str, ...] = ()
 
 
 # S checks: (check id, title). The Validator's problems are sorted into them by AppRec code / rule.
@@ -236,6 +239,49 @@ M_BATTERY: tuple[tuple[str, str, Expect, str, str | None], ...] = (
 )
 SECURITY_VARIANTS = frozenset(v for v, *_rest, req in M_BATTERY if req == "security")
 
+# Copy receivers (AppRec system test sheet #7-#11, #35-#40; unit sheet #9 for the Role): the test centre
+# sends a message with a primary receiver and one copy receiver (MsgHead OtherReceiver with
+# RoleReceiver COP; CopyDest in Epikrise and Henvisning), of which the system hosts the one or the
+# other, or both in one organisation (then the message arrives once for each receiver, #11/#40, and
+# the second is a duplicate). Each receiver the system hosts answers with one AppRec: its Sender is
+# that receiver as the message wrote it, with Role PRIM (AppRec 1.1; 1.0: REQ to the requester, SPR
+# to another service provider) or COP; its Receiver the original's sender with Role AVS (1.1) /
+# RECEIVER (1.0). A receiver the system does not host gets no AppRec from it.
+# (variant, title, expect, sheet rows, receivers the system hosts, receivers it does not know)
+COPY_BATTERY: tuple[tuple[str, str, Expect, str, tuple[str, ...]], ...] = (
+    ("copy-primary", "Primary receiver of a message with a copy receiver elsewhere: one AppRec, as the"
+     " primary receiver (Role PRIM; AppRec 1.0: REQ/SPR)", Expect("1"), "7-9", ("primary",)),
+    ("copy-copy", "Copy receiver of a message whose primary receiver is elsewhere: one AppRec, as the copy"
+     " receiver (Role COP)", Expect("1"), "10", ("copy",)),
+    ("copy-both", "Primary and copy receiver in the same organisation, the message received once for each:"
+     " one AppRec per receiver (PRIM and COP), the second message ignored", Expect("1"), "11",
+     ("primary", "copy")),
+    ("copy-primary-rejected", "Primary receiver said to be in the organisation but unknown there, copy"
+     " receiver elsewhere: one AppRec, Avvist E21, as the primary receiver", Expect("2", ("E21",)),
+     "36-38", ("primary",)),
+    ("copy-copy-rejected", "Copy receiver said to be in the organisation but unknown there: one AppRec,"
+     " Avvist E21, as the copy receiver", Expect("2", ("E21",)), "39", ("copy",)),
+    ("copy-both-rejected", "Primary and copy receiver said to be in the organisation, both unknown there:"
+     " one AppRec each (PRIM and COP), Avvist E21, the second message ignored", Expect("2", ("E21",)),
+     "40", ("primary", "copy")),
+)
+COPY_VARIANTS = frozenset(v for v, *_rest in COPY_BATTERY)
+# The cells whose official Mottak acceptance test asks "Håndterer systemet å være kopimottaker av en
+# melding?" and has a primary and copy receiver in one organisation receive the message twice
+# (../shared/reference/akseptansetest-criteria/Akseptansetest-mottak-*.txt, criterion numbers given):
+# the copy-receiver cases apply to these. Dialogmelding 1.0 (2009), Melding om fravær, Orientering om
+# tjenestetilbud and Helseopplysninger ved søknad have no such criterion; neither had the 2007
+# (ELIN-k) approvals, which predate the AppRec test sheet: the 2007 cells are tested as they were.
+COPY_RECEIVER_CELLS: dict[str, str] = {
+    "Epikrise:1.1": "Akseptansetest-mottak-epikrise-v1_1-20100621.txt#19-20",
+    "Henvisning:1.0": "Akseptansetest-mottak-henvisning-v1_0-20100621.txt#26-27",
+    "Helseopplysninger til lege:1.5": "Akseptansetest-mottak-PLO-Helseopplysninger_til_lege-v1_5.txt#19-20",
+    "Innleggelsesrapport:1.5": "Akseptansetest-mottak-PLO-Innleggelsesrapport-v1_5.txt#19-20",
+    "Medisinske opplysninger:1.5": "Akseptansetest-mottak-PLO-Medisinske_opplysninger-v1_5.txt#19-20",
+    "Pasientlogistikk:1.5": "Akseptansetest-mottak-PLO-Pasientlogistikk-v1_5.txt#19-20",
+    "Utskrivningsrapport:1.5": "Akseptansetest-mottak-PLO-Utskrivningsrapport-v1_5.txt#19-20",
+}
+
 
 
 
@@ -291,6 +337,10 @@ def _m_cases(mt: MessageType) -> list[Case]:
     for variant, title, expect, sheet, requires in M_BATTERY:
         out.append(Case(f"M.{variant}", "M", title, source=f"apprec-sheet#{sheet}", variant=variant,
                         expect=expect, requires=requires))
+    if mt.key in COPY_RECEIVER_CELLS:
+        for variant, title, expect, rows, hosted in COPY_BATTERY:
+            out.append(Case(f"M.{variant}", "M", title, source=f"apprec-sheet#{rows}", variant=variant,
+                            expect=expect, receivers=hosted))
     out.append(Case("M.ebms-ack", "M", "Each message is acknowledged at the ebXML level (Acknowledgment)",
                     source="builtin", variant="valid", expect=Expect("1"), requires="ebxml"))
     return out + [c for c in MANUAL if c.direction == "M"]

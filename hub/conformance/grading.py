@@ -120,12 +120,14 @@ def observed_of(doc: Document) -> str:
 
 def grade_apprec(data: bytes, original: bytes, expected: Expect, *, schema_problems: list[dict],
                  signature_problem: str | None = None, also: tuple[str, ...] = (),
-                 criterion: str = "apprec-sheet") -> AppRecGrade:
+                 criterion: str = "apprec-sheet", as_receiver: str | None = None) -> AppRecGrade:
     """Every criterion an AppRec answering `original` must meet. `schema_problems`: the AppRec's
     well-formedness and schema problems (the caller validates); `signature_problem`: why its signature
     does not verify, if it is signed and does not; `also`: codes of further errors the original really
     has (a patient without FNR breaks the schema of a standard that requires it: T02 is right too);
-    `criterion`: the case's own source, which the status and codes are judged by."""
+    `criterion`: the case's own source, which the status and codes are judged by; `as_receiver`
+    ("primary" | "copy"): in a copy-receiver case, which receiver of the original the AppRec answers
+    for: its Sender must mirror that receiver, and both parties carry their Role (unit sheet #9)."""
     doc = read_document(data)
     out = AppRecGrade(observed_of(doc))
     f = out.findings
@@ -147,7 +149,9 @@ def grade_apprec(data: bytes, original: bytes, expected: Expect, *, schema_probl
     orig = read_document(original)
     if orig.info is not None and orig.info.msg_id is not None:
         f += _original_id(ar, orig.info)
-        f += _mirrored(ar, orig.info)
+        f += _mirrored(ar, orig.info, as_receiver)
+        if as_receiver:
+            f += _roles(ar, orig.info, as_receiver)
     return out
 
 
@@ -229,10 +233,117 @@ def _norm(v: str | None) -> str:
     return " ".join((v or "").split())
 
 
-def _mirrored(ar: object, orig: MessageInfo) -> list[Finding]:
+def _mirrored(ar: object, orig: MessageInfo, as_receiver: str | None = None) -> list[Finding]:
+    """The original's sender is the AppRec's Receiver; the receiver it answers for (the primary one,
+    or in a copy-receiver case the copy receiver) its Sender."""
     wrong = (_mirror(orig.sender, getattr(ar, "receiver", None), "Receiver")
-             + _mirror(orig.receiver, getattr(ar, "sender", None), "Sender"))
+             + _mirror(receiver_of(orig, as_receiver or "primary"), getattr(ar, "sender", None), "Sender"))
     return [Finding("apprec-sheet#5", "apprec.mirrored", "; ".join(wrong))] if wrong else []
+
+
+# --- copy receivers (AppRec sheet #7-#11, #35-#40) ------------------------------------------------------
+
+ROLE_TEXT = {"PRIM": "Primærmottaker", "COP": "Kopimottaker", "REQ": "Rekvirent", "SPR": "Tjenesteyter",
+             "AVS": "Avsender", "RECEIVER": "Mottaker"}
+
+
+def receiver_of(orig: MessageInfo, kind: str) -> Party | None:
+    """The primary receiver, or the (first) copy receiver (MsgHead OtherReceiver, CopyDest)."""
+    if kind == "copy":
+        return orig.copy_receivers[0] if orig.copy_receivers else None
+    return orig.receiver
+
+
+def expected_roles(kind: str, apprec_version: str, orig: MessageInfo) -> tuple[tuple[str, ...], str]:
+    """(Sender Role(s), Receiver Role) of an AppRec answering for the `kind` receiver (unit sheet #9):
+    AppRec 1.1 PRIM or COP, the original's sender AVS; AppRec 1.0 COP for a copy receiver, for the
+    primary REQ where it is the requester (rekvirent) of the original and SPR where it is the service
+    provider (MsgHead messages name neither: either is right, sheet #11/#35/#40), the original's sender
+    RECEIVER."""
+    if apprec_version == "1.1":
+        return ("PRIM",) if kind == "primary" else ("COP",), "AVS"
+    if kind == "copy":
+        return ("COP",), "RECEIVER"
+    path = (orig.family.receiver_path or "") if orig.family else ""
+    return ("REQ",) if "Requester" in path else ("SPR",) if "ServProvider" in path else ("REQ", "SPR"), \
+        "RECEIVER"
+
+
+def _roles(ar: object, orig: MessageInfo, kind: str) -> list[Finding]:
+    senders, receiver = expected_roles(kind, str(getattr(ar, "version", "1.0")), orig)
+    have_s, have_r = getattr(ar, "sender_role", None), getattr(ar, "receiver_role", None)
+    wrong = []
+    if have_s not in senders:
+        wrong.append(f"Sender Role {have_s or 'missing'}, the {kind} receiver's is {' or '.join(senders)}")
+    if have_r != receiver:
+        wrong.append(f"Receiver Role {have_r or 'missing'}, the original's sender's is {receiver}")
+    return [Finding("apprec-unit-sheet#9", "apprec.role", "; ".join(wrong))] if wrong else []
+
+
+def answers_for(doc: Document, orig: MessageInfo) -> str | None:
+    """Which receiver of the original an AppRec answers for, read from its Sender (the receiving party
+    it names, by its deepest HER-id); where primary and copy receiver are one party, by its Role.
+    None: the Sender is neither receiver."""
+    ar = doc.apprec
+    her = getattr(getattr(ar, "sender", None), "communication_her_id", None)
+    kinds = [k for k in ("primary", "copy")
+             if (p := receiver_of(orig, k)) is not None and her and p.communication_her_id == her]
+    if len(kinds) > 1:
+        return "copy" if getattr(ar, "sender_role", None) == "COP" else "primary"
+    return kinds[0] if kinds else None
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One AppRec the system sent in a case, with what the caller found checking it."""
+
+    data: bytes
+    schema_problems: list[dict] = field(default_factory=list)
+    signature_problem: str | None = None
+
+
+def grade_receivers(answers: list[Answer], original: bytes, expected: Expect, hosted: tuple[str, ...], *,
+                    also: tuple[str, ...] = (), criterion: str = "apprec-sheet") -> AppRecGrade:
+    """A copy-receiver case: exactly one AppRec per receiver the system hosts (`hosted`: "primary",
+    "copy"), none for a receiver it does not host, each one graded as an AppRec answering for its
+    receiver (grade_apprec with `as_receiver`)."""
+    orig = read_document(original).info
+    if orig is None:
+        raise ValueError("the original of a copy-receiver case must be readable")
+    f: list[Finding] = []
+    seen: dict[str | None, int] = {}
+    observed = []
+    for a in answers:
+        doc = read_document(a.data)
+        kind = answers_for(doc, orig) if doc.apprec is not None else None
+        seen[kind] = seen.get(kind, 0) + 1
+        role = getattr(doc.apprec, "sender_role", None)
+        observed.append(f"{kind or 'unknown sender'} ({role or 'no Role'}): {observed_of(doc)}")
+        if doc.apprec is not None and kind is None:
+            her = getattr(getattr(doc.apprec, "sender", None), "communication_her_id", None)
+            f.append(Finding(criterion, "apprec.receivers",
+                             f"an AppRec from HER-id {her}, which is neither receiver of the message"))
+            continue
+        if kind is not None and kind not in hosted:
+            her = getattr(receiver_of(orig, kind), "communication_her_id", None)
+            f.append(Finding(criterion, "apprec.receivers",
+                             f"an AppRec as the {kind} receiver ({her}), which the system does not host: only"
+                             " receivers of its own organisation answer"))
+            continue
+        g = grade_apprec(a.data, original, expected, schema_problems=a.schema_problems,
+                         signature_problem=a.signature_problem, also=also, criterion=criterion,
+                         as_receiver=kind)
+        f += [Finding(x.criterion, x.rule, f"{kind} receiver's AppRec: {x.text}", x.code) for x in g.findings]
+    for kind in hosted:
+        n = seen.get(kind, 0)
+        her = getattr(receiver_of(orig, kind), "communication_her_id", None)
+        if n == 0:
+            f.append(Finding(criterion, "apprec.receivers", f"no AppRec from the {kind} receiver ({her}): one"
+                             " AppRec per receiver the system hosts"))
+        elif n > 1:
+            f.append(Finding(criterion, "apprec.receivers", f"{n} AppRecs from the {kind} receiver ({her}):"
+                             " one per receiver, the message received again is a duplicate"))
+    return AppRecGrade("; ".join(observed) or "no AppRec", f)
 
 
 # --- Sending: the produced message against the order ------------------------------------------------------

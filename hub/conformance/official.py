@@ -228,8 +228,10 @@ def official_cases(mt: MessageType, ref: Path | None = None) -> list[Case]:
     out = []
     for oc in acceptance_cases(ref):
         if oc.family == (mt.family, mt.family_version):
+            both = copy_in_receivers_org(oc.path.read_bytes())  # answered by both receivers (sheet #11)
             out.append(Case(f"M.akseptansetest.{oc.path.stem}", "M", oc.title,
-                            source=oc.rel, file=oc.path, expect=oc.expect, topic=oc.topic))
+                            source=oc.rel, file=oc.path, expect=oc.expect, topic=oc.topic,
+                            receivers=("primary", "copy") if both else ()))
     return out
 
 
@@ -299,13 +301,54 @@ def _readdress(party: etree._Element, org: int, service: int, renamed: dict[str,
 COPY_RECEIVER = (82001, 82002)
 
 
+def _parties(root: etree._Element) -> tuple[dict[str, list], etree._Element | None]:
+    """The party elements of a pack message by side (sender, receiver, copy), and its MsgId element."""
+    from hub.messages.families import by_key
+
+    mi = root.find("{*}MsgInfo")
+    if mi is not None:  # MsgHead
+        return {"sender": [mi.find("{*}Sender")], "receiver": [mi.find("{*}Receiver")],
+                "copy": mi.findall("{*}OtherReceiver")}, mi.find("{*}MsgId")
+    # own Message root: the family says where its parties are
+    fam_ver = message_family_of_root(root)
+    fam = by_key(*fam_ver) if fam_ver else None
+    parties = {}
+    for side, path in (("sender", fam and fam.sender_path), ("receiver", fam and fam.receiver_path),
+                       ("copy", fam and fam.copy_path)):
+        steps = path.removesuffix("/k:Inst").split("/") if path else []
+        els = [root]
+        for step in steps:
+            els = [c for e in els for c in e.findall("{*}" + step.removeprefix("k:"))]
+        parties[side] = els if steps else []
+    return parties, root.find("{*}MsgId")
+
+
+def _org_her(party: etree._Element | None) -> str | None:
+    holders = _her_holders(party) if party is not None else []
+    return (holders[0][0].text or "").strip() or None if holders else None
+
+
+def copy_in_receivers_org(data: bytes) -> bool:
+    """Whether the pack message names a copy receiver in its receiver's own organisation (the
+    acceptance tests' duplicate criterion, e.g. Case1-20a/20b: the message arrives once for each)."""
+    from hub.xmlsafe import parse_bytes
+
+    try:
+        parties, _ = _parties(parse_bytes(data).getroot())
+    except Exception:  # noqa: BLE001 - unreadable: no receivers at all
+        return False
+    org = _org_her(next(iter(parties.get("receiver") or []), None))
+    return bool(org) and any(_org_her(c) == org for c in parties.get("copy", []))
+
+
 def prepare(data: bytes, *, sender: tuple[int, int], receiver: tuple[int, int],
-            copy: tuple[int, int] = COPY_RECEIVER) -> bytes:
+            copy: tuple[int, int] = COPY_RECEIVER, copy_in_org: int | None = None) -> bytes:
     """A pack message as the runner sends it: from `sender`, to `receiver` ((organisation, service)
     HER-ids), copy receivers to `copy`, with a fresh MsgId (the pack reuses MsgIds across cases, and
-    a receiver ignores a MsgId it has seen: sheet #12). Everything else is left as the pack has it;
-    a file that cannot be read goes as it is (its envelope says whom it is for)."""
-    from hub.messages.families import by_key
+    a receiver ignores a MsgId it has seen: sheet #12). A copy receiver the pack places in the
+    receiver's own organisation stays there, as the receiver's service `copy_in_org` (a second one
+    the system hosts). Everything else is left as the pack has it; a file that cannot be read goes
+    as it is (its envelope says whom it is for)."""
     from hub.xmlsafe import parse_bytes
 
     try:
@@ -313,28 +356,17 @@ def prepare(data: bytes, *, sender: tuple[int, int], receiver: tuple[int, int],
     except Exception:  # noqa: BLE001 - the syntax-error case: sent unchanged
         return data
     root = tree.getroot()
-    mi = root.find("{*}MsgInfo")
-    if mi is not None:  # MsgHead
-        parties = {"sender": [mi.find("{*}Sender")], "receiver": [mi.find("{*}Receiver")],
-                   "copy": mi.findall("{*}OtherReceiver")}
-        msg_id = mi.find("{*}MsgId")
-    else:  # own Message root: the family says where its parties are
-        fam_ver = message_family_of_root(root)
-        fam = by_key(*fam_ver) if fam_ver else None
-        parties = {}
-        for side, path in (("sender", fam and fam.sender_path), ("receiver", fam and fam.receiver_path),
-                           ("copy", fam and fam.copy_path)):
-            steps = path.removesuffix("/k:Inst").split("/") if path else []
-            els = [root]
-            for step in steps:
-                els = [c for e in els for c in e.findall("{*}" + step.removeprefix("k:"))]
-            parties[side] = els if steps else []
-        msg_id = root.find("{*}MsgId")
+    parties, msg_id = _parties(root)
+    receiver_org = _org_her(next(iter(parties.get("receiver") or []), None))
     renamed: dict[str, str] = {}  # the pack's HER-id -> ours: the same party wherever it is named
     for side, (org, service) in (("sender", sender), ("receiver", receiver), ("copy", copy)):
         for party in parties.get(side, []):
-            if party is not None:
-                _readdress(party, org, service, renamed)
+            if party is None:
+                continue
+            if side == "copy" and copy_in_org is not None and receiver_org \
+                    and _org_her(party) == receiver_org:
+                org, service = receiver[0], copy_in_org
+            _readdress(party, org, service, renamed)
     for id_el, _top in _her_holders(root):  # e.g. PLO content naming the sender's person again
         if (id_el.text or "").strip() in renamed:
             id_el.text = renamed[(id_el.text or "").strip()]

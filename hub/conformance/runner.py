@@ -32,7 +32,15 @@ from hub.conformance.catalogue import (
     matrix_row,
 )
 from hub.conformance.evidence import CaseRecord, Evidence
-from hub.conformance.grading import SCHEMA_CHECKS, grade_apprec, grade_fasit, grade_order, read_document
+from hub.conformance.grading import (
+    SCHEMA_CHECKS,
+    Answer,
+    grade_apprec,
+    grade_fasit,
+    grade_order,
+    grade_receivers,
+    read_document,
+)
 from hub.conformance.profiles import Profile, slugify
 from hub.conformance.simulated import (
     PARTIES,
@@ -491,12 +499,13 @@ class Runner:
         her = profile.services[0] if profile.services else profile.her_id
         return PARTIES[her]
 
-    def _variant(self, mt: MessageType, variant: str, target: Party) -> bytes:
+    def _variant(self, mt: MessageType, variant: str, target: Party,
+                 hosted: list[Party] | None = None) -> bytes:
         """The message a battery case sends: built by the fixture builder, then broken on purpose."""
         from hub.conformance.variants import make_variant
 
         data = make_variant(mt, variant, target, patient=self.patient, stranger=self.stranger,
-                            seed=self._rng.randint(1, 10**6))
+                            seed=self._rng.randint(1, 10**6), hosted=hosted)
         if "security" not in self.parts or variant in UNSIGNABLE:
             return data
         # Signed as sent: the test centre signs the final bytes, so a broken message is broken
@@ -511,9 +520,9 @@ class Runner:
         signed like every message the test centre sends, unless it cannot be read."""
         from hub.conformance.official import prepare
 
-        service = profile.services[0] if profile.services else profile.her_id
+        hosted = [*profile.services, profile.her_id]  # a copy receiver in its organisation: the second
         data = prepare(path.read_bytes(), sender=(TEST_CENTRE.her_id, TEST_CENTRE_SERVICE.her_id),
-                       receiver=(profile.her_id, service))
+                       receiver=(profile.her_id, hosted[0]), copy_in_org=hosted[min(1, len(hosted) - 1)])
         if "security" not in self.parts or data == path.read_bytes():
             return data
         return self.pki.sign(data, TEST_CENTRE_PARTY)
@@ -523,6 +532,7 @@ class Runner:
         from hub.conformance.variants import UNKNOWN_ORG
 
         target = self._system_party(profile)
+        hosted = [PARTIES[h] for h in (*profile.services, profile.her_id)]
         plan: dict[str, list[str]] = {}  # case id -> transfer ids
         sent: dict[str, bytes] = {}  # case id -> the message sent
         runnable = []
@@ -534,9 +544,11 @@ class Runner:
                                            self._needs(c) if c.requires else "manual case")
                 continue
             variant = DUPLICATE_OF.get(c.variant or "", c.variant or "valid")
-            data = self._official(c.file, profile) if c.file else self._variant(mt, variant, target)
+            data = self._official(c.file, profile) if c.file else self._variant(mt, variant, target, hosted)
             to = UNKNOWN_ORG.her_id if c.variant == "unknown-receiver" else profile.her_id
             copies = 2 if c.variant in DUPLICATE_OF or c.variant == "duplicate" else 1
+            # A message to two receivers of the system's organisation arrives once for each (#11, #40).
+            copies = len(c.receivers) or copies
             ids = []
             for _ in range(copies):
                 tid = exchange.send(data, sender=TEST_CENTRE.her_id, receiver=to, action=action_of(mt))
@@ -546,7 +558,8 @@ class Runner:
             runnable.append(c)
         want = {tid for ids in plan.values() for tid in ids}
         # Cases that expect silence can only be judged by waiting: listen a moment longer.
-        silent = any(c.expect and (c.expect.status is None or len(plan[c.id]) > 1) for c in runnable)
+        silent = any(c.expect and (c.expect.status is None or len(plan[c.id]) > 1 or c.receivers)
+                     for c in runnable)
         expected_answers = {tid for c in runnable for tid in plan[c.id][:1]
                             if c.expect and c.expect.status is not None}
         got = exchange.wait(expected_answers, timeout=self.timeout, quiet=self.quiet if silent else 0.0)
@@ -561,7 +574,8 @@ class Runner:
             answers = [t for tid in plan[c.id] for t in by_ref.get(tid, [])]
             for t in answers:
                 self.evidence.add_exchange(run_id, c.id, "from-system", t.path.name, t.data)
-            rec = self._judge(c, c.expect or Expect("1"), answers, sent[c.id], exchange, strays)
+            rec = self._judge_receivers(c, answers, sent[c.id]) if c.receivers else \
+                self._judge(c, c.expect or Expect("1"), answers, sent[c.id], exchange, strays)
             if c.requires == "ebxml" and rec.verdict == "pass":
                 acked = getattr(exchange, "acknowledged_transfer", lambda _t: False)
                 if not all(acked(t) for t in plan[c.id]):
@@ -625,6 +639,28 @@ class Runner:
         observed = grade.observed + "".join(f"; {f.text}" for f in grade.findings
                                             if f.rule != "apprec.answer")
         return CaseRecord(c.id, c.title, c.source, "pass" if grade.passed else "fail", want, observed, errs)
+
+    def _answer(self, t: ex.Transfer) -> Answer:
+        """An AppRec with its schema and signature problems (the hub's Validator and hub.security)."""
+        plain = strip_signature(t.data)
+        schema = [p.to_dict() for p in self.validator.validate_bytes(plain, t.path.name).errors
+                  if check_of(p) in SCHEMA_CHECKS]
+        sig = None
+        if "security" in self.parts and is_signed(t.data):
+            check = check_signature(t.data, self.pki)
+            sig = check.signature.message if check.signature else None
+        return Answer(t.data, schema, sig)
+
+    def _judge_receivers(self, c: Case, answers: list[ex.Transfer], original: bytes) -> CaseRecord:
+        """A copy-receiver case: one AppRec per receiver the system hosts (grading.grade_receivers)."""
+        expect = c.expect or Expect("1")
+        hosted = " and ".join(c.receivers)
+        want = f"{expect.describe()} from the {hosted} receiver" + ("s" if len(c.receivers) > 1 else "")
+        grade = grade_receivers([self._answer(t) for t in answers], original, expect, c.receivers,
+                                also=self._also(expect, original), criterion=c.source)
+        observed = grade.observed if answers else f"no AppRec within {self.timeout:g} s"
+        return CaseRecord(c.id, c.title, c.source, "pass" if grade.passed else "fail", want, observed,
+                          [f.to_dict() for f in grade.findings])
 
     def _also(self, expect: Expect, original: bytes) -> tuple[str, ...]:
         """T02 when the message sent breaks its schema although the case is about something else."""

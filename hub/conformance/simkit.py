@@ -172,6 +172,10 @@ class Doc:
     sender: Party | None
     receiver: Party | None
     patient: Patient | None
+    copies: list[Party] = field(default_factory=list)  # copy receivers (OtherReceiver COP, CopyDest)
+    # The primary receiver's role in the standard: REQ where it is the requester (an Epikrise's GP),
+    # SPR where it is the service provider; what an AppRec 1.0 from it says it is (unit sheet #9).
+    receiver_role: str = "SPR"
 
 
 def _msghead_party(el: etree._Element | None) -> Party | None:
@@ -261,16 +265,21 @@ def _inst_party(inst: etree._Element | None) -> Party | None:
     return p
 
 
-def _own_party(root: etree._Element, path: str | None) -> Party | None:
+def _own_parties(root: etree._Element, path: str | None) -> list[Party]:
     if not path:
-        return None
+        return []
     els = [root]
     for step in path.split("/"):
         els = [c for e in els for c in e.findall("{*}" + step.removeprefix("k:"))]
     if not els:  # the HCP may hold an HCProf instead of an Inst
         parent = path.rsplit("/", 1)[0]
-        return _own_party(root, f"{parent}/k:HCProf") if not path.endswith("HCProf") else None
-    return _inst_party(els[0])
+        return _own_parties(root, f"{parent}/k:HCProf") if not path.endswith("HCProf") else []
+    return [p for p in (_inst_party(e) for e in els) if p is not None]
+
+
+def _own_party(root: etree._Element, path: str | None) -> Party | None:
+    found = _own_parties(root, path)
+    return found[0] if found else None
 
 
 def _patient(el: etree._Element | None, msghead: bool) -> Patient | None:
@@ -298,12 +307,14 @@ def read(root: etree._Element) -> Doc:
         payload = next((c for c in content if isinstance(c.tag, str)), None) if content is not None else None
         fam = family_of(_ns(payload), None) if payload is not None else None
         type_el = _child(info, "Type")
+        copies = [_msghead_party(o) for o in info.findall("{*}OtherReceiver")
+                  if (_child(o, "RoleReceiver") is not None and _child(o, "RoleReceiver").get("V") == "COP")]
         return Doc(root, "msghead", fam, payload, _text(_child(info, "MsgId")),
                    _text(_child(info, "GenDate")),
                    type_el.get("V", "") if type_el is not None else "",
                    type_el.get("DN", "") if type_el is not None else "",
                    _msghead_party(_child(info, "Sender")), _msghead_party(_child(info, "Receiver")),
-                   _patient(_child(info, "Patient"), True))
+                   _patient(_child(info, "Patient"), True), [c for c in copies if c is not None])
     fam = family_of(ns, _text(_child(root, "MIGversion")))
     gen = _child(root, "GenDate")
     type_el = _child(root, "Type")
@@ -314,7 +325,9 @@ def read(root: etree._Element) -> Doc:
                type_el.get("DN", "") if type_el is not None else "",
                _own_party(root, fam.sender_path if fam else None),
                _own_party(root, fam.receiver_path if fam else None),
-               _patient(patients[0] if patients else None, False))
+               _patient(patients[0] if patients else None, False),
+               _own_parties(root, fam.copy_path if fam else None),
+               "REQ" if fam and "Requester" in (fam.receiver_path or "") else "SPR")
 
 
 def patient_idents(data: bytes) -> set[str]:
@@ -510,8 +523,15 @@ def _level_xml(el: etree._Element, lv: Level) -> None:
         _sub(add, "Type", V=kind or "UKJENT")
 
 
-def _party_xml(parent: etree._Element, tag: str, p: Party) -> None:
-    inst = _sub(_sub(_sub(parent, tag), "HCP"), "Inst")
+ROLE_TEXTS = {"PRIM": "Primærmottaker", "COP": "Kopimottaker", "REQ": "Rekvirent", "SPR": "Tjenesteyter",
+              "AVS": "Avsender", "RECEIVER": "Mottaker"}
+
+
+def _party_xml(parent: etree._Element, tag: str, p: Party, role: str | None = None) -> None:
+    side = _sub(parent, tag)
+    if role:
+        _sub(side, "Role", V=role, DN=ROLE_TEXTS.get(role, role))
+    inst = _sub(_sub(side, "HCP"), "Inst")
     if p.levels:  # mirrored as written: every level, every identifier; the signer not beside a service
         org = p.levels[0]
         depts = [lv for lv in p.levels if lv.kind == "dept"]
@@ -548,15 +568,16 @@ def _party_xml(parent: etree._Element, tag: str, p: Party) -> None:
 
 def apprec(*, sender: Party, receiver: Party, status: str, errors: list[str], original_type: str,
            original_type_dn: str, issue_date: str, original_id: str, error_oid: bool = True,
-           gen_date: datetime | None = None) -> bytes:
-    """An AppRec 1.0: `sender` is us (the original's receiver), `receiver` the original's sender."""
+           gen_date: datetime | None = None, roles: tuple[str, str] | None = None) -> bytes:
+    """An AppRec 1.0: `sender` is us (the original's receiver), `receiver` the original's sender;
+    `roles`: the Sender's and the Receiver's Role (AppRec 1.0: REQ/SPR or COP, and RECEIVER)."""
     root = etree.Element(_A + "AppRec", nsmap={None: APPREC_10_NS})
     _sub(root, "MsgType", V="APPREC", DN="Applikasjonskvittering")
     _sub(root, "MIGversion", "1.0 2004-11-21")
     _sub(root, "GenDate", (gen_date or datetime.now()).replace(microsecond=0).isoformat())
     _sub(root, "Id", str(uuid.uuid4()))
-    _party_xml(root, "Sender", sender)
-    _party_xml(root, "Receiver", receiver)
+    _party_xml(root, "Sender", sender, roles[0] if roles else None)
+    _party_xml(root, "Receiver", receiver, roles[1] if roles else None)
     _sub(root, "Status", V=status, DN={"1": "OK", "2": "Avvist", "3": "OK, feil i delmelding"}[status])
     for code in errors:
         _sub(root, "Error", V=code, DN=ERROR_TEXTS.get(code, code), S=ERROR_OID if error_oid else "")

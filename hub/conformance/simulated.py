@@ -17,6 +17,10 @@ Defect kinds (the vocabulary profiles may use):
     ignores           codes=[...]  does not make these checks at all (e.g. E30/E31/E36: takes a named
                                    patient without a usable FNR); other problems are still answered
     answers-duplicates             answers a duplicate MsgId again instead of ignoring it
+    copy-as-primary                answers as the primary receiver (mirrors it, Role REQ/SPR) where it
+                                   is the copy receiver
+    one-apprec                     one AppRec per message, as its first receiver, where two of its
+                                   receivers are addressed (primary and copy in one organisation)
     not-supported                  cannot receive this message type (answers T10 to everything)
     slow              seconds=     answers only after this delay
   AppRec writing (how its AppRecs look)
@@ -61,7 +65,7 @@ from hub.fixtures.people import Party, Person
 
 DEFECT_KINDS = frozenset({
     "accepts", "wrong-code", "silent", "no-patient-check", "ignores", "answers-duplicates", "not-supported",
-    "slow",
+    "slow", "copy-as-primary", "one-apprec",
     "apprec-original-id", "apprec-issue-date", "apprec-no-error-oid",
     "not-produced", "omit-content", "msgid-not-uuid", "fnr-invalid", "schema-error",
     "unsigned", "bad-signature", "signs-with", "no-ebms-ack",
@@ -113,6 +117,10 @@ def patient_ids(data: bytes) -> set[str]:
 class Decision:
     status: str | None  # None: no AppRec
     errors: list[tuple[str, str]] = field(default_factory=list)
+    # The receiver of the message it answers as (primary or copy receiver, as written), None: the
+    # message's receiver, or the envelope's where the message cannot be read.
+    party: simkit.Party | None = None
+    copy: bool = False
 
 
 class SimulatedSystem:
@@ -204,8 +212,10 @@ class SimulatedSystem:
 
     # --- Mottak ------------------------------------------------------------------------------------
 
-    def decide(self, data: bytes, env: ex.Envelope) -> tuple[Decision, simkit.Doc | None, MessageType | None]:
-        """What a correct receiver answers, then bent by this release's defects."""
+    def decide(self, data: bytes, env: ex.Envelope
+               ) -> tuple[list[Decision], simkit.Doc | None, MessageType | None]:
+        """What a correct receiver answers, one AppRec per receiver of ours the message names (primary,
+        copy: AppRec sheet #7-#11), then bent by this release's defects. [] : no AppRec."""
         try:
             doc: simkit.Doc | None = simkit.read(simkit.without_signature(simkit.parse(data)))
         except simkit.Unreadable:
@@ -215,7 +225,7 @@ class SimulatedSystem:
         sig = simkit.signature_code(data, self.pki.dir) if self.pki and doc is not None \
             and simkit.is_signed(data) else None
         if doc is not None and doc.carrier == "apprec":
-            return Decision(None), doc, None  # AppRecs are consumed, never answered
+            return [], doc, None  # AppRecs are consumed, never answered
         mt = self._message_type(doc) if doc is not None else None
         if mt is None:  # unreadable: the envelope still says which service the message was sent to
             mt = self._message_type_of_action(env.action)
@@ -223,54 +233,74 @@ class SimulatedSystem:
         # A repeated MsgId is the duplicate the sheet (#12) says to ignore, not an E10 error.
         if doc is not None and doc.msg_id and doc.msg_id in self._seen_msg_ids \
                 and not self._has("answers-duplicates", key, "M"):
-            return Decision(None), doc, mt
-        codes = self._check(doc, env, mt)
-        if codes is None:
-            return Decision(None), doc, mt  # unknown on both levels: not ours to answer
-        for d in self.defects(key, "M"):
-            if d.kind == "ignores":
-                codes = [c for c in codes if c not in d.params.get("codes", [])]
-        if sig:
-            codes = [sig]
-        decision = Decision("2", [(c, simkit.ERROR_TEXTS.get(c, c)) for c in codes]) if codes \
-            else Decision("1")
-        for d in self.defects(key, "M"):
-            if d.kind == "accepts" and set(codes) & set(d.params.get("codes", [])):
-                decision = Decision("1")
-            elif d.kind == "wrong-code" and d.params.get("code") in codes:
-                wrong = str(d.params["answers"])
-                decision = Decision("2", [(wrong, simkit.ERROR_TEXTS.get(wrong, wrong))])
-            elif d.kind == "silent" and set(codes) & set(d.params.get("codes", [])):
-                decision = Decision(None)
-        if decision.status is not None and doc is not None and doc.msg_id:  # a repeat is a duplicate (#41)
+            return [], doc, mt
+        checked = self._check(doc, env, mt)
+        if checked is None:
+            return [], doc, mt  # unknown on both levels: not ours to answer
+        out = []
+        for party, copy, codes in checked:
+            for d in self.defects(key, "M"):
+                if d.kind == "ignores":
+                    codes = [c for c in codes if c not in d.params.get("codes", [])]
+            if sig:
+                codes = [sig]
+            decision = Decision("2", [(c, simkit.ERROR_TEXTS.get(c, c)) for c in codes]) if codes \
+                else Decision("1")
+            for d in self.defects(key, "M"):
+                if d.kind == "accepts" and set(codes) & set(d.params.get("codes", [])):
+                    decision = Decision("1")
+                elif d.kind == "wrong-code" and d.params.get("code") in codes:
+                    wrong = str(d.params["answers"])
+                    decision = Decision("2", [(wrong, simkit.ERROR_TEXTS.get(wrong, wrong))])
+                elif d.kind == "silent" and set(codes) & set(d.params.get("codes", [])):
+                    decision = Decision(None)
+            decision.party, decision.copy = party, copy
+            if copy and self._has("copy-as-primary", key, "M"):
+                decision.party, decision.copy = doc.receiver if doc else None, False
+            if decision.status is not None:
+                out.append(decision)
+        if len(out) > 1 and self._has("one-apprec", key, "M"):
+            out = out[:1]
+        if out and doc is not None and doc.msg_id:  # a repeat is a duplicate (#41)
             self._seen_msg_ids.add(doc.msg_id)
-        return decision, doc, mt
+        return out, doc, mt
 
-    def _check(self, doc: simkit.Doc | None, env: ex.Envelope, mt: MessageType | None) -> list[str] | None:
-        """The receiver's own checks, in the order it reads a message; None: not for us, no answer."""
+    def _check(self, doc: simkit.Doc | None, env: ex.Envelope, mt: MessageType | None
+               ) -> list[tuple[simkit.Party | None, bool, list[str]]] | None:
+        """The receiver's own checks, in the order it reads a message: (the receiver answering, whether
+        it is a copy receiver, its codes) for each receiver of ours; None: not for us, no answer."""
         if doc is None:
-            return ["T01"]
+            return [(None, False, ["T01"])]
         key = mt.key if mt else None
         if doc.family is None:
-            return ["T10"]  # a namespace (standard or version) this system does not know
+            return [(doc.receiver, False, ["T10"])]  # a namespace (standard or version) it does not know
         if mt is None or not self.profile.claims_cell(mt.key, "M") or self._has("not-supported", key, "M"):
-            return ["T10"]
+            return [(doc.receiver, False, ["T10"])]
         # A readable message that breaks its schema is still read for the rest: one code per error found
         # (the FNR a schema requires is missing: T02 for the schema, E30 for the patient).
-        codes = ["T02"] if simkit.schema_errors(doc) else []
+        common = ["T02"] if simkit.schema_errors(doc) else []
         if not simkit.msgid_ok(doc.msg_id):
-            codes.append("E10")
+            common.append("E10")
         if doc.sender is None or not doc.sender.her_ids:
-            codes.append("X99")  # nobody to answer to: the sender is not identified
+            common.append("X99")  # nobody to answer to: the sender is not identified
         mine = {str(h) for h in self.profile.her_ids}
-        wanted = doc.receiver.her_ids if doc.receiver else []
-        if not wanted or not set(wanted) <= mine:
+        # The receivers the message names in our organisation (its level-1 HER-id is ours): each one
+        # answers for itself; one we do not have there is E21 (sheet #20, #35-#40).
+        named = [(p, copy) for p, copy in [(doc.receiver, False), *((c, True) for c in doc.copies)]
+                 if p is not None and p.her in mine]
+        if not named:
             if env.receiver not in self.profile.her_ids:
                 return None
-            codes.append("E21")
-        check_known = not codes and not self._has("no-patient-check", key, "M")
-        codes += simkit.patient_codes(doc.patient, self._patients() if check_known else None)
-        return codes
+            named = [(doc.receiver, False)]  # sent to us, addressed to nobody we are
+        out = []
+        for party, copy in named:
+            codes = list(common)
+            if party is None or not party.her_ids or not set(party.her_ids) <= mine:
+                codes.append("E21")
+            check_known = not codes and not self._has("no-patient-check", key, "M")
+            codes += simkit.patient_codes(doc.patient, self._patients() if check_known else None)
+            out.append((party, copy, codes))
+        return out
 
     def _message_type_of_action(self, action: str | None) -> MessageType | None:
         if not action:
@@ -280,13 +310,17 @@ class SimulatedSystem:
         return (claimed or hits or [None])[0]
 
     def receive(self, t: ex.Transfer) -> None:
-        decision, doc, mt = self.decide(t.data, t.envelope)
-        if decision.status is None:
+        decisions, doc, mt = self.decide(t.data, t.envelope)
+        if not decisions:
             return
         key = mt.key if mt else None
         slow = self._has("slow", key, "M")
         if slow:
             time.sleep(float(slow.params.get("seconds", 1)))
+        for decision in decisions:
+            self._answer(t, decision, doc, key)
+
+    def _answer(self, t: ex.Transfer, decision: Decision, doc: simkit.Doc | None, key: str | None) -> None:
         now = dt.datetime.now().replace(microsecond=0)
         original_id = (doc.msg_id if doc else "") or t.envelope.id
         issue = (doc.gen_date if doc else "") or now.isoformat()
@@ -295,17 +329,18 @@ class SimulatedSystem:
             original_id = f"INT-{self._counter:06d}"
         if self._has("apprec-issue-date", key, "M"):
             issue = now.isoformat()
-        # Addresses mirrored: we answer as the party the message was addressed to, to its sender, with
-        # every identifier they were written with; from the envelope when the message is unreadable.
-        me = doc.receiver if doc and doc.receiver and doc.receiver.her_ids else \
+        # Addresses mirrored: we answer as the receiver of ours the message named (primary or copy), to
+        # its sender, with every identifier they were written with; from the envelope when unreadable.
+        me = decision.party if decision.party is not None and decision.party.her_ids else \
             self._written(t.envelope.receiver if t.envelope.receiver in self.profile.her_ids
                           else self.profile.her_id)
         them = doc.sender if doc and doc.sender and doc.sender.her_ids else self._written(t.envelope.sender)
+        role = "COP" if decision.copy else (doc.receiver_role if doc else "SPR")
         apprec = simkit.apprec(
-            sender=me, receiver=them, status=decision.status, errors=[c for c, _ in decision.errors],
+            sender=me, receiver=them, status=decision.status or "1", errors=[c for c, _ in decision.errors],
             original_type=(doc.msg_type if doc else "") or (t.envelope.action or ""),
             original_type_dn=doc.msg_type_dn if doc else "", issue_date=issue, original_id=original_id,
-            error_oid=not self._has("apprec-no-error-oid", key, "M"), gen_date=now)
+            error_oid=not self._has("apprec-no-error-oid", key, "M"), gen_date=now, roles=(role, "RECEIVER"))
         apprec = self._sign(apprec, key, "M")
         env = ex.Envelope(ex.new_id(), self.profile.her_id, t.envelope.sender, ref=t.envelope.id,
                           action="APPREC")

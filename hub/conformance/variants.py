@@ -22,17 +22,40 @@ from hub.messages.families import by_key
 UNKNOWN_ORG = Party(899001, "Ukjent helseforetak", None, "hospital")
 UNKNOWN_SERVICE = Party(899002, "Ukjent avdeling", None, "hospital", parent_her_id=899001)
 register_parties([UNKNOWN_ORG, UNKNOWN_SERVICE])
+# Another organisation of the test network that no system under test hosts: the other receiver of the
+# copy-receiver cases (sheet #7-#10, #35-#39), answered by nobody.
+OTHER_ORG = Party(899101, "Annet legekontor", None, "gp")
+OTHER_SERVICE = Party(899102, "Fastlegetjenesten", None, "gp", parent_her_id=899101)
+register_parties([OTHER_ORG, OTHER_SERVICE])
 
 _LAUGHS = (b'<!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol1 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">'
            b'<!ENTITY lol2 "&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;">]>\n')
 
 
-def _unknown_service(target: Party) -> Party:
+def _unknown_service(target: Party, digit: int = 9) -> Party:
     """A level-2 party under the system's own organisation that the system does not have."""
     org = PARTIES[target.parent_her_id] if target.parent_her_id else target
-    p = Party(org.her_id * 10 + 9, "Nedlagt avdeling", None, org.kind, parent_her_id=org.her_id)
+    p = Party(org.her_id * 10 + digit, "Nedlagt avdeling" if digit == 9 else "Nedlagt tjeneste", None,
+              org.kind, parent_her_id=org.her_id)
     register_parties([p])
     return p
+
+
+def copy_parties(variant: str, hosted: list[Party]) -> tuple[Party, Party]:
+    """(primary receiver, copy receiver) of a copy-receiver case (catalogue.COPY_BATTERY). `hosted`: the
+    system's receiving parties, its services first, then its organisation: the primary is its first,
+    the copy receiver in the same organisation its second (the organisation itself where it has one
+    service); a rejected receiver is a service of its organisation it does not have."""
+    mine = hosted[0]
+    second = hosted[1] if len(hosted) > 1 else mine
+    return {
+        "copy-primary": (mine, OTHER_SERVICE),
+        "copy-copy": (OTHER_SERVICE, mine),
+        "copy-both": (mine, second),
+        "copy-primary-rejected": (_unknown_service(mine), OTHER_SERVICE),
+        "copy-copy-rejected": (OTHER_SERVICE, _unknown_service(mine)),
+        "copy-both-rejected": (_unknown_service(mine), _unknown_service(mine, 8)),
+    }[variant]
 
 
 def _root_insert_unknown(data: bytes) -> bytes:
@@ -47,12 +70,16 @@ def _root_insert_unknown(data: bytes) -> bytes:
 
 
 def make_variant(mt: MessageType, variant: str, target: Party, *, patient: Person, stranger: Person,
-                 seed: int = 1) -> bytes:
-    """One battery message of type `mt` for `target` (the system's receiving party)."""
+                 seed: int = 1, hosted: list[Party] | None = None) -> bytes:
+    """One battery message of type `mt` for `target` (the system's receiving party); `hosted`: all of
+    the system's receiving parties (copy-receiver cases; default: `target` alone)."""
     receiver = target
     kw: dict[str, object] = {"msg_id": str(uuid.uuid4())}
     who = patient
-    if variant == "msgid-not-uuid":
+    if variant.startswith("copy-"):
+        receiver, copy = copy_parties(variant, hosted or [target])
+        kw["copies"] = [copy]
+    elif variant == "msgid-not-uuid":
         kw["msg_id"] = f"MSG-2007-{seed:06d}"
     elif variant == "unknown-service":
         receiver = _unknown_service(target)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import cProfile
+import os
 import pstats
 import sys
 import threading
@@ -56,7 +57,7 @@ def per_call_us(items: list, fn: Callable[[object], object],
     return best
 
 
-def smtp_data_us(mails: list[bytes]) -> float:
+def smtp_data_us(mails: list[bytes], profile: cProfile.Profile | None = None) -> float:
     """CPU of the listener's event-loop thread per mail (MAIL, RCPT, DATA over one kept session)."""
     ready, stop = threading.Event(), threading.Event()
     box: dict[str, object] = {}
@@ -72,8 +73,12 @@ def smtp_data_us(mails: list[bytes]) -> float:
             li = await SmtpListener({"edi@b.test"}, nothing, store=store).start()
             box["listener"], box["loop"] = li, asyncio.get_running_loop()
             ready.set()
+            if profile is not None:
+                profile.enable()
             while not stop.is_set():
                 await asyncio.sleep(0.01)
+            if profile is not None:
+                profile.disable()
             await li.stop()
 
         asyncio.run(main())
@@ -124,7 +129,7 @@ def main() -> int:
                             message_type="DIALOG_NOTAT").data for _ in range(N)]
     mails = [wrap_mail(e, mail_from="edi@a.test", rcpt_to="edi@b.test") for e in entities]
     print(f"intake_mail_bytes: {len(mails[0])}")
-    profs = {name: cProfile.Profile() if profile else None for name in ("peek", "receive", "signal")}
+    profs = {name: cProfile.Profile() if profile else None for name in ("peek", "receive", "signal", "smtp")}
 
     peeks = [peek(m) for m in mails]
     print(f"intake_peek_us: {per_call_us(mails, peek, profs['peek']):.0f}")  # type: ignore[arg-type]
@@ -150,14 +155,14 @@ def main() -> int:
         assert out.status == "signal" and not out.errors, out.errors
 
     print(f"intake_signal_us: {per_call_us(ack_mails, signal, profs['signal']):.0f}")
-    print(f"intake_smtp_data_us: {smtp_data_us(mails):.0f}")
+    print(f"intake_smtp_data_us: {smtp_data_us(mails, profs['smtp']):.0f}")
     key = lab.sign_key
     sign = per_call_us(list(range(200)), lambda _: key.sign(b"x" * 32, padding.PKCS1v15(), hashes.SHA256()))  # type: ignore[union-attr]
     print(f"rsa2048_private_op_us: {sign:.0f}")
     for name, p in profs.items():
         if p is not None:
             print(f"# --- {name}")
-            pstats.Stats(p).sort_stats("cumulative").print_stats(30)
+            pstats.Stats(p).sort_stats(os.environ.get("PROFILE_SORT", "cumulative")).print_stats(30)
     return 0
 
 

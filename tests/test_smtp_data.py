@@ -11,7 +11,7 @@ import random
 import pytest
 from aiosmtpd.smtp import SMTP
 
-from hub.transport.smtp import SmtpListener, _read_data
+from hub.transport.smtp import SmtpListener, _LimitedSMTP, _read_data
 
 pytestmark = pytest.mark.timeout(60)
 ADDR = "edi@relay.test"
@@ -120,3 +120,32 @@ def test_the_same_mail_as_stock_aiosmtpd_over_sockets() -> None:
             await srv.wait_closed()
 
     asyncio.run(run())
+
+
+class _NoHandler:
+    pass
+
+
+ADDRESSES = ["<a@b.test>", "<a@b.test> SIZE=100 BODY=8BITMIME", " <edi@relay.test>", "<A.B+c@X-y.Test>",
+             "<a@b.test>\t", "<a@b.test> (comment) SIZE=1", "<a@b.test>(c)", "<>", "a@b.test",
+             '<"q x"@b.test>', "<@r.test:a@b.test>", "<a@[127.0.0.1]>", "<a..b@c>", "<a@b.>", "<a@b>x",
+             "<a b@c>", "<æ@b.test>", "< a@b.test >", "<a(c)@b>", "", "<" + "x" * 70 + "@b.test>"]
+
+
+def _read_address(server: SMTP, arg: str) -> object:
+    try:
+        return server._getaddr(arg)
+    except Exception as e:  # noqa: BLE001 - aiosmtpd's parser fails on some input; ours must fail alike
+        return type(e).__name__
+
+
+def test_mail_and_rcpt_addresses_read_as_aiosmtpd_reads_them() -> None:
+    stock, ours = SMTP(_NoHandler()), _LimitedSMTP(_NoHandler())
+    rnd = random.Random(5)
+    fuzz = ["<" + "".join(rnd.choice("ab.@<> ()\t\"-+[]:") for _ in range(rnd.randint(1, 12))) + ">"
+            + rnd.choice(["", " SIZE=5", "x", " (c)"]) for _ in range(2000)]
+    for arg in ADDRESSES + fuzz:
+        assert _read_address(ours, arg) == _read_address(stock, arg), arg
+    stock.local_part_limit = ours.local_part_limit = 64
+    for arg in ADDRESSES:
+        assert _read_address(ours, arg) == _read_address(stock, arg), arg

@@ -46,7 +46,7 @@ class Peek:
     cpa_id: str | None
     service: str | None
     action: str | None
-    digest: str
+    digest: str  # "" for a signal
     sync_reply: bool
     # what was parsed to peek, handed on so a signal is not parsed again when it is applied
     parsed: tuple[Package, Envelope] | None = field(default=None, repr=False, compare=False)
@@ -62,7 +62,8 @@ def peek(raw: bytes) -> Peek | EbxmlError:
     except Exception as e:  # noqa: BLE001 - any parse failure is the sender's
         return EbxmlError(EbmsError.OTHER_XML, f"unreadable: {type(e).__name__}: {e}", LOC["envelope"])
     h = env.header
-    digest = content_digest(env.root, pkg.parts) if env.root is not None else ""
+    # a signal is applied, never stored nor answered: no duplicate-elimination digest (a C14N) for it
+    digest = content_digest(env.root, pkg.parts) if env.root is not None and not env.is_signal else ""
     return Peek(env.is_signal, h.message_id, h.conversation_id, h.from_party.her_id, h.to_party.her_id,
                 h.cpa_id, h.service, h.action, digest, env.sync_reply, (pkg, env))
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import logging
+import re
 import ssl
 import weakref
 from collections import deque
@@ -224,6 +225,19 @@ class _LimitedSMTP(SMTP):
         if not self._refused:  # bytes a refused client sent before the close are dropped
             super().data_received(data)
 
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """MAIL FROM / RCPT TO's address: `<local@domain>` with dot-atoms read by one regex (aiosmtpd's
+        email header parser took about 60 us per command); anything else (quoted local parts, source
+        routes, address literals, no angle brackets, <>) by aiosmtpd, as before."""
+        m = _PLAIN_ADDRESS.match(arg)
+        rest = arg[m.end():].lstrip(" \t") if m is not None else ""
+        if m is None or rest.startswith("("):  # a comment after the address: aiosmtpd's parser drops it
+            return super()._getaddr(arg)
+        addr = m.group(1)
+        if self.local_part_limit and len(addr.rpartition("@")[0]) > self.local_part_limit:
+            return None, None
+        return addr, rest
+
     async def smtp_DATA(self, arg: str) -> None:  # noqa: N802 - aiosmtpd's command method name
         """DATA read to its end marker in a few large reads instead of aiosmtpd's one read per line
         (140-186 per ebXML mail in profiles); the same replies, dot-unstuffing and size limit (on the
@@ -259,6 +273,8 @@ class _LimitedSMTP(SMTP):
         await self.push("250 OK" if status is MISSING else status)
 
 
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_PLAIN_ADDRESS = re.compile(rf"[ \t]*<({_ATOM}(?:\.{_ATOM})*@{_ATOM}(?:\.{_ATOM})*)>")
 _END = b"\r\n.\r\n"  # CRLF, a line holding one dot, CRLF: the end of DATA (RFC 5321 4.1.1.4)
 
 

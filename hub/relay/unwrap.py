@@ -184,11 +184,13 @@ class Unwrapper:
     def unwrap(self, msg: Message, raw: bytes) -> bytes | None:
         """The KITH document in a stored envelope, or None when the envelope settled it (refused,
         duplicate, deferred)."""
-        done = self.store.blob(msg.id, PAYLOAD)
-        if done is not None:  # accepted and answered before (a delivery after a restart)
-            return done
         h = self._peek(msg.id)
         parsed, h.parsed = h.parsed, None
+        # the intake of this process handed its parse over: stored just now, so not accepted before (a
+        # store read per message spared); otherwise (a restart, a retry) it may have been
+        done = self.store.blob(msg.id, PAYLOAD) if parsed is None else None
+        if done is not None:  # accepted and answered before (a delivery after a restart)
+            return done
         # the seen record is not written by the Msh: the relay's checks choose the answer first
         outcome = self.msh.receive(raw, _now(), transport=msg.channel or "smtp", parsed=parsed,
                                    digest=h.digest, record=False)

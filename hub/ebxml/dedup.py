@@ -14,7 +14,7 @@ from typing import Protocol
 
 from lxml import etree
 
-from hub.ebxml.envelope import DS_NS, SOAP_NS
+from hub.ebxml.envelope import DS_NS, SOAP_NS, Envelope
 
 
 class SeenRecord(Protocol):
@@ -54,8 +54,8 @@ class MemorySeen:
         return len(self._seen)
 
 
-def content_digest(root: etree._Element, parts: dict[str, bytes]) -> str:
-    """sha256 over C14N(envelope minus ds:Signature) and each part (sorted by cid)."""
+def unsigned_c14n(root: etree._Element) -> bytes:
+    """C14N of the envelope without the ds:Signature elements of its Header (with their tails)."""
     import copy
 
     doc = copy.deepcopy(root)
@@ -63,7 +63,13 @@ def content_digest(root: etree._Element, parts: dict[str, bytes]) -> str:
     if header is not None:
         for sig in header.findall(f"{{{DS_NS}}}Signature"):
             header.remove(sig)
-    h = hashlib.sha256(etree.tostring(doc, method="c14n"))
+    return etree.tostring(doc, method="c14n")
+
+
+def content_digest(root: etree._Element, parts: dict[str, bytes], c14n: bytes | None = None) -> str:
+    """sha256 over C14N(envelope minus ds:Signature) and each part (sorted by cid); `c14n`: that C14N
+    when already made (unsigned_c14n)."""
+    h = hashlib.sha256(unsigned_c14n(root) if c14n is None else c14n)
     for cid in sorted(parts):
         h.update(b"\0" + cid.encode() + b"\0" + hashlib.sha256(parts[cid]).digest())
     return h.hexdigest()
@@ -82,3 +88,11 @@ def decide(seen: SeenMessages, message_id: str, digest: str) -> Decision:
     if rec.digest == digest:
         return Decision("duplicate", bytes(rec.response))
     return Decision("conflict")
+
+
+def envelope_digest(env: Envelope, parts: dict[str, bytes]) -> str:
+    """content_digest of a parsed envelope, its C14N kept on it (`unsigned_c14n`) for the signature check."""
+    assert env.root is not None
+    if env.unsigned_c14n is None:
+        env.unsigned_c14n = unsigned_c14n(env.root)
+    return content_digest(env.root, parts, env.unsigned_c14n)

@@ -161,6 +161,9 @@ class Envelope:
     error_list: ErrorList | None = None
     signed: bool = False
     root: etree._Element | None = field(default=None, repr=False)
+    # C14N of `root` without its ds:Signature, once computed (hub.ebxml.dedup.envelope_digest): the
+    # duplicate digest and the signature's Reference URI="" read the same octets where they agree
+    unsigned_c14n: bytes | None = field(default=None, repr=False, compare=False)
 
     @property
     def is_signal(self) -> bool:

@@ -32,7 +32,7 @@ from hub.ebxml.cpa import (
     check_against_cpa,
     plan_send,
 )
-from hub.ebxml.dedup import MemorySeen, SeenMessages, content_digest, decide
+from hub.ebxml.dedup import MemorySeen, SeenMessages, decide, envelope_digest
 from hub.ebxml.envelope import (
     DS_NS,
     Envelope,
@@ -426,7 +426,7 @@ class Msh:
             if not errors:
                 errors.append(err(EbmsError.OTHER_XML, "from_party", "no HER PartyId to answer"))
         if digest is None:
-            digest = content_digest(env.root, pkg.parts) if env.root is not None else ""
+            digest = envelope_digest(env, pkg.parts) if env.root is not None else ""
         if h.message_id:
             d = decide(self.seen, h.message_id, digest)
             if d.kind == "duplicate":
@@ -451,7 +451,7 @@ class Msh:
         if env.signed and not any(e.code == EbmsError.MIME_PROBLEM for e in errors):
             try:
                 verified = verify_envelope(env.root, pkg.parts,  # type: ignore[arg-type]
-                                           allow_sha1=policy.allow_sha1)
+                                           allow_sha1=policy.allow_sha1, unsigned_c14n=env.unsigned_c14n)
             except EbxmlError as e:
                 errors.append(e)
         cpa: Cpa | None = None

@@ -201,13 +201,39 @@ SHA1_REFUSED = ("SHA-1 is not allowed for this sender (allow it per peer in the 
                 "true`, or by a CPA that names rsa-sha1)")
 
 
+def _is_unsigned_c14n(root: etree._Element, signature: etree._Element, reference: etree._Element) -> bool:
+    """Whether Reference URI="" covers exactly hub.ebxml.dedup.unsigned_c14n's octets: enveloped
+    signature, at most the framework's actor filter dropping nothing, inclusive C14N without comments;
+    the Signature without a tail (that C14N drops it, the transform keeps it) and no PI or comment
+    beside the root (a document's C14N has them, the root element's has not)."""
+    if signature.tail or root.getparent() is not None or root.getprevious() is not None \
+            or root.getnext() is not None:
+        return False
+    transforms = reference.findall(f"{_ds('Transforms')}/{_ds('Transform')}")
+    algs = [t.get("Algorithm", "") for t in transforms]
+    if algs[-1:] == [C14N]:
+        algs.pop()
+    if algs == [ENVELOPED]:
+        return True
+    if algs != [ENVELOPED, XPATH]:
+        return False
+    xp = transforms[1].find(_ds("XPath"))
+    if xp is None:
+        return False
+    actors = _actor_filter(xp.text or "", {k: v for k, v in xp.nsmap.items() if k})
+    attr = f"{{{SOAP_NS}}}actor"
+    return actors is not None and not any(el.get(attr) in actors for el in root.iter(etree.Element))
+
+
 def verify_envelope(root: etree._Element, payloads: dict[str, bytes], *,
-                    allow_sha1: bool = False) -> Verified:
+                    allow_sha1: bool = False, unsigned_c14n: bytes | None = None) -> Verified:
     """Check the envelope's one ds:Signature; raise EbxmlError(SecurityFailure) saying what is wrong.
 
     rsa-sha256/sha256 always; rsa-sha1/sha1 (HTTP sync in 2024 still signs with it) only with
     `allow_sha1` (the peer's or the CPA's setting). `payloads` maps cid to the raw part bytes. Whether
-    the signer is the right party is the caller's check (CPA/register).
+    the signer is the right party is the caller's check (CPA/register). `unsigned_c14n`: the envelope's
+    C14N without its signature when the caller has it (duplicate elimination made it): used for
+    Reference URI="" where its transforms give exactly those octets, instead of canonicalising again.
     """
     header = root.find(f"{{{SOAP_NS}}}Header")
     sigs = header.findall(_ds("Signature")) if header is not None else []
@@ -244,7 +270,9 @@ def verify_envelope(root: etree._Element, payloads: dict[str, bytes], *,
         if alg == SHA1 and not allow_sha1:
             raise EbxmlError(EbmsError.SECURITY_FAILURE, f"digest method sha1: {SHA1_REFUSED}", where)
         if uri == "":
-            actual = _digest(alg, _same_document_digest(root, sig, ref))
+            octets = unsigned_c14n if unsigned_c14n is not None and _is_unsigned_c14n(root, sig, ref) \
+                else _same_document_digest(root, sig, ref)
+            actual = _digest(alg, octets)
         elif uri is not None and uri.startswith("cid:"):
             if uri[4:] not in payloads:
                 raise EbxmlError(EbmsError.MIME_PROBLEM, f"signed part {uri} is not in the package", where)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hub.codes import EbmsError
-from hub.ebxml.dedup import content_digest
+from hub.ebxml.dedup import envelope_digest
 from hub.ebxml.envelope import Envelope, parse_envelope
 from hub.ebxml.errors import LOC, EbxmlError
 from hub.ebxml.mime import Package, build_package, parse_package
@@ -63,7 +63,7 @@ def peek(raw: bytes) -> Peek | EbxmlError:
         return EbxmlError(EbmsError.OTHER_XML, f"unreadable: {type(e).__name__}: {e}", LOC["envelope"])
     h = env.header
     # a signal is applied, never stored nor answered: no duplicate-elimination digest (a C14N) for it
-    digest = content_digest(env.root, pkg.parts) if env.root is not None and not env.is_signal else ""
+    digest = envelope_digest(env, pkg.parts) if env.root is not None and not env.is_signal else ""
     return Peek(env.is_signal, h.message_id, h.conversation_id, h.from_party.her_id, h.to_party.her_id,
                 h.cpa_id, h.service, h.action, digest, env.sync_reply, (pkg, env))
 

@@ -88,10 +88,13 @@ async def _send_raw(port: int, wire: bytes, pieces: int, seed: int) -> list[byte
         await writer.drain()
         await asyncio.sleep(0.001)
     replies.append(await reader.readline())
+    for cmd in (b"HELP", b"HELP DATA"):  # the DATA command aiosmtpd documents is still ours to document
+        writer.write(cmd + b"\r\n")
+        replies.append(await reader.readline())
     writer.write(b"QUIT\r\n")
     replies.append(await reader.readline())
     writer.close()
-    return [r.split(b" ")[0] for r in replies]
+    return [r.split(b" ")[0] for r in replies[:-3]] + replies[-3:-1] + [replies[-1].split(b" ")[0]]
 
 
 def test_the_same_mail_as_stock_aiosmtpd_over_sockets() -> None:
@@ -112,7 +115,9 @@ def test_the_same_mail_as_stock_aiosmtpd_over_sockets() -> None:
                 for pieces in (1, 7, 40):
                     a = await _send_raw(srv.sockets[0].getsockname()[1], wire, pieces, n * 100 + pieces)
                     b = await _send_raw(ours.port, wire, pieces, n * 100 + pieces)
-                    assert a == b == [b"220", b"250", b"250", b"250", b"354", b"250", b"221"], (a, b)
+                    assert a == b, (a, b)
+                    assert [r.split(b" ")[0] for r in a] == [b"220", b"250", b"250", b"250", b"354", b"250",
+                                                             b"250", b"250", b"221"], a
                     assert ours.received[-1] == stock.got[-1] == body
         finally:
             await ours.stop()

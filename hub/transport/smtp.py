@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import aiosmtplib
-from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session
+from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session, syntax
 
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 log = logging.getLogger("hub.transport.smtp")
@@ -238,6 +238,7 @@ class _LimitedSMTP(SMTP):
             return None, None
         return addr, rest
 
+    @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:  # noqa: N802 - aiosmtpd's command method name
         """DATA read to its end marker in a few large reads instead of aiosmtpd's one read per line
         (140-186 per ebXML mail in profiles); the same replies, dot-unstuffing and size limit (on the

@@ -10,6 +10,7 @@ view of it.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import shutil
 import socket
@@ -40,7 +41,7 @@ from hub.relay.server import ConfigError, Relay, RelayConfig
 from hub.security.pki import load_identity
 from hub.security.testing import shared_test_pki
 from hub.security.tls import issue_tls_certificate
-from hub.transport.http import HttpClient, HttpReply
+from hub.transport.http import HttpClient, HttpReply, wire
 from hub.transport.http_server import HttpRequest, HttpServer, HttpSettings
 
 pytestmark = pytest.mark.timeout(90)
@@ -349,8 +350,9 @@ def test_tls_relay_refuses_a_client_without_a_registered_certificate_and_accepts
 
 
 def test_sync_reply_and_a_duplicates_recorded_answer_are_parsed_by_the_peer(hospital):
-    """The Acknowledgment comes back in the HTTP response with its base64 SOAP part labelled as such;
-    the GP's own Msh (a peer) takes it, and takes the duplicate's recorded answer the same way."""
+    """The Acknowledgment comes back in the HTTP response as XML: HTTP has no Content-Transfer-Encoding
+    (RFC 2616 §19.4.5), so the base64 the signal is stored with is undone on the wire, and no such header
+    is sent; the GP's own Msh (a peer) takes it, and takes the duplicate's recorded answer the same way."""
     relay, tls = hospital
     msh = gp_msh(relay.http.url("/ebxml"))
     mid = str(uuid.uuid4())
@@ -359,8 +361,8 @@ def test_sync_reply_and_a_duplicates_recorded_answer_are_parsed_by_the_peer(hosp
     ctx = tls.client("hub")
     reply = post(relay.http.url("/ebxml"), out.data, ctx)
     assert reply.status == 200 and reply.entity
-    head = reply.entity.split(b"\r\n\r\n", 1)[0].lower()
-    assert b"content-transfer-encoding: base64" in head
+    head, body = reply.entity.split(b"\r\n\r\n", 1)
+    assert b"content-transfer-encoding" not in head.lower() and body.startswith(b"<?xml")
     got = msh.receive(reply.entity, datetime.now(UTC), transport="http")
     assert got.status == "signal" and got.envelope is not None
     assert got.envelope.acknowledgment is not None and got.envelope.header.ref_to_message_id == out.message_id
@@ -494,3 +496,20 @@ def test_https_with_the_listeners_tls_section_when_http_names_no_certificate(tmp
             httpx.get(url, verify=ssl.create_default_context(), timeout=5)
     finally:
         r.stop()
+
+
+def test_an_entity_encoded_as_a_whole_goes_over_http_decoded():
+    """HTTP has no Content-Transfer-Encoding: the header is not sent and the body goes as its bytes;
+    a multipart body keeps its parts' encodings (MIME's own), and what is not base64 goes as labelled."""
+    xml = b"<?xml version='1.0'?><SOAP:Envelope xmlns:SOAP='urn:x'/>"
+    b64 = base64.encodebytes(xml)
+    headers, body = wire(b"Content-Type: text/xml\r\nContent-Transfer-Encoding: base64\r\n\r\n" + b64)
+    assert body == xml and [k for k, _ in headers] == ["Content-Type"]
+    qp = b"Content-Type: text/xml\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\na=3Db=\r\nc"
+    _h, body = wire(qp)
+    assert body == b"a=bc"
+    multipart = (b'Content-Type: multipart/related; boundary="b"\r\n\r\n--b\r\n'
+                 b"Content-Transfer-Encoding: base64\r\n\r\n" + b64 + b"--b--\r\n")
+    assert wire(multipart)[1] == multipart.split(b"\r\n\r\n", 1)[1]
+    headers, body = wire(b"Content-Type: text/xml\r\nContent-Transfer-Encoding: base64\r\n\r\n!x")
+    assert body == b"!x" and ("Content-Transfer-Encoding", "base64") in headers

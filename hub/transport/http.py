@@ -1,13 +1,18 @@
 """HTTP for ebXML and the submit API: the one reply type, and the outbound client (aiohttp).
 
-The MIME entity's headers travel as HTTP headers (Content-Type with boundary/start, SOAPAction,
-Content-Transfer-Encoding) and its body as the HTTP body. A synchronous signal (SyncReply) comes back
-in the HTTP response. The server side is `hub.transport.http_server` (aiohttp.web).
+The MIME entity's headers travel as HTTP headers (Content-Type with boundary/start, SOAPAction) and its
+body as the HTTP body. HTTP has no Content-Transfer-Encoding (RFC 2616 §19.4.5, RFC 9110): an entity
+encoded as a whole (a signal's lone base64 SOAP part) goes decoded, without that header (`wire`); one
+received with it is still read. A synchronous signal (SyncReply) comes back in the HTTP response. The
+server side is `hub.transport.http_server` (aiohttp.web).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+import quopri
 import ssl
 from dataclasses import dataclass
 from types import TracebackType
@@ -21,11 +26,26 @@ DEFAULT_MAX_BYTES = 50 * 1024 * 1024
 ENTITY_HEADERS = ("content-type", "soapaction", "mime-version", "content-transfer-encoding")
 
 
+def wire(entity: bytes) -> tuple[list[tuple[str, str]], bytes]:
+    """(headers, body) of a MIME entity as it goes over HTTP: a Content-Transfer-Encoding of the whole
+    entity is undone and not sent, since HTTP peers take the body as it is (an independent MSH read our
+    base64 Acknowledgment as text). Parts inside a multipart body keep theirs: that is MIME's own."""
+    headers, body = split_entity(entity)
+    cte = next((v.strip().lower() for k, v in headers if k.lower() == "content-transfer-encoding"), None)
+    if cte == "base64":
+        try:
+            body = base64.b64decode(body)
+        except (binascii.Error, ValueError):
+            return headers, body  # not base64 after all: sent as labelled, for the peer to refuse
+    elif cte == "quoted-printable":
+        body = quopri.decodestring(body)
+    return [(k, v) for k, v in headers if k.lower() != "content-transfer-encoding"], body
+
+
 @dataclass(frozen=True)
 class HttpReply:
     """What a handler answers and what a POST got back: a status and a MIME entity (headers + body),
-    or None for no body. The entity's headers go out as HTTP headers, so a base64 SOAP part keeps its
-    Content-Transfer-Encoding."""
+    or None for no body. The entity's headers go out as HTTP headers, its body decoded (`wire`)."""
 
     status: int
     entity: bytes | None = None
@@ -39,7 +59,7 @@ class HttpReply:
         """(headers, body) as they go on the wire."""
         if not self.entity:
             return [], b""
-        return split_entity(self.entity)
+        return wire(self.entity)
 
 
 class ReplyTooLarge(Exception):
@@ -68,7 +88,7 @@ class HttpClient:
 
     async def post(self, url: str, entity: bytes) -> HttpReply:
         """POST a MIME entity; the reply's body with its MIME headers as an entity (None when empty)."""
-        headers, body = split_entity(entity)
+        headers, body = wire(entity)
         sent = [(k, v) for k, v in headers if k.lower() in ENTITY_HEADERS]
         async with self._open().post(url, data=body, headers=sent) as r:
             data = bytearray()

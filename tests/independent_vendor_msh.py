@@ -8,7 +8,7 @@ AppRec (Applikasjonskvittering v1.1) built with lxml. A bug in the hub's ebXML c
 disagreement instead of both sides agreeing.
 
     python tests/independent_vendor_msh.py ROOT --her 87210 --service 87211 --name "Uavhengig EPJ" \
-        --keys DIR --xsd DIR [--behaviour correct]
+        --keys DIR --xsd DIR [--network PKI_DIR] [--behaviour correct]
 
 DIR (--keys) holds the enterprise certificates the test PKI issued to the system: sign.pem, sign.key.pem,
 enc.pem, enc.key.pem. The service listens on 127.0.0.1 (any port), writes its CPP to ROOT/cpp.xml, prints
@@ -25,7 +25,9 @@ What it does with each ebXML message (ebMS 2.0):
 - the signal goes back on the same HTTP exchange when the message asks for SyncReply and the CPA's
   syncReplyMode allows it, else it is POSTed to the sender's endpoint in the CPA;
 - the application answers every message for it with an AppRec (OK, or AVVIST with the codes of what it
-  found), sent as a new signed, encrypted ebXML message in the same conversation.
+  found), sent as a new signed, encrypted ebXML message in the same conversation. With --network it
+  first checks the KITH document's own signature (signxml, the chain to the network's CA certificates,
+  the issuing CA's CRL): S01, S02, S03.
 
 Behaviours (--behaviour), each a defect a real release could have: correct | mute (never sends an ebMS
 signal) | deliver-duplicates (no duplicate elimination: a repeated ebXML message is delivered and
@@ -62,6 +64,7 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 from lxml import etree
 from signxml import SignatureConfiguration, XMLVerifier
 from signxml.algorithms import DigestAlgorithm, SignatureMethod
+from signxml.exceptions import InvalidCertificate
 
 SOAP = "http://schemas.xmlsoap.org/soap/envelope/"
 EB = "http://www.oasis-open.org/committees/ebxml-msg/schema/msg-header-2_0.xsd"
@@ -520,9 +523,24 @@ class Epj:
     """The system behind the message service: judges each message, answers with an AppRec v1.1."""
 
     def __init__(
-        self, root: Path, her: str, services: list[str], name: str, xsd: Path, behaviour: str
+        self,
+        root: Path,
+        her: str,
+        services: list[str],
+        name: str,
+        xsd: Path,
+        behaviour: str,
+        network: Path | None = None,
     ) -> None:
         self.root, self.her, self.services, self.name, self.behaviour = root, her, services, name, behaviour
+        # The test network's public CA certificates and CRLs (ca/root.pem, ca/issuing.pem, crl/*.crl):
+        # with them the KITH document's own signature is checked (S01/S02/S03); without, it is not.
+        self.network = network
+        if network is not None:
+            self.ca_file = root / "network-ca.pem"
+            self.ca_file.write_bytes(
+                b"".join((network / "ca" / n).read_bytes() for n in ("root.pem", "issuing.pem"))
+            )
         remote = {
             "http://www.w3.org/TR/xmldsig-core/xmldsig-core-schema.xsd": str(xsd / "xmldsig-core-schema.xsd"),
             "http://www.kith.no/xmlstds/kith.xsd": str(xsd / "kith.xsd"),
@@ -569,7 +587,57 @@ class Epj:
         # (deliver-duplicates: the same ebXML message handed over again is taken for a lost AppRec and
         # answered again; harmless behind an MSH that eliminates duplicates, as ebMS promises)
         self.seen[msg_id] = message_id
-        return self.apprec(info, self.judge(doc, info, sub), msg_id)
+        signature = self.signature_code(data) if self.network is not None else None
+        return self.apprec(info, [signature] if signature else self.judge(doc, info, sub), msg_id)
+
+    def signature_code(self, data: bytes) -> str | None:
+        """The document's enveloped signature (signxml, the chain to the network's CAs at this moment),
+        then revocation (the issuing CA's CRL, its own signature checked): S01 the signature, S02 the
+        certificate (expired, unknown CA), S03 revoked. None: unsigned, or all well."""
+        if DS.encode() not in data:
+            return None
+        try:
+            result = XMLVerifier().verify(
+                data, ca_pem_file=str(self.ca_file), expect_config=SignatureConfiguration(location="./")
+            )
+        except InvalidCertificate as exc:
+            self.note(f"S02 {exc}")
+            return "S02"
+        except Exception as exc:  # noqa: BLE001 - every other failure: the signature does not hold
+            self.note(f"S01 {exc}")
+            return "S01"
+        # the certificate whose key verified it (signxml checked its chain)
+        pem = [
+            x509.load_der_x509_certificate(base64.b64decode("".join((c.text or "").split())))
+            for c in result.signature_xml.iter(q(DS, "X509Certificate"))
+        ]
+        spki = serialization.PublicFormat.SubjectPublicKeyInfo
+        cert = next(
+            (
+                c
+                for c in pem
+                if c.public_key().public_bytes(serialization.Encoding.PEM, spki) == result.signature_key
+            ),
+            None,
+        )
+        assert self.network is not None
+        issuer = x509.load_pem_x509_certificate((self.network / "ca" / "issuing.pem").read_bytes())
+        crl = (
+            x509.load_der_x509_crl((self.network / "crl" / "issuing.crl").read_bytes())
+            if (self.network / "crl" / "issuing.crl").read_bytes()[:1] == b"\x30"
+            else x509.load_pem_x509_crl((self.network / "crl" / "issuing.crl").read_bytes())
+        )
+        if not crl.is_signature_valid(issuer.public_key()):  # type: ignore[arg-type]
+            self.note("S02 the CRL is not the issuing CA's")
+            return "S02"
+        if cert is not None and crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None:
+            self.note(f"S03 {cert.subject.rfc4514_string()} is revoked")
+            return "S03"
+        return None
+
+    def note(self, line: str) -> None:
+        with (self.root / "epj.log").open("a", encoding="utf-8") as f:
+            f.write(line + "\n")
 
     def unreadable(self, sender_her: str, action: str, message_id: str) -> bytes:
         info = etree.Element(q(MH, "MsgInfo"))
@@ -972,9 +1040,12 @@ class Msh:
 
     async def deliver(self, h: Header, payloads: list[bytes]) -> None:
         for data in payloads:
-            answer = await asyncio.to_thread(self.epj.receive, data, h.from_her, h.action, h.message_id)
-            if answer is not None:
-                await self.send_apprec(h, answer)
+            try:
+                answer = await asyncio.to_thread(self.epj.receive, data, h.from_her, h.action, h.message_id)
+                if answer is not None:
+                    await self.send_apprec(h, answer)
+            except Exception as exc:  # noqa: BLE001 - logged; the runner sees the missing AppRec
+                self.note(f"delivery of {h.message_id} failed: {exc!r}")
 
     async def send_apprec(self, h: Header, apprec: bytes) -> None:
         cpa = self.agreement()
@@ -1089,10 +1160,11 @@ def main() -> None:
     ap.add_argument("--name", required=True)
     ap.add_argument("--keys", type=Path, required=True)
     ap.add_argument("--xsd", type=Path, required=True)
+    ap.add_argument("--network", type=Path, help="the test network's CA certificates and CRLs (ca/, crl/)")
     ap.add_argument("--behaviour", default="correct", choices=BEHAVIOURS)
     a = ap.parse_args()
     a.root.mkdir(parents=True, exist_ok=True)
-    epj = Epj(a.root, a.her, a.service, a.name, a.xsd, a.behaviour)
+    epj = Epj(a.root, a.her, a.service, a.name, a.xsd, a.behaviour, a.network)
     asyncio.run(serve(Msh(a.root, a.her, a.service, a.name, a.keys, epj, a.behaviour)))
 
 

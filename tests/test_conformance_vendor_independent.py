@@ -33,6 +33,7 @@ version = "1.0"
 category = "gp"
 her_id = 87210
 services = [87211]
+certificate = "CN=Uavhengig EPJ, O=Uavhengig Leverandør AS, C=NO"
 
 [endpoint]
 transport = "http"
@@ -66,26 +67,24 @@ def vendor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator:
         # the exchange folder the runner uses for this system: cpa.xml, patients.json
         root = home / "conformance" / "exchange" / profile.slug
         root.mkdir(parents=True, exist_ok=True)
+        args = [
+            "--her",
+            "87210",
+            "--service",
+            "87211",
+            "--name",
+            profile.name,
+            "--keys",
+            str(keys),
+            "--network",
+            str(pki.dir),
+            "--xsd",
+            str(OFFICIAL_XSD),
+            "--behaviour",
+            behaviour,
+        ]
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                str(VENDOR),
-                str(root),
-                "--her",
-                "87210",
-                "--service",
-                "87211",
-                "--name",
-                profile.name,
-                "--keys",
-                str(keys),
-                "--xsd",
-                str(OFFICIAL_XSD),
-                "--behaviour",
-                behaviour,
-            ],
-            stdout=subprocess.PIPE,
-            text=True,
+            [sys.executable, str(VENDOR), str(root), *args], stdout=subprocess.PIPE, text=True
         )
         started.append(proc)
         assert proc.stdout is not None
@@ -153,6 +152,14 @@ def test_an_independent_vendor_msh_passes(tmp_path, vendor):
         "M.unknown-patient",
         "M.duplicate",
         "M.duplicate-rejected",
+    }
+    # the KITH document's own signature, judged with signxml and the network's CRL: S01, S02, S03
+    security = ("M.bad-signature", "M.expired-certificate", "M.revoked-certificate", "M.unknown-ca")
+    assert {k: (cases[k]["verdict"], cases[k]["observed"].split(";")[0]) for k in security} == {
+        "M.bad-signature": ("pass", "2 S01"),
+        "M.expired-certificate": ("pass", "2 S02"),
+        "M.revoked-certificate": ("pass", "2 S03"),
+        "M.unknown-ca": ("pass", "2 S02"),
     }
     # the vendor's side of it: what its MSH refused, and how the test centre answered each AppRec
     log = (root / "msh.log").read_text(encoding="utf-8").splitlines()

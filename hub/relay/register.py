@@ -78,12 +78,15 @@ class Register:
         self._parties: dict[int, Party] = {}
         # (org_no -> parties stating it, (type, id) -> parties): built on the first by_org() after a change
         self._index: tuple[dict[str, list[Party]], dict[tuple[str, str], list[Party]]] | None = None
+        # resolve()'s answers (a relay asks several times per message): dropped by every add()
+        self._resolved: dict[int, Party | None] = {}
         for p in parties or []:
             self.add(p)
 
     def add(self, party: Party) -> None:
         self._parties[party.her_id] = party
         self._index = None
+        self._resolved = {}
 
     def __len__(self) -> int:
         return len(self._parties)
@@ -108,6 +111,16 @@ class Register:
 
     def resolve(self, her_id: int | str) -> Party | None:
         """The party with every unset field inherited from its ancestors (the effective view)."""
+        try:
+            key = int(her_id)
+        except (TypeError, ValueError):
+            return None
+        resolved = self._resolved  # add() swaps the dict: a concurrent add never gets an old answer stored
+        if key not in resolved:
+            resolved[key] = self._resolve(key)
+        return resolved[key]
+
+    def _resolve(self, her_id: int) -> Party | None:
         chain = self.chain(her_id)
         if not chain:
             return None

@@ -17,6 +17,10 @@ the ack's signature) across both relays, which share the cores of this process's
 `relay_local_*`: one relay delivering to a local system's folder (no ebXML, no RSA): the cost of the
 store and pipeline alone.
 
+`*_cpu_ms_per_msg_a` / `_b`: the CPU of each relay's (main) process per message of the throughput run,
+split by thread kind (THREAD_KINDS: worker, store, network, listener, dispatch, other): where the cost
+above the RSA floor sits.
+
 Prints `name: value` lines; PostgreSQL figures only when a server answers at $HUB_BENCH_PG.
 """
 
@@ -259,7 +263,11 @@ def serve_peer(home: Path) -> int:
     relay.start()
     try:
         print("ready", flush=True)
-        sys.stdin.read()
+        for line in sys.stdin:  # until stdin closes; "cpu" asks for thread_cpu()
+            if line.strip() == "cpu":
+                with out:
+                    sys.stdout.write(f"cpu {json.dumps(thread_cpu())}\n")
+                    sys.stdout.flush()
     finally:
         stop.set()
         relay.stop()
@@ -343,6 +351,8 @@ def run_network(home: Path, stores: dict[str, str] | None = None,
     start: dict[str, float] = {}
     done: dict[str, float] = {}
     peer_statements = [0]  # the peer's Store.statements at its latest delivered line
+    peer_cpu: list[dict[str, float]] = []  # its thread_cpu() answers
+    cpu_answered = threading.Event()
     lock, all_done = threading.Lock(), threading.Event()
     expect = [0]
     peer = subprocess.Popen([sys.executable, "-m", "bench.bench_relay", "--peer", str(home / "b")],
@@ -357,6 +367,9 @@ def run_network(home: Path, stores: dict[str, str] | None = None,
             parts = line.split()
             if parts[:1] == ["ready"]:
                 ready.set()
+            elif parts[:1] == ["cpu"]:
+                peer_cpu.append(json.loads(line.split(" ", 1)[1]))
+                cpu_answered.set()
             elif len(parts) == 4 and parts[0] == "delivered":
                 with lock:
                     done[parts[1]] = float(parts[2])
@@ -392,19 +405,30 @@ def run_network(home: Path, stores: dict[str, str] | None = None,
             if not all_done.wait(600):
                 raise RuntimeError(f"network: only {len(done)} of {len(items)} delivered")
 
+        def peer_threads() -> dict[str, float]:
+            assert peer.stdin is not None
+            cpu_answered.clear()
+            peer.stdin.write("cpu\n")
+            peer.stdin.flush()
+            return peer_cpu[-1] if cpu_answered.wait(30) else {}
+
         run(messages_with_ids(10), None)  # warm-up: sessions, schemas, certificates
         items = messages_with_ids(N_NET)
+        ta0, tb0 = thread_cpu(), peer_threads()
         cpu0 = time.process_time() + _cpu_of_descendants()
         sa0, sb0 = relay.store.statements, peer_statements[0]
         run(items, None)
         cpu = time.process_time() + _cpu_of_descendants() - cpu0
+        ta, tb = _per_msg(ta0, thread_cpu(), N_NET), _per_msg(tb0, peer_threads(), N_NET)
         sa, sb = relay.store.statements - sa0, peer_statements[0] - sb0
         rate = N_NET / (max(done.values()) - min(start.values()))
         run(messages_with_ids(max(20, N_NET // 2)), rate / 2)
         p50, p99 = percentiles([(done[k] - start[k]) * 1000 for k in done if k in start])
         return {"msgs_per_s": rate, "p50_ms": p50, "p99_ms": p99, "latency_load_msgs_per_s": rate / 2,
                 "cpu_ms_per_msg": cpu * 1000 / N_NET, "store_statements_per_msg_a": sa / N_NET,
-                "store_statements_per_msg_b": sb / N_NET}
+                "store_statements_per_msg_b": sb / N_NET,
+                **{f"cpu_threads_a_{k}": v for k, v in ta.items()},
+                **{f"cpu_threads_b_{k}": v for k, v in tb.items()}}
     finally:
         # the peer first: its last acknowledgments still find our listener
         peer.stdin.close()
@@ -413,6 +437,34 @@ def run_network(home: Path, stores: dict[str, str] | None = None,
         except subprocess.TimeoutExpired:
             peer.kill()
         relay.stop()
+
+
+# thread kinds of a relay's process, by thread name: the worker pool (admit, deliver), its dispatcher, the
+# store's writer, the network's event loop (SMTP/HTTP sending), the default executor's threads (the SMTP
+# listener's handlers: intake, signals); the rest is "other": main thread, ended threads and, at the GP's
+# relay, the bench's submitter threads, which run the local intake (Intake.accept_local)
+THREAD_KINDS = {"relay": "worker", "dispatch": "dispatch", "store": "store", "network": "network",
+                "asyncio": "listener"}
+
+
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds so far of this process, by thread kind (THREAD_KINDS; Linux /proc)."""
+    tck = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for th in threading.enumerate():
+        try:
+            f = Path(f"/proc/self/task/{th.native_id}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, TypeError):
+            continue
+        kind = THREAD_KINDS.get(re.split(r"[-_:]", th.name, maxsplit=1)[0])
+        if kind is not None:
+            out[kind] = out.get(kind, 0.0) + (int(f[11]) + int(f[12])) / tck
+    out["other"] = time.process_time() - sum(out.values())
+    return out
+
+
+def _per_msg(before: dict[str, float], after: dict[str, float], n: int) -> dict[str, float]:
+    return {k: (after.get(k, 0.0) - before.get(k, 0.0)) * 1000 / n for k in after}
 
 
 def _descendants(pid: int) -> list[int]:
@@ -461,6 +513,12 @@ def _report(prefix: str, r: dict[str, float], rsa: float | None, cores: int, not
         if rsa and rsa_ops:
             print(f"{prefix}_rsa_share_of_cpu: {rsa_ops * 1000 / rsa / r['cpu_ms_per_msg']:.3f}")
     for side, who in (("a", "the GP's relay"), ("b", "the hospital's relay")):
+        kinds = [k for k in r if k.startswith(f"cpu_threads_{side}_")]
+        if kinds:
+            # where that CPU goes, per thread kind of the relay's (main) process: see THREAD_KINDS
+            parts = " ".join(f"{k.rsplit('_', 1)[1]}={r[k]:.2f}" for k in sorted(kinds, key=lambda k: -r[k]))
+            print(f"{prefix}_cpu_ms_per_msg_{side}: {sum(r[k] for k in kinds):.2f}  "
+                  f"({who}, by thread: {parts})")
         if f"store_statements_per_msg_{side}" in r:
             print(f"{prefix}_store_statements_per_msg_{side}: {r[f'store_statements_per_msg_{side}']:.1f}"
                   f"  ({who}; reads and writes during the throughput run)")
@@ -502,7 +560,9 @@ def main() -> int:
                     home = Path(tmp) / f"{name}-network-2"
                     home.mkdir()
                     net2 = run_network(home, {"a": url(3), "b": url(4)}, processes=2)
-                    net2 = {k: v for k, v in net2.items() if not k.startswith("store_statements")}
+                    # of the main processes only: not what the worker processes do
+                    net2 = {k: v for k, v in net2.items()
+                            if not k.startswith(("store_statements", "cpu_threads"))}
                     _report(f"relay_{name}_processes2", net2, rsa, cores,
                             "  (the same, two processes per relay; x"
                             f"{net2['msgs_per_s'] / net['msgs_per_s']:.2f} of one)", rsa_ops=3)

@@ -32,7 +32,8 @@ What it does with each ebXML message (ebMS 2.0):
 Behaviours (--behaviour), each a defect a real release could have: correct | mute (never sends an ebMS
 signal) | deliver-duplicates (no duplicate elimination: a repeated ebXML message is delivered and
 answered again) | accept-tampered (never checks the envelope
-signature) | wrong-original-id (AppRecs name another OriginalMsgId).
+signature) | refuse-but-deliver (answers a tampered envelope with the right MessageError, and delivers it
+anyway) | wrong-original-id (AppRecs name another OriginalMsgId).
 """
 
 from __future__ import annotations
@@ -102,7 +103,14 @@ TEXTS = {
     "E35": "Pasienten finnes ikke i mottakersystemet",
 }
 MAX_BODY = 20 * 1024 * 1024
-BEHAVIOURS = ("correct", "mute", "deliver-duplicates", "accept-tampered", "wrong-original-id")
+BEHAVIOURS = (
+    "correct",
+    "mute",
+    "deliver-duplicates",
+    "accept-tampered",
+    "refuse-but-deliver",
+    "wrong-original-id",
+)
 
 
 def q(ns: str, tag: str) -> str:
@@ -937,13 +945,16 @@ class Msh:
         except Refused as exc:
             signal_bytes = self.message_error(h, exc)
             self.seen[h.message_id] = signal_bytes
+            if self.behaviour == "refuse-but-deliver" and exc.code == "SecurityFailure":
+                # the right signal, yet the message goes to the EPJ all the same
+                return (signal_bytes, sync), (h, self.check(h, root, pkg, cpa, verify=False)[0])
             return (None if self.behaviour == "mute" else (signal_bytes, sync)), None
         ack = None if self.behaviour == "mute" else self.acknowledgment(h, refs)
         self.seen[h.message_id] = ack
         return ((ack, sync) if ack is not None else None), (h, payloads)
 
     def check(
-        self, h: Header, root: etree._Element, pkg: Package, cpa: Agreement | None
+        self, h: Header, root: etree._Element, pkg: Package, cpa: Agreement | None, verify: bool = True
     ) -> tuple[list[bytes], list[etree._Element]]:
         if cpa is None or h.cpa_id != cpa.cpa_id:
             raise Refused("ValueNotRecognized", "eb:CPAId", f"CPAId {h.cpa_id!r} is not an agreement we have")
@@ -959,7 +970,7 @@ class Msh:
         ):
             raise Refused("MimeProblem", "eb:Manifest", "the Manifest names no (or a missing) MIME part")
         refs: list[etree._Element] = []
-        if self.behaviour != "accept-tampered":
+        if verify and self.behaviour != "accept-tampered":
             refs = verify_envelope(pkg.soap, pkg.parts, sender.sign_cert)
         must_encrypt = cpa.encrypted(sender, us, h.service, h.action)
         payloads = []

@@ -695,9 +695,11 @@ class Store(ABC):
                 out.append(m)
                 row = _as_row(m)
             self._write_pending(tx, row["id"], pending)
-            for kind, data in arts.items():
-                # one statement: a retry's prepared envelope replaces the one stored before
-                tx.execute(_BLOB_UPSERT, (row["id"], kind, bytes(data), hashlib.sha256(data).hexdigest(), t))
+            if arts:
+                # one statement for all of them: a retry's prepared envelope replaces the one stored before
+                tx.execute(_BLOB_INSERT_INTO + ", ".join([_BLOB_VALUES] * len(arts)) + _BLOB_ON_CONFLICT,
+                           [v for kind, data in arts.items()
+                            for v in (row["id"], kind, bytes(data), hashlib.sha256(data).hexdigest(), t)])
             if seen is not None:
                 self._seen_insert(tx, seen[0], seen[1], bytes(seen[2]), t)
             return out
@@ -1221,8 +1223,10 @@ def _check_lease(row: Row, node: str) -> None:
 
 _BLOB_SQL = "SELECT data FROM blobs WHERE message_id = ? AND kind = ?"
 _BLOB_INSERT = "INSERT INTO blobs (message_id, kind, data, sha256, created_at) VALUES (?, ?, ?, ?, ?)"
-_BLOB_UPSERT = (_BLOB_INSERT + " ON CONFLICT (message_id, kind) DO UPDATE SET data = excluded.data, "
-                "sha256 = excluded.sha256, created_at = excluded.created_at")
+_BLOB_INSERT_INTO = "INSERT INTO blobs (message_id, kind, data, sha256, created_at) VALUES "
+_BLOB_VALUES = "(?, ?, ?, ?, ?)"
+_BLOB_ON_CONFLICT = (" ON CONFLICT (message_id, kind) DO UPDATE SET data = excluded.data, "
+                     "sha256 = excluded.sha256, created_at = excluded.created_at")
 _EVENT_INSERT = "INSERT INTO events (message_id, at, event, from_state, to_state, reason, actor) VALUES"
 _EVENT_VALUES = "(?, ?, ?, ?, ?, ?, ?)"
 

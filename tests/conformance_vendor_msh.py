@@ -1,12 +1,17 @@
 """A vendor's message service in a process of its own, for tests/test_conformance_vendor_ebms.py.
 
-    python tests/conformance_vendor_msh.py PROFILE.toml PKI_DIR ROOT [--mute | --ack-everything]
+    python tests/conformance_vendor_msh.py PROFILE.toml PKI_DIR ROOT [--smtp RELAY_PORT]
+        [--mute | --ack-everything]
 
 Listens for ebXML over HTTP on 127.0.0.1 (port 0), writes its CPP to ROOT/cpp.xml and its URL on the
 first line of stdout, then waits for the test centre's CPA in ROOT/cpa.xml and installs it. Behind the
-message service a simulated receiving system answers with AppRecs. `--mute`: the message service takes
-messages in and never sends an ebMS signal back (no Acknowledgment, no MessageError);
-`--ack-everything`: where it should answer with a MessageError it answers with an Acknowledgment.
+message service a simulated receiving system answers with AppRecs. `--smtp RELAY_PORT`: ebXML over SMTP
+instead: an SMTP listener on 127.0.0.1 (port 0) for its mailbox, the first line of stdout is
+`mailto:ADDRESS 127.0.0.1:PORT`, and everything it sends (signals, AppRecs) is mailed through the SMTP
+server on 127.0.0.1:RELAY_PORT (the test centre's listener stands in for the mail relay); each mail it
+takes is kept as ROOT/received/N.eml. `--mute`: the message service takes messages in and never sends
+an ebMS signal back (no Acknowledgment, no MessageError); `--ack-everything`: where it should answer
+with a MessageError it answers with an Acknowledgment.
 
 It is the hub's own Msh (hub.conformance.ebms.SystemGateway), not an independent implementation: what
 it shows is the runner driving a separate process over real HTTP with a CPA, not interoperability with
@@ -15,6 +20,7 @@ another vendor's code.
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import sys
 import threading
@@ -31,6 +37,7 @@ from hub.conformance.trust import network_pki
 from hub.conformance.vendor_ebms import http_sync, roles_of_claims
 from hub.ebxml.corpus import CpaParty, build_cpa
 from hub.ebxml.cpa import CPPA_NS, CpaRepository, load_cpa
+from hub.transport.smtp import SmtpSender
 
 
 def cpp_of(party: CpaParty) -> bytes:
@@ -69,6 +76,27 @@ class VendorGateway(SystemGateway):
             return self.last_ack
         return reply
 
+    received = 0  # mails taken (SMTP), kept in ROOT/received
+
+    async def on_mail(self, data: bytes, mail_from: str, rcpts: list[str]) -> None:
+        self.install()
+        self.received += 1
+        kept = self.root / "received"
+        kept.mkdir(exist_ok=True)
+        (kept / f"{self.received}.eml").write_bytes(data)
+        if self.mute or not self.ack_everything:
+            await super().on_mail(data, mail_from, rcpts)
+            return
+        outcome = await asyncio.to_thread(self.msh.receive, data, datetime.now(UTC), transport="smtp")
+        answer = outcome.response
+        if outcome.response_kind == "ack":
+            self.last_ack = answer
+        elif outcome.response_kind == "error" and self.last_ack is not None:
+            answer = self.last_ack
+        if answer and self.gateway.smtp is not None:
+            to = outcome.reply_to if (outcome.reply_to or "").startswith("mailto:") else mail_from
+            await self.gateway.smtp.send(answer, to)
+
     def post(self, data: bytes, *, sender: int, receiver: int, action: str, conversation: str,
              answers: str | None = None) -> str:
         self.install()
@@ -80,7 +108,10 @@ def main() -> None:
     profile_file, pki_dir, root = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
     profile = load_profile(profile_file)
     pki = network_pki(pki_dir, {**load_profiles(), profile.name: profile})
-    gateway = VendorGateway(profile, root, pki, transport="http")
+    relay = int(sys.argv[sys.argv.index("--smtp") + 1]) if "--smtp" in sys.argv else None
+    gateway = VendorGateway(profile, root, pki, transport="smtp" if relay else "http")
+    if relay:
+        gateway.gateway.smtp = SmtpSender("127.0.0.1", relay, gateway.mailbox, timeout=10.0)
     gateway.her_ids = [profile.her_id, *[h for h in gateway.her_ids if h != profile.her_id]]
     gateway.mute = "--mute" in sys.argv
     gateway.ack_everything = "--ack-everything" in sys.argv
@@ -89,7 +120,7 @@ def main() -> None:
     (root / "cpp.xml").write_bytes(cpp_of(CpaParty(str(profile.her_id), profile.name, ident.sign_cert,
                                                    ident.enc_cert, gateway.url, roles)))
     system = SimulatedSystem(profile, root, pki=pki).start()
-    print(gateway.url, flush=True)
+    print(gateway.url if not relay else f"{gateway.url} 127.0.0.1:{gateway.listener.port}", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     while not stop.wait(0.2):

@@ -70,8 +70,9 @@ def vendor(tmp_path: Path) -> Iterator:
                                 env={**os.environ, "HUB_HOME": str(home)})
         started.append(proc)
         assert proc.stdout is not None
+        # HTTP: its URL; SMTP (--smtp): `mailto:ADDRESS 127.0.0.1:PORT`, its address and its listener
         url = proc.stdout.readline().strip()
-        assert url.startswith("http://127.0.0.1:"), url
+        assert url.startswith(("http://127.0.0.1:", "mailto:")), url
         return url, root
 
     yield start

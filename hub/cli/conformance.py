@@ -72,9 +72,9 @@ def run(system: str = typer.Option(None, "--system", "-s", help="A bundled (simu
         profile_file: Path = typer.Option(None, "--profile", "-p", dir_okay=False,
                                           help="A vendor's profile (TOML like fixtures/vendors/systems/*)."),
         endpoint: str = typer.Option(None, "--endpoint", "-e",
-                                     help="folder:DIR (plain KITH XML in DIR/in and DIR/out) or"
-                                          " http(s)://… (ebXML, CPA from --cpp, --cpa or the"
-                                          " profile); overrides the"
+                                     help="folder:DIR (plain KITH XML in DIR/in and DIR/out),"
+                                          " http(s)://… or mailto:ADDRESS (ebXML over HTTP or SMTP,"
+                                          " CPA from --cpp, --cpa or the profile); overrides the"
                                           " profile's"),
         message: list[str] = typer.Option(None, "--message", "-m", help="e.g. Epikrise:1.0 (repeatable)"),
         direction: str = typer.Option(None, "--direction", "-d", help="S or M (default both)"),
@@ -92,10 +92,23 @@ def run(system: str = typer.Option(None, "--system", "-s", help="A bundled (simu
                                  help="The vendor's CPP (ebXML endpoints): the CPA is made from it."),
         cpa: Path = typer.Option(None, "--cpa", exists=True, dir_okay=False,
                                  help="A CPA between the test centre (HER 86001) and the system,"
-                                      " used as is."),
+                                      " used as is: its endpoints are the system's (--endpoint may be"
+                                      " left out) and the test centre's (the mailbox for mailto:)."),
         listen: int = typer.Option(0, "--listen", min=0, max=65535,
-                                   help="Port of the test centre's ebXML MSH on 127.0.0.1 (default: any;"
-                                        " a fixed one keeps the CPA the same from run to run)."),
+                                   help="Port of the test centre's ebXML MSH on 127.0.0.1, its HTTP or"
+                                        " (mailto:) SMTP listener (default: any; a fixed one keeps the"
+                                        " CPA the same from run to run)."),
+        smtp: str = typer.Option(None, "--smtp", metavar="HOST[:PORT]",
+                                 help="mailto: endpoints: the SMTP server the runner submits its mail to"
+                                      " (the system's mail server or a smarthost; port 25 by default;"
+                                      " STARTTLS when it offers it)."),
+        smtp_ca: Path = typer.Option(None, "--smtp-ca", exists=True, dir_okay=False,
+                                     help="PEM trust anchors for --smtp: STARTTLS is then required and the"
+                                          " server's certificate checked."),
+        mailbox: str = typer.Option(None, "--mailbox", metavar="ADDRESS",
+                                    help="mailto: endpoints: the test centre's address, its mailto: endpoint"
+                                         " in the CPA and the one recipient its SMTP listener takes"
+                                         " (default ebms-runner@conformance.test; from the CPA with --cpa)."),
         as_json: bool = typer.Option(False, "--json", help="Print the verdicts as JSON on stdout."),
         db: Path = DbOpt) -> None:
     """Run the catalogue against one system's claimed cells; store the evidence.
@@ -132,7 +145,7 @@ def run(system: str = typer.Option(None, "--system", "-s", help="A bundled (simu
     with Progress(console=out, transient=True) as bar:
         task = bar.add_task(profile.name, total=None)
         pki = None
-        ebxml = not simulate and _is_ebxml(endpoint or profile.endpoint.address or "")
+        ebxml = not simulate and (cpa is not None or _is_ebxml(endpoint or profile.endpoint.address or ""))
         if not simulate and (profile.certificate or ebxml):
             # the test network's PKI issues the system's test certificate (kept under HUB_HOME)
             from hub.conformance.profiles import load_profiles
@@ -150,16 +163,22 @@ def run(system: str = typer.Option(None, "--system", "-s", help="A bundled (simu
                 results = run_session_group(runner, profile, sessions, _work(), simulate=True,
                                             transport=transport or _transport_of(endpoint))
             elif ebxml:
-                from hub.conformance.vendor_ebms import VendorEbmsExchange
+                from hub.conformance.vendor_ebms import MailRelay, VendorEbmsExchange
 
-                url = endpoint or profile.endpoint.address or ""
+                # a CPA given whole names the system's endpoint itself; the profile's is only a default
+                url = endpoint or (None if cpa else profile.endpoint.address)
                 exchange = VendorEbmsExchange(_work() / profile.slug, pki, profile, url,  # type: ignore[arg-type]
                                               cpp=cpp.read_bytes() if cpp else None,
                                               cpa=cpa.read_bytes() if cpa else None, port=listen,
-                                              announce=_announcer(profile, out))
+                                              announce=_announcer(profile, out),
+                                              smtp=MailRelay.parse(smtp, smtp_ca) if smtp else None,
+                                              mailbox=mailbox)
                 exchange.ack_wait = timeout
+                listener = exchange.url if exchange.url.startswith("http") else \
+                    f"{exchange.url} (SMTP on 127.0.0.1:{exchange.listener.port})"
+                relay = f", mail through {smtp}" if exchange.transport == "smtp" else ""
                 out.print(f"Testing {profile.name} {profile.version} (HER-id {profile.her_id}) over ebXML at"
-                          f" {url}: the test centre's MSH listens at {exchange.url}; CPA"
+                          f" {exchange.endpoint}{relay}: the test centre's MSH listens at {listener}; CPA"
                           f" {exchange.cpa.cpa_id} in {exchange.root / 'cpa.xml'}; {timeout:g} s per answer.")
                 try:
                     results = [runner.run_cell(profile, exchange, message_type(s.message), s.direction)

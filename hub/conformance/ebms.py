@@ -78,14 +78,14 @@ class _Side(ABC):
     """An Msh behind an HTTP or SMTP listener on 127.0.0.1; deliveries go to `deliver`."""
 
     def __init__(self, name: str, pki: NetworkPki, identity: Identity, her_ids: list[int],
-                 transport: str = "http", port: int = 0) -> None:
+                 transport: str = "http", port: int = 0, mailbox: str | None = None) -> None:
         if transport not in TRANSPORTS:
             raise ValueError(f"transport {transport!r} is not one of {', '.join(TRANSPORTS)}")
         self.pki = pki
         self.identity = identity
         self.her_ids = her_ids
         self.transport = transport
-        self.mailbox = f"{name}@{MAIL_DOMAIN}"
+        self.mailbox = mailbox or f"{name}@{MAIL_DOMAIN}"
         self.loop = _Loop(name)
 
         def validate(cert: object, at: datetime) -> None:  # the hub's certificate validation
@@ -95,7 +95,7 @@ class _Side(ABC):
         self.gateway = Gateway(self.msh)
         self.listener: HttpListener | SmtpListener
         if transport == "smtp":
-            self.listener = SmtpListener({self.mailbox}, self.on_mail)
+            self.listener = SmtpListener({self.mailbox}, self.on_mail, port=port)
         else:
             self.listener = HttpListener(self.on_http, port=port)
         self.loop.run(self.listener.start())
@@ -221,8 +221,9 @@ class EbmsExchange(_Side):
     interface (send, order, wait)."""
 
     def __init__(self, root: Path, pki: NetworkPki, her_ids: list[int], transport: str = "http",
-                 port: int = 0) -> None:
-        super().__init__("ebms-runner", pki, pki.identity(TEST_CENTRE_PARTY), her_ids, transport, port)
+                 port: int = 0, mailbox: str | None = None) -> None:
+        super().__init__("ebms-runner", pki, pki.identity(TEST_CENTRE_PARTY), her_ids, transport, port,
+                         mailbox)
         self.ack_wait = 5.0  # how long an SMTP Acknowledgment may still be in the mail
         self.folder = ex.FolderExchange(root)  # test setup only: orders and registered patients
         self.root = root

@@ -1,4 +1,4 @@
-"""A vendor's own message service under test over ebXML (endpoint `http(s)://…`).
+"""A vendor's own message service under test over ebXML (endpoint `http(s)://…` or `mailto:…`).
 
 The runner is the test centre's MSH (hub.conformance.ebms.EbmsExchange, the same one the simulated
 systems are reached with), bound to the vendor by a CPA: one made from the vendor's CPP (its PartyInfo
@@ -16,6 +16,8 @@ SecurityFailure and not be delivered. Those verdicts are pure functions of what 
 from __future__ import annotations
 
 import copy
+import ssl
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -32,11 +34,11 @@ from hub.conformance.plain_folder import ORDER_FIELDS, Announce
 from hub.conformance.profiles import Profile
 from hub.conformance.trust import NetworkPki
 from hub.ebxml.corpus import CpaParty, build_cpa
-from hub.ebxml.cpa import CPPA_NS, Cpa, CpaRepository, PartyInfo, load_cpa
-from hub.ebxml.msh import Outgoing, Peer, Peers
+from hub.ebxml.cpa import CPPA_NS, DELIVERY_TYPES, Cpa, CpaRepository, PartyInfo, load_cpa
+from hub.ebxml.msh import Outcome, Outgoing, Peer, Peers
 from hub.ebxml.naming import APPREC, naming
 from hub.security.pki import Identity
-from hub.transport.http import HttpReply
+from hub.transport.smtp import SmtpSender, mail_address
 from hub.xmlsafe import parse_bytes
 
 SECURITY_FAILURE = str(EbmsError.SECURITY_FAILURE.value)
@@ -170,51 +172,156 @@ def test_centre_party(identity: Identity, her_id: int, url: str, roles: list | N
                     url, roles or [])
 
 
-class VendorEbmsExchange(EbmsExchange):
-    """EbmsExchange bound to a vendor's endpoint by a CPA (no peer register: the CPA decides)."""
+def party_endpoint(party: PartyInfo) -> str | None:
+    """Where a party of a CPA takes messages: the delivery endpoint of its default channel (else of any
+    of its transports)."""
+    tr = party.transport_of(party.channel(None))
+    for t in [tr] if tr is not None else list(party.transports.values()):
+        for uri, kind in t.endpoints:
+            if kind in DELIVERY_TYPES and uri:
+                return uri
+    return None
 
-    def __init__(self, root: Path, pki: NetworkPki, profile: Profile, endpoint: str, *,
+
+def kind_of(endpoint: str) -> str:
+    """http | smtp for an ebXML endpoint; anything else is a usage error."""
+    if endpoint.lower().startswith(("http://", "https://")):
+        return "http"
+    if endpoint.lower().startswith("mailto:") and mail_address(endpoint).count("@") == 1:
+        return "smtp"
+    raise ValueError(f"endpoint {endpoint!r}: a vendor's ebXML endpoint is http(s)://… or mailto:ADDRESS")
+
+
+def signal_of(outcome: Outcome) -> Signal:
+    """A received answer, as our Msh saw it (verified, matched with what we sent)."""
+    env = outcome.envelope
+    problems = [f"{e.code} {e.description}" for e in outcome.errors]
+    if env is None or not env.is_signal:
+        return Signal("invalid", problems=problems or ["not an ebMS signal"])
+    if env.error_list is not None:
+        return Signal("error", [str(e.code) for e in env.error_list.errors], problems)
+    return Signal("ack", problems=problems)
+
+
+@dataclass(frozen=True)
+class MailRelay:
+    """Where the runner submits its mail (the vendor's SMTP server or a smarthost). STARTTLS whenever the
+    server offers it; with `tls` (trust anchors) STARTTLS is required and the server's certificate checked."""
+
+    host: str
+    port: int = 25
+    tls: ssl.SSLContext | None = None
+
+    @classmethod
+    def parse(cls, text: str, ca: Path | None = None) -> MailRelay:
+        host, _, port = text.strip().rpartition(":") if ":" in text else (text.strip(), "", "25")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"--smtp {text!r}: HOST or HOST:PORT (the SMTP server that takes the runner's"
+                             " mail)")
+        try:
+            ctx = ssl.create_default_context(cafile=str(ca)) if ca is not None else None
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"--smtp-ca {ca}: no trust anchors to read ({exc})") from exc
+        return cls(host.strip("[]"), int(port), ctx)
+
+
+class VendorEbmsExchange(EbmsExchange):
+    """EbmsExchange bound to a vendor's endpoint by a CPA (no peer register: the CPA decides).
+
+    Over HTTP the vendor's signal comes back on the same exchange (SyncReply). Over SMTP (`mailto:`) the
+    runner mails each package through `smtp` and asks for the Acknowledgment (AckRequested); the vendor
+    mails its signals to the test centre's mailbox, where the runner's SMTP listener takes them."""
+
+    def __init__(self, root: Path, pki: NetworkPki, profile: Profile, endpoint: str | None, *,
                  cpp: bytes | None = None, cpa: bytes | None = None, port: int = 0,
-                 announce: Announce | None = None) -> None:
+                 announce: Announce | None = None, smtp: MailRelay | None = None,
+                 mailbox: str | None = None) -> None:
         from hub.conformance.catalogue import message_types
         from hub.conformance.simulated import TEST_CENTRE, TEST_CENTRE_SERVICE
         from hub.conformance.variants import UNKNOWN_ORG
 
-        if not endpoint.startswith(("http://", "https://")):
-            raise ValueError(f"endpoint {endpoint!r}: a vendor's ebXML endpoint is http(s):// here"
-                             " (mailto: is not supported yet)")
-        # `port`: where the test centre's MSH listens (0: any; the CPA written then changes every run)
-        super().__init__(root, pki, [TEST_CENTRE.her_id, TEST_CENTRE_SERVICE.her_id], "http", port)
-        root.mkdir(parents=True, exist_ok=True)
-        self.profile = profile
-        now = datetime.now(UTC)
-        if cpa is None:
-            ours = test_centre_party(self.identity, TEST_CENTRE.her_id, self.url)
-            if cpp is not None:
-                vendor: bytes | CpaParty = cpp
-            else:
-                if not profile.certificate:
-                    raise ValueError(f"{profile.name}: without a CPP the profile must name a certificate")
-                vid = pki.identity(profile.slug)
-                vroles = roles_of_claims(profile, {m.key: m for m in message_types()})
-                vendor = CpaParty(str(profile.her_id), profile.name, vid.sign_cert, vid.enc_cert, endpoint,
-                                  vroles)
-                ours.roles = [(counter_role(r), s, rec, snd) for r, s, snd, rec in vroles]
-            cpa = agreement(f"conformance_{TEST_CENTRE.her_id}_{profile.her_id}", ours, vendor,
-                            now - timedelta(days=1), now + timedelta(days=30))
-        self.cpa: Cpa = load_cpa(cpa, "the conformance CPA")
-        if self.cpa.party(str(profile.her_id)) is None or self.cpa.party(str(TEST_CENTRE.her_id)) is None:
-            raise ValueError(f"CPA {self.cpa.cpa_id} does not bind HER {TEST_CENTRE.her_id} (the test centre)"
-                             f" and HER {profile.her_id} ({profile.name})")
-        ex.atomic_write(root / "cpa.xml", cpa)
-        self.msh.cpas = CpaRepository([self.cpa])
-        v = self.cpa.party(str(profile.her_id))
-        assert v is not None
-        sign, enc = v.signing_certificate(), v.encryption_certificate()
-        # the battery's unknown receiver travels to the vendor's endpoint, outside any CPA
-        if sign is not None and enc is not None:
-            unknown = str(UNKNOWN_ORG.her_id)
-            self.msh.peers = Peers({unknown: Peer(unknown, sign, enc, endpoint)})
+        binds = (f"HER {TEST_CENTRE.her_id} (the test centre) and HER {profile.her_id} ({profile.name})")
+        given = load_cpa(cpa, "the CPA given with --cpa") if cpa is not None else None
+        if given is not None:
+            # a CPA given whole decides both endpoints: the vendor's, and where the runner listens
+            vendor_party, ours_party = given.party(str(profile.her_id)), given.party(str(TEST_CENTRE.her_id))
+            if vendor_party is None or ours_party is None:
+                raise ValueError(f"CPA {given.cpa_id} does not bind {binds}: it is not an agreement between"
+                                 " the test centre and this system")
+            theirs, ours = party_endpoint(vendor_party), party_endpoint(ours_party)
+            if not theirs or not ours:
+                raise ValueError(f"CPA {given.cpa_id} names no delivery endpoint for"
+                                 f" HER {profile.her_id if not theirs else TEST_CENTRE.her_id}")
+            if endpoint and endpoint != theirs:
+                raise ValueError(f"--endpoint {endpoint} is not the system's endpoint in CPA {given.cpa_id}"
+                                 f" ({theirs}); the CPA decides: leave --endpoint out or make them agree")
+            endpoint = theirs
+            listen = kind_of(ours)
+            if listen == "smtp":
+                if mailbox and mail_address(mailbox).lower() != mail_address(ours).lower():
+                    raise ValueError(f"--mailbox {mailbox} is not the test centre's endpoint in CPA"
+                                     f" {given.cpa_id} ({ours})")
+                mailbox = mail_address(ours)
+        if given is None and cpp is not None and not endpoint:
+            written = load_cpa(cpp, "the vendor's CPP")
+            endpoint = party_endpoint(written.parties[0]) if written.parties else None
+        if not endpoint:
+            raise ValueError(f"{profile.name}: no ebXML endpoint (--endpoint http(s)://… or mailto:…, or a"
+                             " CPA with --cpa)")
+        sends = kind_of(endpoint)
+        if given is None:
+            listen = sends
+        elif listen != sends:
+            raise ValueError(f"CPA {given.cpa_id}: the system takes messages over {sends.upper()} but the"
+                             f" test centre's endpoint is {listen.upper()}: the runner speaks one transport"
+                             " with a system (both endpoints mailto:, or both http(s)://)")
+        if sends == "smtp" and smtp is None:
+            raise ValueError(f"endpoint {endpoint}: name the SMTP server that takes the runner's mail for it"
+                             " (--smtp HOST:PORT, the system's mail server or a smarthost)")
+        # `port`: where the test centre's MSH listens (0: any; a made CPA then changes every run over HTTP)
+        super().__init__(root, pki, [TEST_CENTRE.her_id, TEST_CENTRE_SERVICE.her_id], listen, port,
+                         mail_address(mailbox) if mailbox else None)
+        # from here on `transport` is how we send: signals come synchronously over HTTP, by mail over SMTP
+        self.transport = sends
+        self._signals: dict[str, list[Signal]] = {}  # MessageId of ours -> signals received for it
+        if smtp is not None:
+            self.gateway.smtp = SmtpSender(smtp.host, smtp.port, self.mailbox, tls_context=smtp.tls,
+                                           require_tls=smtp.tls is not None)
+        try:  # the listener is up: a bad agreement must not leave it behind
+            root.mkdir(parents=True, exist_ok=True)
+            self.profile = profile
+            now = datetime.now(UTC)
+            if cpa is None:
+                ours_cpa = test_centre_party(self.identity, TEST_CENTRE.her_id, self.url)
+                if cpp is not None:
+                    vendor: bytes | CpaParty = cpp
+                else:
+                    if not profile.certificate:
+                        raise ValueError(f"{profile.name}: without a CPP the profile must name a certificate")
+                    vid = pki.identity(profile.slug)
+                    vroles = roles_of_claims(profile, {m.key: m for m in message_types()})
+                    vendor = CpaParty(str(profile.her_id), profile.name, vid.sign_cert, vid.enc_cert,
+                                      endpoint, vroles)
+                    ours_cpa.roles = [(counter_role(r), s, rec, snd) for r, s, snd, rec in vroles]
+                cpa = agreement(f"conformance_{TEST_CENTRE.her_id}_{profile.her_id}", ours_cpa, vendor,
+                                now - timedelta(days=1), now + timedelta(days=30))
+            self.cpa: Cpa = given or load_cpa(cpa, "the conformance CPA")
+            v = self.cpa.party(str(profile.her_id))
+            if v is None or self.cpa.party(str(TEST_CENTRE.her_id)) is None:
+                raise ValueError(f"CPA {self.cpa.cpa_id} does not bind {binds}")
+            if given is None and cpp is not None and (theirs := party_endpoint(v)) and theirs != endpoint:
+                raise ValueError(f"--endpoint {endpoint} is not the endpoint in the system's CPP ({theirs}):"
+                                 " the CPA made from it would send elsewhere; make them agree")
+            ex.atomic_write(root / "cpa.xml", cpa)
+            self.msh.cpas = CpaRepository([self.cpa])
+            sign, enc = v.signing_certificate(), v.encryption_certificate()
+            # the battery's unknown receiver travels to the vendor's endpoint, outside any CPA
+            if sign is not None and enc is not None:
+                unknown = str(UNKNOWN_ORG.her_id)
+                self.msh.peers = Peers({unknown: Peer(unknown, sign, enc, endpoint)})
+        except BaseException:
+            self.close()
+            raise
         self.endpoint = endpoint
         self.announce = announce or (lambda _order, _path: None)
 
@@ -226,36 +333,53 @@ class VendorEbmsExchange(EbmsExchange):
                       self.root / ex.ORDERS / f"{oid}.json")
         return oid
 
-    def _transmit(self, entity: bytes) -> tuple[HttpReply | None, Signal]:
-        """POST once; the synchronous signal is handed to our Msh (verified, matched) and described."""
+    def _record(self, outcome: Outcome) -> None:
+        env = outcome.envelope
+        if env is not None and env.is_signal:
+            with self._lock:
+                self._signals.setdefault(env.header.ref_to_message_id or "", []).append(signal_of(outcome))
+
+    async def on_mail(self, data: bytes, mail_from: str, rcpts: list[str]) -> None:
+        self._record(await self.gateway.on_mail(data, mail_from, rcpts))
+
+    def _transmit(self, entity: bytes, message_id: str) -> Signal:
+        """Send once; the signal for it (handed to our Msh: verified, matched), or none in time. Over
+        HTTP it is the synchronous reply; over SMTP the next signal mailed back for `message_id`."""
         from hub.transport import transmit
 
-        reply = self.loop.run(transmit(entity, self.endpoint, smtp=None))
-        if reply is None or not reply.entity:
-            return reply, Signal("none")
-        outcome = self.msh.receive(reply.entity, datetime.now(UTC), transport="http")
-        env = outcome.envelope
-        problems = [f"{e.code} {e.description}" for e in outcome.errors]
-        if env is None or not env.is_signal:
-            return reply, Signal("invalid", problems=problems or ["not an ebMS signal"])
-        if env.error_list is not None:
-            return reply, Signal("error", [str(e.code) for e in env.error_list.errors], problems)
-        return reply, Signal("ack", problems=problems)
+        with self._lock:
+            before = len(self._signals.get(message_id, []))
+        reply = self.loop.run(transmit(entity, self.endpoint, smtp=self.gateway.smtp))
+        if self.transport == "http":
+            if reply is None or not reply.entity:
+                return Signal("none")
+            return signal_of(self.msh.receive(reply.entity, datetime.now(UTC), transport="http"))
+        deadline = time.monotonic() + self.ack_wait
+        while time.monotonic() < deadline:
+            with self._lock:
+                got = self._signals.get(message_id, [])
+                if len(got) > before:
+                    return got[before]
+            time.sleep(0.01)
+        return Signal("none")
 
     def prepare(self, data: bytes, sender: int, receiver: int, action: str) -> tuple[str, Outgoing]:
         tid = ex.new_id()
         out = self.msh.send(from_her=str(sender), to_her=str(receiver), payload=data, now=datetime.now(UTC),
-                            message_type=action, conversation_id=tid, sync_reply=True, soap_base64=False)
+                            message_type=action, conversation_id=tid, sync_reply=self.transport == "http",
+                            soap_base64=False)
         self.message_ids[tid] = out.message_id
         return tid, out
 
     def send_twice(self, data: bytes, *, sender: int, receiver: int, action: str) -> tuple[str, list[Signal]]:
+        """One package twice, the second once the first is answered (or its wait is over), as a sender's
+        retry comes."""
         tid, out = self.prepare(data, sender, receiver, action)
-        return tid, [self._transmit(out.data)[1] for _ in range(2)]
+        return tid, [self._transmit(out.data, out.message_id) for _ in range(2)]
 
     def send_tampered(self, data: bytes, *, sender: int, receiver: int, action: str) -> tuple[str, Signal]:
         tid, out = self.prepare(data, sender, receiver, action)
-        return tid, self._transmit(tamper_envelope(out.data, out.conversation_id))[1]
+        return tid, self._transmit(tamper_envelope(out.data, out.conversation_id), out.message_id)
 
 
 def run_ebms_cases(runner: object, run_id: int, profile: Profile, exchange: VendorEbmsExchange,

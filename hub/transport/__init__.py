@@ -54,8 +54,9 @@ class Gateway:
         self.outcomes.append(outcome)
         return outcome
 
-    async def on_mail(self, data: bytes, mail_from: str, rcpts: list[str]) -> None:
-        """SmtpListener callback: process, then mail the signal back (CPA/register endpoint, or MAIL FROM)."""
+    async def on_mail(self, data: bytes, mail_from: str, rcpts: list[str]) -> Outcome:
+        """SmtpListener callback: process, then mail the signal back (CPA/register endpoint, or MAIL FROM).
+        Returns the outcome (a caller that wraps the gateway sees what this mail was)."""
         outcome = await self._receive(data, "smtp")
         if outcome.response and self.smtp is not None:
             to = outcome.reply_to if outcome.reply_to and outcome.reply_to.lower().startswith("mailto") \
@@ -63,6 +64,7 @@ class Gateway:
             subject = {"ack": "ebXML acknowledgment", "error": "ebXML MessageError"}.get(
                 outcome.response_kind or "", "ebXML")
             await self.smtp.send(outcome.response, to, subject=subject)
+        return outcome
 
     async def on_http(self, entity: bytes) -> HttpReply:
         """HttpListener handler: a sync signal in the response; a Fault as 500; else 202 and async reply."""

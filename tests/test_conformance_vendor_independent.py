@@ -178,9 +178,10 @@ def test_a_vendor_msh_that_accepts_a_tampered_envelope_fails_that_case(tmp_path,
     assert set(failed) == {"M.ebms-tampered"}, failed
     case = _cases(report)["M.ebms-tampered"]
     assert case["findings"][0]["text"] == "Acknowledgment, expected a MessageError with SecurityFailure"
-    # It was delivered too, and answered: but in the altered conversation (the ConversationId is what was
-    # changed), so the runner does not count that AppRec for the case.
-    assert case["observed"] == "Acknowledgment; 0 AppRec(s)"
+    # It was delivered too, and answered in the altered conversation (the ConversationId is what was
+    # changed): the runner counts that AppRec for the case as well.
+    assert case["observed"] == "Acknowledgment; 1 AppRec(s)"
+    assert case["findings"][1]["text"] == "1 AppRec(s): the altered message was delivered"
 
 
 def test_a_vendor_msh_without_duplicate_elimination_fails_that_case(tmp_path, vendor):
@@ -194,12 +195,6 @@ def test_a_vendor_msh_without_duplicate_elimination_fails_that_case(tmp_path, ve
     assert case["findings"][0]["text"] == "2 AppRecs: the message was delivered 2 times, expected once"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runner gap (hub/conformance/vendor_ebms.py): M.ebms-tampered counts"
-    " AppRecs in the conversation it sent, but the tampering replaced that ConversationId, so"
-    " the AppRec of a delivered tampered message is never counted",
-)
 def test_a_vendor_msh_that_refuses_a_tampered_envelope_but_delivers_it_fails_that_case(tmp_path, vendor):
     url, root = vendor("refuse-but-deliver")
     code, report = _run(tmp_path, url, root)

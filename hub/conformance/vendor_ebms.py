@@ -156,12 +156,13 @@ def grade_tampered(signal: Signal, apprecs: int) -> list[str]:
     return found
 
 
-def tamper_envelope(entity: bytes, conversation_id: str) -> bytes:
-    """The package with its signed ConversationId changed (the SOAP part sent as plain text)."""
+def tamper_envelope(entity: bytes, conversation_id: str, replacement: str | None = None) -> bytes:
+    """The package with its signed ConversationId changed to `replacement` (default: a new one; the SOAP
+    part sent as plain text)."""
     old = conversation_id.encode()
     if entity.count(old) != 1:
         raise ValueError("the ConversationId is not in the SOAP part as plain text")
-    return entity.replace(old, str(uuid.uuid4()).encode())
+    return entity.replace(old, (replacement or str(uuid.uuid4())).encode())
 
 
 # --- the runner's side (I/O) ----------------------------------------------------------------------
@@ -377,9 +378,14 @@ class VendorEbmsExchange(EbmsExchange):
         tid, out = self.prepare(data, sender, receiver, action)
         return tid, [self._transmit(out.data, out.message_id) for _ in range(2)]
 
-    def send_tampered(self, data: bytes, *, sender: int, receiver: int, action: str) -> tuple[str, Signal]:
+    def send_tampered(self, data: bytes, *, sender: int, receiver: int, action: str
+                      ) -> tuple[set[str], Signal]:
+        """The package with its ConversationId altered after signing. Returns both conversations: a
+        system that delivers the altered message anyway answers in the altered one."""
         tid, out = self.prepare(data, sender, receiver, action)
-        return tid, self._transmit(tamper_envelope(out.data, out.conversation_id), out.message_id)
+        altered = ex.new_id()
+        return {tid, altered}, self._transmit(tamper_envelope(out.data, out.conversation_id, altered),
+                                              out.message_id)
 
 
 def run_ebms_cases(runner: object, run_id: int, profile: Profile, exchange: VendorEbmsExchange,
@@ -393,18 +399,19 @@ def run_ebms_cases(runner: object, run_id: int, profile: Profile, exchange: Vend
     records = []
     to = {"sender": TEST_CENTRE.her_id, "receiver": profile.her_id, "action": action}
     dup_tid, signals = exchange.send_twice(r._variant(mt, "valid", target), **to)  # type: ignore[attr-defined]
-    bad_tid, signal = exchange.send_tampered(r._variant(mt, "valid", target), **to)  # type: ignore[attr-defined]
+    bad_tids, signal = exchange.send_tampered(r._variant(mt, "valid", target), **to)  # type: ignore[attr-defined]
     got = exchange.wait({dup_tid}, timeout=r.timeout, quiet=r.quiet)  # type: ignore[attr-defined]
-    got += exchange.wait({bad_tid}, timeout=0.0)
+    got += exchange.wait(bad_tids, timeout=0.0)
     by_ref: dict[str, int] = {}
     for t in got:
         by_ref[t.envelope.ref or ""] = by_ref.get(t.envelope.ref or "", 0) + 1
         r.evidence.add_exchange(run_id, "M.ebms", "from-system", t.path.name, t.data)  # type: ignore[attr-defined]
+    bad = sum(by_ref.get(t, 0) for t in bad_tids)  # in the conversation sent, or in the altered one
     for case, findings, expected, observed in (
         (EBMS_CASES[0], grade_duplicate(signals, by_ref.get(dup_tid, 0)), "2 Acknowledgments, 1 AppRec",
          f"{', '.join(s.describe() for s in signals)}; {by_ref.get(dup_tid, 0)} AppRec(s)"),
-        (EBMS_CASES[1], grade_tampered(signal, by_ref.get(bad_tid, 0)), f"MessageError {SECURITY_FAILURE}",
-         f"{signal.describe()}; {by_ref.get(bad_tid, 0)} AppRec(s)"),
+        (EBMS_CASES[1], grade_tampered(signal, bad), f"MessageError {SECURITY_FAILURE}",
+         f"{signal.describe()}; {bad} AppRec(s)"),
     ):
         errs = [{"code": "X99", "rule": case.id.replace("M.", "ebxml."), "criterion": case.source, "text": f}
                 for f in findings]

@@ -1,6 +1,6 @@
 """A vendor's message service in a process of its own, for tests/test_conformance_vendor_ebms.py.
 
-    python tests/conformance_vendor_msh.py PROFILE.toml PKI_DIR ROOT [--smtp RELAY_PORT]
+    python tests/conformance_vendor_msh.py PROFILE.toml PKI_DIR ROOT [--smtp RELAY_PORT [--starttls]]
         [--mute | --ack-everything]
 
 Listens for ebXML over HTTP on 127.0.0.1 (port 0), writes its CPP to ROOT/cpp.xml and its URL on the
@@ -9,9 +9,10 @@ message service a simulated receiving system answers with AppRecs. `--smtp RELAY
 instead: an SMTP listener on 127.0.0.1 (port 0) for its mailbox, the first line of stdout is
 `mailto:ADDRESS 127.0.0.1:PORT`, and everything it sends (signals, AppRecs) is mailed through the SMTP
 server on 127.0.0.1:RELAY_PORT (the test centre's listener stands in for the mail relay); each mail it
-takes is kept as ROOT/received/N.eml. `--mute`: the message service takes messages in and never sends
-an ebMS signal back (no Acknowledgment, no MessageError); `--ack-everything`: where it should answer
-with a MessageError it answers with an Acknowledgment.
+takes is kept as ROOT/received/N.eml; with `--starttls` that listener requires STARTTLS, with a
+certificate for 127.0.0.1 from the test PKI's issuing CA. `--mute`: the message service takes messages
+in and never sends an ebMS signal back (no Acknowledgment, no MessageError); `--ack-everything`: where
+it should answer with a MessageError it answers with an Acknowledgment.
 
 It is the hub's own Msh (hub.conformance.ebms.SystemGateway), not an independent implementation: what
 it shows is the runner driving a separate process over real HTTP with a CPA, not interoperability with
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import ssl
 import sys
 import threading
 from datetime import UTC, datetime, timedelta
@@ -37,7 +39,8 @@ from hub.conformance.trust import network_pki
 from hub.conformance.vendor_ebms import http_sync, roles_of_claims
 from hub.ebxml.corpus import CpaParty, build_cpa
 from hub.ebxml.cpa import CPPA_NS, CpaRepository, load_cpa
-from hub.transport.smtp import SmtpSender
+from hub.security.tls import issue_tls_certificate
+from hub.transport.smtp import SmtpListener, SmtpSender
 
 
 def cpp_of(party: CpaParty) -> bytes:
@@ -112,6 +115,14 @@ def main() -> None:
     gateway = VendorGateway(profile, root, pki, transport="smtp" if relay else "http")
     if relay:
         gateway.gateway.smtp = SmtpSender("127.0.0.1", relay, gateway.mailbox, timeout=10.0)
+    if relay and "--starttls" in sys.argv:  # the same mailbox again, on a listener that requires TLS
+        cert, key = issue_tls_certificate(pki.dir, root / "tls", "vendor-smtp", ["127.0.0.1"])
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(cert, key)
+        gateway.loop.run(gateway.listener.stop())
+        gateway.listener = SmtpListener({gateway.mailbox}, gateway.on_mail, tls_context=tls,
+                                        require_starttls=True)
+        gateway.loop.run(gateway.listener.start())
     gateway.her_ids = [profile.her_id, *[h for h in gateway.her_ids if h != profile.her_id]]
     gateway.mute = "--mute" in sys.argv
     gateway.ack_everything = "--ack-everything" in sys.argv

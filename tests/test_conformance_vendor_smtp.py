@@ -172,3 +172,23 @@ def test_a_cpa_of_another_party_or_without_a_relay_is_a_usage_error(tmp_path, sm
                         "mailto:other@vendor.test", "--smtp", server, "--direction", "M")
     assert code == 2 and "the CPA decides" in out, out
     assert not (root / "received").exists()  # nothing was sent
+
+
+def test_starttls_to_the_vendors_mail_server_with_smtp_ca(tmp_path, smtp_vendor):
+    """The vendor's SMTP server requires STARTTLS: with --smtp-ca (the test PKI's anchors) the runner's
+    mail goes over verified TLS and the cell passes; anchors the server's certificate does not chain to
+    end the run with a clear error (exit 2), nothing delivered."""
+    url, server, port, root = smtp_vendor("--starttls")
+    pki = tmp_path / "home" / "conformance" / "pki"
+    code, _, out = _run(tmp_path, "--endpoint", url, "--smtp", server, "--listen", str(port),
+                        "--cpp", str(root / "cpp.xml"), "--smtp-ca", str(pki / "ca" / "rogue.pem"),
+                        "--direction", "M")
+    assert code == 2 and "could not be submitted to" in out and "--smtp-ca" in out, out
+    assert not (root / "received").exists()
+    code, report, out = _run(tmp_path, "--endpoint", url, "--smtp", server, "--listen", str(port),
+                             "--cpp", str(root / "cpp.xml"), "--smtp-ca", str(pki / "trust" / "anchors.pem"),
+                             "--direction", "M")
+    assert report is not None, out
+    assert code == 0, _failed(report)
+    assert _cases(report)["M.ebms-duplicate"]["verdict"] == "pass"
+    assert len(list((root / "received").glob("*.eml"))) > 5

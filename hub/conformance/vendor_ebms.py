@@ -22,7 +22,9 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import aiosmtplib
 from lxml import etree
 
 from hub.codes import EbmsError
@@ -38,6 +40,7 @@ from hub.ebxml.cpa import CPPA_NS, DELIVERY_TYPES, Cpa, CpaRepository, PartyInfo
 from hub.ebxml.msh import Outcome, Outgoing, Peer, Peers
 from hub.ebxml.naming import APPREC, naming
 from hub.security.pki import Identity
+from hub.transport import NoChannel
 from hub.transport.smtp import SmtpSender, mail_address
 from hub.xmlsafe import parse_bytes
 
@@ -343,6 +346,21 @@ class VendorEbmsExchange(EbmsExchange):
     async def on_mail(self, data: bytes, mail_from: str, rcpts: list[str]) -> None:
         self._record(await self.gateway.on_mail(data, mail_from, rcpts))
 
+    def _mailed(self, exc: Exception) -> NoChannel:
+        relay = self.gateway.smtp
+        where = f"{relay.host}:{relay.port}" if relay else "no SMTP server"
+        return NoChannel(f"the mail to {self.endpoint} could not be submitted to {where}: {exc}"
+                         f" ({type(exc).__name__}; check --smtp and --smtp-ca)")
+
+    def post(self, data: bytes, **kw: Any) -> str:
+        """As EbmsExchange.post; a mail server that refuses the runner's mail ends the run (exit 2)."""
+        try:
+            return super().post(data, **kw)
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            if self.transport != "smtp":
+                raise
+            raise self._mailed(exc) from exc
+
     def _transmit(self, entity: bytes, message_id: str) -> Signal:
         """Send once; the signal for it (handed to our Msh: verified, matched), or none in time. Over
         HTTP it is the synchronous reply; over SMTP the next signal mailed back for `message_id`."""
@@ -350,7 +368,12 @@ class VendorEbmsExchange(EbmsExchange):
 
         with self._lock:
             before = len(self._signals.get(message_id, []))
-        reply = self.loop.run(transmit(entity, self.endpoint, smtp=self.gateway.smtp))
+        try:
+            reply = self.loop.run(transmit(entity, self.endpoint, smtp=self.gateway.smtp))
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            if self.transport != "smtp":
+                raise
+            raise self._mailed(exc) from exc
         if self.transport == "http":
             if reply is None or not reply.entity:
                 return Signal("none")

@@ -828,11 +828,29 @@ class Msh:
             },
         )
         etree.SubElement(pi, c + "PartyId", {c + "type": "HER"}).text = self.her
+        x = f"{{{XLINK}}}"
+        etree.SubElement(pi, c + "PartyRef", {x + "type": "simple", x + "href": f"urn:her:{self.her}"})
         cr = etree.SubElement(pi, c + "CollaborationRole")
+        process = "http://www.helsedirektoratet.no/processes/Dialog_Foresporsel"
         etree.SubElement(
-            cr, c + "ProcessSpecification", {c + "name": "S-DIALOG_FORESPORSEL", c + "version": "1.0"}
+            cr,
+            c + "ProcessSpecification",
+            {
+                c + "name": "S-DIALOG_FORESPORSEL",
+                c + "version": "1.0",
+                x + "type": "simple",
+                x + "href": process,
+            },
         )
-        etree.SubElement(cr, c + "Role", {c + "name": "DIALOG_FORESPORSELreceiver"})
+        etree.SubElement(
+            cr,
+            c + "Role",
+            {
+                c + "name": "DIALOG_FORESPORSELreceiver",
+                x + "type": "simple",
+                x + "href": f"{process}#DIALOG_FORESPORSELreceiver",
+            },
+        )
         etree.SubElement(cr, c + "ApplicationCertificateRef", {c + "certId": "enc"})
         sb = etree.SubElement(cr, c + "ServiceBinding")
         etree.SubElement(sb, c + "Service", {c + "type": "string"}).text = "S-DIALOG_FORESPORSEL"
@@ -888,6 +906,54 @@ class Msh:
         etree.SubElement(nr, c + "HashFunction").text = SHA256
         etree.SubElement(nr, c + "SignatureAlgorithm").text = RSA_SHA256
         etree.SubElement(nr, c + "SigningCertificateRef", {c + "certId": "sign"})
+        # what the packages hold: an encrypted KITH document beside the header; signals: the header alone
+        for part_id, namespaces in (
+            ("msg_header", [(EB, "2.0", "msg-header-2_0.xsd")]),
+            (
+                "message",
+                [
+                    (MH, "1.2", "MsgHead-v1_2.xsd"),
+                    (DIALOG, "1.0", "dialogmelding.xsd"),
+                    (AR, "1.1", "AppRec-v1.1.xsd"),
+                ],
+            ),
+        ):
+            sp = etree.SubElement(
+                root, c + "SimplePart", {c + "id": part_id, c + "mimetype": "application/xml"}
+            )
+            for ns, version, location in namespaces:
+                etree.SubElement(
+                    sp, c + "NamespaceSupported", {c + "location": location, c + "version": version}
+                ).text = ns
+        for package, constituents in (
+            ("package_payload", ["msg_header", "enc_message"]),
+            ("package_mshsignal", ["msg_header"]),
+        ):
+            pk = etree.SubElement(root, c + "Packaging", {c + "id": package})
+            etree.SubElement(pk, c + "ProcessingCapabilities", {c + "parse": "true", c + "generate": "true"})
+            cl = etree.SubElement(pk, c + "CompositeList")
+            if "enc_message" in constituents:
+                enc = etree.SubElement(
+                    cl,
+                    c + "Encapsulation",
+                    {
+                        c + "id": "enc_message",
+                        c + "mimetype": "application/pkcs7-mime",
+                        c + "mimeparameters": 'smime-type="enveloped-data"',
+                    },
+                )
+                etree.SubElement(enc, c + "Constituent", {c + "idref": "message"})
+            comp = etree.SubElement(
+                cl,
+                c + "Composite",
+                {
+                    c + "id": f"{package}_mime",
+                    c + "mimetype": "multipart/related",
+                    c + "mimeparameters": "type=text/xml",
+                },
+            )
+            for idref in constituents:
+                etree.SubElement(comp, c + "Constituent", {c + "idref": idref})
         return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
 
     # --- receiving ----------------------------------------------------------------------------------------

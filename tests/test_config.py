@@ -166,7 +166,10 @@ def test_registry_reads_the_register_the_config_names(tmp_path: Path) -> None:
     (tmp_path / "hub.toml").write_text('her_id = 80000\nregister = ["reg.toml"]\n', encoding="utf-8")
     r = runner.invoke(app, ["registry", "list", "--json"])  # ./hub.toml
     assert r.exit_code == 0, r.stderr
-    assert [p["her_id"] for p in json.loads(r.stdout)] == [82001]
+    out = json.loads(r.stdout)
+    assert [p["her_id"] for p in out["parties"]] == [82001]
+    assert Path(out["source"]["config"]).resolve() == tmp_path / "hub.toml"
+    assert [Path(p).resolve() for p in out["source"]["register"]] == [tmp_path / "reg.toml"]
     assert str(tmp_path / "reg.toml") in r.stderr
     (tmp_path / "hub.toml").write_text("her_id = 80000\n", encoding="utf-8")
     r = runner.invoke(app, ["registry", "list"])

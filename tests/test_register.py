@@ -94,13 +94,19 @@ def test_cli_list_show_lookup(register_file: Path) -> None:
     runner = CliRunner()
     res = runner.invoke(app, ["registry", "list", "--register", str(register_file), "--json"])
     assert res.exit_code == 0, res.output
-    rows = json.loads(res.output)
+    out = json.loads(res.output)
+    assert out["source"] == {"config": None, "register": [str(register_file)]}
+    rows = out["parties"]
     assert {r["her_id"] for r in rows} == {81001, 81002, 82001}
     assert all("token_sha256" not in r for r in rows)
     res = runner.invoke(app, ["registry", "show", "81002", "--register", str(register_file), "--json"])
-    assert json.loads(res.output)["chain"] == [81002, 81001]
+    shown = json.loads(res.output)
+    assert shown["chain"] == [81002, 81001] and shown["source"]["register"] == [str(register_file)]
     res = runner.invoke(app, ["registry", "lookup", "poliklinikk", "--register", str(register_file)])
     assert res.exit_code == 0 and "81002" in res.output
+    res = runner.invoke(app, ["registry", "lookup", "poliklinikk", "--json",
+                        "--register", str(register_file)])
+    assert 81002 in {p["her_id"] for p in json.loads(res.output)["parties"]}
     res = runner.invoke(app, ["registry", "show", "424242", "--register", str(register_file)])
     assert res.exit_code == 1
     res = runner.invoke(app, ["registry", "list", "--register", str(register_file.parent / "nope.toml")])

@@ -28,9 +28,15 @@ RegisterOpt = typer.Option(None, "--register", metavar="PATH",
 
 def open_register(paths: list[Path] | None, config: Path | None = None) -> Register:
     """--register, else the register the configuration names; says on stderr which it read."""
+    return _open(paths, config)[0]
+
+
+def _open(paths: list[Path] | None, config: Path | None) -> tuple[Register, dict[str, object]]:
+    """The register and what --json says about where it came from (config file, register files)."""
+    cfg_path: Path | None = None
     if not paths:
         cfg = load_config(config)
-        paths = cfg.register_paths
+        cfg_path, paths = cfg.path, cfg.register_paths
         if not paths:
             fail(f"the config {cfg.path} names no register (key 'register'); or give --register")
         err_console.print(f"[dim]config: {cfg.path or 'none found'}; register: "
@@ -39,10 +45,11 @@ def open_register(paths: list[Path] | None, config: Path | None = None) -> Regis
     if missing:
         fail(f"register not found: {', '.join(map(str, missing))} (--register, or the config's 'register')")
     try:
-        return load(paths)
+        reg = load(paths)
     except RegisterError as exc:
         fail(str(exc))
         raise  # unreachable; keeps type checkers calm
+    return reg, {"config": str(cfg_path) if cfg_path else None, "register": [str(p) for p in paths]}
 
 
 def _public(p: object) -> dict:
@@ -60,10 +67,10 @@ def list_(
     as_json: bool = JsonOpt,
 ) -> None:
     """List every party."""
-    reg = open_register(register, config)
+    reg, src = _open(register, config)
     parties = [p for p in reg if kind is None or reg.resolve(p.her_id).kind == kind]
     if as_json:
-        print_json([_public(reg.resolve(p.her_id)) for p in parties])
+        print_json({"source": src, "parties": [_public(reg.resolve(p.her_id)) for p in parties]})
         return
     rows = []
     for p in parties:
@@ -93,13 +100,13 @@ def show(
     as_json: bool = JsonOpt,
 ) -> None:
     """Everything the register says about one party, with what it inherits from its parents."""
-    reg = open_register(register, config)
+    reg, src = _open(register, config)
     party = reg.resolve(her_id)
     if party is None:
         fail(f"HER-id {her_id} is not in the register", 1)
     chain = [p.her_id for p in reg.chain(her_id)]
     if as_json:
-        print_json({**_public(party), "chain": chain})
+        print_json({"source": src, **_public(party), "chain": chain})
         return
     rows = [(k, v) for k, v in _public(party).items() if v not in (None, (), {})]
     rows.append(("chain", " -> ".join(map(str, chain))))
@@ -114,10 +121,10 @@ def lookup(
     as_json: bool = JsonOpt,
 ) -> None:
     """Find parties by HER-id, organisation number or name."""
-    reg = open_register(register, config)
+    reg, src = _open(register, config)
     hits = reg.find(text)
     if as_json:
-        print_json([_public(reg.resolve(p.her_id)) for p in hits])
+        print_json({"source": src, "parties": [_public(reg.resolve(p.her_id)) for p in hits]})
     else:
         print_table(
             f"{len(hits)} match(es) for {text!r}",

@@ -378,7 +378,7 @@ def test_after_a_restart_an_acknowledgment_with_other_digests_is_refused(tmp_pat
     after A's retry, is taken: the digests come from the package A stored."""
     from datetime import UTC, datetime
 
-    from hub.ebxml.envelope import RefDigest, serialize
+    from hub.ebxml.envelope import RefDigest
     from hub.ebxml.msh import LocalParty, Msh
     from hub.ebxml.signals import build_acknowledgment
     from hub.relay.ebms_delivery import OUT
@@ -396,8 +396,8 @@ def test_after_a_restart_an_acknowledgment_with_other_digests_is_refused(tmp_pat
         b_msh = Msh([LocalParty("81002", lab.sign_cert, lab.sign_key, lab.decryption_keys)])
         env = parse_envelope(parse_package(out).soap)
         root = build_acknowledgment(env, datetime.now(UTC), [RefDigest("", "sha256", "AAAA")])
-        b_msh._sign(b_msh.parties["81002"], root, {})
-        outcome = p.a.network.delivery.on_signal(build_package(serialize(root)), "smtp")
+        signed, _ = b_msh._signed(b_msh.parties["81002"], root, {})
+        outcome = p.a.network.delivery.on_signal(build_package(signed), "smtp")
         assert outcome.errors and "reference digests" in str(outcome.errors[0])
         assert p.a.store.require(m.id).state is State.RETRYING
         p.b.start()  # B's genuine Acknowledgment of A's retry is taken

@@ -50,7 +50,7 @@ from hub.ebxml.errors import LOC, EbxmlError, err
 from hub.ebxml.mime import GZIP_TYPE, PKCS7_TYPE, PLAIN_TYPE, Package, build_package, new_cid, parse_package
 from hub.ebxml.receipt import open_payload
 from hub.ebxml.signals import build_acknowledgment, build_message_error, build_soap_fault
-from hub.ebxml.signature import RSA_SHA1, RSA_SHA256, SHA1, SHA256, Verified, sign_envelope, verify_envelope
+from hub.ebxml.signature import RSA_SHA1, RSA_SHA256, SHA1, SHA256, Verified, sign_to_bytes, verify_envelope
 
 log = logging.getLogger(__name__)
 
@@ -229,12 +229,13 @@ class Msh:
 
     # ------------------------------------------------------------ sending
 
-    def _sign(self, party: LocalParty, root: object, payloads: dict[str, bytes],
-              method: str = RSA_SHA256, digest: str = SHA256) -> list[RefDigest]:
+    def _signed(self, party: LocalParty, root: object, payloads: dict[str, bytes],
+                method: str = RSA_SHA256, digest: str = SHA256) -> tuple[bytes, list[RefDigest]]:
+        """The envelope `root` (built here, unsigned) signed and serialized, and its reference digests."""
         key = party.sign_key
         if not isinstance(key, rsa.RSAPrivateKey):
             raise ValueError("the signing key must be RSA")
-        return sign_envelope(root, key, party.sign_cert, payloads,  # type: ignore[arg-type]
+        return sign_to_bytes(root, key, party.sign_cert, payloads,  # type: ignore[arg-type]
                              signature_method=method, digest_method=digest)
 
     def send(
@@ -313,8 +314,9 @@ class Msh:
             else RSA_SHA256
         digest = SHA1 if method == RSA_SHA1 and (plan.digest_algorithm or "").endswith("sha1") else SHA256
         # unsigned only where the CPA says isNonRepudiationRequired="false" and isAuthenticated="none"
-        refs = self._sign(party, root, {cid: cms}, method, digest) if plan.sign else []
-        data = build_package(serialize(root), [(cid, cms)], soap_base64=soap_base64,
+        soap, refs = self._signed(party, root, {cid: cms}, method, digest) if plan.sign \
+            else (serialize(root), [])
+        data = build_package(soap, [(cid, cms)], soap_base64=soap_base64,
                              payload_type=PKCS7_TYPE if plan.encrypt else
                              GZIP_TYPE if plan.compress else PLAIN_TYPE)
         assert header.message_id and header.conversation_id
@@ -360,16 +362,13 @@ class Msh:
                                  timestamp=None)
         root = build_message_error(received, errors, now)
         party = self.parties.get(str(own_her))
-        if party is not None:
-            self._sign(party, root, {})
-        return build_package(serialize(root))
+        return build_package(self._signed(party, root, {})[0] if party is not None else serialize(root))
 
     def _error_response(self, env: Envelope, errors: list[EbxmlError], now: datetime) -> bytes:
         root = build_message_error(env.header, errors, now)
         party = self.parties.get(env.header.to_party.her_id or "")
-        if party is not None:  # a MessageError is signed like any signal; if the To is not ours, we can't
-            self._sign(party, root, {})
-        return build_package(serialize(root))
+        # a MessageError is signed like any signal; if the To is not ours, we can't
+        return build_package(self._signed(party, root, {})[0] if party is not None else serialize(root))
 
     def receive(self, raw: bytes, now: datetime, *, transport: str = "smtp",
                 parsed: tuple[Package, Envelope] | None = None, digest: str | None = None,
@@ -501,8 +500,7 @@ class Msh:
         if env.ack_requested or sync:
             party = self.parties[h.to_party.her_id or ""]
             root = build_acknowledgment(env, now, verified.references if verified else [])
-            self._sign(party, root, {})
-            response = build_package(serialize(root))
+            response = build_package(self._signed(party, root, {})[0])
         return self._remember(Outcome("delivered", env, response or None, "ack" if response else None, errors,
                                       delivery, sync=sync, reply_to=reply_to), digest, record)
 

@@ -6,9 +6,9 @@ answer again, byte for byte, and is not stored. Signals (Acknowledgment, Message
 of their own: they go to `on_signal` (hub.relay.ebms_delivery) at once. Everything else (checks,
 answers) happens on the worker, in hub.relay.unwrap.
 
-Dependencies are passed in: the store, `on_stored` (the worker), `on_signal`, `send_later` (a best-effort
-signal), `peer_endpoint` (the register's endpoint of a HER-id) and `handoff` (what was parsed here, for
-the unwrap step so it is not parsed again).
+Dependencies are passed in: the store, `on_stored` (the worker: id, message and bytes as stored),
+`on_signal`, `send_later` (a best-effort signal), `peer_endpoint` (the register's endpoint of a HER-id)
+and `handoff` (what was parsed here, for the unwrap step so it is not parsed again).
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ class Taken:
 class EbmsIntake:
     def __init__(
         self, store: Store, *, node: str, answered: Answered,
-        on_stored: Callable[[str], None],
+        on_stored: Callable[[str, Message, bytes], None],
         on_signal: Callable[..., object],
         send_later: Callable[[bytes, str], None],
         peer_endpoint: Callable[[str], str | None],
@@ -156,7 +156,7 @@ class EbmsIntake:
             self.store.put_artifact(m.id, MAIL_FROM, mail_from.encode())
         if p.parsed is not None and self.handoff is not None:
             self.handoff(m.id, p.parsed, p.digest)
-        self.on_stored(m.id)
+        self.on_stored(m.id, m, raw)  # as stored: the worker does not read them back
         return Taken("stored", message=m, peek=p)
 
     def _refuse(self, raw: bytes, channel: str, e: EbxmlError, mail_from: str | None) -> Taken:

@@ -136,7 +136,7 @@ class Outbound:
 class Network:
     def __init__(
         self, cfg: RelayConfig, store: Store, register: Register, *,
-        on_received: Callable[[str], None],
+        on_received: Callable[..., None],  # (id[, message, bytes as stored]): the worker admits it
         on_ack: Callable[..., object],  # (RefToMessageId, detail, *, message=, signal=): Worker.on_ack
         on_nack: Callable[[str, str, str], object],
         tap: Callable[..., None],

@@ -32,7 +32,7 @@ from hub.relay.intake import ClientCertificates, FolderWatcher, Intake, NetworkH
 from hub.relay.network import Network
 from hub.relay.processes import Supervisor
 from hub.relay.worker import Answerer, Inspector, Tap, Worker, WorkerConfig, local_notifier
-from hub.store import Store, open_store
+from hub.store import Message, Store, open_store
 from hub.transport.http import HttpReply
 from hub.transport.http_server import HttpRequest, HttpServer, HttpSettings
 from hub.transport.smtp import SmtpSettings
@@ -200,7 +200,7 @@ class Relay:
             # the worker is made below with the network's steps: its callbacks are looked up late
             self.network = Network(
                 cfg, self.store, self.register, tap=self.tap,
-                on_received=lambda mid: self._network_received(mid),
+                on_received=lambda mid, m=None, data=None: self._network_received(mid, m, data),
                 on_ack=lambda *a, **kw: self.worker.on_ack(*a, **kw),
                 on_nack=lambda ref, code, text: self.worker.on_nack(ref, code, text))
         if self.network is not None:
@@ -295,14 +295,16 @@ class Relay:
         self.processes.hand(to, mid)
         return True
 
-    def _network_received(self, mid: str) -> None:
+    def _network_received(self, mid: str, m: Message | None = None, data: bytes | None = None) -> None:
+        """`m`, `data`: the message and its bytes as the intake stored them (not read again); a deferred
+        one is admitted again by its id alone."""
         if self._left(mid):
             return
-        if logs.enabled(logging.INFO):  # the intake hands over the id only: read it for the log line
-            m = self.store.get(mid)
-            if m is not None:
-                logs.log_state("received", m, f"by {m.channel}", self.cfg.node)
-        self.worker.notify_received(mid)
+        if logs.enabled(logging.INFO):
+            seen = m if m is not None else self.store.get(mid)
+            if seen is not None:
+                logs.log_state("received", seen, f"by {seen.channel}", self.cfg.node)
+        self.worker.notify_received(mid, m, data)
 
     def start(self) -> None:
         private_dir(self.cfg.spool_root)

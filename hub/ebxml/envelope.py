@@ -290,6 +290,123 @@ def serialize(root: etree._Element) -> bytes:
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
 
 
+# ---------------------------------------------------------------- building from a template
+#
+# build_envelope() makes ~25 elements one call at a time, then the envelope is serialized and (to sign it)
+# canonicalised: ~0.1-0.15 ms for an Acknowledgment. An envelope's bytes depend on its values only through
+# the text they are written as, so per shape (which fields there are, how many PartyIds, References...)
+# build_envelope() runs once with marker values and the values are filled into its serialization and its
+# C14N. That holds for values both forms write unescaped; any other value (empty, or with & < > " ' or
+# control characters) and SyncReply (its actor is outside the signature) go the element-tree way.
+
+
+@dataclass(frozen=True)
+class Built:
+    """An unsigned envelope as serialize(build_envelope(...)) writes it, and its C14N (the octets of the
+    signature's Reference URI="" once it is signed: no element the actor filter drops)."""
+
+    data: bytes
+    c14n: bytes
+
+
+_UNPLAIN = re.compile("[&<>\"'\x00-\x1f\x7f\ufffe\uffff]")  # escaped, or not XML at all
+_MARK = re.compile(rb"hubValueMarker(\d+)x")
+_EPOCH = datetime(1900, 1, 1, tzinfo=UTC)
+# shape -> (serialized, C14N), each as its literal pieces and the value numbers between them
+_shapes: dict[tuple[object, ...], tuple[tuple[list[bytes], list[int]], tuple[list[bytes], list[int]]]] = {}
+
+
+class _Marks:
+    """Markers in place of values: strings as `hubValueMarker<i>x`; a time as the day of year 1900 + i,
+    the string marker once the template is written."""
+
+    def __init__(self) -> None:
+        self.values: list[str] = []
+        self.times: list[int] = []  # which values are times
+        self.empty_text = False  # an empty element serializes as <x/>, canonically <x></x>
+
+    def text(self, value: str) -> str:
+        self.empty_text = self.empty_text or not value
+        self.values.append(value)
+        return f"hubValueMarker{len(self.values) - 1}x"
+
+    def attr(self, value: str) -> str:
+        self.values.append(value)
+        return f"hubValueMarker{len(self.values) - 1}x"
+
+    def time(self, value: datetime) -> datetime:
+        self.values.append(format_time(value))
+        self.times.append(len(self.values) - 1)
+        return _EPOCH.replace(year=1900 + len(self.values))
+
+    def opt(self, value: str | None) -> str | None:
+        return None if value is None else self.text(value)
+
+    def opt_time(self, value: datetime | None) -> datetime | None:
+        return None if value is None else self.time(value)
+
+    def party(self, p: Party) -> Party:
+        return Party([(self.attr(t), self.text(v)) for t, v in p.party_ids], self.opt(p.role))
+
+    def template(self, text: bytes) -> tuple[list[bytes], list[int]]:
+        for i in self.times:
+            written = format_time(_EPOCH.replace(year=1901 + i)).encode()  # as time() made it
+            text = text.replace(written, f"hubValueMarker{i}x".encode())
+        pieces = _MARK.split(text)
+        return pieces[0::2], [int(i) for i in pieces[1::2]]
+
+
+def _fill(template: tuple[list[bytes], list[int]], values: list[bytes]) -> bytes:
+    lits, idxs = template
+    out = [lits[0]]
+    for i, lit in zip(idxs, lits[1:], strict=True):
+        out.append(values[i])
+        out.append(lit)
+    return b"".join(out)
+
+
+def build_envelope_bytes(
+    header: MessageHeader,
+    *,
+    ack_requested: bool = False,
+    manifest: list[ManifestRef] | None = None,
+    acknowledgment: Acknowledgment | None = None,
+) -> Built | None:
+    """serialize(build_envelope(...)) and its C14N from a template; None where a value does not suit one
+    (then build the tree). Not for ErrorList or SyncReply."""
+    m = _Marks()
+    h = MessageHeader(
+        from_party=m.party(header.from_party), to_party=m.party(header.to_party), cpa_id=m.opt(header.cpa_id),
+        conversation_id=m.opt(header.conversation_id), service=m.opt(header.service),
+        action=m.opt(header.action), message_id=m.opt(header.message_id),
+        timestamp=m.opt_time(header.timestamp), service_type=m.text(header.service_type)
+        if header.service_type else None, ref_to_message_id=m.opt(header.ref_to_message_id),
+        time_to_live=m.opt_time(header.time_to_live), duplicate_elimination=header.duplicate_elimination,
+        description=m.text(header.description) if header.description else None)
+    refs = [ManifestRef(m.attr(r.href), m.text(r.description) if r.description else None)
+            for r in manifest or []]
+    ack = None
+    if acknowledgment is not None:
+        ack = Acknowledgment(m.opt_time(acknowledgment.timestamp), m.opt(acknowledgment.ref_to_message_id),
+                             [RefDigest(m.attr(r.uri), m.attr(r.digest_method), m.text(r.digest_value))
+                              for r in acknowledgment.references])
+    if m.empty_text or _UNPLAIN.search("".join(m.values)):
+        return None
+    key = (h.from_party.role is None, len(h.from_party.party_ids), h.to_party.role is None,
+           len(h.to_party.party_ids), h.cpa_id is None, h.conversation_id is None, h.service is None,
+           h.service_type is None, h.action is None, h.message_id is None, h.timestamp is None,
+           h.ref_to_message_id is None, h.time_to_live is None, h.duplicate_elimination,
+           h.description is None, ack_requested, tuple(r.description is None for r in refs),
+           None if ack is None else (ack.timestamp is None, ack.ref_to_message_id is None,
+                                     len(ack.references)))
+    shape = _shapes.get(key)
+    if shape is None:
+        root = build_envelope(h, ack_requested=ack_requested, manifest=refs, acknowledgment=ack)
+        shape = _shapes[key] = (m.template(serialize(root)), m.template(etree.tostring(root, method="c14n")))
+    values = [v.encode() for v in m.values]
+    return Built(_fill(shape[0], values), _fill(shape[1], values))
+
+
 # ---------------------------------------------------------------- reading
 
 

@@ -35,12 +35,14 @@ from hub.ebxml.cpa import (
 from hub.ebxml.dedup import MemorySeen, SeenMessages, decide, envelope_digest
 from hub.ebxml.envelope import (
     DS_NS,
+    Built,
     Envelope,
     ManifestRef,
     MessageHeader,
     Party,
     RefDigest,
     build_envelope,
+    build_envelope_bytes,
     check_envelope,
     new_id,
     parse_envelope,
@@ -49,8 +51,22 @@ from hub.ebxml.envelope import (
 from hub.ebxml.errors import LOC, EbxmlError, err
 from hub.ebxml.mime import GZIP_TYPE, PKCS7_TYPE, PLAIN_TYPE, Package, build_package, new_cid, parse_package
 from hub.ebxml.receipt import open_payload
-from hub.ebxml.signals import build_acknowledgment, build_message_error, build_soap_fault
-from hub.ebxml.signature import RSA_SHA1, RSA_SHA256, SHA1, SHA256, Verified, sign_to_bytes, verify_envelope
+from hub.ebxml.signals import (
+    acknowledgment_bytes,
+    build_acknowledgment,
+    build_message_error,
+    build_soap_fault,
+)
+from hub.ebxml.signature import (
+    RSA_SHA1,
+    RSA_SHA256,
+    SHA1,
+    SHA256,
+    Verified,
+    sign_built,
+    sign_to_bytes,
+    verify_envelope,
+)
 
 log = logging.getLogger(__name__)
 
@@ -238,6 +254,16 @@ class Msh:
         return sign_to_bytes(root, key, party.sign_cert, payloads,  # type: ignore[arg-type]
                              signature_method=method, digest_method=digest)
 
+    def _signed_built(self, party: LocalParty, built: Built | None, payloads: dict[str, bytes],
+                      method: str = RSA_SHA256, digest: str = SHA256) -> tuple[bytes, list[RefDigest]] | None:
+        """_signed() for an envelope from a template (hub.ebxml.envelope.build_envelope_bytes); None where
+        the template does not apply."""
+        key = party.sign_key
+        if built is None or not isinstance(key, rsa.RSAPrivateKey):
+            return None
+        return sign_built(built, key, party.sign_cert, payloads, signature_method=method,
+                          digest_method=digest)
+
     def send(
         self,
         *,
@@ -307,15 +333,24 @@ class Msh:
             duplicate_elimination=plan.duplicate_elimination,
             description=description,
         )
-        root = build_envelope(header, ack_requested=plan.ack_requested and not sync_reply,
-                              sync_reply=sync_reply, manifest=[ManifestRef("cid:" + cid)])
+        ack_requested = plan.ack_requested and not sync_reply
+        manifest = [ManifestRef("cid:" + cid)]
         # the CPA's algorithms for our signatures; SHA-1 only where the CPA names it
         method = RSA_SHA1 if plan.signature_algorithm and plan.signature_algorithm.endswith("rsa-sha1") \
             else RSA_SHA256
         digest = SHA1 if method == RSA_SHA1 and (plan.digest_algorithm or "").endswith("sha1") else SHA256
+        # from a template where it applies (not SyncReply), else built as a tree
+        built = None if sync_reply else build_envelope_bytes(header, ack_requested=ack_requested,
+                                                             manifest=manifest)
         # unsigned only where the CPA says isNonRepudiationRequired="false" and isAuthenticated="none"
-        soap, refs = self._signed(party, root, {cid: cms}, method, digest) if plan.sign \
-            else (serialize(root), [])
+        done = (built.data, []) if built is not None and not plan.sign \
+            else self._signed_built(party, built, {cid: cms}, method, digest)
+        if done is None:
+            root = build_envelope(header, ack_requested=ack_requested, sync_reply=sync_reply,
+                                  manifest=manifest)
+            done = self._signed(party, root, {cid: cms}, method, digest) if plan.sign \
+                else (serialize(root), [])
+        soap, refs = done
         data = build_package(soap, [(cid, cms)], soap_base64=soap_base64,
                              payload_type=PKCS7_TYPE if plan.encrypt else
                              GZIP_TYPE if plan.compress else PLAIN_TYPE)
@@ -499,8 +534,11 @@ class Msh:
         response = b""
         if env.ack_requested or sync:
             party = self.parties[h.to_party.her_id or ""]
-            root = build_acknowledgment(env, now, verified.references if verified else [])
-            response = build_package(self._signed(party, root, {})[0])
+            refs = verified.references if verified else []
+            done = self._signed_built(party, acknowledgment_bytes(env, now, refs), {})
+            if done is None:  # what the template does not take: built as a tree
+                done = self._signed(party, build_acknowledgment(env, now, refs), {})
+            response = build_package(done[0])
         return self._remember(Outcome("delivered", env, response or None, "ack" if response else None, errors,
                                       delivery, sync=sync, reply_to=reply_to), digest, record)
 

@@ -18,6 +18,7 @@ from hub.ebxml.envelope import (
     SOAP_NS,
     XML_NS,
     Acknowledgment,
+    Built,
     Envelope,
     ErrorEntry,
     ErrorList,
@@ -25,6 +26,7 @@ from hub.ebxml.envelope import (
     Party,
     RefDigest,
     build_envelope,
+    build_envelope_bytes,
     new_id,
     serialize,
 )
@@ -51,6 +53,13 @@ def build_acknowledgment(received: Envelope, now: datetime, references: list[Ref
     """Acknowledgment of `received`, copying the ds:Reference digests of its signature."""
     ack = Acknowledgment(timestamp=now, ref_to_message_id=received.header.message_id, references=references)
     return build_envelope(_signal_header(received.header, "Acknowledgment", now), acknowledgment=ack)
+
+
+def acknowledgment_bytes(received: Envelope, now: datetime, references: list[RefDigest]) -> Built | None:
+    """build_acknowledgment() serialized, and its C14N, from a template (hub.ebxml.envelope); None where
+    the template does not apply (build the tree then)."""
+    ack = Acknowledgment(timestamp=now, ref_to_message_id=received.header.message_id, references=references)
+    return build_envelope_bytes(_signal_header(received.header, "Acknowledgment", now), acknowledgment=ack)
 
 
 def build_message_error(received: MessageHeader, errors: list[EbxmlError], now: datetime) -> etree._Element:

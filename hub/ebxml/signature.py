@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from lxml import etree
 
 from hub.codes import EbmsError
-from hub.ebxml.envelope import DS_NS, NEXT_MSH, SOAP_NEXT, SOAP_NS, RefDigest, serialize
+from hub.ebxml.envelope import DS_NS, NEXT_MSH, NSMAP, SOAP_NEXT, SOAP_NS, Built, RefDigest, serialize
 from hub.ebxml.errors import EbxmlError, err
 from hub.security.xmldsig import c14n_subtree, cert_b64, cert_from_b64, remove_keeping_tail
 
@@ -308,12 +308,41 @@ def sign_to_bytes(
                              digest_method=digest_method)
         return serialize(root), refs
     unsigned = serialize(root)
-    k = unsigned.find(t.close)
-    if k < 0 or unsigned.find(t.close, k + 1) >= 0:
+    if unsigned.count(t.close) != 1:
         refs = sign_envelope(root, key, cert, payloads, signature_method=signature_method,
                              digest_method=digest_method)
         return serialize(root), refs
-    refs = [RefDigest("", digest_method, _digest(digest_method, etree.tostring(root, method="c14n")))]
+    return _sign_filled(t, unsigned, etree.tostring(root, method="c14n"), key, cert, payloads,
+                        signature_method, digest_method)
+
+
+def sign_built(
+    built: Built,
+    key: rsa.RSAPrivateKey,
+    cert: x509.Certificate,
+    payloads: dict[str, bytes],
+    *,
+    signature_method: str = RSA_SHA256,
+    digest_method: str = SHA256,
+) -> tuple[bytes, list[RefDigest]] | None:
+    """sign_to_bytes() for an envelope from hub.ebxml.envelope.build_envelope_bytes (its serialization and
+    C14N at hand, the framework's namespaces); None where the template does not apply."""
+    if not all(_PLAIN_ATTR.fullmatch(c) for c in payloads):
+        return None
+    root = etree.Element(f"{{{SOAP_NS}}}Envelope", nsmap=NSMAP)
+    t = _template(root, etree.SubElement(root, f"{{{SOAP_NS}}}Header"), len(payloads), signature_method,
+                  digest_method)
+    if t is None or built.data.count(t.close) != 1:
+        return None
+    return _sign_filled(t, built.data, built.c14n, key, cert, payloads, signature_method, digest_method)
+
+
+def _sign_filled(t: _Template, unsigned: bytes, c14n: bytes, key: rsa.RSAPrivateKey, cert: x509.Certificate,
+                 payloads: dict[str, bytes], signature_method: str, digest_method: str
+                 ) -> tuple[bytes, list[RefDigest]]:
+    """The Signature from template `t` for the envelope `unsigned` (its C14N `c14n`), put in place."""
+    k = unsigned.find(t.close)
+    refs = [RefDigest("", digest_method, _digest(digest_method, c14n))]
     values = {_MARK_DV.format("").encode(): refs[0].digest_value.encode()}
     for i, (cid, data) in enumerate(payloads.items()):
         refs.append(RefDigest("cid:" + cid, digest_method, _digest(digest_method, data)))

@@ -2,14 +2,16 @@
 
 Out: `SmtpSender` wraps the entity in a mail (From/To/Subject/Date/Message-ID) and hands it to the
 relay host with aiosmtplib, using STARTTLS whenever the server offers it; a pooling sender keeps its
-sessions open and sends mail after mail over them.
+sessions open and sends mail after mail over them; where the server offers PIPELINING (RFC 2920) a
+mail's MAIL, RCPT and DATA go in one write.
 In: `SmtpListener` is an aiosmtpd server that accepts mail only for our configured addresses, refuses
 oversized mail (552) and, without a `store` step, mail that is not ebXML (554), and passes each
 accepted mail to a callback. STARTTLS is offered with a `tls_context` and can be required; lines of
 any length within the size limit are taken as postfix takes them (real NAV mails carry 3,858-character
 lines; RFC 5321's 1,000 is a limit for senders); an idle or stalled session is closed after `timeout`
 seconds; at most `max_sessions` sessions are open at once (postfix's default process limit is 100), a
-connection beyond them is answered `421` and closed, as postfix's smtpd does under its limits.
+connection beyond them is answered `421` and closed, as postfix's smtpd does under its limits. It offers
+PIPELINING and answers a group of commands in one write.
 Nothing of a mail stays in memory once it is handed on (`keep` > 0: the last mails, for tests).
 """
 

@@ -170,12 +170,20 @@ def _serve(script: Script, *, pipelining: bool = True) -> tuple[list[bytes], Cal
     import threading
 
     loop = asyncio.new_event_loop()
-    threading.Thread(target=loop.run_forever, daemon=True).start()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
     srv, seen = asyncio.run_coroutine_threadsafe(_scripted(script, pipelining=pipelining), loop).result(5)
 
-    def stop() -> None:
+    async def close() -> None:
         srv.close()
+        for task in asyncio.all_tasks() - {asyncio.current_task()}:  # sessions still in their script
+            task.cancel()
+
+    def stop() -> None:  # on the server's own loop: asyncio's objects are not thread-safe
+        asyncio.run_coroutine_threadsafe(close(), loop).result(5)
         loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
 
     seen.append(str(srv.sockets[0].getsockname()[1]).encode())  # the port, taken off by the caller
     return seen, stop

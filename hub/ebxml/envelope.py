@@ -416,11 +416,14 @@ def _text(el: etree._Element | None) -> str | None:
     return el.text.strip()
 
 
+_TYPE, _PARTY_ID, _ROLE = _eb("type"), _eb("PartyId"), _eb("Role")
+
+
 def _party(el: etree._Element | None) -> Party:
     if el is None:
         return Party([], None)
-    ids = [(p.get(_eb("type"), ""), (p.text or "").strip()) for p in el.findall(_eb("PartyId"))]
-    return Party(ids, _text(el.find(_eb("Role"))))
+    ids = [(p.get(_TYPE, ""), (p.text or "").strip()) for p in el.iterchildren(_PARTY_ID)]
+    return Party(ids, _text(next(el.iterchildren(_ROLE), None)))
 
 
 def _time(text: str | None) -> datetime | None:
@@ -450,55 +453,77 @@ def parse_envelope(data: bytes) -> Envelope:
     return read_envelope(tree.getroot())
 
 
+def _children(el: etree._Element | None) -> dict[object, etree._Element]:
+    """The first child of each tag (what find(tag) answers), from one pass over the children."""
+    out: dict[object, etree._Element] = {}
+    if el is not None:
+        for c in el:
+            out.setdefault(c.tag, c)
+    return out
+
+
+_E = {n: _eb(n) for n in ("MessageHeader", "MessageData", "Service", "From", "To", "CPAId", "ConversationId",
+                          "Action", "MessageId", "Timestamp", "RefToMessageId", "TimeToLive",
+                          "DuplicateElimination", "Description", "AckRequested", "SyncReply",
+                          "Acknowledgment", "ErrorList", "Manifest", "signed", "type")}
+_DS_SIGNATURE, _DS_REFERENCE = f"{{{DS_NS}}}Signature", f"{{{DS_NS}}}Reference"
+_DS_DIGEST_METHOD, _DS_DIGEST_VALUE = f"{{{DS_NS}}}DigestMethod", f"{{{DS_NS}}}DigestValue"
+
+
 def read_envelope(root: etree._Element) -> Envelope:
     if root.tag != _soap("Envelope"):
         raise err(EbmsError.OTHER_XML, "envelope", f"the root element is {root.tag}, not SOAP:Envelope",
                   fault=True)
-    head = root.find(_soap("Header"))
-    mh = head.find(_eb("MessageHeader")) if head is not None else None
+    # each level's children read once (a dict by tag) instead of an ElementPath find per field
+    top = _children(root)
+    head = top.get(_soap("Header"))
+    hk = _children(head)
+    mh = hk.get(_E["MessageHeader"])
     if mh is None:
         raise err(EbmsError.OTHER_XML, "message_header", "the envelope has no eb:MessageHeader", fault=True)
-    md = mh.find(_eb("MessageData"))
+    mk = _children(mh)
+    dk = _children(mk.get(_E["MessageData"]))
 
     def mdt(name: str) -> str | None:
-        return _text(md.find(_eb(name))) if md is not None else None
+        return _text(dk.get(_E[name]))
 
-    svc = mh.find(_eb("Service"))
+    svc = mk.get(_E["Service"])
+    raw_ts, raw_ttl = mdt("Timestamp"), mdt("TimeToLive")
     header = MessageHeader(
-        from_party=_party(mh.find(_eb("From"))),
-        to_party=_party(mh.find(_eb("To"))),
-        cpa_id=_text(mh.find(_eb("CPAId"))),
-        conversation_id=_text(mh.find(_eb("ConversationId"))),
+        from_party=_party(mk.get(_E["From"])),
+        to_party=_party(mk.get(_E["To"])),
+        cpa_id=_text(mk.get(_E["CPAId"])),
+        conversation_id=_text(mk.get(_E["ConversationId"])),
         service=_text(svc),
-        service_type=svc.get(_eb("type")) if svc is not None else None,
-        action=_text(mh.find(_eb("Action"))),
+        service_type=svc.get(_E["type"]) if svc is not None else None,
+        action=_text(mk.get(_E["Action"])),
         message_id=mdt("MessageId"),
-        timestamp=_time(mdt("Timestamp")),
+        timestamp=_time(raw_ts),
         ref_to_message_id=mdt("RefToMessageId"),
-        time_to_live=_time(mdt("TimeToLive")),
-        duplicate_elimination=mh.find(_eb("DuplicateElimination")) is not None,
-        description=_text(mh.find(_eb("Description"))),
-        raw_timestamp=mdt("Timestamp"),
-        raw_time_to_live=mdt("TimeToLive"),
+        time_to_live=_time(raw_ttl),
+        duplicate_elimination=_E["DuplicateElimination"] in mk,
+        description=_text(mk.get(_E["Description"])),
+        raw_timestamp=raw_ts,
+        raw_time_to_live=raw_ttl,
     )
     env = Envelope(header=header, root=root)
-    ar = head.find(_eb("AckRequested"))  # type: ignore[union-attr]
+    ar = hk.get(_E["AckRequested"])
     if ar is not None:
         env.ack_requested = True
-        env.ack_signed = _truthy(ar.get(_eb("signed")))
-    env.sync_reply = head.find(_eb("SyncReply")) is not None  # type: ignore[union-attr]
-    env.signed = head.find(f"{{{DS_NS}}}Signature") is not None  # type: ignore[union-attr]
-    ack = head.find(_eb("Acknowledgment"))  # type: ignore[union-attr]
+        env.ack_signed = _truthy(ar.get(_E["signed"]))
+    env.sync_reply = _E["SyncReply"] in hk
+    env.signed = _DS_SIGNATURE in hk
+    ack = hk.get(_E["Acknowledgment"])
     if ack is not None:
-        refs = [
-            RefDigest(r.get("URI", ""), (r.find(f"{{{DS_NS}}}DigestMethod").get("Algorithm", "")
-                                         if r.find(f"{{{DS_NS}}}DigestMethod") is not None else ""),
-                      _text(r.find(f"{{{DS_NS}}}DigestValue")) or "")
-            for r in ack.findall(f"{{{DS_NS}}}Reference")
-        ]
-        env.acknowledgment = Acknowledgment(_time(_text(ack.find(_eb("Timestamp")))),
-                                            _text(ack.find(_eb("RefToMessageId"))), refs)
-    el = head.find(_eb("ErrorList"))  # type: ignore[union-attr]
+        refs = []
+        for r in ack.iterchildren(_DS_REFERENCE):
+            dm = next(r.iterchildren(_DS_DIGEST_METHOD), None)
+            refs.append(RefDigest(r.get("URI", ""), dm.get("Algorithm", "") if dm is not None else "",
+                                  _text(next(r.iterchildren(_DS_DIGEST_VALUE), None)) or ""))
+        ak = _children(ack)
+        env.acknowledgment = Acknowledgment(_time(_text(ak.get(_E["Timestamp"]))),
+                                            _text(ak.get(_E["RefToMessageId"])), refs)
+    el = hk.get(_E["ErrorList"])
     if el is not None:
         entries = [
             ErrorEntry(e.get(_eb("errorCode"), ""), e.get(_eb("severity"), "Error"), e.get(_eb("location")),
@@ -506,11 +531,10 @@ def read_envelope(root: etree._Element) -> Envelope:
             for e in el.findall(_eb("Error"))
         ]
         env.error_list = ErrorList(el.get(_eb("highestSeverity"), "Error"), entries)
-    body = root.find(_soap("Body"))
-    man = body.find(_eb("Manifest")) if body is not None else None
+    man = _children(top.get(_soap("Body"))).get(_E["Manifest"])
     if man is not None:
-        env.manifest = [ManifestRef(r.get(f"{{{XLINK_NS}}}href", ""), _text(r.find(_eb("Description"))))
-                        for r in man.findall(_eb("Reference"))]
+        env.manifest = [ManifestRef(r.get(f"{{{XLINK_NS}}}href", ""), _text(r.find(_E["Description"])))
+                        for r in man.iterchildren(_eb("Reference"))]
     return env
 
 

@@ -50,6 +50,38 @@ def _ds(name: str) -> str:
     return f"{{{DS_NS}}}{name}"
 
 
+# verify_envelope reads a dozen children per envelope: by tag through iterchildren (C), not ElementPath
+_SIGNATURE, _SIGNED_INFO, _REFERENCE = _ds("Signature"), _ds("SignedInfo"), _ds("Reference")
+_TRANSFORMS, _TRANSFORM, _XPATH_EL = _ds("Transforms"), _ds("Transform"), _ds("XPath")
+_DIGEST_METHOD, _DIGEST_VALUE = _ds("DigestMethod"), _ds("DigestValue")
+_HEADER, _ACTOR = f"{{{SOAP_NS}}}Header", f"{{{SOAP_NS}}}actor"
+# elements carrying a SOAP actor (few): their values are then compared in Python
+_WITH_ACTOR = etree.XPath("//*[@s:actor]", namespaces={"s": SOAP_NS})
+
+
+def _child(el: etree._Element | None, *tags: str) -> etree._Element | None:
+    """The first element down the path of child tags (ElementPath's find of "a/b/c", in document order)."""
+    if el is None:
+        return None
+    if len(tags) == 1:
+        return next(el.iterchildren(tags[0]), None)
+    for c in el.iterchildren(tags[0]):
+        hit = _child(c, *tags[1:])
+        if hit is not None:
+            return hit
+    return None
+
+
+def _text_of(el: etree._Element | None, tag: str) -> str:
+    c = _child(el, tag)
+    return (c.text or "") if c is not None else ""
+
+
+def _actors_in(root: etree._Element, actors: tuple[str, ...] | frozenset[str]) -> bool:
+    """Whether an element of `root`'s document carries one of these SOAP actors."""
+    return any(el.get(_ACTOR) in actors for el in _WITH_ACTOR(root))
+
+
 @dataclass
 class Verified:
     """A valid envelope signature: who signed (KeyInfo certificate) and the reference digests."""
@@ -296,12 +328,11 @@ def sign_to_bytes(
     """The serialized envelope (hub.ebxml.envelope.serialize) signed as sign_envelope() signs it, and its
     reference digests; `root` is left unsigned. For an envelope this process built."""
     header = root.find(f"{{{SOAP_NS}}}Header")
-    actor = f"{{{SOAP_NS}}}actor"
     t = None
     if header is not None and root.getparent() is None and len(header) \
             and not any(k.startswith(_XML_ATTR) for el in (root, header) for k in el.attrib) \
             and header.find(_ds("Signature")) is None and all(_PLAIN_ATTR.fullmatch(c) for c in payloads) \
-            and not any(el.get(actor) in (NEXT_MSH, SOAP_NEXT) for el in root.iter(etree.Element)):
+            and not _actors_in(root, (NEXT_MSH, SOAP_NEXT)):
         t = _template(root, header, len(payloads), signature_method, digest_method)
     if t is None:  # anything else: the general way
         refs = sign_envelope(root, key, cert, payloads, signature_method=signature_method,
@@ -366,7 +397,7 @@ def _is_unsigned_c14n(root: etree._Element, signature: etree._Element, reference
     if signature.tail or root.getparent() is not None or root.getprevious() is not None \
             or root.getnext() is not None:
         return False
-    transforms = reference.findall(f"{_ds('Transforms')}/{_ds('Transform')}")
+    transforms = [t for ts in reference.iterchildren(_TRANSFORMS) for t in ts.iterchildren(_TRANSFORM)]
     algs = [t.get("Algorithm", "") for t in transforms]
     if algs[-1:] == [C14N]:
         algs.pop()
@@ -374,12 +405,11 @@ def _is_unsigned_c14n(root: etree._Element, signature: etree._Element, reference
         return True
     if algs != [ENVELOPED, XPATH]:
         return False
-    xp = transforms[1].find(_ds("XPath"))
+    xp = _child(transforms[1], _XPATH_EL)
     if xp is None:
         return False
     actors = _actor_filter(xp.text or "", {k: v for k, v in xp.nsmap.items() if k})
-    attr = f"{{{SOAP_NS}}}actor"
-    return actors is not None and not any(el.get(attr) in actors for el in root.iter(etree.Element))
+    return actors is not None and not _actors_in(root, actors)
 
 
 def verify_envelope(root: etree._Element, payloads: dict[str, bytes], *,
@@ -392,25 +422,25 @@ def verify_envelope(root: etree._Element, payloads: dict[str, bytes], *,
     C14N without its signature when the caller has it (duplicate elimination made it): used for
     Reference URI="" where its transforms give exactly those octets, instead of canonicalising again.
     """
-    header = root.find(f"{{{SOAP_NS}}}Header")
-    sigs = header.findall(_ds("Signature")) if header is not None else []
+    header = _child(root, _HEADER)
+    sigs = list(header.iterchildren(_SIGNATURE)) if header is not None else []
     if not sigs:
         raise err(EbmsError.SECURITY_FAILURE, "signature", "the envelope is not signed")
     if len(sigs) > 1:
         raise err(EbmsError.SECURITY_FAILURE, "signature",
                   "more than one ds:Signature (HIS 1037: exactly one)")
     sig = sigs[0]
-    si = sig.find(_ds("SignedInfo"))
+    si = _child(sig, _SIGNED_INFO)
     if si is None:
         raise err(EbmsError.SECURITY_FAILURE, "signature", "ds:Signature has no ds:SignedInfo")
-    cm = si.find(_ds("CanonicalizationMethod"))
-    sm = si.find(_ds("SignatureMethod"))
+    cm = _child(si, _ds("CanonicalizationMethod"))
+    sm = _child(si, _ds("SignatureMethod"))
     method = sm.get("Algorithm", "") if sm is not None else ""
     if method not in _SIGS:
         raise err(EbmsError.SECURITY_FAILURE, "signature", f"signature method {method!r} is not supported")
     if method == RSA_SHA1 and not allow_sha1:
         raise err(EbmsError.SECURITY_FAILURE, "signature", f"signature method rsa-sha1: {SHA1_REFUSED}")
-    cert_el = sig.find(f"{_ds('KeyInfo')}/{_ds('X509Data')}/{_ds('X509Certificate')}")
+    cert_el = _child(sig, _ds("KeyInfo"), _ds("X509Data"), _ds("X509Certificate"))
     if cert_el is None or not (cert_el.text or "").strip():
         raise err(EbmsError.SECURITY_FAILURE, "key_info", "KeyInfo carries no X509Certificate")
     try:
@@ -418,11 +448,11 @@ def verify_envelope(root: etree._Element, payloads: dict[str, bytes], *,
     except ValueError as exc:
         raise err(EbmsError.SECURITY_FAILURE, "key_info", f"X509Certificate cannot be read: {exc}") from None
     refs: list[RefDigest] = []
-    for i, ref in enumerate(si.findall(_ds("Reference")), 1):
+    for i, ref in enumerate(si.iterchildren(_REFERENCE), 1):
         uri = ref.get("URI")
-        dm = ref.find(_ds("DigestMethod"))
+        dm = _child(ref, _DIGEST_METHOD)
         alg = dm.get("Algorithm", "") if dm is not None else ""
-        stated = "".join((ref.findtext(_ds("DigestValue")) or "").split())
+        stated = "".join(_text_of(ref, _DIGEST_VALUE).split())
         where = f"/SOAP:Envelope/SOAP:Header/ds:Signature/ds:SignedInfo/ds:Reference[{i}]"
         if alg == SHA1 and not allow_sha1:
             raise EbxmlError(EbmsError.SECURITY_FAILURE, f"digest method sha1: {SHA1_REFUSED}", where)
@@ -433,7 +463,7 @@ def verify_envelope(root: etree._Element, payloads: dict[str, bytes], *,
         elif uri is not None and uri.startswith("cid:"):
             if uri[4:] not in payloads:
                 raise EbxmlError(EbmsError.MIME_PROBLEM, f"signed part {uri} is not in the package", where)
-            if ref.find(_ds("Transforms")) is not None:
+            if _child(ref, _TRANSFORMS) is not None:
                 raise EbxmlError(EbmsError.SECURITY_FAILURE, f"{uri}: transforms on a cid reference", where)
             actual = _digest(alg, payloads[uri[4:]])
         else:
@@ -445,7 +475,7 @@ def verify_envelope(root: etree._Element, payloads: dict[str, bytes], *,
     if not any(r.uri == "" for r in refs):
         raise err(EbmsError.SECURITY_FAILURE, "signature", "no Reference URI=\"\" covers the envelope")
     signed = _c14n_apex(si, cm.get("Algorithm", C14N) if cm is not None else C14N)
-    value = base64.b64decode("".join((sig.findtext(_ds("SignatureValue")) or "").split()))
+    value = base64.b64decode("".join(_text_of(sig, _ds("SignatureValue")).split()))
     pub = cert.public_key()
     if not isinstance(pub, rsa.RSAPublicKey):
         raise err(EbmsError.SECURITY_FAILURE, "key_info", "only RSA signing keys are supported")

@@ -121,7 +121,9 @@ def test_plain_payload_accepted_where_the_cpa_says_isconfidential_none(reference
     assert out.status == "delivered" and list(got[0].payloads.values()) == [DOC]
 
 
-@pytest.mark.parametrize("confidential", ["transient", "persistent", "persistent-and-transient"])
+# "transient-and-persistent" is the schema's spelling (persistenceLevel.type); the reversed one is tolerated
+@pytest.mark.parametrize("confidential", ["transient", "persistent", "transient-and-persistent",
+                                          "persistent-and-transient"])
 def test_plain_payload_refused_where_the_cpa_requires_encryption(reference: Path, parties, confidential):  # noqa: ANN001
     partner, nav, gp, lab, _ = parties
     repo = repo_of(nav_cpa(reference, gp.sign_cert, gp.enc_cert, lab.sign_cert, lab.enc_cert,

@@ -99,8 +99,10 @@ class DeliveryChannel:
     sync_reply_mode: str | None = None
 
 
-# isConfidential/isAuthenticated/isTamperProof values that ask for protection (CPPA 2.0 §8.4.11)
-PROTECTED = ("transient", "persistent", "persistent-and-transient")
+# isConfidential/isAuthenticated/isTamperProof values that ask for protection (CPPA 2.0 §8.4.11). The
+# schema's persistenceLevel.type spells the last one "transient-and-persistent"; the reversed spelling
+# is kept for CPAs written by hand.
+PROTECTED = ("transient", "persistent", "transient-and-persistent", "persistent-and-transient")
 
 
 @dataclass
@@ -110,7 +112,7 @@ class ActionBinding:
     channel_ids: list[str]
     package_id: str | None = None
     # BusinessTransactionCharacteristics; None where the CPA does not say
-    is_confidential: str | None = None  # none | transient | persistent | persistent-and-transient
+    is_confidential: str | None = None  # none | transient | persistent | transient-and-persistent
     is_authenticated: str | None = None
     is_non_repudiation_required: bool | None = None
 

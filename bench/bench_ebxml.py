@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from hub.ebxml import compression
 from hub.ebxml.corpus import CpaParty, build_cpa
-from hub.ebxml.cpa import CPPA_NS, CpaRepository, load_cpa
+from hub.ebxml.cpa import CpaRepository, load_cpa
 from hub.ebxml.envelope import ManifestRef, MessageHeader, Party, build_envelope, new_id, serialize
 from hub.ebxml.mime import PLAIN_TYPE, build_package, new_cid
 from hub.ebxml.msh import LocalParty, Msh
@@ -48,20 +48,15 @@ def rate(fn: Callable[[], object], seconds: float = 1.0) -> float:
 
 
 def main() -> None:
-    from lxml import etree
-
     pki = shared_test_pki().dir
     gp, lab = load_identity(pki, "gp"), load_identity(pki, "lab")
     roles_a = [("DIALOG_NOTATsender", "S-DIALOG_NOTAT", ["DIALOG_NOTAT"], [])]
     roles_b = [("DIALOG_NOTATreceiver", "S-DIALOG_NOTAT", [], ["DIALOG_NOTAT"])]
-    root = etree.fromstring(build_cpa("bench:1", [
-        CpaParty("82001", "GP", gp.sign_cert, gp.enc_cert, "mailto:gp@x.test", roles_a),
-        CpaParty("83001", "Lab", lab.sign_cert, lab.enc_cert, "mailto:lab@x.test", roles_b)],
-        datetime(2020, 1, 1, tzinfo=UTC), datetime(2040, 1, 1, tzinfo=UTC)))
-    for tb in root.iter(f"{{{CPPA_NS}}}ThisPartyActionBinding"):
-        etree.SubElement(tb, f"{{{CPPA_NS}}}BusinessTransactionCharacteristics").set(
-            f"{{{CPPA_NS}}}isConfidential", "none")
-    repo = CpaRepository([load_cpa(etree.tostring(root))])
+    plain = {"confidential": "none"}  # the CPA lets a plain payload come (isConfidential="none")
+    repo = CpaRepository([load_cpa(build_cpa("bench:1", [
+        CpaParty("82001", "GP", gp.sign_cert, gp.enc_cert, "mailto:gp@x.test", roles_a, **plain),
+        CpaParty("83001", "Lab", lab.sign_cert, lab.enc_cert, "mailto:lab@x.test", roles_b, **plain)],
+        datetime(2020, 1, 1, tzinfo=UTC), datetime(2040, 1, 1, tzinfo=UTC)))])
     doc = build("Dialogmelding", "1.0", sender=people.GP_FASTLEGE, receiver=people.HOSP_POLIKLINIKK,
                 msg_type="DIALOG_NOTAT", gen_date=NOW.replace(tzinfo=None), msg_id=new_id())
 

@@ -26,10 +26,8 @@ import signal
 import ssl
 import sys
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
-
-from lxml import etree
 
 from hub.conformance.catalogue import message_types
 from hub.conformance.ebms import SystemGateway
@@ -37,21 +35,15 @@ from hub.conformance.profiles import load_profile, load_profiles
 from hub.conformance.simulated import TEST_CENTRE, SimulatedSystem
 from hub.conformance.trust import network_pki
 from hub.conformance.vendor_ebms import http_sync, roles_of_claims
-from hub.ebxml.corpus import CpaParty, build_cpa
-from hub.ebxml.cpa import CPPA_NS, CpaRepository, load_cpa
+from hub.ebxml.corpus import CpaParty, build_cpp
+from hub.ebxml.cpa import CpaRepository, load_cpa
 from hub.security.tls import issue_tls_certificate
 from hub.transport.smtp import SmtpListener, SmtpSender
 
 
 def cpp_of(party: CpaParty) -> bytes:
-    """A CPP: the PartyInfo of a one-party CPA under CollaborationProtocolProfile."""
-    now = datetime.now(UTC)
-    cpa = build_cpa("x", [party], now - timedelta(days=1), now + timedelta(days=30))
-    root = etree.fromstring(http_sync(cpa))
-    root.tag = f"{{{CPPA_NS}}}CollaborationProtocolProfile"
-    del root.attrib[f"{{{CPPA_NS}}}cpaid"]
-    root.set(f"{{{CPPA_NS}}}cppid", f"cpp_{party.her_id}")
-    return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+    """The hub's CPP for the party, its HTTP channel answering signals synchronously."""
+    return http_sync(build_cpp(party))
 
 
 class VendorGateway(SystemGateway):

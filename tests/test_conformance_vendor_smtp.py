@@ -130,7 +130,18 @@ def _given_cpa(tmp_path: Path, root: Path, *, her: str = "87110") -> Path:
     tree = etree.fromstring(agreement(f"given_{her}", ours, (root / "cpp.xml").read_bytes(),
                                       now - timedelta(days=1), now + timedelta(days=30)))
     for b in tree.iter(f"{C}ThisPartyActionBinding"):
-        b.insert(0, etree.Element(f"{C}BusinessTransactionCharacteristics", {f"{C}isConfidential": "none"}))
+        btc = b.find(f"{C}BusinessTransactionCharacteristics")
+        if btc is None:
+            btc = etree.Element(f"{C}BusinessTransactionCharacteristics")
+            b.insert(0, btc)
+        btc.set(f"{C}isConfidential", "none")
+    # and no pkcs7-mime layer in the packages (a sender follows it): their composites hold the document
+    for enc in list(tree.iter(f"{C}Encapsulation")):
+        inner = enc.find(f"{C}Constituent").get(f"{C}idref")
+        for ref in tree.iter(f"{C}Constituent"):
+            if ref.get(f"{C}idref") == enc.get(f"{C}id"):
+                ref.set(f"{C}idref", inner)
+        enc.getparent().remove(enc)
     for pid in tree.iter(f"{C}PartyId"):
         if pid.text == "87110":
             pid.text = her

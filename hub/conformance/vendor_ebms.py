@@ -15,7 +15,6 @@ SecurityFailure and not be delivered. Those verdicts are pure functions of what 
 
 from __future__ import annotations
 
-import copy
 import ssl
 import time
 import uuid
@@ -35,7 +34,7 @@ from hub.conformance.evidence import CaseRecord
 from hub.conformance.plain_folder import ORDER_FIELDS, Announce
 from hub.conformance.profiles import Profile
 from hub.conformance.trust import NetworkPki
-from hub.ebxml.corpus import CpaParty, build_cpa
+from hub.ebxml.corpus import CpaParty, Role, build_cpa, cpa_from_cpp
 from hub.ebxml.cpa import CPPA_NS, DELIVERY_TYPES, Cpa, CpaRepository, PartyInfo, load_cpa
 from hub.ebxml.msh import Outcome, Outgoing, Peer, Peers
 from hub.ebxml.naming import APPREC, naming
@@ -83,27 +82,30 @@ def roles_of_claims(profile: Profile, message_types: dict[str, MessageType]
     return [r for i, r in enumerate(roles) if r not in roles[:i]]
 
 
-def mirrored_roles(vendor: PartyInfo) -> list[tuple[str, str, list[str], list[str]]]:
-    """The test centre's side of every role in the vendor's profile: what it sends, we receive."""
-    return [(counter_role(r.role), r.service, r.actions("receive"), r.actions("send")) for r in vendor.roles]
+def mirrored_roles(vendor: PartyInfo) -> list[Role]:
+    """The test centre's side of every role in the vendor's profile: what it sends, we receive, in the
+    process the vendor's role cites (a CPA's two parties play one process), the Role's href naming the
+    counter role where the vendor's names its own (`…#DIALOG_FORESPORSELreceiver` -> `…#…sender`)."""
+    roles = []
+    for r in vendor.roles:
+        counter = counter_role(r.role)
+        href = r.role_href[: -len(r.role)] + counter if r.role_href and r.role_href.endswith(r.role) else None
+        roles.append(Role(counter, r.service, r.actions("receive"), r.actions("send"), r.process_spec, href))
+    return roles
 
 
 def agreement(cpa_id: str, test_centre: CpaParty, vendor_info: bytes | CpaParty, start: datetime,
               end: datetime) -> bytes:
-    """A CPA between the test centre and the vendor. `vendor_info`: the vendor's CPP (its PartyInfo is
-    taken as written; the test centre's roles mirror it) or a CpaParty made from its profile."""
+    """A CPA between the test centre and the vendor. `vendor_info`: the vendor's CPP (its PartyInfo,
+    SimpleParts and Packagings are taken as written; the test centre's roles mirror it) or a CpaParty made
+    from its profile."""
     if isinstance(vendor_info, CpaParty):
         return http_sync(build_cpa(cpa_id, [test_centre, vendor_info], start, end))
     cpp = load_cpa(vendor_info, "the vendor's CPP")
     if len(cpp.parties) != 1 or not cpp.parties[0].her_id:
         raise ValueError("the vendor's CPP must have exactly one PartyInfo with a HER PartyId")
-    test_centre.roles = mirrored_roles(cpp.parties[0])
-    root = parse_bytes(http_sync(build_cpa(cpa_id, [test_centre], start, end))).getroot()
-    vendor_el = parse_bytes(vendor_info).getroot().find(f"{{{CPPA_NS}}}PartyInfo")
-    assert vendor_el is not None
-    ours = root.findall(f"{{{CPPA_NS}}}PartyInfo")[-1]
-    ours.addnext(copy.deepcopy(vendor_el))
-    return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+    test_centre.roles = [*mirrored_roles(cpp.parties[0])]
+    return http_sync(cpa_from_cpp(cpa_id, test_centre, vendor_info, start, end))
 
 
 def http_sync(cpa: bytes) -> bytes:

@@ -1,4 +1,4 @@
-"""Generated ebXML test material: CPAs for our own parties, and a negative corpus (one defect per case).
+"""Generated ebXML material: CPAs and CPPs (valid CPPA 2.0), and a negative corpus (one defect per case).
 
 The corpus depends on keys (signatures, encryption), so it is generated for a given pair of parties;
 `python -m hub.ebxml.corpus OUTDIR` writes one with the shared test PKI, plus `manifest.json`
@@ -8,7 +8,9 @@ The corpus depends on keys (signatures, encryption), so it is generated for a gi
 from __future__ import annotations
 
 import base64
+import copy
 import json
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +23,7 @@ from lxml import etree
 
 from hub.codes import EbmsError
 from hub.ebxml import naming
-from hub.ebxml.cpa import CPPA_NS, CpaRepository, load_cpa
+from hub.ebxml.cpa import CPPA_NS, DS_NS, MAX_CPA_BYTES, XLINK_NS, CpaRepository, ProcessSpec, load_cpa
 from hub.ebxml.envelope import (
     EB_NS,
     SOAP_NS,
@@ -37,8 +39,38 @@ from hub.ebxml.errors import LOC
 from hub.ebxml.mime import build_package, new_cid
 from hub.ebxml.msh import CmsCrypto, LocalParty, Peer
 from hub.ebxml.signature import sign_envelope
+from hub.xmlsafe import parse_bytes
 
 # ---------------------------------------------------------------- CPAs
+
+# NHN's CPPs name the HISD 1209 roles under this base (Role xlink:href "…/processes#EPIKRISEsender"); the
+# hrefs are names of processes and roles, not documents anyone fetches.
+PROCESSES = "http://www.helsedirektoratet.no/processes"
+EBMS_HEADER_NS = "http://www.oasis-open.org/committees/ebxml-msg/schema"
+_NOT_NCNAME = re.compile(r"[^A-Za-z0-9._-]")
+_NCNAME = re.compile(r"^[A-Za-z_][A-Za-z0-9._-]*$")
+
+
+def national_process(service: str) -> ProcessSpec:
+    """The ProcessSpecification of a national service when no CPP names one: the service itself."""
+    return ProcessSpec(service, "1.0", f"{PROCESSES}#{service}")
+
+
+@dataclass
+class Role:
+    """One CollaborationRole: role, service, the actions it can send and receive, the ProcessSpecification
+    it cites (None: `national_process`) and its Role's xlink:href (None: PROCESSES#role)."""
+
+    name: str
+    service: str
+    sends: list[str]
+    receives: list[str]
+    process: ProcessSpec | None = None
+    href: str | None = None
+
+    @classmethod
+    def of(cls, r: Role | tuple[str, str, list[str], list[str]]) -> Role:
+        return r if isinstance(r, Role) else cls(*r)
 
 
 @dataclass
@@ -48,79 +80,205 @@ class CpaParty:
     sign_cert: x509.Certificate
     enc_cert: x509.Certificate
     endpoint: str
-    roles: list[tuple[str, str, list[str], list[str]]]  # (role, service, can send, can receive)
+    # (role, service, can send, can receive), or a Role that also names its process
+    roles: list[Role | tuple[str, str, list[str], list[str]]]
+    # isConfidential of every action it sends and receives; "none" also leaves the pkcs7-mime layer out
+    # of its payload package (hub.ebxml.cpa.Protection: the package's layers are followed when sending)
+    confidential: str = "persistent"
+    party_ref: str | None = None  # PartyRef xlink:href; None: the party by its HER-id
+    id_prefix: str | None = None  # prefix of the party's xs:ID values (an NCName); None: her<HER-id>
+
+    def prefix(self) -> str:
+        x = self.id_prefix or "her" + _NOT_NCNAME.sub("_", self.her_id)
+        if not _NCNAME.match(x):
+            raise ValueError(f"id prefix {x!r} is not an NCName (xs:ID values must start with a letter or _)")
+        return x
+
+
+def _c(name: str) -> str:
+    return f"{{{CPPA_NS}}}{name}"
+
+
+def _x(name: str) -> str:
+    return f"{{{XLINK_NS}}}{name}"
 
 
 def _cert_el(parent: etree._Element, cert_id: str, cert: x509.Certificate) -> None:
-    c = etree.SubElement(parent, f"{{{CPPA_NS}}}Certificate")
-    c.set(f"{{{CPPA_NS}}}certId", cert_id)
-    ki = etree.SubElement(c, "{http://www.w3.org/2000/09/xmldsig#}KeyInfo")
-    xd = etree.SubElement(ki, "{http://www.w3.org/2000/09/xmldsig#}X509Data")
-    etree.SubElement(xd, "{http://www.w3.org/2000/09/xmldsig#}X509Certificate").text = base64.b64encode(
+    c = etree.SubElement(parent, _c("Certificate"))
+    c.set(_c("certId"), cert_id)
+    ki = etree.SubElement(c, f"{{{DS_NS}}}KeyInfo")
+    xd = etree.SubElement(ki, f"{{{DS_NS}}}X509Data")
+    etree.SubElement(xd, f"{{{DS_NS}}}X509Certificate").text = base64.b64encode(
         cert.public_bytes(Encoding.DER)).decode()
+
+
+def _party(p: CpaParty, x: str, retries: int, retry_interval: str, persist: str
+           ) -> tuple[etree._Element, list[etree._Element], list[etree._Element]]:
+    """A party's PartyInfo in the order cpp-cpa-2_0.xsd requires, and the SimpleParts and Packagings its
+    packageIds name. Every xs:ID is `<x>_…` (NCNames; a HER-id alone starts with a digit); NAV's CPAs
+    prefix each party's ids the same way (Partner_…, NAV_…), so the two parties' ids never meet."""
+    proto = "HTTP" if p.endpoint.lower().startswith(("http://", "https://")) else "SMTP"
+    channel, transport = f"{x}_channel_{proto.lower()}", f"{x}_transport_{proto.lower()}"
+    exchange = f"{x}_docexchange"
+    sign_id, enc_id = f"{x}_cert_sign", f"{x}_cert_enc"
+    payload, signal = f"{x}_package_payload", f"{x}_package_mshsignal"
+    pi = etree.Element(_c("PartyInfo"), {_c("partyName"): p.name, _c("defaultMshChannelId"): channel,
+                                         _c("defaultMshPackageId"): signal})
+    etree.SubElement(pi, _c("PartyId"), {_c("type"): "HER"}).text = p.her_id
+    etree.SubElement(pi, _c("PartyRef"), {_x("type"): "simple",
+                                          _x("href"): p.party_ref or f"urn:her:{p.her_id}"})
+    binding_ids: set[str] = set()
+    for i, r in enumerate(map(Role.of, p.roles)):
+        cr = etree.SubElement(pi, _c("CollaborationRole"))
+        ps = r.process or national_process(r.service)
+        ps_el = etree.SubElement(cr, _c("ProcessSpecification"), {
+            _c("name"): ps.name, _c("version"): ps.version, _x("type"): "simple", _x("href"): ps.href})
+        if ps.uuid:
+            ps_el.set(_c("uuid"), ps.uuid)
+        etree.SubElement(cr, _c("Role"), {_c("name"): r.name, _x("type"): "simple",
+                                          _x("href"): r.href or f"{PROCESSES}#{r.name}"})
+        etree.SubElement(cr, _c("ApplicationCertificateRef"), {_c("certId"): enc_id})
+        sb = etree.SubElement(cr, _c("ServiceBinding"))
+        etree.SubElement(sb, _c("Service"), {_c("type"): "string"}).text = r.service
+        for tag, direction, actions in (("CanSend", "send", r.sends),
+                                        ("CanReceive", "receive", r.receives)):
+            for a in actions:
+                bid = base = f"{x}_{i}_{direction}_{_NOT_NCNAME.sub('_', a)}"
+                n = 1
+                while bid in binding_ids:  # an action twice, or two that differ only in odd characters
+                    n += 1
+                    bid = f"{base}_{n}"
+                binding_ids.add(bid)
+                tb = etree.SubElement(etree.SubElement(sb, _c(tag)), _c("ThisPartyActionBinding"),
+                                      {_c("id"): bid, _c("action"): a, _c("packageId"): payload})
+                # The envelope is signed (non-repudiation, tamper-proof), the payload encrypted to the
+                # receiver's certificate: both travel with the message, hence "persistent"
+                etree.SubElement(tb, _c("BusinessTransactionCharacteristics"), {
+                    _c("isNonRepudiationRequired"): "true", _c("isNonRepudiationReceiptRequired"): "true",
+                    _c("isConfidential"): p.confidential, _c("isAuthenticated"): "persistent",
+                    _c("isTamperProof"): "persistent"})
+                etree.SubElement(tb, _c("ChannelId")).text = channel
+    _cert_el(pi, sign_id, p.sign_cert)
+    _cert_el(pi, enc_id, p.enc_cert)
+    dc = etree.SubElement(pi, _c("DeliveryChannel"), {
+        _c("channelId"): channel, _c("transportId"): transport, _c("docExchangeId"): exchange})
+    etree.SubElement(dc, _c("MessagingCharacteristics"),
+                     {_c("syncReplyMode"): "none", _c("ackRequested"): "always",
+                      _c("ackSignatureRequested"): "always", _c("duplicateElimination"): "always"})
+    tr = etree.SubElement(pi, _c("Transport"), {_c("transportId"): transport})
+    ts = etree.SubElement(tr, _c("TransportSender"))
+    etree.SubElement(ts, _c("TransportProtocol"), {_c("version"): "1.1"}).text = proto
+    trc = etree.SubElement(tr, _c("TransportReceiver"))
+    etree.SubElement(trc, _c("TransportProtocol"), {_c("version"): "1.1"}).text = proto
+    etree.SubElement(trc, _c("Endpoint"), {_c("uri"): p.endpoint, _c("type"): "allPurpose"})
+    de = etree.SubElement(pi, _c("DocExchange"), {_c("docExchangeId"): exchange})
+    sbind = etree.SubElement(de, _c("ebXMLSenderBinding"), {_c("version"): "2.0"})
+    rm = etree.SubElement(sbind, _c("ReliableMessaging"))
+    etree.SubElement(rm, _c("Retries")).text = str(retries)
+    etree.SubElement(rm, _c("RetryInterval")).text = retry_interval
+    etree.SubElement(rm, _c("MessageOrderSemantics")).text = "NotGuaranteed"
+    etree.SubElement(sbind, _c("PersistDuration")).text = persist
+    nr = etree.SubElement(sbind, _c("SenderNonRepudiation"))
+    etree.SubElement(nr, _c("NonRepudiationProtocol")).text = DS_NS
+    etree.SubElement(nr, _c("HashFunction")).text = "http://www.w3.org/2001/04/xmlenc#sha256"
+    etree.SubElement(nr, _c("SignatureAlgorithm")).text = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"
+    etree.SubElement(nr, _c("SigningCertificateRef"), {_c("certId"): sign_id})
+
+    # What the packages hold: the ebMS header, and the KITH document (encrypted unless the party says
+    # isConfidential="none"); signals carry the header alone.
+    header, message, enc = f"{x}_msg_header", f"{x}_message", f"{x}_enc_message"
+    hp = etree.Element(_c("SimplePart"), {_c("id"): header, _c("mimetype"): "text/xml"})
+    etree.SubElement(hp, _c("NamespaceSupported"), {_c("location"): "msg-header-2_0.xsd",
+                                                    _c("version"): "2.0"}).text = EBMS_HEADER_NS
+    mp = etree.Element(_c("SimplePart"), {_c("id"): message, _c("mimetype"): "application/xml"})
+    encrypted = p.confidential != "none"
+    packages = []
+    for pid, inner in ((payload, [header, enc if encrypted else message]), (signal, [header])):
+        pk = etree.Element(_c("Packaging"), {_c("id"): pid})
+        etree.SubElement(pk, _c("ProcessingCapabilities"), {_c("parse"): "true", _c("generate"): "true"})
+        cl = etree.SubElement(pk, _c("CompositeList"))
+        if enc in inner:
+            e = etree.SubElement(cl, _c("Encapsulation"), {
+                _c("id"): enc, _c("mimetype"): "application/pkcs7-mime",
+                _c("mimeparameters"): 'smime-type="enveloped-data"'})
+            etree.SubElement(e, _c("Constituent"), {_c("idref"): message})
+        comp = etree.SubElement(cl, _c("Composite"), {
+            _c("id"): f"{pid}_mime", _c("mimetype"): "multipart/related",
+            _c("mimeparameters"): "type=text/xml"})
+        for idref in inner:
+            etree.SubElement(comp, _c("Constituent"), {_c("idref"): idref})
+        packages.append(pk)
+    return pi, [hp, mp], packages
+
+
+def _root(tag: str, ident: tuple[str, str]) -> etree._Element:
+    root = etree.Element(_c(tag), nsmap={"cppa": CPPA_NS, "ds": DS_NS, "xlink": XLINK_NS})
+    root.set(_c(ident[0]), ident[1])
+    root.set(_c("version"), "2_0b")
+    return root
+
+
+def _agreement_head(cpa_id: str, start: datetime, end: datetime) -> etree._Element:
+    root = _root("CollaborationProtocolAgreement", ("cpaid", cpa_id))
+    etree.SubElement(root, _c("Status")).set(_c("value"), "agreed")
+    etree.SubElement(root, _c("Start")).text = format_time(start)
+    etree.SubElement(root, _c("End")).text = format_time(end)
+    return root
+
+
+def _serialize(root: etree._Element) -> bytes:
+    etree.indent(root)  # the parts copied from a CPP bring their own whitespace: one layout for all
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
 
 
 def build_cpa(cpa_id: str, parties: list[CpaParty], start: datetime, end: datetime, *,
               retries: int = 4, retry_interval: str = "PT240M", persist: str = "P2D") -> bytes:
-    """A CPA 2.0 in the shape of NAV's (SMTP channel, xmldsig rsa-sha256, reliable messaging)."""
-    def c(name: str) -> str:
-        return f"{{{CPPA_NS}}}{name}"
+    """A CPA 2.0 between two parties in the shape of NAV's (one channel each, xmldsig rsa-sha256,
+    reliable messaging, an encrypted payload package), valid against the official cpp-cpa-2_0.xsd."""
+    if len(parties) != 2:
+        raise ValueError(f"a CPA binds two parties, not {len(parties)}")
+    prefixes = [p.prefix() for p in parties]
+    if prefixes[0] == prefixes[1]:
+        raise ValueError(f"both parties' ids would start with {prefixes[0]!r}: give one an id_prefix")
+    root = _agreement_head(cpa_id, start, end)
+    built = [_party(p, x, retries, retry_interval, persist) for p, x in zip(parties, prefixes, strict=True)]
+    root.extend([pi for pi, _, _ in built])
+    root.extend([part for _, parts, _ in built for part in parts])
+    root.extend([pk for _, _, pks in built for pk in pks])
+    return _serialize(root)
 
-    root = etree.Element(c("CollaborationProtocolAgreement"),
-                         nsmap={"cppa": CPPA_NS, "ds": "http://www.w3.org/2000/09/xmldsig#"})
-    root.set(c("cpaid"), cpa_id)
-    root.set(c("version"), "2_0b")
-    etree.SubElement(root, c("Status")).set(c("value"), "agreed")
-    etree.SubElement(root, c("Start")).text = format_time(start)
-    etree.SubElement(root, c("End")).text = format_time(end)
-    for p in parties:
-        pi = etree.SubElement(root, c("PartyInfo"))
-        pi.set(c("partyName"), p.name)
-        pi.set(c("defaultMshChannelId"), f"ch_{p.her_id}")
-        pi.set(c("defaultMshPackageId"), "package_mshsignal")
-        etree.SubElement(pi, c("PartyId"), {c("type"): "HER"}).text = p.her_id
-        for i, (role, service, sends, receives) in enumerate(p.roles):
-            cr = etree.SubElement(pi, c("CollaborationRole"))
-            etree.SubElement(cr, c("ProcessSpecification"), {c("name"): service, c("version"): "1.0"})
-            etree.SubElement(cr, c("Role"), {c("name"): role})
-            etree.SubElement(cr, c("ApplicationCertificateRef"), {c("certId"): f"enc_{p.her_id}"})
-            sb = etree.SubElement(cr, c("ServiceBinding"))
-            etree.SubElement(sb, c("Service"), {c("type"): "string"}).text = service
-            for tag, actions in (("CanSend", sends), ("CanReceive", receives)):
-                for a in actions:
-                    can = etree.SubElement(sb, c(tag))
-                    tb = etree.SubElement(can, c("ThisPartyActionBinding"),
-                                          {c("id"): f"{p.her_id}_{i}_{a}", c("action"): a,
-                                           c("packageId"): "package_payload"})
-                    etree.SubElement(tb, c("ChannelId")).text = f"ch_{p.her_id}"
-        _cert_el(pi, f"sign_{p.her_id}", p.sign_cert)
-        _cert_el(pi, f"enc_{p.her_id}", p.enc_cert)
-        dc = etree.SubElement(pi, c("DeliveryChannel"), {c("channelId"): f"ch_{p.her_id}",
-                                                          c("transportId"): f"tr_{p.her_id}",
-                                                          c("docExchangeId"): f"de_{p.her_id}"})
-        etree.SubElement(dc, c("MessagingCharacteristics"),
-                         {c("syncReplyMode"): "none", c("ackRequested"): "always",
-                          c("ackSignatureRequested"): "always", c("duplicateElimination"): "always"})
-        proto = "HTTP" if p.endpoint.startswith("http") else "SMTP"
-        tr = etree.SubElement(pi, c("Transport"), {c("transportId"): f"tr_{p.her_id}"})
-        ts = etree.SubElement(tr, c("TransportSender"))
-        etree.SubElement(ts, c("TransportProtocol"), {c("version"): "1.1"}).text = proto
-        trc = etree.SubElement(tr, c("TransportReceiver"))
-        etree.SubElement(trc, c("TransportProtocol"), {c("version"): "1.1"}).text = proto
-        etree.SubElement(trc, c("Endpoint"), {c("uri"): p.endpoint, c("type"): "allPurpose"})
-        de = etree.SubElement(pi, c("DocExchange"), {c("docExchangeId"): f"de_{p.her_id}"})
-        sbind = etree.SubElement(de, c("ebXMLSenderBinding"), {c("version"): "2.0"})
-        rm = etree.SubElement(sbind, c("ReliableMessaging"))
-        etree.SubElement(rm, c("Retries")).text = str(retries)
-        etree.SubElement(rm, c("RetryInterval")).text = retry_interval
-        etree.SubElement(rm, c("MessageOrderSemantics")).text = "NotGuaranteed"
-        etree.SubElement(sbind, c("PersistDuration")).text = persist
-        nr = etree.SubElement(sbind, c("SenderNonRepudiation"))
-        etree.SubElement(nr, c("NonRepudiationProtocol")).text = "http://www.w3.org/2000/09/xmldsig#"
-        etree.SubElement(nr, c("HashFunction")).text = "http://www.w3.org/2001/04/xmlenc#sha256"
-        etree.SubElement(nr, c("SignatureAlgorithm")).text = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"
-        etree.SubElement(nr, c("SigningCertificateRef"), {c("certId"): f"sign_{p.her_id}"})
-    return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+
+def build_cpp(party: CpaParty, *, retries: int = 4, retry_interval: str = "PT240M", persist: str = "P2D"
+              ) -> bytes:
+    """The party's CPP (CollaborationProtocolProfile): its side of `build_cpa`, to hand to a counterparty."""
+    root = _root("CollaborationProtocolProfile", ("cppid", f"cpp_{party.her_id}"))
+    pi, parts, packages = _party(party, party.prefix(), retries, retry_interval, persist)
+    root.extend([pi, *parts, *packages])
+    return _serialize(root)
+
+
+def cpa_from_cpp(cpa_id: str, ours: CpaParty, cpp: bytes, start: datetime, end: datetime, *,
+                 retries: int = 4, retry_interval: str = "PT240M", persist: str = "P2D") -> bytes:
+    """A CPA between `ours` and the party of a CPP, whose PartyInfo, SimpleParts and Packagings are taken
+    as written (a CPA is composed of the two parties' profiles). Our ids get a prefix that
+    starts none of the CPP's values, so the two sides' xs:IDs stay unique and the CPP's IDREFs (packageId,
+    defaultMshPackageId, certId, channelId) keep naming its own elements."""
+    root_in = parse_bytes(cpp, max_bytes=MAX_CPA_BYTES).getroot()
+    infos = root_in.findall(_c("PartyInfo"))
+    if len(infos) != 1:
+        raise ValueError(f"a CPP with one PartyInfo is needed, this one has {len(infos)}")
+    taken = {v for el in root_in.iter(etree.Element) for v in el.attrib.values()}
+    base = x = ours.prefix()
+    n = 1
+    while any(v.startswith(f"{x}_") for v in taken):
+        n += 1
+        x = f"{base}_{n}"
+    root = _agreement_head(cpa_id, start, end)
+    pi, parts, packages = _party(ours, x, retries, retry_interval, persist)
+    root.extend([pi, copy.deepcopy(infos[0])])
+    root.extend([*parts, *(copy.deepcopy(el) for el in root_in.findall(_c("SimplePart")))])
+    root.extend([*packages, *(copy.deepcopy(el) for el in root_in.findall(_c("Packaging")))])
+    return _serialize(root)
 
 
 # ---------------------------------------------------------------- messages with one defect

@@ -24,6 +24,7 @@ from hub.xmlsafe import parse_bytes
 
 CPPA_NS = "http://www.oasis-open.org/committees/ebxml-cppa/schema/cpp-cpa-2_0.xsd"
 DS_NS = "http://www.w3.org/2000/09/xmldsig#"
+XLINK_NS = "http://www.w3.org/1999/xlink"
 MAX_CPA_BYTES = 8 * 1024 * 1024  # the largest real template (CppTemplate.xml) is ~1.1 MB
 
 
@@ -117,6 +118,16 @@ class ActionBinding:
     is_non_repudiation_required: bool | None = None
 
 
+@dataclass(frozen=True)
+class ProcessSpec:
+    """A cppa:ProcessSpecification as written: the two parties of a CPA cite the same one."""
+
+    name: str
+    version: str
+    href: str
+    uuid: str | None = None
+
+
 @dataclass
 class CollaborationRole:
     role: str
@@ -125,6 +136,8 @@ class CollaborationRole:
     service_type: str | None
     bindings: list[ActionBinding]
     application_cert_ref: str | None = None
+    process_spec: ProcessSpec | None = None  # None where the ProcessSpecification lacks name or href
+    role_href: str | None = None  # the Role's xlink:href
 
     def actions(self, direction: str) -> list[str]:
         return [b.action for b in self.bindings if b.direction == direction]
@@ -299,10 +312,14 @@ def _party_info(pi: etree._Element) -> PartyInfo:
                                               _a(btc, "isConfidential") if btc is not None else None,
                                               _a(btc, "isAuthenticated") if btc is not None else None,
                                               None if nr is None else nr.strip().lower() == "true"))
+        href = ps.get(f"{{{XLINK_NS}}}href") if ps is not None else None
+        spec = ProcessSpec(_a(ps, "name") or "", _a(ps, "version", "") or "", href, _a(ps, "uuid")) \
+            if ps is not None and href and _a(ps, "name") else None
         roles.append(CollaborationRole(_a(role_el, "name", "") or "",
                                        _a(ps, "name") if ps is not None else None,
                                        _t(svc) or "", _a(svc, "type") if svc is not None else None, bindings,
-                                       _a(acr, "certId") if acr is not None else None))
+                                       _a(acr, "certId") if acr is not None else None, spec,
+                                       role_el.get(f"{{{XLINK_NS}}}href")))
     certs: dict[str, CertificateInfo] = {}
     for c in pi.findall(_c("Certificate")):
         cid = _a(c, "certId", "") or ""

@@ -112,8 +112,8 @@ class SmtpSender:
             try:
                 await client.send_one(self.mail_from, rcpt, data)
             except _Unsent:
-                # a kept session the server dropped while idle fails before the mail has started (its
-                # MAIL got no reply): only then is it safe to open a new session and send the mail there
+                # a kept session the server dropped while idle fails before the mail's body was sent:
+                # nothing of it was taken, so it is safe to open a new session and send the mail there
                 client.close()
                 client = None
             except BaseException:
@@ -144,11 +144,16 @@ class SmtpSender:
 
 
 class _Unsent(Exception):
-    """The session failed before the server answered the mail's first command: nothing of it was taken."""
+    """The session failed before the mail's body was sent (a lost or silent session): nothing was taken."""
 
     def __init__(self, cause: BaseException) -> None:
         super().__init__(str(cause))
         self.cause = cause
+
+
+# aiosmtplib's reply state that _GroupProtocol reads and sets
+_GROUP_STATE = ("_response_waiter", "_response_pending", "_buffer", "_command_lock",
+                "_read_response_from_buffer")
 
 
 class _GroupProtocol(SMTPProtocol):
@@ -164,8 +169,9 @@ class _GroupProtocol(SMTPProtocol):
         w = self._response_waiter
         if self._group_open and w is not None and (w.done() or not self._response_pending):
             self._buffer.extend(data)  # a later reply of the group, before its read: kept for it
-            if len(self._buffer) > MAX_RESPONSE_LENGTH:
-                self.transport.close()  # type: ignore[union-attr] - nonsense; the read finds the loss
+            if len(self._buffer) > MAX_RESPONSE_LENGTH:  # nonsense: the session ends, the reads see it
+                del self._buffer[:]
+                self.transport.close()  # type: ignore[union-attr]
             return
         super().data_received(data)
 
@@ -217,9 +223,11 @@ class _PipeliningSMTP(aiosmtplib.SMTP):
 
     async def _create_connection(self, timeout: float | None) -> aiosmtplib.SMTPResponse:
         response = await super()._create_connection(timeout)
-        # aiosmtplib makes its protocol itself; ours only adds methods, so the instance can be switched
-        assert type(self.protocol) is SMTPProtocol
-        self.protocol.__class__ = _GroupProtocol
+        # aiosmtplib makes its protocol itself; ours only adds methods, so the instance can be switched.
+        # It relies on aiosmtplib's reply state (5.x); a version without it sends unpipelined instead
+        p = self.protocol
+        if type(p) is SMTPProtocol and all(hasattr(p, a) for a in _GROUP_STATE):
+            p.__class__ = _GroupProtocol
         return response
 
     async def send_one(self, mail_from: str, rcpt: str, data: bytes) -> None:

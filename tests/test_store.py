@@ -174,6 +174,20 @@ def test_advance_writes_steps_artefacts_and_seen_record_in_one_commit_or_none(st
     assert bytes(store.seen_put("eb-1", "d1", b"ack-2").response) == b"ack-1"
 
 
+def test_advance_answered_returns_the_seen_record_its_commit_left(store: Store) -> None:
+    a, b = store.put_received(b"<a/>", now=T0), store.put_received(b"<b/>", now=T0)
+    before = store.statements
+    ok = [Step(Event.VALIDATED, "ok")]
+    ms, rec = store.advance_answered(a.id, ok, seen=("eb-2", "d1", b"ack-1"), now=T0)
+    assert ms[-1].state is State.QUEUED and (rec.message_id, rec.digest, bytes(rec.response)) == \
+        ("eb-2", "d1", b"ack-1")
+    # a record there before is the answer, not the one offered
+    _, rec = store.advance_answered(b.id, ok, seen=("eb-2", "d2", b"ack-2"), now=T0)
+    assert (rec.digest, bytes(rec.response)) == ("d1", b"ack-1") == \
+        (store.seen_get("eb-2").digest, bytes(store.seen_get("eb-2").response))  # type: ignore[union-attr]
+    assert store.require(b.id).state is State.QUEUED and store.statements > before
+
+
 def test_retry_ladder_until_undelivered(store: Store) -> None:
     mid = _queued(store, max_retries=2, retry_interval_s=3600)
     now = T0

@@ -37,7 +37,7 @@ from hub.relay.lifecycle import Event
 from hub.relay.register import Register
 from hub.security import keystore
 from hub.security.certs import CertificateValidator
-from hub.store import PAYLOAD, ErrorInfo, Message, Store
+from hub.store import PAYLOAD, ErrorInfo, Message, SeenRecord, Store
 
 log = logging.getLogger("hub.relay.unwrap")
 
@@ -245,9 +245,11 @@ class Unwrapper:
             return None
         return h.env.header.message_id, h.digest, h.ack
 
-    def answer_peer(self, m: Message, decision: pl.Decision, *, recorded: bool = False) -> None:
+    def answer_peer(self, m: Message, decision: pl.Decision, *, recorded: bool = False,
+                    answer: SeenRecord | None = None) -> None:
         """The checks have decided: Acknowledgment (accepted) or MessageError; recorded, then sent.
-        `recorded`: the worker wrote ack_record() with its verdict; the record is read, not written."""
+        `recorded`: the worker wrote ack_record() with its verdict; the record is read, not written.
+        `answer`: that record as the worker's commit left it (Store.advance_answered): not read either."""
         h = self._release(m.id)  # whatever the verdict: nothing of this message is held after its answer
         env = h.env
         pkg = None
@@ -274,7 +276,7 @@ class Unwrapper:
                 if pkg is None:
                     pkg = parse_package(self.store.blob(m.id) or b"")
                 digest = content_digest(env.root, pkg.parts)
-            rec = self.store.seen_get(mid) if recorded else None
+            rec = answer if answer is not None else self.store.seen_get(mid) if recorded else None
             if rec is None:
                 rec = self.store.seen_put(mid, digest, signal)
             signal = bytes(rec.response)  # the first answer recorded is the answer

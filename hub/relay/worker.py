@@ -369,8 +369,13 @@ class Worker:
         seen = self.peer_seen(msg) if network_in and self.peer_seen is not None else None
         # the sender's MsgId becomes this message's in the same commit (issue 12: whatever the intake)
         key = pl.msg_id_key(self.register, facts, hashlib.sha256(data).hexdigest())
+        answer = None  # the seen record the commit left: answer_peer does not read it back
         try:
-            ms = self.store.advance(msg.id, steps, actor=self.cfg.node, seen=seen, msg_id=key)
+            if seen is not None:
+                ms, answer = self.store.advance_answered(msg.id, steps, actor=self.cfg.node, seen=seen,
+                                                         msg_id=key)
+            else:
+                ms = self.store.advance(msg.id, steps, actor=self.cfg.node, msg_id=key)
         except MsgIdTaken as taken:
             assert key is not None
             self._reused(msg, facts, sub, taken, key[2], meta, arts, network_in)
@@ -379,7 +384,7 @@ class Worker:
         self.tap("queued", m, decision.reason)
         if network_in and self.answer_peer is not None:
             # the ebMS Acknowledgment, now that the content is accepted
-            self.answer_peer(m, decision, recorded=seen is not None)
+            self.answer_peer(m, decision, recorded=seen is not None, answer=answer)
         if decision.closes:
             self._close_original(m, facts)
         if ms[-1].state is State.SENDING:

@@ -639,6 +639,17 @@ class Store(ABC):
         commit; MsgIdTaken (nothing written) when another message owns it already."""
         return self._write(self._op_steps(ref, steps, actor, now, lease_owner, seen, msg_id))
 
+    def advance_answered(
+        self, ref: str, steps: Sequence[Step], *, seen: tuple[str, str, bytes], actor: str = "",
+        now: datetime | None = None, lease_owner: str | None = None,
+        msg_id: tuple[str, str, str] | None = None,
+    ) -> tuple[list[Message], SeenRecord]:
+        """`advance` with its `seen` record, and that record as the commit left it (the first written
+        wins: an earlier one is returned, not `seen`): the caller need not read it back."""
+        kept: list[SeenRecord] = []
+        out = self._write(self._op_steps(ref, steps, actor, now, lease_owner, seen, msg_id, kept))
+        return out, kept[-1]
+
     def advance_many(
         self, items: Sequence[tuple[str, Sequence[Step]]], *, actor: str = "", now: datetime | None = None,
         lease_owner: str | None = None,
@@ -659,7 +670,8 @@ class Store(ABC):
 
     def _op_steps(self, ref: str, steps: Sequence[Step], actor: str, now: datetime | None,
                   lease_owner: str | None, seen: tuple[str, str, bytes] | None = None,
-                  msg_id: tuple[str, str, str] | None = None) -> Callable[[Tx], list[Message]]:
+                  msg_id: tuple[str, str, str] | None = None, kept: list[SeenRecord] | None = None,
+                  ) -> Callable[[Tx], list[Message]]:
         for st in steps:
             bad = set(st.updates or {}) - TRANSITION_FIELDS
             if bad:
@@ -701,7 +713,9 @@ class Store(ABC):
                            [v for kind, data in arts.items()
                             for v in (row["id"], kind, bytes(data), hashlib.sha256(data).hexdigest(), t)])
             if seen is not None:
-                self._seen_insert(tx, seen[0], seen[1], bytes(seen[2]), t)
+                rec = self._seen_insert(tx, seen[0], seen[1], bytes(seen[2]), t)
+                if kept is not None:
+                    kept.append(rec)  # a retried transaction appends again: the last one counts
             return out
 
         return op

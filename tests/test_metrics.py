@@ -52,6 +52,9 @@ def test_metrics_count_what_the_relay_did(relay: Relay) -> None:
     drop(relay.cfg.spool_root / "82001", "bad.xml", dialog(people.Party(89999, "Ukjent", None, "gp"), bad))
     wait_for(lambda: any(m.state is State.AWAITING_APPREC for m in relay.store.find_by_kith_msg_id(ok)))
     wait_for(lambda: any(m.state is State.REJECTED for m in relay.store.find_by_kith_msg_id(bad)))
+    # the counters follow the state a moment later (the tap runs after the commit that moved it)
+    wait_for(lambda: samples(relay).get(("hub_deliveries_total", (("route", "folder"),)), 0) >= 1
+             and samples(relay).get(("hub_rejections_total", (("channel", "folder"),)), 0) >= 1)
     s = samples(relay)
     stats = relay.store.stats()
     for state, n in stats.items():

@@ -299,6 +299,29 @@ def _report_deliveries(relay: Relay, out: threading.Lock, stop: threading.Event)
             sys.stdout.flush()
 
 
+def net_registers(pki: Path, transport: str = "smtp", pa: int = 0, pb: int = 0) -> dict[str, str]:
+    """register.toml of the GP's relay "a" and the hospital's relay "b" of the network run: each knows the
+    other's parties at its endpoint (mail, or HTTP at ports pa/pb) with the certificates of the test PKI."""
+
+    def certs(name: str) -> str:
+        d = pki / "parties" / name
+        return f'sign_cert = "{d / "sign.pem"}"\nenc_cert = "{d / "enc.pem"}"'
+
+    a_peer = f'endpoint = "mailto:edi@b.test"\n{certs("lab")}'
+    b_peer = f'endpoint = "mailto:edi@a.test"\n{certs("hub")}'
+    if transport == "http":
+        a_peer = f'endpoint = "http://127.0.0.1:{pb}/ebxml"\n{certs("lab")}'
+        b_peer = f'endpoint = "http://127.0.0.1:{pa}/ebxml"\n{certs("hub")}'
+    return {
+        "a": _net_party(80000, "Relay A", "local = true") + _net_party(82001, "GP", "local = true")
+        + _net_party(82002, "Kari", "parent = 82001") + _net_party(81001, "Hospital", a_peer)
+        + _net_party(81002, "Poliklinikk", "parent = 81001"),
+        "b": _net_party(81000, "Relay B", "local = true") + _net_party(81001, "Hospital", "local = true")
+        + _net_party(81002, "Poliklinikk", "parent = 81001") + _net_party(82001, "GP", b_peer)
+        + _net_party(82002, "Kari", "parent = 82001"),
+    }
+
+
 def run_network(home: Path, stores: dict[str, str] | None = None,
                 transport: str = "smtp", processes: int = 1) -> dict[str, float]:
     """Two relays over SMTP (or `transport="http"`: POST /ebxml to the hospital's relay, and its
@@ -321,24 +344,8 @@ def run_network(home: Path, stores: dict[str, str] | None = None,
             sk.bind(("127.0.0.1", 0))
             return int(sk.getsockname()[1])
 
-    def certs(name: str) -> str:
-        d = pki / "parties" / name
-        return f'sign_cert = "{d / "sign.pem"}"\nenc_cert = "{d / "enc.pem"}"'
-
     pa, pb = port(), port()
-    a_peer = f'endpoint = "mailto:edi@b.test"\n{certs("lab")}'
-    b_peer = f'endpoint = "mailto:edi@a.test"\n{certs("hub")}'
-    if transport == "http":
-        a_peer = f'endpoint = "http://127.0.0.1:{pb}/ebxml"\n{certs("lab")}'
-        b_peer = f'endpoint = "http://127.0.0.1:{pa}/ebxml"\n{certs("hub")}'
-    regs = {
-        "a": _net_party(80000, "Relay A", "local = true") + _net_party(82001, "GP", "local = true")
-        + _net_party(82002, "Kari", "parent = 82001") + _net_party(81001, "Hospital", a_peer)
-        + _net_party(81002, "Poliklinikk", "parent = 81001"),
-        "b": _net_party(81000, "Relay B", "local = true") + _net_party(81001, "Hospital", "local = true")
-        + _net_party(81002, "Poliklinikk", "parent = 81001") + _net_party(82001, "GP", b_peer)
-        + _net_party(82002, "Kari", "parent = 82001"),
-    }
+    regs = net_registers(pki, transport, pa, pb)
     cfgs = {}
     for name, her, ident, listen, to, addr in (("a", 80000, "hub", pa, pb, "edi@a.test"),
                                                ("b", 81000, "lab", pb, pa, "edi@b.test")):

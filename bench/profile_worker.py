@@ -49,22 +49,7 @@ def _port() -> int:
 def relays(home: Path) -> tuple[Relay, Relay]:
     """The GP's and the hospital's relay as bench_relay.run_network configures them (SQLite)."""
     pki = shared_test_pki().dir
-
-    def certs(name: str) -> str:
-        d = pki / "parties" / name
-        return f'sign_cert = "{d / "sign.pem"}"\nenc_cert = "{d / "enc.pem"}"'
-
-    p = br._net_party
-    a_peer = f'endpoint = "mailto:edi@b.test"\n{certs("lab")}'
-    b_peer = f'endpoint = "mailto:edi@a.test"\n{certs("hub")}'
-    regs = {
-        "a": p(80000, "Relay A", "local = true") + p(82001, "GP", "local = true")
-        + p(82002, "Kari", "parent = 82001") + p(81001, "Hospital", a_peer)
-        + p(81002, "Poliklinikk", "parent = 81001"),
-        "b": p(81000, "Relay B", "local = true") + p(81001, "Hospital", "local = true")
-        + p(81002, "Poliklinikk", "parent = 81001") + p(82001, "GP", b_peer)
-        + p(82002, "Kari", "parent = 82001"),
-    }
+    regs = br.net_registers(pki)
     pa, pb = _port(), _port()
     out = []
     for name, her, ident, listen, to, addr in (("a", 80000, "hub", pa, pb, "edi@a.test"),

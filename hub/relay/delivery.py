@@ -129,6 +129,10 @@ SEED = ".seed-"  # in the ledger: the empty file markers are hard links to (see 
 SEED_EVERY_S = 3600.0  # a new seed this often: a marker's age (its seed's mtime) is known to this much
 
 
+# a file system without hard links (FAT, some network shares) says so with one of these
+_NO_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EXDEV})
+
+
 class FolderDeliverer:
     """Exactly once into a folder, even across crashes and a receiver that takes files at once.
 
@@ -204,7 +208,9 @@ class FolderDeliverer:
                     if exc.errno == errno.EMLINK:
                         self._retire(ledger, seed)  # full: the next one
                         continue
-                    self._no_links.add(ledger)  # no hard links here
+                    if exc.errno not in _NO_LINKS:
+                        raise  # a fault of the folder (no space, I/O): the attempt fails and is retried
+                    self._no_links.add(ledger)
                     break
         os.close(os.open(marker, os.O_WRONLY | os.O_CREAT, 0o600))
 

@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import os
 import stat
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from relay_helpers import drop, make_config, wait_for
+from test_relay import dialog
 
-from hub.relay.delivery import LEDGER, SEED, SEED_EVERY_S, FolderDeliverer, Outcome, file_name
+from hub.relay.delivery import LEDGER, PRUNE_EVERY_S, SEED, SEED_EVERY_S, FolderDeliverer, Outcome, file_name
 from hub.relay.lifecycle import State
 from hub.relay.pipeline import DeliveryError, Route, RouteKind
 from hub.relay.register import Party
+from hub.relay.server import Relay
 from hub.store import Message
 
 DATA = b"<MsgHead>payload</MsgHead>\n" * 40
@@ -116,3 +120,38 @@ def test_prune_keeps_markers_for_their_seed_age_plus_the_margin(folder: tuple[Pa
     assert (ledger / file_name(message("o2"))).exists()
     assert len([p for p in ledger.iterdir() if p.name.startswith(SEED)]) == 1
     assert os.stat(ledger / file_name(message("o2"))).st_nlink == 2
+
+
+def test_housekeep_prunes_the_ledgers_written_to_at_most_once_an_hour(folder: tuple[Path, Route]) -> None:
+    root, route = folder
+    d = FolderDeliverer(keep_markers_s=100.0)
+    d.deliver(route, DATA, message("h1"))
+    ledger = root / "in" / LEDGER
+    t0 = next(p for p in ledger.iterdir() if p.name.startswith(SEED)).stat().st_mtime
+    late = t0 + 100.0 + SEED_EVERY_S + 1
+    assert d.housekeep(t0 + PRUNE_EVERY_S - 10) == 0  # too soon after start: no scan at all
+    assert len(list(ledger.iterdir())) == 2
+    assert d.housekeep(late + PRUNE_EVERY_S) == 2  # the marker and its seed
+    assert list(ledger.iterdir()) == []
+    d.deliver(route, DATA, message("h2"))
+    assert d.housekeep(late + PRUNE_EVERY_S + 60) == 0  # the last clean-up was a minute ago
+
+
+def test_the_relays_sweep_keeps_the_ledger_from_growing(tmp_path: Path) -> None:
+    """A relay's worker sweep forgets markers older than keep_markers_s (a real relay, folder to folder)."""
+    relay = Relay(make_config(tmp_path / "hub"))
+    relay.start()
+    try:
+        mid = str(uuid.uuid4())
+        drop(relay.cfg.spool_root / "82001", "d.xml", dialog(msg_id=mid))
+        wait_for(lambda: any(m.state is State.AWAITING_APPREC for m in relay.store.find_by_kith_msg_id(mid)))
+        ledger = relay.cfg.spool_root / "81001" / "in" / LEDGER
+        assert any(not p.name.startswith(SEED) for p in ledger.iterdir())
+        folder_deliverer = relay.worker.deliverers[RouteKind.FOLDER]
+        assert isinstance(folder_deliverer, FolderDeliverer)
+        # as if the markers were a week old and the last clean-up an hour ago
+        folder_deliverer.keep_markers_s = -SEED_EVERY_S - 3600
+        folder_deliverer._pruned_at -= PRUNE_EVERY_S
+        wait_for(lambda: not list(ledger.iterdir()), what="the sweep's clean-up")
+    finally:
+        relay.stop()

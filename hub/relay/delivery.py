@@ -126,6 +126,7 @@ def write_durably(target: Path, data: bytes) -> None:
 
 LEDGER = ".hub-delivered"  # inside in/: receivers skip dot entries
 SEED = ".seed-"  # in the ledger: the empty file markers are hard links to (see FolderDeliverer)
+PRUNE_EVERY_S = 3600.0  # how often the worker's sweep forgets old markers (FolderDeliverer.housekeep)
 SEED_EVERY_S = 3600.0  # a new seed this often: a marker's age (its seed's mtime) is known to this much
 
 
@@ -155,6 +156,7 @@ class FolderDeliverer:
         self._seeds: dict[str, tuple[str, float]] = {}  # ledger -> (its current seed, made at)
         self._no_links: set[str] = set()  # ledgers whose file system refused a hard link
         self._lock = threading.Lock()
+        self._pruned_at = time.time()  # the ledgers' last clean-up (housekeep)
 
     def deliver(self, route: Route, data: bytes, message: Message) -> Delivery:
         if route.kind is not RouteKind.FOLDER:
@@ -246,6 +248,24 @@ class FolderDeliverer:
             if now - e.stat().st_mtime > self.keep_markers_s + SEED_EVERY_S:
                 os.unlink(e.path)
                 n += 1
+        return n
+
+    def housekeep(self, now: float | None = None) -> int:
+        """prune() every ledger this deliverer wrote to since it started, at most once per
+        `PRUNE_EVERY_S` (the worker's sweep calls it: without it a ledger grows by a marker per message
+        for ever). How many entries went."""
+        now = time.time() if now is None else now
+        with self._lock:
+            if now - self._pruned_at < PRUNE_EVERY_S:
+                return 0
+            self._pruned_at = now
+            ledgers = list(self._ledgers)
+        n = 0
+        for ledger in ledgers:
+            try:
+                n += self.prune(Path(ledger).parent, now)
+            except OSError:
+                continue  # a folder gone or unreadable: its deliveries say so; the next round tries again
         return n
 
     @staticmethod

@@ -657,6 +657,9 @@ class Worker:
             self.tap(m.state.value, m, ", ".join(e.value for e in s.events))
             if m.state in (State.UNDELIVERED, State.EXPIRED):  # apprec_overdue: logged by hub.logs
                 self._tell_sender(m)
+        folder = self.deliverers.get(pl.RouteKind.FOLDER)
+        if isinstance(folder, FolderDeliverer):
+            folder.housekeep()
 
 
 def local_notifier(register: Register, spool_root: Path) -> Notifier:

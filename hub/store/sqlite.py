@@ -28,7 +28,6 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -43,13 +42,24 @@ _FMT = "%Y-%m-%d %H:%M:%S.%f"  # fixed width, UTC: text order is time order
 TYPES = {"ts": "TEXT", "blob": "BLOB", "serial": "INTEGER PRIMARY KEY AUTOINCREMENT"}
 
 
-def _param(v: Any) -> Any:  # noqa: ANN401
-    if isinstance(v, datetime):
-        if v.tzinfo is None:
-            raise ValueError(f"naive datetime given to the store: {v!r}")
-        # the same text as strftime(_FMT) for years 1000-9999, at a tenth of strftime's cost
-        return v.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
-    return v
+_last_time: tuple[datetime | None, str] = (None, "")  # the time written last, and its text
+
+
+def _param(v: datetime) -> str:
+    global _last_time
+    last = _last_time  # one tuple, replaced whole: safe to read from any thread
+    if v is last[0]:
+        return last[1]  # an operation writes its one `now` several times (row, events, blobs)
+    if v.tzinfo is UTC:
+        # the same text as strftime(_FMT) for years 1000-9999, at a tenth of strftime's cost: the UTC
+        # times the store makes itself need no conversion, only the "+00:00" cut off
+        text = v.isoformat(" ", "microseconds")[:26]
+    elif v.tzinfo is None:
+        raise ValueError(f"naive datetime given to the store: {v!r}")
+    else:
+        text = v.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+    _last_time = (v, text)
+    return text
 
 
 def _params(params: Sequence[Any]) -> list[Any]:
@@ -99,6 +109,62 @@ class _Tx:
 _STOP = object()
 
 
+class _Call:
+    """A write queued to the writer thread, and how its caller hears that it committed: a lock held until
+    then (a thread blocks on it: cheaper than a concurrent.futures.Future's condition, which the caller
+    then also had to wrap for asyncio), or an asyncio future settled on its loop."""
+
+    __slots__ = ("fn", "value", "error", "done", "loop", "afut")
+
+    def __init__(self, fn: Callable[[Tx], Any], loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.fn = fn
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self.loop = loop
+        if loop is None:
+            self.done: threading.Lock | None = threading.Lock()
+            self.done.acquire()
+            self.afut: asyncio.Future[Any] | None = None
+        else:
+            self.done = None
+            self.afut = loop.create_future()
+
+    def cancelled(self) -> bool:
+        # an awaiting caller that gave up before its write began: not run (as a cancelled Future was not)
+        return self.afut is not None and self.afut.cancelled()
+
+    def settle(self, value: Any, error: BaseException | None) -> None:  # noqa: ANN401
+        """The writer thread: the transaction committed (error None) or this write failed."""
+        self.value, self.error = value, error
+        if self.done is not None:
+            self.done.release()
+            return
+        assert self.loop is not None
+        try:
+            self.loop.call_soon_threadsafe(_settle_future, self.afut, value, error)
+        except RuntimeError:
+            pass  # the caller's loop is closed: nobody is waiting any more
+
+    def result(self, timeout: float | None = None) -> Any:  # noqa: ANN401
+        """Wait (a thread's caller) for the commit; the value, or the write's exception raised."""
+        assert self.done is not None
+        if not self.done.acquire(timeout=-1 if timeout is None else timeout):
+            raise TimeoutError("the store's writer has not committed this write yet")
+        self.done.release()  # a second result() returns at once
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+def _settle_future(fut: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:  # noqa: ANN401
+    if fut.done():
+        return  # cancelled meanwhile
+    if error is not None:
+        fut.set_exception(error)
+    else:
+        fut.set_result(value)
+
+
 class SQLiteStore(Store):
     def __init__(
         self, path: str | os.PathLike[str], *, max_batch: int = 512, busy_timeout_ms: int = 30_000
@@ -140,27 +206,29 @@ class SQLiteStore(Store):
         return conn
 
     # writes ------------------------------------------------------------------------------------------
-    def _submit(self, fn: Callable[[Tx], T]) -> Future[T]:
-        fut: Future[T] = Future()
+    def _submit(self, fn: Callable[[Tx], T], loop: asyncio.AbstractEventLoop | None = None) -> _Call:
+        call = _Call(fn, loop)
         with self._lock:
             if self._closed:
                 raise StoreError("the store is closed")
-            self._queue.put((fn, fut))
-        return fut
+            self._queue.put(call)
+        return call
 
     def _write(self, fn: Callable[[Tx], T]) -> T:
-        return self._submit(fn).result()
+        return self._submit(fn).result()  # type: ignore[no-any-return]
 
     async def _write_async(self, fn: Callable[[Tx], T]) -> T:
-        return await asyncio.wrap_future(self._submit(fn))
+        call = self._submit(fn, asyncio.get_running_loop())
+        assert call.afut is not None
+        return await call.afut  # type: ignore[no-any-return]
 
     def _write_many(self, ops: Sequence[Callable[[Tx], T]]) -> list[T | Exception]:
         # queued together, so the writer takes them into one transaction and one fsync
-        futs = [self._submit(op) for op in ops]
+        calls = [self._submit(op) for op in ops]
         out: list[T | Exception] = []
-        for f in futs:
+        for c in calls:
             try:
-                out.append(f.result())
+                out.append(c.result())
             except Exception as exc:  # noqa: BLE001 - the caller's, in the message's place
                 out.append(exc)
         return out
@@ -183,9 +251,9 @@ class SQLiteStore(Store):
                 batch.append(nxt)
             self._run_batch(batch)
 
-    def _run_batch(self, batch: list[tuple[Callable[[Tx], Any], Future[Any]]]) -> None:
+    def _run_batch(self, batch: list[_Call]) -> None:
         conn, tx = self._writer, _Tx(self._writer, self)
-        todo = [(fn, fut) for fn, fut in batch if fut.set_running_or_notify_cancel()]
+        todo = [c for c in batch if not c.cancelled()]
         failed: dict[int, BaseException] = {}
         while True:
             results: dict[int, Any] = {}
@@ -194,12 +262,12 @@ class SQLiteStore(Store):
             try:
                 began = time.perf_counter()
                 conn.execute("BEGIN IMMEDIATE")
-                for i, (fn, _fut) in enumerate(todo):
+                for i, call in enumerate(todo):
                     if i in failed:
                         continue
                     changes = conn.total_changes
                     try:
-                        results[i] = fn(tx)
+                        results[i] = call.fn(tx)
                     except BaseException as exc:  # noqa: BLE001 - delivered to its caller, not swallowed
                         if not conn.in_transaction:
                             raise  # SQLite ended the transaction (disk full, I/O error): nothing commits
@@ -218,19 +286,19 @@ class SQLiteStore(Store):
                     conn.execute("ROLLBACK")
                 except sqlite3.Error:
                     pass
-                for _fn, fut in todo:
-                    fut.set_exception(StoreError(f"commit failed: {exc}"))
+                for call in todo:
+                    call.settle(None, StoreError(f"commit failed: {exc}"))
                 return
             finally:
                 fcntl.flock(self._lockfd, fcntl.LOCK_UN)
             if not again:
                 break
         # only now, after COMMIT returned (fsynced), may a caller hear that its write is stored
-        for i, (_fn, fut) in enumerate(todo):
+        for i, call in enumerate(todo):
             if i in failed:
-                fut.set_exception(failed[i])
+                call.settle(None, failed[i])
             else:
-                fut.set_result(results[i])
+                call.settle(results[i], None)
 
     # reads -------------------------------------------------------------------------------------------
     def _reader(self) -> sqlite3.Connection:

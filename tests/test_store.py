@@ -541,3 +541,47 @@ def test_operator_queries_oldest_prefix_counts_and_commit_times(store: Store) ->
     assert [m.id for m in store.by_prefix(old.short_id[:6])] == [old.id]
     assert [m.id for m in store.by_prefix(old.id[:30].upper())] == [old.id]
     assert store.by_prefix("x%") == [] and store.by_prefix("") == []  # LIKE wildcards are not ids
+
+
+def test_sqlite_writer_row_copy_never_stale(tmp_path: Path) -> None:
+    """The writer answers Store._locked's read from the rows its own commits left; what another
+    connection commits, a write it does not follow, and a rolled-back write all reach the next write."""
+    import sqlite3
+
+    from hub.store.base import Message
+    from hub.store.sqlite import SQLiteStore
+
+    path = tmp_path / "copy.sqlite"
+    s1, s2 = SQLiteStore(path), SQLiteStore(path)
+    try:
+        locked = lambda s, mid: s._write(lambda tx: s._locked(tx, mid))  # noqa: E731
+        mid = s1.put_received(b"x", _meta(), now=T0).id
+        s1.transition(mid, Event.VALIDATED, now=T0)
+        assert locked(s1, mid)["state"] == "queued"
+        # another store (another process's writer) claims it: s1's next write sees the claim
+        assert [m.id for m in s2.claim_due("n2", 10, now=T0)] == [mid]
+        assert s1.mark_sent(mid, node="n2", now=T0).state is State.AWAITING_ACK
+        with pytest.raises(IllegalTransition):
+            s1.transition(mid, Event.VALIDATED, now=T0)
+        # a plain connection (the sqlite3 shell, say)
+        with sqlite3.connect(path) as c:
+            c.execute("UPDATE messages SET apprec_status = 'by-hand' WHERE id = ?", (mid,))
+        assert locked(s1, mid)["apprec_status"] == "by-hand"
+        # a write in a shape the copy does not follow
+        s1._write(lambda tx: tx.execute("UPDATE messages SET attempts = attempts + 5 WHERE id = ?", (mid,)))
+        assert locked(s1, mid)["attempts"] == 6
+
+        # a write undone (its function failed after writing)
+        def wrote_then_failed(tx: object) -> None:
+            s1._update(tx, mid, {"apprec_status": "undone"})  # type: ignore[arg-type]
+            raise RuntimeError("after writing")
+
+        with pytest.raises(RuntimeError):
+            s1._write(wrote_then_failed)
+        assert locked(s1, mid)["apprec_status"] == "by-hand"
+        # and the writes it follows, read back as a fresh read has them
+        s1.transition(mid, Event.ACK, now=T0 + H, updates={"apprec_status": "pending"})
+        assert Message.from_row(locked(s1, mid)) == s1.require(mid)  # require: a reader, no copy
+    finally:
+        s1.close()
+        s2.close()

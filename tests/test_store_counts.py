@@ -39,7 +39,9 @@ def test_statements_are_counted_per_operation(store):
     before = store.statements
     store.transition(m.id, Event.VALIDATED)
     after_write = store.statements - before
-    assert after_write >= 3  # read the row under lock, update it, add the event
+    # read the row under lock (SQLite's writer has it as the intake's commit left it: no read), update it,
+    # add the event
+    assert after_write >= (2 if store.__class__.__name__ == "SQLiteStore" else 3)
     before = store.statements
     assert store.get(m.short_id) is not None
     assert store.statements - before == 1

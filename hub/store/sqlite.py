@@ -24,6 +24,7 @@ import asyncio
 import fcntl
 import os
 import queue
+import re
 import sqlite3
 import threading
 import time
@@ -86,24 +87,136 @@ def _rows(cur: sqlite3.Cursor, rows: list[tuple[Any, ...]]) -> list[Row]:
     return out
 
 
+# The writer's copy of the messages rows its own commits left (_RowCache): Store._locked reads a row by
+# its id at the start of nearly every write (3 of a relayed message's 4 writes at the sending relay); the
+# copy answers that read when nothing else has written the file since (PRAGMA data_version, asked once
+# per transaction). Writes keep it exact: an UPDATE of columns by id and an INSERT of a row, in the shapes
+# Store writes them, are applied to it; any other write to messages, and any rollback, forgets it all.
+_ROW_BY_ID = "SELECT * FROM messages WHERE id = ?"  # Store._locked's read (SQLite has no lock clause)
+_UPDATE_BY_ID = re.compile(r"UPDATE messages SET ((?:\w+ = \?, )*\w+ = \?) WHERE id = \?")
+_INSERT_ROW = re.compile(
+    r"INSERT INTO messages \(([\w, ]+)\) VALUES \((?:\?, )*\?\)(?: ON CONFLICT \(short_id\) DO NOTHING)?")
+_WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE", "CREATE", "DROP", "ALTER", "WITH")
+_OTHER, _UPDATE, _INSERT, _UNKNOWN = 0, 1, 2, 3
+_shapes: dict[str, tuple[int, tuple[str, ...]]] = {}  # SQL text -> what it does to messages rows
+
+
+def _shape(sql: str) -> tuple[int, tuple[str, ...]]:
+    known = _shapes.get(sql)
+    if known is not None:
+        return known
+    if not sql.lstrip().upper().startswith(_WRITES) or "messages" not in sql.lower():
+        known = (_OTHER, ())  # a read, or a write to another table (no trigger or cascade reaches messages)
+    elif m := _UPDATE_BY_ID.fullmatch(sql):
+        known = (_UPDATE, tuple(a.split(" = ")[0] for a in m.group(1).split(", ")))
+    elif m := _INSERT_ROW.fullmatch(sql):
+        known = (_INSERT, tuple(n.strip() for n in m.group(1).split(",")))
+    else:
+        known = (_UNKNOWN, ())
+    if len(_shapes) > 4096:  # statements with a variable number of parameters: keep it bounded
+        _shapes.clear()
+    _shapes[sql] = known
+    return known
+
+
+class _RowCache:
+    """messages rows by id as SELECT * would read them now; the writer thread's alone."""
+
+    LIMIT = 4096
+
+    def __init__(self, columns: dict[str, tuple[str, object]]) -> None:
+        self.columns = columns  # name -> (declared type, default)
+        self.rows: dict[str, Row] = {}
+        self.data_version: int | None = None
+
+    def _as_read(self, names: Sequence[str], params: Sequence[Any]) -> Row | None:
+        """The values as SQLite gives them back, or None when that is not certain (a type the column's
+        affinity would convert, a column not known)."""
+        out: Row = {}
+        for n, v in zip(names, params, strict=True):
+            col = self.columns.get(n)
+            if col is None:
+                return None
+            if v is None:
+                out[n] = None
+            elif col[0] == "TEXT":
+                if type(v) is str:
+                    out[n] = v
+                elif isinstance(v, str):
+                    out[n] = str.__str__(v)  # a StrEnum member: its value is what is stored
+                elif isinstance(v, datetime) and n in _TIME_COLUMNS:
+                    out[n] = v.astimezone(UTC)  # stored to the microsecond, read back in UTC
+                else:
+                    return None
+            elif col[0] == "INTEGER" and type(v) in (int, bool):
+                out[n] = int(v)
+            else:
+                return None
+        return out
+
+    def wrote(self, sql: str, params: Sequence[Any], changed: int) -> None:
+        kind, names = _shape(sql)
+        if kind == _OTHER:
+            return
+        if kind == _UPDATE:
+            mid = params[-1]
+            row = self.rows.get(mid)
+            if row is not None and changed:
+                vals = self._as_read(names, params[:-1])
+                if vals is None:
+                    del self.rows[mid]
+                else:
+                    row.update(vals)
+        elif kind == _INSERT:
+            if changed != 1:
+                return
+            vals = self._as_read(names, params)
+            if vals is not None and all(c[1] is None for n, c in self.columns.items() if n not in vals):
+                self.keep({**dict.fromkeys(self.columns), **vals})
+        else:
+            self.rows.clear()
+
+    def keep(self, row: Row) -> None:
+        if len(self.rows) >= self.LIMIT:
+            self.rows.clear()
+        self.rows[row["id"]] = row
+
+
 class _Tx:
-    def __init__(self, conn: sqlite3.Connection, store: Store) -> None:
-        self.conn, self.store = conn, store
+    def __init__(self, conn: sqlite3.Connection, store: Store, cache: _RowCache | None = None) -> None:
+        self.conn, self.store, self.cache = conn, store, cache
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         self.store.statements += 1
-        return self.conn.execute(sql, _params(params)).rowcount
+        n: int = self.conn.execute(sql, _params(params)).rowcount
+        if self.cache is not None:
+            self.cache.wrote(sql, params, n)
+        return n
 
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         self.store.statements += 1
         cur = self.conn.execute(sql, _params(params))
+        if self.cache is not None and _shape(sql)[0] != _OTHER:
+            self.cache.rows.clear()  # a write with RETURNING: not followed
         return _rows(cur, cur.fetchall())
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        cache = self.cache
+        if cache is not None and sql == _ROW_BY_ID:
+            row = cache.rows.get(params[0])
+            if row is not None:
+                return dict(row)  # the caller's to change
         self.store.statements += 1
         cur = self.conn.execute(sql, _params(params))
         r = cur.fetchone()
-        return None if r is None else _rows(cur, [r])[0]
+        out = None if r is None else _rows(cur, [r])[0]
+        if cache is not None:
+            if sql == _ROW_BY_ID:
+                if out is not None:
+                    cache.keep(dict(out))
+            elif _shape(sql)[0] != _OTHER:
+                cache.rows.clear()
+        return out
 
 
 _STOP = object()
@@ -190,6 +303,8 @@ class SQLiteStore(Store):
             self._writer.close()
             os.close(self._lockfd)
             raise
+        self._cache = _RowCache({r[1]: (str(r[2]).upper(), r[4]) for r in
+                                 self._writer.execute("PRAGMA table_info(messages)").fetchall()})
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.commits = 0  # batches committed, for tests and benchmarks: commits < writes = batching works
         self._closed = False
@@ -252,7 +367,8 @@ class SQLiteStore(Store):
             self._run_batch(batch)
 
     def _run_batch(self, batch: list[_Call]) -> None:
-        conn, tx = self._writer, _Tx(self._writer, self)
+        conn, cache = self._writer, self._cache
+        tx = _Tx(conn, self, cache)
         todo = [c for c in batch if not c.cancelled()]
         failed: dict[int, BaseException] = {}
         while True:
@@ -262,6 +378,10 @@ class SQLiteStore(Store):
             try:
                 began = time.perf_counter()
                 conn.execute("BEGIN IMMEDIATE")
+                version = conn.execute("PRAGMA data_version").fetchone()[0]
+                if version != cache.data_version:  # another connection committed: our copy may be stale
+                    cache.rows.clear()
+                    cache.data_version = version
                 for i, call in enumerate(todo):
                     if i in failed:
                         continue
@@ -274,6 +394,7 @@ class SQLiteStore(Store):
                         failed[i] = exc
                         if conn.total_changes != changes:
                             # it wrote before failing: undo everything, run the others again without it
+                            cache.rows.clear()
                             conn.execute("ROLLBACK")
                             again = True
                             break
@@ -282,6 +403,7 @@ class SQLiteStore(Store):
                     self.commits += 1
                     self._committed(time.perf_counter() - began)
             except BaseException as exc:  # noqa: BLE001 - the commit failed: nobody's write is durable
+                cache.rows.clear()
                 try:
                     conn.execute("ROLLBACK")
                 except sqlite3.Error:

@@ -163,7 +163,7 @@ class Message:
             kw = {**_MESSAGE_DEFAULTS, **{k: v for k, v in row.items() if k in _MESSAGE_FIELDS}}
         if len(kw) != len(_MESSAGE_FIELDS):
             raise TypeError(f"Message.from_row: missing {sorted(_MESSAGE_FIELDS - kw.keys())}")
-        kw["state"] = State(kw["state"])
+        kw["state"] = _STATES.get(kw["state"]) or State(kw["state"])  # a dict lookup, not Enum.__call__
         if kw["last_error_permanent"] is not None:
             kw["last_error_permanent"] = bool(kw["last_error_permanent"])
         m = object.__new__(cls)
@@ -172,6 +172,7 @@ class Message:
 
 
 _MESSAGE_FIELDS = frozenset(f.name for f in fields(Message))  # from_row runs once per operation
+_STATES: Mapping[Any, State] = State._value2member_map_  # type: ignore[assignment]
 _MESSAGE_DEFAULTS = {f.name: f.default for f in fields(Message) if f.default is not MISSING}
 
 
@@ -679,6 +680,10 @@ class Store(ABC):
             if ORIGINAL in (st.artifacts or {}):
                 raise ValueError("the original bytes are written once, at intake")
         t = aware(now) or utcnow()
+        # the artefacts' bytes and digests made here, in the caller's thread, not in SQLite's one writer
+        hashed = [None if not st.artifacts else
+                  {k: (bytes(v), hashlib.sha256(v).hexdigest()) for k, v in st.artifacts.items()}
+                  for st in steps]
 
         def op(tx: Tx) -> list[Message]:
             row = self._locked(tx, ref)
@@ -689,8 +694,8 @@ class Store(ABC):
             out: list[Message] = []
             # the steps' row changes and events are written together after the loop: 2 statements in all
             pending: list[tuple[dict[str, Any], tuple[Any, ...]]] = []
-            arts: dict[str, bytes] = {}
-            for st in steps:
+            arts: dict[str, tuple[bytes, str]] = {}
+            for st, st_arts in zip(steps, hashed, strict=True):
                 ch: dict[str, Any] = dict(st.updates or {})
                 if st.error is not None:
                     ch.update(last_error_code=st.error.code, last_error_text=st.error.text,
@@ -703,15 +708,16 @@ class Store(ABC):
                     reason = reason or f"attempt {row['attempts'] + 1} of {row['max_retries'] + 1}"
                 m = self._apply(tx, row, st.event, now=t, reason=reason, actor=actor, changes=ch,
                                 pending=pending)
-                arts.update(st.artifacts or {})
+                if st_arts:
+                    arts.update(st_arts)
                 out.append(m)
                 row = _as_row(m)
             self._write_pending(tx, row["id"], pending)
             if arts:
                 # one statement for all of them: a retry's prepared envelope replaces the one stored before
                 tx.execute(_BLOB_INSERT_INTO + ", ".join([_BLOB_VALUES] * len(arts)) + _BLOB_ON_CONFLICT,
-                           [v for kind, data in arts.items()
-                            for v in (row["id"], kind, bytes(data), hashlib.sha256(data).hexdigest(), t)])
+                           [v for kind, (data, digest) in arts.items()
+                            for v in (row["id"], kind, data, digest, t)])
             if seen is not None:
                 rec = self._seen_insert(tx, seen[0], seen[1], bytes(seen[2]), t)
                 if kept is not None:
@@ -937,7 +943,7 @@ class Store(ABC):
             new = lifecycle.next_state(row["state"], event)
         except IllegalTransition as exc:
             raise IllegalTransition(row["state"], event, row["short_id"]) from exc
-        ev = Event(event)
+        ev = event if type(event) is Event else Event(event)
         ch: dict[str, Any] = _clean_meta(changes or {})
         if row["state"] in _LEASED and new != row["state"] and "lease_owner" not in ch:
             ch.update(lease_owner=None, lease_until=None)  # a claim (or an admission lease) ends
@@ -967,9 +973,13 @@ class Store(ABC):
 
     @staticmethod
     def _update(tx: Tx, mid: str, ch: Mapping[str, Any]) -> None:
-        names = list(ch)
-        tx.execute(f"UPDATE messages SET {', '.join(f'{n} = ?' for n in names)} WHERE id = ?",
-                   [ch[n] for n in names] + [mid])
+        names = tuple(ch)
+        sql = _UPDATES.get(names)
+        if sql is None:  # a few dozen column sets in all: each statement's text made once
+            sql = f"UPDATE messages SET {', '.join(f'{n} = ?' for n in names)} WHERE id = ?"
+            if len(_UPDATES) < 1024:
+                _UPDATES[names] = sql
+        tx.execute(sql, [*ch.values(), mid])
 
     @staticmethod
     def _event(tx: Tx, mid: str, at: datetime, event: Event, frm: str | None, to: State,
@@ -1236,6 +1246,7 @@ def _check_lease(row: Row, node: str) -> None:
 
 
 _BLOB_SQL = "SELECT data FROM blobs WHERE message_id = ? AND kind = ?"
+_UPDATES: dict[tuple[str, ...], str] = {}  # Store._update's statements by the columns they set
 _BLOB_INSERT = "INSERT INTO blobs (message_id, kind, data, sha256, created_at) VALUES (?, ?, ?, ?, ?)"
 _BLOB_INSERT_INTO = "INSERT INTO blobs (message_id, kind, data, sha256, created_at) VALUES "
 _BLOB_VALUES = "(?, ?, ?, ?, ?)"

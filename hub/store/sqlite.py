@@ -14,6 +14,9 @@ Several processes on one file (a node's worker processes, `hub queue` beside `hu
 at writing through an flock on `<file>-lock` held around each transaction: a waiting writer wakes the
 moment the other commits, where SQLite's own busy handler would poll, sleeping up to 100 ms a time.
 
+The writer keeps the messages rows its own commits left, so that a write need not first read the row
+it changes (_RowCache: exact, and forgotten when anything else may have changed them).
+
 Reads run on per-thread connections (WAL readers do not block the writer). The file, and with it the
 -wal and -shm files SQLite derives from it, is created with mode 0600: it holds patient data.
 """
@@ -122,7 +125,7 @@ def _shape(sql: str) -> tuple[int, tuple[str, ...]]:
 class _RowCache:
     """messages rows by id as SELECT * would read them now; the writer thread's alone."""
 
-    LIMIT = 4096
+    LIMIT = 1024  # rows of messages in flight; past it, all are forgotten (a read brings one back)
 
     def __init__(self, columns: dict[str, tuple[str, object]]) -> None:
         self.columns = columns  # name -> (declared type, default)

@@ -585,3 +585,32 @@ def test_sqlite_writer_row_copy_never_stale(tmp_path: Path) -> None:
     finally:
         s1.close()
         s2.close()
+
+
+def test_sqlite_async_write_cancelled_before_it_began_is_not_run(tmp_path: Path) -> None:
+    """An awaiting caller that gave up while its write was still queued: the write is not made; one that
+    waits gets its value, and a write that fails raises in its own caller."""
+    from hub.store.sqlite import SQLiteStore
+
+    s = SQLiteStore(tmp_path / "cancel.sqlite")
+    try:
+        gate, holding = threading.Event(), threading.Event()
+
+        async def main() -> tuple[str, str]:
+            s._submit(lambda tx: (holding.set(), gate.wait(10)))  # holds the writer
+            assert holding.wait(10)  # the writes below queue behind it, in the next batch
+            given_up = asyncio.ensure_future(s.aput_received(b"given up", now=T0))
+            kept = asyncio.ensure_future(s.aput_received(b"kept", now=T0))
+            failing = asyncio.ensure_future(s.atransition("no-such-message", Event.VALIDATED))
+            await asyncio.sleep(0.05)
+            given_up.cancel()
+            gate.set()
+            with pytest.raises(NotFound):
+                await failing
+            return (await kept).id, "ok"
+
+        kept_id, _ = asyncio.run(main())
+        assert s.blob(kept_id) == b"kept"
+        assert [m.id for m in s.list_messages()] == [kept_id]
+    finally:
+        s.close()

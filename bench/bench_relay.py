@@ -447,11 +447,12 @@ def run_network(home: Path, stores: dict[str, str] | None = None,
 
 
 # thread kinds of a relay's process, by thread name: the worker pool (admit, deliver), its dispatcher, the
-# store's writer, the network's event loop (SMTP/HTTP sending), the default executor's threads (the SMTP
-# listener's handlers: intake, signals); the rest is "other": main thread, ended threads and, at the GP's
-# relay, the bench's submitter threads, which run the local intake (Intake.accept_local)
+# store's writer, the network's event loop (the SMTP listener's sessions, SMTP/HTTP sending), the default
+# executor's threads (the SMTP listener's handlers: intake) and the intake's signal threads (signals
+# applied after the 250); the rest is "other": main thread, ended threads and, at the GP's relay, the
+# bench's submitter threads, which run the local intake (Intake.accept_local)
 THREAD_KINDS = {"relay": "worker", "dispatch": "dispatch", "store": "store", "network": "network",
-                "asyncio": "listener"}
+                "asyncio": "listener", "intake": "listener"}
 
 
 def thread_cpu() -> dict[str, float]:

@@ -14,9 +14,11 @@ and `handoff` (what was parsed here, for the unwrap step so it is not parsed aga
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from hub.codes import EbmsError
@@ -32,6 +34,9 @@ from hub.transport.http_server import HttpRequest
 
 MAIL_FROM = "smtp-mail-from"  # the MAIL FROM of a received mail whose MessageId was answered before
 IN_PREFIX = "in:"  # seen key of "stored, being processed" (value: the MAIL FROM to answer to)
+INLINE_PEEK_BYTES = 8 * 1024  # mails up to this size are parsed on the listener's loop (store_mail)
+SIGNAL_THREADS = 4  # received signals applied at once (store_mail)
+log = logging.getLogger("hub.relay.ebms_intake")
 
 
 @dataclass(frozen=True)
@@ -118,13 +123,17 @@ class EbmsIntake:
         self.peer_endpoint, self.handoff, self.tap = peer_endpoint, handoff, tap
         # the MessageError for input with no ebXML header: (what is wrong, the sender's address) -> entity
         self.unreadable = unreadable
-        self.tasks: set[asyncio.Task] = set()  # signals applied after the 250; drained at stop
+        # signals being applied after the 250 (drained at stop), on threads made at the first one
+        self.pending: set[Future[object]] = set()
+        self._signals: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
 
     def take(self, raw: bytes, channel: str, mail_from: str | None = None, *,
-             apply_signal: bool = True) -> Taken:
+             apply_signal: bool = True, peeked: Peek | EbxmlError | None = None) -> Taken:
         """Store a received entity durably (or settle it: a signal, a duplicate). Raises if not stored.
-        `apply_signal=False`: a signal is only recognised; the caller applies it (`on_signal`)."""
-        p = peek(raw)
+        `apply_signal=False`: a signal is only recognised; the caller applies it (`on_signal`).
+        `peeked`: what peek(raw) gave the caller already."""
+        p = peek(raw) if peeked is None else peeked
         if isinstance(p, EbxmlError):
             return self._refuse(raw, channel, p, mail_from)
         if p.signal:
@@ -186,23 +195,54 @@ class EbmsIntake:
         """The SMTP listener's store step: durable before the 250."""
         # the null reverse-path (<>) is a bounce's: nobody to answer (RFC 5321 §4.5.5)
         sender = mail_from if mail_from not in ("", "<>") else None
-        taken = await asyncio.to_thread(self.take, data, "smtp", sender, apply_signal=False)
-        task = None
+        p = None
+        if len(data) <= INLINE_PEEK_BYTES:
+            # a small mail (a signal: an Acknowledgment is ~4 kB) is parsed here on the loop, which takes
+            # no longer than handing it to a thread and back; a signal then needs no thread until after
+            # the 250. Anything larger is parsed in a thread, so the loop's other sessions do not wait
+            p = peek(data)
+            if not isinstance(p, EbxmlError) and p.signal:
+                self._apply_later(data, p)
+                return
+        taken = await asyncio.to_thread(self.take, data, "smtp", sender, apply_signal=False, peeked=p)
         if taken.what == "signal":
-            # applied after the 250, so the peer's sending thread is not held by our checks and store
-            # writes; nothing is lost that was not lost before: a signal is never stored, and one that
-            # is not applied is recovered by our retry, which the peer answers from its seen record
-            task = asyncio.get_running_loop().create_task(asyncio.to_thread(
-                self.on_signal, data, "smtp", taken.peek.parsed if taken.peek else None))
+            self._apply_later(data, taken.peek)
         elif taken.what in ("duplicate", "refused") and taken.response and taken.reply_to:
             self.send_later(taken.response, taken.reply_to)
-        if task is not None:
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+
+    def _apply_later(self, data: bytes, p: Peek | None) -> None:
+        """A signal applied after the 250, so the peer's sending thread is not held by our checks and
+        store writes; nothing is lost that was not lost before: a signal is never stored, and one that is
+        not applied is recovered by our retry, which the peer answers from its seen record. On a thread
+        of our own, not through the loop: nothing waits for it there but drain()."""
+        with self._lock:
+            if self._signals is None:
+                self._signals = ThreadPoolExecutor(SIGNAL_THREADS, thread_name_prefix="intake-signal")
+            fut = self._signals.submit(self.on_signal, data, "smtp", p.parsed if p else None)
+            self.pending.add(fut)
+        fut.add_done_callback(self._applied)
+
+    def _applied(self, fut: Future[object]) -> None:
+        with self._lock:
+            self.pending.discard(fut)
+        if not fut.cancelled() and (exc := fut.exception()) is not None:
+            log.error("a received signal was not applied", exc_info=exc)
 
     async def drain(self) -> None:
-        while self.tasks:
-            await asyncio.gather(*list(self.tasks), return_exceptions=True)
+        """Wait for the signals taken so far to be applied (orderly shutdown, tests)."""
+        while True:
+            with self._lock:
+                pending = list(self.pending)
+            if not pending:
+                return
+            await asyncio.gather(*(asyncio.wrap_future(f) for f in pending), return_exceptions=True)
+
+    def stop(self) -> None:
+        """After drain(): the signal threads end."""
+        with self._lock:
+            ex, self._signals = self._signals, None
+        if ex is not None:
+            ex.shutdown(wait=True)
 
     def http_handler(self, entity: bytes, request: HttpRequest) -> HttpReply:
         """POST /ebxml from a network peer: stored before 2xx; a SyncReply gets its signal in the response;

@@ -228,6 +228,7 @@ class Network:
                 self.outbound.run(self.intake.drain(), 15)
             except Exception:  # noqa: BLE001 - stopping anyway
                 log.exception("SMTP listener did not stop cleanly")
+        self.intake.stop()
         self.outbound.stop()
 
     @property

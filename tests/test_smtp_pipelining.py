@@ -321,3 +321,30 @@ def test_data_wire_is_what_aiosmtplib_sends() -> None:
     samples += [bytes(rnd.choice(b"ab.\r\n") for _ in range(rnd.randint(0, 30))) for _ in range(3000)]
     for m in samples:
         assert data_wire(m) == theirs(m), m
+
+
+def test_listener_times_out_an_idle_session_not_an_active_one() -> None:
+    """The idle timeout counts from the last command (one timer per session, moved on lazily): a
+    session that sends a command every 0.1 s outlives a 0.3 s timeout; once quiet it is closed."""
+
+    async def run() -> tuple[list[bytes], float]:
+        li = await SmtpListener({ADDR}, _ignore, timeout=0.3).start()
+        reader, writer = await asyncio.open_connection("127.0.0.1", li.port)
+        loop = asyncio.get_running_loop()
+        try:
+            await _reply(reader)
+            replies = []
+            for _ in range(8):  # 0.8 s in all, never 0.3 s quiet
+                writer.write(b"NOOP\r\n")
+                replies.append(await _reply(reader))
+                await asyncio.sleep(0.1)
+            quiet = loop.time()
+            assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the listener
+            return replies, loop.time() - quiet
+        finally:
+            writer.close()
+            await li.stop()
+
+    replies, took = asyncio.run(run())
+    assert all(r.startswith(b"250") for r in replies), replies
+    assert 0.15 < took < 2, took

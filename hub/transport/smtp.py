@@ -369,6 +369,25 @@ class _LimitedSMTP(SMTP):
     def eof_received(self) -> bool | None:
         return False if self._refused else super().eof_received()
 
+    _deadline = 0.0  # loop.time() at which the session, idle since its last command, is closed
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        """aiosmtpd's idle timeout, kept with one timer per session that, when it fires before the
+        session's deadline (a command came since), waits out the rest: not a timer cancelled and made
+        anew for every command (three per mail)."""
+        self._deadline = self.loop.time() + (duration or self._timeout_duration)
+        h = self._timeout_handle
+        if h is None or h.cancelled() or h.when() > self._deadline:
+            if h is not None:
+                h.cancel()
+            self._timeout_handle = self.loop.call_at(self._deadline, self._timeout_cb)
+
+    def _timeout_cb(self) -> None:
+        if self.loop.time() < self._deadline - 0.001:  # the session was active since it was set
+            self._timeout_handle = self.loop.call_at(self._deadline, self._timeout_cb)
+            return
+        super()._timeout_cb()
+
     def data_received(self, data: bytes) -> None:
         if not self._refused:  # bytes a refused client sent before the close are dropped
             super().data_received(data)

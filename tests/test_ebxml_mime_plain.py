@@ -65,7 +65,12 @@ def variants(entity: bytes) -> dict[str, bytes]:
            "bare CR": entity.replace(b"\r\n", b"\r", 1),
            "non-ASCII header": b"X-Name: \xc3\xa6\r\n" + entity,
            "no body": head,
-           "empty head": b"\r\n" + entity}
+           "empty head": b"\r\n" + entity,
+           # header values with nothing, blanks, or blanks at the end (the one-line-per-header reading)
+           "blank values": b"X-Empty:\r\nX-Blank: \t \r\nX-Trail: a \t\r\nX-Tight:b\r\n" + entity,
+           # an LF LF ends the head before a later CRLF CRLF, and one after it does not
+           "LF LF first": head.replace(b"\r\n", b"\n") + b"\n\n" + body,
+           "LF LF later": entity.replace(b"\r\n\r\n", b"\r\n\r\n\n\n", 1)}
     if boundary:
         b = boundary
         out |= {

@@ -200,13 +200,20 @@ def _email_package(entity: bytes) -> Package:
 # then says what is wrong (tests/test_ebxml_mime_plain.py compares the two on real and odd mail).
 
 _NAME = re.compile(r"[\x21-\x39\x3b-\x7e]+:")  # the email package's header line, less the empty name
+# a header block of one line per header (no continuation lines), and such a line: name, and the value as
+# _head's loop makes it (blanks after the colon and the line end's CRs dropped)
+_SIMPLE_HEAD = re.compile(r"(?:[\x21-\x39\x3b-\x7e]+:[^\n]*\n)*")
+_SIMPLE_LINE = re.compile(r"([\x21-\x39\x3b-\x7e]+):[ \t]*([^\n]*?)\r*\n")
+_LONE_CR = re.compile(rb"\r(?!\n)")
 
 
 def _head(data: bytes) -> tuple[list[tuple[str, str]], bytes] | None:
     """Header lines (name, value as compat32 keeps it) and the body after the empty line."""
     if data[:1] in (b"\r", b"\n"):
         return None
-    a, b = data.find(b"\n\r\n"), data.find(b"\n\n")
+    a = data.find(b"\n\r\n")
+    # an LF LF only counts before it (a CRLF mail has none: not a search of the whole body)
+    b = data.find(b"\n\n", 0, a + 1) if a >= 0 else data.find(b"\n\n")
     if a < 0 and b < 0:
         return None
     end, skip = (a, 3) if b < 0 or 0 <= a < b else (b, 2)
@@ -214,6 +221,8 @@ def _head(data: bytes) -> tuple[list[tuple[str, str]], bytes] | None:
         text = data[: end + 1].decode("ascii")
     except UnicodeDecodeError:  # compat32 makes such a header a Header object: not a plain shape
         return None
+    if _SIMPLE_HEAD.fullmatch(text):  # every line a header of its own: the loop below, in two C calls
+        return _SIMPLE_LINE.findall(text), data[end + skip:]
     out: list[tuple[str, list[str]]] = []
     for line in text.split("\n")[:-1]:
         line += "\n"
@@ -228,12 +237,16 @@ def _head(data: bytes) -> tuple[list[tuple[str, str]], bytes] | None:
     return [(k, "".join(v).rstrip("\r\n")) for k, v in out], data[end + skip:]
 
 
-def _first(headers: list[tuple[str, str]], name: str) -> str | None:
-    return next((v for k, v in headers if k.lower() == name), None)
+def _first_of(headers: list[tuple[str, str]]) -> dict[str, str]:
+    """The first value of each header name (lower case): what compat32's Message.get returns."""
+    out: dict[str, str] = {}
+    for k, v in headers:
+        out.setdefault(k.lower(), v)
+    return out
 
 
-def _content_type(headers: list[tuple[str, str]]) -> str:
-    value = _first(headers, "content-type")
+def _content_type(headers: dict[str, str]) -> str:
+    value = headers.get("content-type")
     if value is None:
         return "text/plain"
     ctype = value.partition(";")[0].strip().lower()
@@ -262,8 +275,8 @@ def _params(value: str) -> dict[str, str] | None:
     return out
 
 
-def _plain_part(headers: list[tuple[str, str]], payload: bytes) -> bytes | None:
-    cte = (_first(headers, "content-transfer-encoding") or "7bit").strip().lower()
+def _plain_part(headers: dict[str, str], payload: bytes) -> bytes | None:
+    cte = (headers.get("content-transfer-encoding") or "7bit").strip().lower()
     if cte == "base64":
         try:
             return base64.b64decode(b"".join(payload.split()), validate=True)
@@ -289,13 +302,14 @@ def _delimiters(body: bytes, dash_boundary: bytes) -> Iterator[tuple[int, re.Mat
 
 
 def _plain_package(entity: bytes) -> Package | None:
-    if entity.count(b"\r") != entity.count(b"\r\n"):  # a lone CR ends a line for the email package
+    if _LONE_CR.search(entity):  # a lone CR ends a line for the email package
         return None
     split = _head(entity)
     if split is None:
         return None
-    top, body = split
-    headers = {k.lower(): " ".join(v.split()) for k, v in top}
+    top_list, body = split
+    top = _first_of(top_list)
+    headers = {k.lower(): " ".join(v.split()) for k, v in top_list}
     action = headers.get("soapaction")
     ctype = _content_type(top)
     if "content-type" not in headers or ctype not in ("text/xml", "multipart/related"):
@@ -303,15 +317,15 @@ def _plain_package(entity: bytes) -> Package | None:
     if ctype == "text/xml":
         soap = _plain_part(top, body)
         return None if soap is None else Package(soap, {}, {}, action, headers)
-    params = _params(_first(top, "content-type") or "")
+    params = _params(top.get("content-type") or "")
     # a multipart in base64 or quoted-printable is a defect to the email package
-    if params is None or (_first(top, "content-transfer-encoding") or "8bit").lower() not in (
+    if params is None or (top.get("content-transfer-encoding") or "8bit").lower() not in (
             "7bit", "8bit", "binary"):
         return None
     boundary = email.utils.unquote(params.get("boundary", "")).rstrip()
     if not boundary or not boundary.isascii():
         return None
-    parts: list[tuple[list[tuple[str, str]], bytes]] = []
+    parts: list[tuple[dict[str, str], bytes]] = []
     start = None
     for at, m in _delimiters(body, b"--" + boundary.encode()):
         if start is not None:
@@ -319,7 +333,8 @@ def _plain_package(entity: bytes) -> Package | None:
             split = _head(raw)
             if split is None:
                 return None
-            ph, payload = split
+            ph = _first_of(split[0])
+            payload = split[1]
             if payload.endswith(b"\r\n"):
                 payload = payload[:-2]
             elif payload.endswith(b"\n"):
@@ -334,7 +349,7 @@ def _plain_package(entity: bytes) -> Package | None:
         return None  # no close delimiter (a defect)
     if not parts:
         return None
-    cid_of = [_cid(_first(ph, "content-id")) for ph, _ in parts]
+    cid_of = [_cid(ph.get("content-id")) for ph, _ in parts]
     root = _cid(params.get("start"))
     i = (cid_of.index(root) if root in cid_of else -1) if root else 0
     if i < 0 or _content_type(parts[i][0]) != "text/xml":
@@ -353,5 +368,5 @@ def _plain_package(entity: bytes) -> Package | None:
         if data is None:
             return None
         pkg.parts[cid] = data
-        pkg.part_types[cid] = " ".join((_first(ph, "content-type") or "").split())
+        pkg.part_types[cid] = " ".join((ph.get("content-type") or "").split())
     return pkg

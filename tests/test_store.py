@@ -461,7 +461,7 @@ def test_failed_write_does_not_spoil_its_batch(store: Store) -> None:
             errors.append(exc)
 
     run_threads(put, 20)
-    assert len(good) == 19 and len(errors) == 1 and isinstance(errors[0], IllegalTransition)
+    assert len(good) == 19 and len(errors) == 1 and isinstance(errors[0], IllegalTransition), errors
     assert all(store.get(i) is not None for i in good)
 
 

@@ -570,6 +570,10 @@ def test_sqlite_writer_row_copy_never_stale(tmp_path: Path) -> None:
         # a write in a shape the copy does not follow
         s1._write(lambda tx: tx.execute("UPDATE messages SET attempts = attempts + 5 WHERE id = ?", (mid,)))
         assert locked(s1, mid)["attempts"] == 6
+        # a followed shape with a value the read gives back otherwise (text in a time column: a datetime)
+        s1._write(lambda tx: tx.execute("UPDATE messages SET next_attempt_at = ? WHERE id = ?",
+                                        ("2026-03-02 09:00:00.000000", mid)))
+        assert locked(s1, mid)["next_attempt_at"] == T0 + H
 
         # a write undone (its function failed after writing)
         def wrote_then_failed(tx: object) -> None:

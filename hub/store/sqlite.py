@@ -101,6 +101,7 @@ _INSERT_ROW = re.compile(
     r"INSERT INTO messages \(([\w, ]+)\) VALUES \((?:\?, )*\?\)(?: ON CONFLICT \(short_id\) DO NOTHING)?")
 _WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE", "CREATE", "DROP", "ALTER", "WITH")
 _OTHER, _UPDATE, _INSERT, _UNKNOWN = 0, 1, 2, 3
+_TEXT, _TIME, _INT = 1, 2, 3
 _shapes: dict[str, tuple[int, tuple[str, ...]]] = {}  # SQL text -> what it does to messages rows
 
 
@@ -129,29 +130,34 @@ class _RowCache:
 
     def __init__(self, columns: dict[str, tuple[str, object]]) -> None:
         self.columns = columns  # name -> (declared type, default)
+        # how SELECT * gives a column back: text, a time (text _rows parses), an integer (else: not kept)
+        self.kinds = {n: (_TIME if n in _TIME_COLUMNS else _TEXT) if t == "TEXT" else _INT if t == "INTEGER"
+                      else 0 for n, (t, _default) in columns.items()}
         self.rows: dict[str, Row] = {}
         self.data_version: int | None = None
 
     def _as_read(self, names: Sequence[str], params: Sequence[Any]) -> Row | None:
         """The values as SQLite gives them back, or None when that is not certain (a type the column's
-        affinity would convert, a column not known)."""
-        out: Row = {}
-        for n, v in zip(names, params, strict=True):
-            col = self.columns.get(n)
-            if col is None:
-                return None
+        affinity would convert, text in a time column, a column not known)."""
+        kinds = self.kinds
+        out: Row = dict(zip(names, params, strict=True))
+        for n, v in out.items():
+            k = kinds.get(n)
+            t = type(v)
             if v is None:
-                out[n] = None
-            elif col[0] == "TEXT":
-                if type(v) is str:
-                    out[n] = v
-                elif isinstance(v, str):
-                    out[n] = str.__str__(v)  # a StrEnum member: its value is what is stored
-                elif isinstance(v, datetime) and n in _TIME_COLUMNS:
-                    out[n] = v.astimezone(UTC)  # stored to the microsecond, read back in UTC
-                else:
+                if k is None:
                     return None
-            elif col[0] == "INTEGER" and type(v) in (int, bool):
+            elif t is str:
+                if k != _TEXT:
+                    return None
+            elif t is int:
+                if k != _INT:
+                    return None
+            elif k == _TIME and isinstance(v, datetime):
+                out[n] = v.astimezone(UTC)  # stored to the microsecond, read back in UTC
+            elif k == _TEXT and isinstance(v, str):
+                out[n] = str.__str__(v)  # a StrEnum member: its value is what is stored
+            elif k == _INT and t is bool:
                 out[n] = int(v)
             else:
                 return None

@@ -243,6 +243,11 @@ def serve_peer(home: Path) -> int:
     per message written to the hospital's folder (CLOCK_MONOTONIC is one clock for every process of this
     machine; the statement count is this process's); stops when stdin closes."""
     cfg = RelayConfig.from_dict(json.loads((home / "config.json").read_text()), home)
+    trace = os.environ.get("HUB_BENCH_TRACE")  # bench/profile_latency.py: per-stage timestamps
+    if trace:
+        from bench import latency_trace
+
+        latency_trace.install()
     relay = Relay(cfg)
     out = threading.Lock()
 
@@ -271,6 +276,8 @@ def serve_peer(home: Path) -> int:
     finally:
         stop.set()
         relay.stop()
+        if trace:
+            latency_trace.dump(Path(trace))
     return 0
 
 

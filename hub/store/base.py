@@ -60,6 +60,9 @@ class MsgIdTaken(StoreError):
 
 class Tx(Protocol):
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int: ...
+    # a statement whose outcome the operation does not read: a backend may send it with the next one that
+    # waits for an answer, or with the commit (PostgreSQL: one round trip for them all, not one each)
+    def write(self, sql: str, params: Sequence[Any] = ()) -> None: ...
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
     def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None: ...
 
@@ -553,13 +556,10 @@ class Store(ABC):
                 row = {"id": mid, "short_id": short, **cols}
                 if tx.execute(insert, [row[n] for n in names]) == 1:
                     break
-            tx.execute(
-                "INSERT INTO blobs (message_id, kind, data, sha256, created_at) VALUES (?, ?, ?, ?, ?)",
-                (mid, ORIGINAL, data, digest, t),
-            )
+            tx.write(_BLOB_INSERT, (mid, ORIGINAL, data, digest, t))
             self._event(tx, mid, t, event, None, state, reason, actor)
-            if seen is not None:
-                self._seen_insert(tx, *seen, t)
+            if seen is not None:  # the first record wins; nobody reads this one back here
+                tx.write(_SEEN_INSERT, (seen[0], seen[1], bytes(seen[2]), t))
             return Message.from_row(row)
 
         return op
@@ -715,9 +715,9 @@ class Store(ABC):
             self._write_pending(tx, row["id"], pending)
             if arts:
                 # one statement for all of them: a retry's prepared envelope replaces the one stored before
-                tx.execute(_BLOB_INSERT_INTO + ", ".join([_BLOB_VALUES] * len(arts)) + _BLOB_ON_CONFLICT,
-                           [v for kind, (data, digest) in arts.items()
-                            for v in (row["id"], kind, data, digest, t)])
+                tx.write(_BLOB_INSERT_INTO + ", ".join([_BLOB_VALUES] * len(arts)) + _BLOB_ON_CONFLICT,
+                         [v for kind, (data, digest) in arts.items()
+                          for v in (row["id"], kind, data, digest, t)])
             if seen is not None:
                 rec = self._seen_insert(tx, seen[0], seen[1], bytes(seen[2]), t)
                 if kept is not None:
@@ -831,7 +831,7 @@ class Store(ABC):
             if not rows:
                 return []
             until = t + lease
-            tx.execute(f"UPDATE messages SET lease_owner = ?, lease_until = ? WHERE id IN "
+            tx.write(f"UPDATE messages SET lease_owner = ?, lease_until = ? WHERE id IN "
                        f"({', '.join('?' * len(rows))})", [node, until, *(r["id"] for r in rows)])
             return [Message.from_row({**r, "lease_owner": node, "lease_until": until}) for r in rows]
 
@@ -854,7 +854,7 @@ class Store(ABC):
         def op(tx: Tx) -> Message:
             row = self._locked(tx, ref)
             _check_lease(row, node)
-            tx.execute("UPDATE messages SET lease_until = ? WHERE id = ?", (t + lease, row["id"]))
+            tx.write("UPDATE messages SET lease_until = ? WHERE id = ?", (t + lease, row["id"]))
             return Message.from_row({**row, "lease_until": t + lease})
 
         return self._write(op)
@@ -968,7 +968,7 @@ class Store(ABC):
         for ch, _ev in pending:
             merged.update(ch)
         self._update(tx, mid, merged)
-        tx.execute(f"{_EVENT_INSERT} {', '.join([_EVENT_VALUES] * len(pending))}",
+        tx.write(f"{_EVENT_INSERT} {', '.join([_EVENT_VALUES] * len(pending))}",
                    [v for _ch, ev in pending for v in ev])
 
     @staticmethod
@@ -979,12 +979,12 @@ class Store(ABC):
             sql = f"UPDATE messages SET {', '.join(f'{n} = ?' for n in names)} WHERE id = ?"
             if len(_UPDATES) < 1024:
                 _UPDATES[names] = sql
-        tx.execute(sql, [*ch.values(), mid])
+        tx.write(sql, [*ch.values(), mid])
 
     @staticmethod
     def _event(tx: Tx, mid: str, at: datetime, event: Event, frm: str | None, to: State,
                reason: str, actor: str) -> None:
-        tx.execute(f"{_EVENT_INSERT} {_EVENT_VALUES}", _event_row(mid, at, event, frm, to, reason, actor))
+        tx.write(f"{_EVENT_INSERT} {_EVENT_VALUES}", _event_row(mid, at, event, frm, to, reason, actor))
 
     # KITH MsgId uniqueness (per sender) ------------------------------------------------------------
     def msg_id_owner(self, sender: str | int, kith_msg_id: str) -> tuple[Message, str] | None:
@@ -1026,11 +1026,8 @@ class Store(ABC):
 
         def op(tx: Tx) -> None:
             mid = self._locked(tx, ref)["id"]
-            tx.execute("DELETE FROM blobs WHERE message_id = ? AND kind = ?", (mid, kind))
-            tx.execute(
-                "INSERT INTO blobs (message_id, kind, data, sha256, created_at) VALUES (?, ?, ?, ?, ?)",
-                (mid, kind, data, hashlib.sha256(data).hexdigest(), t),
-            )
+            tx.write("DELETE FROM blobs WHERE message_id = ? AND kind = ?", (mid, kind))
+            tx.write(_BLOB_INSERT, (mid, kind, data, hashlib.sha256(data).hexdigest(), t))
 
         self._write(op)
 
@@ -1081,11 +1078,7 @@ class Store(ABC):
     def _seen_insert(tx: Tx, message_id: str, digest: str, response: bytes, t: datetime) -> SeenRecord:
         # the inserted row comes back with the INSERT; only a record there before is read (all():
         # the statement runs to its end before the commit)
-        rows = tx.all(
-            "INSERT INTO seen (message_id, digest, response, created_at) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (message_id) DO NOTHING RETURNING *",
-            (message_id, digest, response, t),
-        )
+        rows = tx.all(_SEEN_INSERT + " RETURNING *", (message_id, digest, response, t))
         r = rows[0] if rows else tx.one("SELECT * FROM seen WHERE message_id = ?", (message_id,))
         assert r is not None
         return _seen(r)
@@ -1248,6 +1241,8 @@ def _check_lease(row: Row, node: str) -> None:
 _BLOB_SQL = "SELECT data FROM blobs WHERE message_id = ? AND kind = ?"
 _UPDATES: dict[tuple[str, ...], str] = {}  # Store._update's statements by the columns they set
 _BLOB_INSERT = "INSERT INTO blobs (message_id, kind, data, sha256, created_at) VALUES (?, ?, ?, ?, ?)"
+_SEEN_INSERT = ("INSERT INTO seen (message_id, digest, response, created_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (message_id) DO NOTHING")
 _BLOB_INSERT_INTO = "INSERT INTO blobs (message_id, kind, data, sha256, created_at) VALUES "
 _BLOB_VALUES = "(?, ?, ?, ?, ?)"
 _BLOB_ON_CONFLICT = (" ON CONFLICT (message_id, kind) DO UPDATE SET data = excluded.data, "
@@ -1338,5 +1333,5 @@ def _seen(r: Row) -> SeenRecord:
 
 
 def _audit(tx: Tx, actor: str, action: str, target: str | None, detail: str | None, t: datetime) -> None:
-    tx.execute("INSERT INTO audit (at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
+    tx.write("INSERT INTO audit (at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
                (t, actor, action, target, detail))

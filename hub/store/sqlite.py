@@ -202,6 +202,9 @@ class _Tx:
             self.cache.wrote(sql, params, n)
         return n
 
+    def write(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self.execute(sql, params)  # nothing to send later here; the row copy follows it as any write
+
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         self.store.statements += 1
         cur = self.conn.execute(sql, _params(params))

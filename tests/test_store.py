@@ -229,6 +229,26 @@ def test_crashed_node_lease_comes_back(store: Store) -> None:
     assert [e.event for e in store.timeline(mid)][-3:] == ["claim", "lease_expired", "claim"]
 
 
+def test_an_ack_that_overtakes_mark_sent_is_no_lost_lease(store: Store) -> None:
+    """The peer's Acknowledgment can reach the listener, and be applied, before the thread that sent the
+    envelope records the transmission (seen under load with two worker processes: "lease lost after
+    delivery; the retry will replace the same copy", though no retry was due). The message is delivered:
+    mark_sent leaves it as it stands."""
+    mid = _queued(store, out_message_id="eb-out")
+    store.claim_due("node-a", 5, now=T0)
+    store.advance(mid, [Step(Event.ACK, "ebMS Acknowledgment over smtp"), Step(Event.AWAIT_APPREC)],
+                  actor="node-a", now=T0 + timedelta(milliseconds=5))
+    m = store.mark_sent(mid, node="node-a", now=T0 + timedelta(milliseconds=9), out_message_id="eb-out")
+    assert m.state is State.AWAITING_APPREC and m.attempts == 1
+    assert [e.event for e in store.timeline(mid)][-3:] == ["claim", "ack", "await_apprec"]
+    # not for someone else's message: a lease lost to another node's claim is still LeaseLost
+    other = _queued(store)
+    store.claim_due("node-a", 5, now=T0, lease=timedelta(minutes=1))
+    store.claim_due("node-b", 5, now=T0 + timedelta(minutes=2))
+    with pytest.raises(LeaseLost):
+        store.mark_sent(other, node="node-a", now=T0 + timedelta(minutes=3))
+
+
 def test_ack_timeout_resends(store: Store) -> None:
     mid = _queued(store, max_retries=1, retry_interval_s=600)
     store.claim_due("n", 5, now=T0)

@@ -542,7 +542,8 @@ class Worker:
         node = self.cfg.node
         if result.outcome is Outcome.SENT:
             m = self.store.mark_sent(msg.id, node=node, out_message_id=result.out_message_id)
-            self.tap("sent", m, result.detail)
+            if m.state is State.AWAITING_ACK:  # else the peer's ack came first (delivered, tapped there)
+                self.tap("sent", m, result.detail)
             return
         # delivered and what follows (awaiting the AppRec, or completed) in one commit
         # an HTTP sync Acknowledgment is stored (SIGNAL) in this commit too

@@ -369,6 +369,8 @@ def migrate(tx: Tx, types: Mapping[str, str], now: datetime) -> int:
 # --- the store -------------------------------------------------------------------------------------
 
 _LEASED = frozenset({State.SENDING, State.RECEIVED})  # a delivery claim; an admission lease (processes)
+# where an ebMS ack leads (and what may follow before a late mark_sent): nothing is left to wait for
+_ACKNOWLEDGED = frozenset({State.DELIVERED, State.AWAITING_APPREC, State.APPREC_OVERDUE, State.COMPLETED})
 _NO_DELIVERY_CLOCK = frozenset(State) - {State.QUEUED, State.RETRYING, State.AWAITING_ACK}
 # Every OR branch starts with `state = constant` so each one is a search of messages_due (state, ...):
 # the branch "(queued OR retrying) AND ..." nested one OR inside another and made SQLite scan the whole
@@ -755,11 +757,16 @@ class Store(ABC):
     def mark_sent(
         self, ref: str, *, node: str, now: datetime | None = None, out_message_id: str | None = None
     ) -> Message:
-        """Transmitted: wait for the ebMS ack until now + RetryInterval (then the ladder resends)."""
+        """Transmitted: wait for the ebMS ack until now + RetryInterval (then the ladder resends).
+
+        The peer's Acknowledgment may have been applied already (it came to the listener while the
+        sending thread waited for its turn): the message is returned as it stands, not LeaseLost."""
         t = aware(now) or utcnow()
 
         def op(tx: Tx) -> Message:
             row = self._locked(tx, ref)
+            if row["state"] in _ACKNOWLEDGED and out_message_id in (None, row["out_message_id"]):
+                return Message.from_row(row)
             _check_lease(row, node)
             m = Message.from_row(row)
             ch: dict[str, Any] = {"next_attempt_at": lifecycle.ack_deadline(t, m.policy)}

@@ -240,9 +240,9 @@ def _net_config(name: str, her: int, ident: str, listen: int, to: int, addr: str
 
 def serve_peer(home: Path) -> int:
     """The hospital's relay of the network run, in its own process (as deployed: two relays never share
-    an interpreter): prints `ready`, then `delivered <KITH MsgId> <time.monotonic()> <Store.statements>`
+    an interpreter): prints `ready`, then `delivered <KITH MsgId> <time.monotonic()> <statements> <waits>`
     per message written to the hospital's folder (CLOCK_MONOTONIC is one clock for every process of this
-    machine; the statement count is this process's); stops when stdin closes."""
+    machine; Store.statements and Store.round_trips are this process's); stops when stdin closes."""
     cfg = RelayConfig.from_dict(json.loads((home / "config.json").read_text()), home)
     trace = os.environ.get("HUB_BENCH_TRACE")  # bench/profile_latency.py: per-stage timestamps
     if trace:
@@ -255,7 +255,7 @@ def serve_peer(home: Path) -> int:
     def tap(what: str, m: object, detail: str) -> None:
         if what == "delivered" and getattr(m, "direction", None) == "in":
             line = (f"delivered {getattr(m, 'kith_msg_id', '')} {time.monotonic()!r} "
-                    f"{relay.store.statements}\n")
+                    f"{relay.store.statements} {relay.store.round_trips}\n")
             with out:
                 sys.stdout.write(line)
                 sys.stdout.flush()
@@ -301,7 +301,8 @@ def _report_deliveries(relay: Relay, out: threading.Lock, stop: threading.Event)
             f = inbox / n
             data = f.read_bytes()
             mid = data.split(b"<MsgId>")[1].split(b"</MsgId>")[0].decode()
-            lines.append(f"delivered {mid} {mono - (wall - f.stat().st_mtime)!r} {relay.store.statements}\n")
+            lines.append(f"delivered {mid} {mono - (wall - f.stat().st_mtime)!r} {relay.store.statements} "
+                         f"{relay.store.round_trips}\n")
             known.add(n)
         with out:
             sys.stdout.write("".join(lines))
@@ -366,7 +367,7 @@ def run_network(home: Path, stores: dict[str, str] | None = None,
     (home / "b" / "config.json").write_text(json.dumps(cfgs["b"]))
     start: dict[str, float] = {}
     done: dict[str, float] = {}
-    peer_statements = [0]  # the peer's Store.statements at its latest delivered line
+    peer_statements = [0, 0]  # the peer's Store.statements and round_trips at its latest delivered line
     peer_cpu: list[dict[str, float]] = []  # its thread_cpu() answers
     cpu_answered = threading.Event()
     lock, all_done = threading.Lock(), threading.Event()
@@ -386,10 +387,11 @@ def run_network(home: Path, stores: dict[str, str] | None = None,
             elif parts[:1] == ["cpu"]:
                 peer_cpu.append(json.loads(line.split(" ", 1)[1]))
                 cpu_answered.set()
-            elif len(parts) == 4 and parts[0] == "delivered":
+            elif len(parts) == 5 and parts[0] == "delivered":
                 with lock:
                     done[parts[1]] = float(parts[2])
                     peer_statements[0] = max(peer_statements[0], int(parts[3]))
+                    peer_statements[1] = max(peer_statements[1], int(parts[4]))
                     if len(done) >= expect[0]:
                         all_done.set()
 
@@ -434,16 +436,20 @@ def run_network(home: Path, stores: dict[str, str] | None = None,
         ta0, tb0 = thread_cpu(), peer_threads()
         cpu0 = time.process_time() + _cpu_of_descendants()
         sa0, sb0 = relay.store.statements, peer_statements[0]
+        ra0, rb0 = relay.store.round_trips, peer_statements[1]
         run(items, None)
         cpu = time.process_time() + _cpu_of_descendants() - cpu0
         ta, tb = _per_msg(ta0, thread_cpu(), N_NET), _per_msg(tb0, peer_threads(), N_NET)
         sa, sb = relay.store.statements - sa0, peer_statements[0] - sb0
+        ra, rb = relay.store.round_trips - ra0, peer_statements[1] - rb0
         rate = N_NET / (max(done.values()) - min(start.values()))
         run(messages_with_ids(max(20, N_NET // 2)), rate / 2)
         p50, p99 = percentiles([(done[k] - start[k]) * 1000 for k in done if k in start])
         return {"msgs_per_s": rate, "p50_ms": p50, "p99_ms": p99, "latency_load_msgs_per_s": rate / 2,
                 "cpu_ms_per_msg": cpu * 1000 / N_NET, "store_statements_per_msg_a": sa / N_NET,
                 "store_statements_per_msg_b": sb / N_NET,
+                **({"store_round_trips_per_msg_a": ra / N_NET, "store_round_trips_per_msg_b": rb / N_NET}
+                   if ra or rb else {}),
                 **{f"cpu_threads_a_{k}": v for k, v in ta.items()},
                 **{f"cpu_threads_b_{k}": v for k, v in tb.items()}}
     finally:
@@ -540,6 +546,9 @@ def _report(prefix: str, r: dict[str, float], rsa: float | None, cores: int, not
         if f"store_statements_per_msg_{side}" in r:
             print(f"{prefix}_store_statements_per_msg_{side}: {r[f'store_statements_per_msg_{side}']:.1f}"
                   f"  ({who}; reads and writes during the throughput run)")
+        if f"store_round_trips_per_msg_{side}" in r:
+            print(f"{prefix}_store_round_trips_per_msg_{side}: {r[f'store_round_trips_per_msg_{side}']:.1f}"
+                  f"  ({who}; waits for the database server's answer)")
     print(f"{prefix}_p50_ms: {r['p50_ms']:.1f}")
     print(f"{prefix}_p99_ms: {r['p99_ms']:.1f}  (at {r['latency_load_msgs_per_s']:.0f} msgs/s)", flush=True)
 
@@ -580,7 +589,7 @@ def main() -> int:
                     net2 = run_network(home, {"a": url(3), "b": url(4)}, processes=2)
                     # of the main processes only: not what the worker processes do
                     net2 = {k: v for k, v in net2.items()
-                            if not k.startswith(("store_statements", "cpu_threads"))}
+                            if not k.startswith(("store_statements", "store_round_trips", "cpu_threads"))}
                     _report(f"relay_{name}_processes2", net2, rsa, cores,
                             "  (the same, two processes per relay; x"
                             f"{net2['msgs_per_s'] / net['msgs_per_s']:.2f} of one)", rsa_ops=3)

@@ -7,6 +7,7 @@ import hashlib
 import os
 import secrets
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -227,6 +228,21 @@ def test_crashed_node_lease_comes_back(store: Store) -> None:
     store.renew_lease(mid, node="node-b", lease=timedelta(hours=1), now=T0 + timedelta(minutes=3))
     assert store.claim_due("node-a", 5, now=T0 + timedelta(minutes=30)) == []
     assert [e.event for e in store.timeline(mid)][-3:] == ["claim", "lease_expired", "claim"]
+
+
+def test_a_taken_short_id_is_drawn_again(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new message whose short id (50 random bits) is taken gets another; nothing of the first try
+    stays (on PostgreSQL the clash fails the transaction, which runs again)."""
+    from hub.store import base
+
+    first = store.put_received(b"first", _meta(), actor="test", now=T0)
+    draws = iter([(str(uuid.uuid4()), first.short_id)])  # the first draw clashes, then real ones
+    real = base.new_ids
+    monkeypatch.setattr(base, "new_ids", lambda: next(draws, None) or real())
+    m = store.put_received(b"second", _meta(), actor="test", now=T0)
+    assert m.short_id != first.short_id and store.require(m.short_id).id == m.id
+    assert store.blob(m.id) == b"second" and store.blob(first.id) == b"first"
+    assert len(store.list_messages()) == 2 and [e.event for e in store.timeline(m.id)] == ["accept"]
 
 
 def test_an_ack_that_overtakes_mark_sent_is_no_lost_lease(store: Store) -> None:

@@ -142,12 +142,14 @@ class EbmsIntake:
             return Taken("signal", peek=p)
         rec = None
         if p.message_id:
-            rec = self.store.seen_get(p.message_id)
+            # both records in one look (one round trip to a database server instead of two)
+            recs = self.store.seen_records([p.message_id, IN_PREFIX + p.message_id])
+            rec = recs.get(p.message_id)
             if rec is not None and rec.digest == p.digest:
                 # answered before: the same signal again, byte for byte; nothing is stored or delivered
                 return Taken("duplicate", response=bytes(rec.response) or None,
                              reply_to=self._reply_to(p, mail_from), peek=p)
-            if rec is None and self.store.seen_get(IN_PREFIX + p.message_id) is not None:
+            if rec is None and IN_PREFIX + p.message_id in recs:
                 return Taken("in-process", peek=p)  # its signal goes out when the checks are done
         meta = MessageMeta(
             direction="in", channel=channel, ebxml_message_id=p.message_id, conversation_id=p.conversation_id,

@@ -63,6 +63,9 @@ class Tx(Protocol):
     # a statement whose outcome the operation does not read: a backend may send it with the next one that
     # waits for an answer, or with the commit (PostgreSQL: one round trip for them all, not one each)
     def write(self, sql: str, params: Sequence[Any] = ()) -> None: ...
+    # a statement sent now whose rows are read when the returned function is called: PostgreSQL sends
+    # it with the next statement that waits and reads both with that one wait (or with the commit's)
+    def later(self, sql: str, params: Sequence[Any] = ()) -> Callable[[], list[Row]]: ...
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
     def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None: ...
 
@@ -400,9 +403,18 @@ class Store(ABC):
     # (hub.relay.processes): called with the storing actor, gives (node, lease) to write with the message
     # in its INSERT, or None to leave it for any process's `claim_received`. None: nobody holds it.
     birth_lease: Callable[[str], tuple[str, timedelta] | None] | None = None
+    # PostgreSQL: a new message's short id is not checked with a wait for its INSERT's count: a clash
+    # (50 random bits) fails the transaction at its commit and the backend runs it again with new ids
+    short_id_clash_fails: bool = False
+    # statements sent together cost one wait (PostgreSQL's pipeline): an advance with a MsgId sends the
+    # MsgId's claim with the row lock's read. SQLite keeps the plain order (its writer's row copy answers
+    # that read, and a write naming the messages table would make it forget its rows)
+    pipelined: bool = False
     # SQL statements run through a Tx (reads and writes), for benchmarks: per message it is the cost the
     # store adds to the relay. Counted without a lock: a rare lost increment under contention is fine.
     statements: int = 0
+    # the waits for a database server's answer (PostgreSQL: round trips; SQLite: none), likewise
+    round_trips: int = 0
 
     # backend ---------------------------------------------------------------------------------------
     def observe_commits(self, fn: Callable[[float], None]) -> None:
@@ -438,6 +450,10 @@ class Store(ABC):
         """One SELECT on its own. A lone statement reads one snapshot, so backends may run it without
         BEGIN/COMMIT (SQLite: two statements fewer; PostgreSQL: one round trip instead of three)."""
         return self._read(lambda tx: tx.one(sql, params))
+
+    def _read_all(self, sql: str, params: Sequence[Any]) -> list[Row]:
+        """One SELECT on its own, all its rows (see _read_one)."""
+        return self._read(lambda tx: tx.all(sql, params))
 
     @abstractmethod
     def close(self) -> None: ...
@@ -548,15 +564,17 @@ class Store(ABC):
                 cols.update(lease_owner=held[0], lease_until=t + held[1])
 
         names = ["id", "short_id", *cols]
-        # a short id taken already (50 random bits: rare) inserts nothing; draw again. No SELECT first.
-        insert = (f"INSERT INTO messages ({', '.join(names)}) VALUES ({', '.join('?' * len(names))}) "
-                  "ON CONFLICT (short_id) DO NOTHING")
+        insert = f"INSERT INTO messages ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
 
         def op(tx: Tx) -> Message:
             while True:
                 mid, short = new_ids()
                 row = {"id": mid, "short_id": short, **cols}
-                if tx.execute(insert, [row[n] for n in names]) == 1:
+                if self.short_id_clash_fails:
+                    tx.write(insert, [row[n] for n in names])
+                    break
+                # a short id taken already (50 random bits: rare) inserts nothing; draw again
+                if tx.execute(insert + " ON CONFLICT (short_id) DO NOTHING", [row[n] for n in names]) == 1:
                     break
             tx.write(_BLOB_INSERT, (mid, ORIGINAL, data, digest, t))
             self._event(tx, mid, t, event, None, state, reason, actor)
@@ -649,9 +667,12 @@ class Store(ABC):
     ) -> tuple[list[Message], SeenRecord]:
         """`advance` with its `seen` record, and that record as the commit left it (the first written
         wins: an earlier one is returned, not `seen`): the caller need not read it back."""
-        kept: list[SeenRecord] = []
+        kept: list[Callable[[], list[Row]]] = []
         out = self._write(self._op_steps(ref, steps, actor, now, lease_owner, seen, msg_id, kept))
-        return out, kept[-1]
+        rows = kept[-1]()  # the inserted record; none: one was there before, and it is the answer
+        rec = _seen(rows[0]) if rows else self.seen_get(seen[0])
+        assert rec is not None
+        return out, rec
 
     def advance_many(
         self, items: Sequence[tuple[str, Sequence[Step]]], *, actor: str = "", now: datetime | None = None,
@@ -673,7 +694,8 @@ class Store(ABC):
 
     def _op_steps(self, ref: str, steps: Sequence[Step], actor: str, now: datetime | None,
                   lease_owner: str | None, seen: tuple[str, str, bytes] | None = None,
-                  msg_id: tuple[str, str, str] | None = None, kept: list[SeenRecord] | None = None,
+                  msg_id: tuple[str, str, str] | None = None,
+                  kept: list[Callable[[], list[Row]]] | None = None,
                   ) -> Callable[[Tx], list[Message]]:
         for st in steps:
             bad = set(st.updates or {}) - TRANSITION_FIELDS
@@ -688,10 +710,19 @@ class Store(ABC):
                   for st in steps]
 
         def op(tx: Tx) -> list[Message]:
-            row = self._locked(tx, ref)
+            if msg_id is None or not self.pipelined:
+                row = self._locked(tx, ref)
+            else:
+                # the MsgId claimed with the row's lock: one wait for both. By `ref` as the full id (the
+                # relay's case); when nothing was inserted (taken, or `ref` is another id) _own_msg_id
+                # below decides the usual way
+                lock = tx.later(f"SELECT * FROM messages WHERE id = ?{self.lock_clause}", (ref,))
+                claimed = tx.later(_KITH_CLAIM, (msg_id[0], msg_id[1], msg_id[2], t, ref))
+                rows = lock()
+                row = rows[0] if rows else self._locked(tx, ref)
             if lease_owner is not None:
                 _check_lease(row, lease_owner)
-            if msg_id is not None:
+            if msg_id is not None and not (self.pipelined and row["id"] == ref and claimed()):
                 _own_msg_id(tx, row["id"], msg_id, t)  # first: a refusal must come before any write
             out: list[Message] = []
             # the steps' row changes and events are written together after the loop: 2 statements in all
@@ -720,10 +751,11 @@ class Store(ABC):
                 tx.write(_BLOB_INSERT_INTO + ", ".join([_BLOB_VALUES] * len(arts)) + _BLOB_ON_CONFLICT,
                          [v for kind, (data, digest) in arts.items()
                           for v in (row["id"], kind, data, digest, t)])
-            if seen is not None:
-                rec = self._seen_insert(tx, seen[0], seen[1], bytes(seen[2]), t)
-                if kept is not None:
-                    kept.append(rec)  # a retried transaction appends again: the last one counts
+            if seen is not None and kept is None:
+                tx.write(_SEEN_INSERT, (seen[0], seen[1], bytes(seen[2]), t))
+            elif seen is not None and kept is not None:
+                # read with the commit's wait; a retried transaction appends again: the last one counts
+                kept.append(tx.later(_SEEN_INSERT + " RETURNING *", (seen[0], seen[1], bytes(seen[2]), t)))
             return out
 
         return op
@@ -1068,6 +1100,12 @@ class Store(ABC):
         r = self._read_one("SELECT * FROM seen WHERE message_id = ?", (message_id,))  # one statement
         return None if r is None else _seen(r)
 
+    def seen_records(self, message_ids: Sequence[str]) -> dict[str, SeenRecord]:
+        """The records of several keys at once (one statement, one snapshot), by key; absent: not seen."""
+        rows = self._read_all(
+            f"SELECT * FROM seen WHERE message_id IN ({', '.join('?' * len(message_ids))})", message_ids)
+        return {r["message_id"]: _seen(r) for r in rows}
+
     def seen_put(
         self, message_id: str, digest: str, response: bytes, *, now: datetime | None = None
     ) -> SeenRecord:
@@ -1250,6 +1288,9 @@ _UPDATES: dict[tuple[str, ...], str] = {}  # Store._update's statements by the c
 _BLOB_INSERT = "INSERT INTO blobs (message_id, kind, data, sha256, created_at) VALUES (?, ?, ?, ?, ?)"
 _SEEN_INSERT = ("INSERT INTO seen (message_id, digest, response, created_at) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (message_id) DO NOTHING")
+_KITH_CLAIM = ("INSERT INTO kith_ids (sender_her, kith_msg_id, message_id, sha256, created_at) "
+               "SELECT ?, ?, id, ?, ? FROM messages WHERE id = ? "
+               "ON CONFLICT (sender_her, kith_msg_id) DO NOTHING RETURNING message_id")
 _BLOB_INSERT_INTO = "INSERT INTO blobs (message_id, kind, data, sha256, created_at) VALUES "
 _BLOB_VALUES = "(?, ?, ?, ?, ?)"
 _BLOB_ON_CONFLICT = (" ON CONFLICT (message_id, kind) DO UPDATE SET data = excluded.data, "

@@ -34,6 +34,7 @@ from hub.store.base import Row, Store, StoreError, T, Tx, migrate, utcnow
 
 TYPES = {"ts": "TIMESTAMPTZ", "blob": "BYTEA", "serial": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"}
 _MIGRATION_LOCK = 0x4855425F5354  # pg_advisory_xact_lock key: "HUB_ST"
+_SHORT_ID_KEY = "messages_short_id_key"  # PostgreSQL's name for the UNIQUE of messages.short_id
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
@@ -45,6 +46,11 @@ class _Tx:
     def __init__(self, conn: psycopg.Connection[Row], store: Store,
                  pipe: psycopg.Pipeline | None = None) -> None:
         self.conn, self.store, self.pipe = conn, store, pipe
+        self.sent = 0  # statements sent since the last wait: a later() read after one costs none
+
+    def _wait(self) -> None:
+        self.store.round_trips += 1
+        self.sent = 0
 
     @staticmethod
     def _sql(sql: str) -> str:
@@ -55,26 +61,45 @@ class _Tx:
         cur = self.conn.execute(self._sql(sql), list(params))
         if self.pipe is not None:
             self.pipe.sync()  # its count is read: it and the writes queued before it, in one round trip
+        self._wait()
         return cur.rowcount
 
     def write(self, sql: str, params: Sequence[Any] = ()) -> None:
         self.store.statements += 1
+        self.sent += 1
         self.conn.execute(self._sql(sql), list(params))  # pipelined: sent with the next wait
+
+    def later(self, sql: str, params: Sequence[Any] = ()) -> Callable[[], list[Row]]:
+        self.store.statements += 1
+        self.sent += 1
+        cur = self.conn.execute(self._sql(sql), list(params))  # pipelined: read with the next wait
+        mark = self.store.round_trips
+
+        def rows() -> list[Row]:
+            if self.store.round_trips == mark and self.sent:  # (counted per store: approximate)
+                self._wait()
+            return [{k: _utc(v) for k, v in r.items()} for r in cur.fetchall()]
+
+        return rows
 
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         self.store.statements += 1
         rows = self.conn.execute(self._sql(sql), list(params)).fetchall()
+        self._wait()
         return [{k: _utc(v) for k, v in r.items()} for r in rows]
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         self.store.statements += 1
         r = self.conn.execute(self._sql(sql), list(params)).fetchone()
+        self._wait()
         return None if r is None else {k: _utc(v) for k, v in r.items()}
 
 
 class PostgresStore(Store):
     lock_clause = " FOR UPDATE"
     skip_locked_clause = " FOR UPDATE SKIP LOCKED"
+    short_id_clash_fails = True  # retried in _write: no wait for the INSERT's count
+    pipelined = True
 
     def __init__(self, conninfo: str, *, schema: str | None = None, retries: int = 3) -> None:
         if schema is not None and not _SCHEMA_NAME.match(schema):
@@ -116,6 +141,11 @@ class PostgresStore(Store):
                 if attempt == self._retries:
                     raise
                 continue
+            except psycopg.errors.UniqueViolation as exc:
+                # a new message's short id was taken (short_id_clash_fails): run it again, new ids drawn
+                if exc.diag.constraint_name != _SHORT_ID_KEY or attempt == self._retries:
+                    raise
+                continue
             self._committed(time.perf_counter() - began)
             return out
         raise AssertionError("unreachable")
@@ -131,6 +161,7 @@ class PostgresStore(Store):
                 out = fn(_Tx(conn, self, pipe))
                 conn.execute("COMMIT")
             # leaving the pipeline sent what was queued, the COMMIT last, and waited for all of it
+            self.round_trips += 1
         except BaseException:
             # fn raised (nothing committed: the writes it queued ran at the pipeline's exit, inside the
             # open transaction) or a statement failed: end the transaction before the next one
@@ -147,6 +178,9 @@ class PostgresStore(Store):
 
     def _read_one(self, sql: str, params: Sequence[Any]) -> Row | None:
         return _Tx(self._conn(), self).one(sql, params)  # autocommit: no BEGIN/COMMIT round trips
+
+    def _read_all(self, sql: str, params: Sequence[Any]) -> list[Row]:
+        return _Tx(self._conn(), self).all(sql, params)
 
     def close(self) -> None:
         with self._lock:

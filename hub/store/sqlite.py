@@ -205,6 +205,10 @@ class _Tx:
     def write(self, sql: str, params: Sequence[Any] = ()) -> None:
         self.execute(sql, params)  # nothing to send later here; the row copy follows it as any write
 
+    def later(self, sql: str, params: Sequence[Any] = ()) -> Callable[[], list[Row]]:
+        rows = self.all(sql, params)
+        return lambda: rows
+
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         self.store.statements += 1
         cur = self.conn.execute(sql, _params(params))
@@ -457,6 +461,9 @@ class SQLiteStore(Store):
 
     def _read_one(self, sql: str, params: Sequence[Any]) -> Row | None:
         return _Tx(self._reader(), self).one(sql, params)  # autocommit: the statement is its own snapshot
+
+    def _read_all(self, sql: str, params: Sequence[Any]) -> list[Row]:
+        return _Tx(self._reader(), self).all(sql, params)
 
     def close(self) -> None:
         with self._lock:

@@ -818,6 +818,10 @@ class Store(ABC):
         lease expired (its node crashed). Concurrent callers never get the same message.
         """
         t = aware(now) or utcnow()
+        # a look first, outside any write: the worker polls (worker.poll_s) and mostly finds nothing due;
+        # an empty claim took a write transaction (SQLite: the writer thread's lock, between real writes)
+        if self._read_one(f"SELECT id FROM messages WHERE {_DUE_SQL} LIMIT 1", (t, t, t, t, t)) is None:
+            return []
 
         def op(tx: Tx) -> list[Message]:
             rows = tx.all(
@@ -904,6 +908,8 @@ class Store(ABC):
         Returns each changed message with its events, once (so the relay tells the sender once).
         """
         t = aware(now) or utcnow()
+        if self._read_one(f"SELECT id FROM messages WHERE {_TIMEOUT_SQL} LIMIT 1", (t, t, t, t)) is None:
+            return []  # a look first, as claim_due's: the worker sweeps every second
 
         def op(tx: Tx) -> list[Swept]:
             rows = tx.all(

@@ -44,7 +44,7 @@ from typing import TypeVar
 from hub.fixtures import people
 from hub.fixtures.builder import build
 from hub.relay import pipeline as pl
-from hub.relay.server import Relay, RelayConfig, settle_gc
+from hub.relay.server import Relay, RelayConfig, settle_process
 
 N = int(os.environ.get("HUB_BENCH_N", "1500"))
 N_LAT = int(os.environ.get("HUB_BENCH_N_LATENCY", "600"))
@@ -167,7 +167,7 @@ def run_backend(name: str, store_url: str, home: Path) -> dict[str, float]:
     relay = Relay(cfg)
     relay.tap.listeners.append(clock.tap)
     relay.start()
-    settle_gc()  # as Relay.run does
+    settle_process()  # as Relay.run does
     gp = relay.register.get(82001)
     assert gp is not None
     out: dict[str, float] = {}
@@ -267,7 +267,7 @@ def serve_peer(home: Path) -> int:
     else:
         relay.tap.listeners.append(tap)
     relay.start()
-    settle_gc()  # as Relay.run does
+    settle_process()  # as Relay.run does
     try:
         print("ready", flush=True)
         for line in sys.stdin:  # until stdin closes; "cpu" asks for thread_cpu()
@@ -399,7 +399,7 @@ def run_network(home: Path, stores: dict[str, str] | None = None,
     reader.start()
     relay = Relay(RelayConfig.from_dict(cfgs["a"], home / "a"))
     relay.start()
-    settle_gc()  # as Relay.run does
+    settle_process()  # as Relay.run does
     try:
         if not ready.wait(60):
             raise RuntimeError("the hospital's relay did not start")

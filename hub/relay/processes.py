@@ -171,7 +171,7 @@ def worker_main(argv: list[str]) -> int:
     import argparse
 
     from hub import config, logs
-    from hub.relay.server import Relay, RelayConfig, settle_gc
+    from hub.relay.server import Relay, RelayConfig, settle_process
 
     ap = argparse.ArgumentParser(prog="python -m hub.relay.processes")
     ap.add_argument("--node", required=True)
@@ -199,7 +199,7 @@ def worker_main(argv: list[str]) -> int:
         done.set()  # the main process stopped (or died): finish and go
 
     relay.start()
-    settle_gc()
+    settle_process()
     threading.Thread(target=wakes, name="wakes", daemon=True).start()
     try:
         done.wait()

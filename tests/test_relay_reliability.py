@@ -49,10 +49,21 @@ lease_s = 3
     return cfg
 
 
-def start(cfg: Path) -> subprocess.Popen:
+def start(cfg: Path, *, ready: bool = True) -> subprocess.Popen:
+    """A node, with `ready` once it says it runs: a SIGTERM while it is still importing ends it with -15
+    (before `hub serve` takes over its signals), which stop_all would take for an unclean stop."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "hub", "serve", "--config", str(cfg)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    p = subprocess.Popen([sys.executable, "-m", "hub", "serve", "--config", str(cfg)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    assert p.stderr is not None
+    if not ready:
+        return p
+    said = []
+    for line in p.stderr:
+        said.append(line)
+        if b" running; " in line:
+            return p
+    raise AssertionError(f"{cfg}: the node ended before it ran: {b''.join(said).decode()[-2000:]}")
 
 
 def messages(n: int, seed: int) -> dict[str, bytes]:
@@ -171,7 +182,7 @@ def run_in_turns(cfgs: list[Path], home: Path, store: str, *, total: int, seed: 
     try:
         drop_all(spool, items[:total // 2])
         wait_for(lambda: "node-a" in store_actors(store), timeout=60, what="node-a at work")
-        procs.append(start(cfgs[1]))
+        procs.append(start(cfgs[1], ready=False))  # node-a killed while node-b starts: work left for it
         procs[0].send_signal(signal.SIGKILL)
         procs[0].wait()
         wait_for(lambda: "node-b" in store_actors(store), timeout=60, what="node-b at work")

@@ -206,6 +206,22 @@ class HealthSection(Section):
                                   "within this many days.")
 
 
+class PostgresSection(Section):
+    """A PostgreSQL store's connections, per process: a node has at most worker.processes x pool_max."""
+
+    pool_min: int = Field(1, ge=0, description="Connections kept open while idle.")
+    pool_max: int = Field(10, ge=1, description="Connections open at most (per process); a store "
+                          "operation beyond them waits for one to come free.")
+    pool_timeout_s: float = Field(30, gt=0, description="An operation that waited this long for a "
+                                  "connection fails (StoreError naming postgres.pool_max).")
+
+    @model_validator(mode="after")
+    def _min_le_max(self) -> PostgresSection:
+        if self.pool_min > self.pool_max:
+            raise ValueError(f"pool_min ({self.pool_min}) is more than pool_max ({self.pool_max})")
+        return self
+
+
 class HubSettings(BaseSettings):
     """Every key of hub.toml. Sections are their own models so that each area can add its keys."""
 
@@ -233,6 +249,7 @@ class HubSettings(BaseSettings):
     worker: WorkerSection = Field(default_factory=WorkerSection)
     log: LogSection = Field(default_factory=LogSection)
     health: HealthSection = Field(default_factory=HealthSection)
+    postgres: PostgresSection = Field(default_factory=PostgresSection)
 
     @classmethod
     def settings_customise_sources(

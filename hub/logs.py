@@ -69,7 +69,8 @@ def setup(level: str | int = "warning", fmt: str = "text", stream: IO[str] | Non
     h.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root.addHandler(h)
     root.setLevel(level.upper() if isinstance(level, str) else level)
-    for noisy in ("mail.log", "aiosmtpd", "asyncio"):  # their INFO lines are per connection, not per message
+    # their INFO lines are per connection (psycopg.pool: per store operation), not per message
+    for noisy in ("mail.log", "aiosmtpd", "asyncio", "psycopg.pool"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     _handler = h
     return h

@@ -181,3 +181,14 @@ def test_version_flag() -> None:
 
     r = runner.invoke(app, ["--version"])
     assert r.exit_code == 0 and r.stdout.strip() == f"hub {__version__}"
+
+
+def test_the_postgres_pool_is_configured_in_hub_toml() -> None:
+    s = config.validate({"her_id": 1, "postgres": {"pool_max": 4, "pool_timeout_s": 5}})
+    assert (s.postgres.pool_min, s.postgres.pool_max, s.postgres.pool_timeout_s) == (1, 4, 5)
+    cfg = RelayConfig.from_settings(s, config.home())
+    assert cfg.postgres.pool_max == 4
+    with pytest.raises(config.ConfigError, match="postgres.pool_max: Input should be greater than or equal"):
+        config.validate({"postgres": {"pool_max": 0}})
+    with pytest.raises(config.ConfigError, match="pool_min .3. is more than pool_max .2."):
+        config.validate({"postgres": {"pool_min": 3, "pool_max": 2}})

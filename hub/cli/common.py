@@ -56,7 +56,7 @@ def open_existing_store(cfg: config.Config, url: str | None = None, *, quiet: bo
         where = str(cfg.path) if cfg.path is not None else f"none found (defaults under {config.home()})"
         err_console.print(f"[dim]config: {where}; store: {config.redact(url)}[/]", highlight=False)
     try:
-        return open_store(url, create=False)
+        return open_store(url, create=False, postgres=cfg.settings.postgres)
     except MissingStore as exc:
         demo = config.home() / "demo" / config.FILE_NAME
         hint = f"; the demo's is read with --config {demo}" if cfg.path is None and demo.is_file() else ""

@@ -419,7 +419,8 @@ class Demo:
     def relay_stats(self, relay: Relay | None = None) -> dict[str, int]:
         from hub.store import open_store
 
-        with open_store((relay or self.relay).cfg.store) as s:  # the relay closed its own on stop
+        cfg = (relay or self.relay).cfg
+        with open_store(cfg.store, postgres=cfg.postgres) as s:  # the relay closed its own on stop
             return s.stats()
 
 

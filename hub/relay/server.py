@@ -66,6 +66,7 @@ class RelayConfig:
     worker: WorkerConfig = field(default_factory=WorkerConfig)
     base: Path = field(default_factory=Path.cwd)
     settings: config.HubSettings | None = None  # the validated hub.toml (hub.config) behind this
+    postgres: config.PostgresSection = field(default_factory=config.PostgresSection)  # its store's pool
     # keys, certificates, trust and TLS: [[identities]], [trust], [tls] (hub.relay.identities)
     security: Security = field(default_factory=Security)
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
@@ -104,7 +105,7 @@ class RelayConfig:
             smtp_listen=_hostport(s.smtp.listen),
             smtp_relay=_hostport(s.smtp.relay), smtp_addresses=list(s.smtp.addresses),
             folder_poll=s.folders.poll, identity=s.identity, defer_s=w.defer_s,
-            worker=wc, base=base, settings=s,
+            worker=wc, base=base, settings=s, postgres=s.postgres,
         )
         try:
             cfg.security = Security.from_settings(s, base)
@@ -182,7 +183,7 @@ class Relay:
     ) -> None:
         """`worker_only`: a worker process of a node (hub.relay.processes): no listener, no folder watch."""
         self.cfg = cfg
-        self.store = store or open_store(cfg.store)
+        self.store = store or open_store(cfg.store, postgres=cfg.postgres)
         self._own_store = store is None
         self.worker_only = worker_only
         self.processes: Supervisor | None = None

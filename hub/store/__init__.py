@@ -3,7 +3,8 @@
 `open_store(url)`:
 - `sqlite:///var/hub.sqlite` (relative path), `sqlite:////srv/hub/hub.sqlite` (absolute), or a plain path;
 - `postgresql://user@host:5432/db` (also `postgres://`); `?schema=name` keeps the hub's tables in
-  that schema (created if missing); other query parameters go to libpq.
+  that schema (created if missing); other query parameters go to libpq. Its connections come from a
+  pool per store, sized by hub.toml's [postgres] section (`postgres=`; default: that section's defaults).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from hub.config import home
+from hub.config import PostgresSection, home
 from hub.store.base import (
     APPREC_LIMIT,
     DEFAULT_LEASE,
@@ -48,7 +49,8 @@ class MissingStore(StoreError):
     """`open_store(..., create=False)` found no store: the text names the path."""
 
 
-def open_store(url: str | None = None, *, create: bool = True) -> Store:
+def open_store(url: str | None = None, *, create: bool = True,
+               postgres: PostgresSection | None = None) -> Store:
     """Open (creating and migrating as needed) the store at `url`; default: HUB_HOME/hub.sqlite.
 
     `create=False` (the operator's commands): a SQLite file that is not there is an error naming its
@@ -62,7 +64,9 @@ def open_store(url: str | None = None, *, create: bool = True) -> Store:
         query = parse_qsl(parts.query, keep_blank_values=True)
         schema = next((v for k, v in query if k == "schema"), None)
         rest = urlencode([(k, v) for k, v in query if k != "schema"])
-        return PostgresStore(urlunsplit(parts._replace(query=rest)), schema=schema)
+        pool = postgres or PostgresSection()
+        return PostgresStore(urlunsplit(parts._replace(query=rest)), schema=schema, pool_min=pool.pool_min,
+                             pool_max=pool.pool_max, pool_timeout_s=pool.pool_timeout_s)
     from hub.store.sqlite import SQLiteStore
 
     if parts.scheme == "sqlite":

@@ -1,7 +1,10 @@
 """PostgreSQL backend (psycopg 3): several `hub serve` nodes share one database.
 
-Each calling thread has its own connection; each operation is one transaction. Row locks keep the
-lifecycle honest across nodes: a transition locks its row (`FOR UPDATE`), and `claim_due`/`sweep` take
+Each operation is one transaction on a connection borrowed from the store's pool (psycopg_pool) for
+that operation: a process holds at most `pool_max` connections (hub.toml [postgres]) however many
+threads it runs, and an operation that finds none free for `pool_timeout_s` fails with a StoreError
+naming the setting (borrowing and returning one costs about 4 us of CPU). Row locks keep the lifecycle
+honest across nodes: a transition locks its row (`FOR UPDATE`), and `claim_due`/`sweep` take
 due rows with `FOR UPDATE SKIP LOCKED`, so two nodes never claim the same message and never wait for
 each other. A claim is a lease; a crashed node's claims come back when it expires.
 
@@ -19,9 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import re
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,6 +32,7 @@ import psycopg
 from psycopg import pq
 from psycopg import sql as pgsql
 from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from hub.store.base import Row, Store, StoreError, T, Tx, migrate, utcnow
 
@@ -101,42 +105,58 @@ class PostgresStore(Store):
     short_id_clash_fails = True  # retried in _write: no wait for the INSERT's count
     pipelined = True
 
-    def __init__(self, conninfo: str, *, schema: str | None = None, retries: int = 3) -> None:
+    def __init__(self, conninfo: str, *, schema: str | None = None, retries: int = 3,
+                 pool_min: int = 1, pool_max: int = 10, pool_timeout_s: float = 30.0) -> None:
         if schema is not None and not _SCHEMA_NAME.match(schema):
             raise ValueError(f"schema name must be a lower-case SQL identifier: {schema!r}")
+        if not 0 <= pool_min <= pool_max or pool_max < 1:
+            raise ValueError(f"postgres.pool_min {pool_min}, pool_max {pool_max}: want 0 <= min <= max >= 1")
         self.conninfo, self.schema, self._retries = conninfo, schema, retries
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._conns: list[psycopg.Connection[Row]] = []
-        self._closed = False
-        conn = self._conn()
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-            if schema:
-                conn.execute(pgsql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(pgsql.Identifier(schema)))
-            migrate(_Tx(conn, self), TYPES, utcnow())
+        self.pool_max, self.pool_timeout_s = pool_max, pool_timeout_s
+        # migrated on a connection of its own, before the pool: a server that cannot be reached (or a
+        # database that is not there) fails here with libpq's own error, not after the pool's timeout
+        with psycopg.connect(conninfo, autocommit=True, row_factory=dict_row) as conn:
+            self._setup(conn)
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+                if schema:
+                    conn.execute(pgsql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(pgsql.Identifier(schema)))
+                migrate(_Tx(conn, self), TYPES, utcnow())
+        self._pool: ConnectionPool[psycopg.Connection[Row]] = ConnectionPool(
+            conninfo, min_size=pool_min, max_size=pool_max, timeout=pool_timeout_s,
+            kwargs={"autocommit": True, "row_factory": dict_row}, configure=self._setup,
+            name=f"hub-store{'-' + schema if schema else ''}", open=True)
 
-    def _conn(self) -> psycopg.Connection[Row]:
-        if self._closed:
-            raise StoreError("the store is closed")
-        conn = getattr(self._local, "conn", None)
-        if conn is not None and not conn.closed:
-            return conn
-        conn = psycopg.connect(self.conninfo, autocommit=True, row_factory=dict_row)
+    def _setup(self, conn: psycopg.Connection[Row]) -> None:
+        """Each new connection: UTC, and the store's schema first on the search path."""
         conn.execute("SET TIME ZONE 'UTC'")
         if self.schema:
             conn.execute(pgsql.SQL("SET search_path TO {}").format(pgsql.Identifier(self.schema)))
-        self._local.conn = conn
-        with self._lock:
-            self._conns.append(conn)
-        return conn
+
+    @contextmanager
+    def _conn(self) -> Iterator[psycopg.Connection[Row]]:
+        """A connection of the pool for one operation (a transaction, or one autocommit statement)."""
+        try:
+            conn = self._pool.getconn()
+        except PoolTimeout:
+            raise StoreError(
+                "no PostgreSQL connection came free within postgres.pool_timeout_s = "
+                f"{self.pool_timeout_s:g} s: all postgres.pool_max = {self.pool_max} of this process's "
+                "connections were busy, or the server could not be reached; raise postgres.pool_max "
+                "(hub.toml [postgres]) if the threads doing store work outnumber it") from None
+        except PoolClosed:
+            raise StoreError("the store is closed") from None
+        try:
+            yield conn
+        finally:
+            self._pool.putconn(conn)  # a broken one is replaced by the pool, in the background
 
     def _write(self, fn: Callable[[Tx], T]) -> T:
         for attempt in range(self._retries + 1):
-            conn = self._conn()
-            began = time.perf_counter()
             try:
-                out = self._pipelined(conn, fn)
+                with self._conn() as conn:
+                    began = time.perf_counter()  # the commit's time (hub.metrics), not the wait for conn
+                    out = self._pipelined(conn, fn)
             except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
                 if attempt == self._retries:
                     raise
@@ -174,17 +194,17 @@ class PostgresStore(Store):
         return await asyncio.to_thread(self._write, fn)
 
     def _read(self, fn: Callable[[Tx], T]) -> T:
-        return self._pipelined(self._conn(), fn)  # one snapshot; BEGIN and COMMIT cost no wait of their own
+        with self._conn() as conn:
+            return self._pipelined(conn, fn)  # one snapshot; BEGIN and COMMIT cost no wait of their own
 
     def _read_one(self, sql: str, params: Sequence[Any]) -> Row | None:
-        return _Tx(self._conn(), self).one(sql, params)  # autocommit: no BEGIN/COMMIT round trips
+        with self._conn() as conn:
+            return _Tx(conn, self).one(sql, params)  # autocommit: no BEGIN/COMMIT round trips
 
     def _read_all(self, sql: str, params: Sequence[Any]) -> list[Row]:
-        return _Tx(self._conn(), self).all(sql, params)
+        with self._conn() as conn:
+            return _Tx(conn, self).all(sql, params)
 
     def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            for c in self._conns:
-                c.close()
-            self._conns.clear()
+        """Closes the pool's connections; one borrowed now is closed when its operation returns it."""
+        self._pool.close()

@@ -21,7 +21,7 @@ store and pipeline alone.
 split by thread kind (THREAD_KINDS: worker, store, network, listener, dispatch, other): where the cost
 above the RSA floor sits.
 
-Prints `name: value` lines; PostgreSQL figures only when a server answers at $HUB_BENCH_PG.
+Prints `name: value` lines; PostgreSQL figures only when a server answers at $HUB_BENCH_PG (empty: skip them).
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from bench import pg_url
 from hub.fixtures import people
 from hub.fixtures.builder import build
 from hub.relay import pipeline as pl
@@ -560,9 +561,11 @@ def main() -> int:
     # every *_vs_rsa line divides by the signing rate of ALL the cores this process may run on (its
     # CPU affinity, which the peer relay's process inherits): workers, store writers, SMTP loops, fsyncs
     print(f"cores_used: {cores} (this process's CPU affinity; both relays run on these cores)")
-    pg = os.environ.get("HUB_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+    pg = pg_url()
     backends = ["sqlite"]
     try:
+        if pg is None:
+            raise ValueError("HUB_BENCH_PG is empty")
         import psycopg
 
         with psycopg.connect(pg, connect_timeout=3):

@@ -6,7 +6,7 @@ relay's threads make them; CPU per message of this process (best of rounds) and,
 writer thread alone, user and kernel (WAL writes, fsyncs): what bench_relay's `store=` share measures,
 without the rest of the relay around it.
 
-Prints `name: value` lines. PostgreSQL figures only when a server answers at $HUB_BENCH_PG.
+Prints `name: value` lines. PostgreSQL figures only when a server answers at $HUB_BENCH_PG (empty: skip them).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from bench import pg_url
 from hub.relay.lifecycle import Event
 from hub.store import MessageMeta, Step, Store, open_store
 
@@ -179,9 +180,11 @@ def main() -> None:
             _report("sqlite", s)
         finally:
             s.close()
-    pg = os.environ.get("HUB_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
+    pg = pg_url("postgresql://postgres@127.0.0.1:5432/test")
     schema = f"bench_{secrets.token_hex(4)}"
     try:
+        if pg is None:
+            raise ValueError("HUB_BENCH_PG is empty")
         s = open_store(f"{pg}?schema={schema}&connect_timeout=3")
     except Exception as exc:  # noqa: BLE001 - no server: skip the PostgreSQL figures
         print(f"# postgres skipped: {exc.__class__.__name__}")

@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from bench import pg_url
 from hub.store import Store, open_store
 from hub.store.base import new_ids
 
@@ -214,9 +215,11 @@ def main() -> None:
             report("sqlite", s, n)
         finally:
             s.close()
-    pg = os.environ.get("HUB_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+    pg = pg_url()
     schema = f"bench_scale_{secrets.token_hex(4)}"
     try:
+        if pg is None:
+            raise ValueError("HUB_BENCH_PG is empty")
         t0 = time.perf_counter()
         load_postgres(pg, schema, n)
     except Exception as exc:  # noqa: BLE001 - no server: skip the PostgreSQL figures

@@ -29,7 +29,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench import bench_relay, latency_trace
+from bench import bench_relay, latency_trace, pg_url
 
 STAGES = ["a_store", "a_wake", "a_check", "a_commit", "a_to_send", "smtp", "b_store", "b_wake", "b_check",
           "b_commit", "b_folder", "b_ack_commit"]
@@ -73,7 +73,9 @@ def main(argv: list[str]) -> int:
     backend = argv[0] if argv and not argv[0].startswith("-") else "postgres"
     processes = int(argv[argv.index("--processes") + 1]) if "--processes" in argv else 1
     slowest = int(argv[argv.index("--slowest") + 1]) if "--slowest" in argv else 5
-    pg = os.environ.get("HUB_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+    pg = pg_url()
+    if pg is None and backend != "sqlite":
+        raise SystemExit("HUB_BENCH_PG is empty: name sqlite, or a PostgreSQL server")
     schemas = [f"bench_lat_{secrets.token_hex(4)}" for _ in range(2)]
     latency_trace.install()
     with tempfile.TemporaryDirectory() as tmp:

@@ -239,6 +239,8 @@ class HubSettings(BaseSettings):
     registers: list[str] = Field(default_factory=list, alias="register",
                                  description="Address register files or folders.")
     cpa_dir: str | None = Field(None, description="Folder of CPA XML files.")
+    event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
+        "auto", description="The network edge's event loops (SMTP, HTTP); auto: uvloop where installed.")
     identities: list[IdentitySection] = Field(default_factory=list, description="The relay's keys per own "
                                               "HER-id (PEM or PKCS#12); instead of pki.")
     trust: TrustSection | None = Field(None, description="Trust anchors and revocation; instead of pki.")

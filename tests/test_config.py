@@ -192,3 +192,17 @@ def test_the_postgres_pool_is_configured_in_hub_toml() -> None:
         config.validate({"postgres": {"pool_max": 0}})
     with pytest.raises(config.ConfigError, match="pool_min .3. is more than pool_max .2."):
         config.validate({"postgres": {"pool_min": 3, "pool_max": 2}})
+
+
+def test_event_loop_is_uvloop_unless_told_otherwise() -> None:
+    from hub.transport.loops import new_event_loop
+
+    assert config.validate({}).event_loop == "auto"
+    with pytest.raises(config.ConfigError, match="event_loop"):
+        config.validate({"event_loop": "trio"})
+    for kind, module in (("auto", "uvloop"), ("uvloop", "uvloop"), ("asyncio", "asyncio.unix_events")):
+        loop = new_event_loop(kind)
+        try:
+            assert type(loop).__module__ == module, kind
+        finally:
+            loop.close()

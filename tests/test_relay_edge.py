@@ -210,10 +210,15 @@ def _tls(tmp_path: Path) -> tuple[Path, Path, ssl.SSLContext]:
     return cert, key, client
 
 
-def test_starttls_required_refuses_clear_text_and_takes_tls(tmp_path: Path, mta: Mta):
+@pytest.mark.parametrize("event_loop", ["uvloop", "asyncio"])
+def test_starttls_required_refuses_clear_text_and_takes_tls(tmp_path: Path, mta: Mta, event_loop: str):
     cert, key, client = _tls(tmp_path)
-    r = relay_b(tmp_path, mta, tls={"cert": str(cert), "key": str(key)}, smtp={"starttls": "required"})
+    r = relay_b(tmp_path, mta, tls={"cert": str(cert), "key": str(key)}, smtp={"starttls": "required"},
+                event_loop=event_loop)
     try:
+        # the listener runs on the relay's network loop, of the configured kind
+        loop = r.network.outbound.loop  # type: ignore[union-attr]
+        assert (type(loop).__module__ == "uvloop") == (event_loop == "uvloop")
         port = r.network.smtp_port  # type: ignore[union-attr]
         entity = build_package(b"<not-xml", [])
         with pytest.raises(aiosmtplib.SMTPResponseException) as no:

@@ -27,6 +27,7 @@ from hub.ebxml.signals import parse_soap_fault
 from hub.transport import Gateway
 from hub.transport.http import post
 from hub.transport.http_server import HttpListener
+from hub.transport.loops import new_event_loop
 from hub.transport.smtp import SmtpListener, SmtpSender, wrap_mail
 
 pytestmark = pytest.mark.timeout(60)
@@ -182,7 +183,10 @@ def _tls_contexts(tmp_path: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     return server, client
 
 
-def test_smtp_uses_starttls_when_offered(w: World, tmp_path: Path):
+@pytest.mark.parametrize("event_loop", ["asyncio", "uvloop"])
+def test_smtp_uses_starttls_when_offered(w: World, tmp_path: Path, event_loop: str):
+    """aiosmtpd's STARTTLS (asyncio.sslproto under its own transport) and aiosmtplib's, on either loop
+    the relay may run its edge on (hub.toml event_loop)."""
     server_ctx, client_ctx = _tls_contexts(tmp_path)
 
     async def run() -> None:
@@ -192,8 +196,10 @@ def test_smtp_uses_starttls_when_offered(w: World, tmp_path: Path):
             await p.gp.send(out)
             await until(lambda: p.gp.msh.sent[out.message_id].acked_at is not None)
             assert list(p.lab_in.tls_used) == [True] and list(p.gp_in.tls_used) == [True]
+            assert (type(asyncio.get_running_loop()).__module__ == "uvloop") == (event_loop == "uvloop")
 
-    asyncio.run(run())
+    with asyncio.Runner(loop_factory=lambda: new_event_loop(event_loop)) as runner:
+        runner.run(run())
 
 
 def test_http_post_gets_the_sync_acknowledgment(w: World):

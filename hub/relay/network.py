@@ -17,7 +17,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable, Coroutine
-from concurrent.futures import Future, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -35,6 +35,7 @@ from hub.security.certs import CertificateValidator
 from hub.store import Store
 from hub.transport import HttpReply, transmit
 from hub.transport.http import HttpClient
+from hub.transport.loops import new_event_loop
 from hub.transport.smtp import SmtpListener, SmtpSender
 
 if TYPE_CHECKING:
@@ -48,9 +49,13 @@ class Outbound:
     """One asyncio loop thread and the transport clients on it: `send` blocks for a delivery,
     `send_later` is a best-effort signal (recorded before it is sent; stop() waits for it)."""
 
-    def __init__(self, name: str, smtp: SmtpSender | None, http: HttpClient | None = None) -> None:
+    def __init__(self, name: str, smtp: SmtpSender | None, http: HttpClient | None = None,
+                 event_loop: str = "auto") -> None:
         self.smtp, self.http = smtp, http
-        self.loop = asyncio.new_event_loop()
+        self.loop = new_event_loop(event_loop)  # hub.transport.loops: uvloop unless told otherwise
+        # its default executor runs the SMTP intake's store step (asyncio.to_thread): its threads named
+        # as asyncio names them on either loop (uvloop's: ThreadPoolExecutor-N), as bench_relay counts them
+        self.loop.set_default_executor(ThreadPoolExecutor(thread_name_prefix="asyncio"))
         self._name = name
         self._thread: threading.Thread | None = None
         self._pending: set[Future[None]] = set()
@@ -173,7 +178,7 @@ class Network:
         # outbound https: one pooled client (keep-alive), peers verified against the configured anchors
         http = HttpClient(verify=cfg.http.client_ssl() if cfg.http is not None else True,
                           max_connections=max(2, cfg.worker.threads))
-        self.outbound = Outbound(f"network-{self.node}", smtp, http)
+        self.outbound = Outbound(f"network-{self.node}", smtp, http, cfg.event_loop)
         answered = Answered()
         self.delivery = EbmsDelivery(store, self.msh, her_id=cfg.her_id, send=self.outbound.send,
                                      on_ack=on_ack, on_nack=on_nack)

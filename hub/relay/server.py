@@ -37,6 +37,7 @@ from hub.relay.worker import Answerer, Inspector, Tap, Worker, WorkerConfig, loc
 from hub.store import Message, Store, open_store
 from hub.transport.http import HttpReply
 from hub.transport.http_server import HttpRequest, HttpServer, HttpSettings
+from hub.transport.loops import check_event_loop
 from hub.transport.smtp import SmtpSettings
 
 log = logging.getLogger("hub.relay")
@@ -70,6 +71,7 @@ class RelayConfig:
     # keys, certificates, trust and TLS: [[identities]], [trust], [tls] (hub.relay.identities)
     security: Security = field(default_factory=Security)
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
+    event_loop: str = "auto"  # of the network edge's loops (hub.transport.loops)
 
     @classmethod
     def load(cls, path: Path) -> RelayConfig:
@@ -105,11 +107,12 @@ class RelayConfig:
             smtp_listen=_hostport(s.smtp.listen),
             smtp_relay=_hostport(s.smtp.relay), smtp_addresses=list(s.smtp.addresses),
             folder_poll=s.folders.poll, identity=s.identity, defer_s=w.defer_s,
-            worker=wc, base=base, settings=s, postgres=s.postgres,
+            worker=wc, base=base, settings=s, postgres=s.postgres, event_loop=s.event_loop,
         )
         try:
             cfg.security = Security.from_settings(s, base)
             cfg.smtp = SmtpSettings.from_section(s.smtp)
+            check_event_loop(s.event_loop)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         if s.http.tls and not s.http.cert and cfg.security.tls is None:
@@ -261,7 +264,7 @@ class Relay:
                 def check(c: Any) -> object:  # noqa: ANN401 - an x509 certificate
                     return net.validator.check(c, "sign")  # looked up late: tests and the demo swap it
             self.http = HttpServer(settings, identify=ClientCertificates(self.register, check=check),
-                                   name="relay-http", tls_context=tls)
+                                   name="relay-http", tls_context=tls, event_loop=cfg.event_loop)
             SubmitApi(self.intake, self.register, network=network).routes(self.http)
             self.http.add_route("GET", "/health", self._health)  # hub.metrics; unknown paths: 404
             self.http.add_route("GET", "/metrics", self._metrics)

@@ -36,6 +36,7 @@ from cryptography import x509
 from hub.config import HttpSection, host_port
 from hub.ebxml.mime import join_entity
 from hub.transport.http import DEFAULT_MAX_BYTES, ENTITY_HEADERS, HttpReply
+from hub.transport.loops import new_event_loop
 
 log = logging.getLogger("hub.transport.http_server")
 
@@ -143,8 +144,8 @@ class _Busy(asyncio.Protocol):
     """The answer to one connection over the limit."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        transport.write(_BUSY)
+        # a TCP transport (uvloop's is not a subclass of asyncio.Transport)
+        transport.write(_BUSY)  # type: ignore[attr-defined]
         transport.close()
 
 
@@ -175,7 +176,8 @@ class _LimitedSite(web.TCPSite):
 class HttpServer:
     def __init__(self, settings: HttpSettings, *,
                  identify: Callable[[x509.Certificate], Any] | None = None, name: str = "http",
-                 tls_context: ssl.SSLContext | None = None) -> None:
+                 tls_context: ssl.SSLContext | None = None, event_loop: str = "auto") -> None:
+        """`event_loop`: of its thread (hub.transport.loops)."""
         if settings.listen is None:
             raise ValueError("HttpServer needs settings.listen")
         self.settings, self.identify, self.name = settings, identify, name
@@ -185,6 +187,7 @@ class HttpServer:
         self._site: _LimitedSite | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._event_loop = event_loop
         self._thread: threading.Thread | None = None
         self._certs: dict[bytes, x509.Certificate] = {}
         # bound now: the address is known (port 0 chosen) and a port in use fails here, before start()
@@ -230,7 +233,7 @@ class HttpServer:
 
     def start(self) -> None:
         """Start in a thread of its own with its own event loop."""
-        self._loop = asyncio.new_event_loop()
+        self._loop = new_event_loop(self._event_loop)
         self._thread = threading.Thread(target=self._loop.run_forever, name=self.name, daemon=True)
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self.astart(), self._loop).result(30)

@@ -42,10 +42,12 @@ from pathlib import Path
 from typing import TypeVar
 
 from bench import pg_url
+from hub.config import HubSettings
 from hub.fixtures import people
 from hub.fixtures.builder import build
 from hub.relay import pipeline as pl
 from hub.relay.server import Relay, RelayConfig, settle_process
+from hub.transport import loops
 
 N = int(os.environ.get("HUB_BENCH_N", "1500"))
 N_LAT = int(os.environ.get("HUB_BENCH_N_LATENCY", "600"))
@@ -561,6 +563,8 @@ def main() -> int:
     # every *_vs_rsa line divides by the signing rate of ALL the cores this process may run on (its
     # CPU affinity, which the peer relay's process inherits): workers, store writers, SMTP loops, fsyncs
     print(f"cores_used: {cores} (this process's CPU affinity; both relays run on these cores)")
+    # the relays' network edge runs on this loop (hub.toml event_loop; HUB_EVENT_LOOP=asyncio to compare)
+    print(f"event_loop: {loops.resolve(HubSettings().event_loop)}")
     pg = pg_url()
     backends = ["sqlite"]
     try:

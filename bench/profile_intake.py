@@ -8,6 +8,7 @@ Steps, each on this thread's CPU clock (time.thread_time), the best of three rou
 - `intake_smtp_data_us`: an aiosmtpd listener (hub.transport.smtp) taking one mail over loopback, its
   event-loop thread only (the sender runs in another thread);
 - `intake_smtp_send_us`: the other side of that: the pooled aiosmtplib sender (SmtpSender), its thread;
+  both on the relay's default event loop (uvloop), and `*_asyncio_loop_us` on asyncio's own;
 - `intake_peek_us`: MIME + envelope parse and duplicate digest before the mail is stored;
 - `intake_receive_us`: Msh.receive with that parse handed over (signature, CPA/register, CMS decrypt,
   the signed Acknowledgment): two RSA private-key operations;
@@ -36,6 +37,7 @@ from hub.fixtures.builder import build
 from hub.relay.ebms_intake import peek
 from hub.security.pki import load_identity
 from hub.security.testing import shared_test_pki
+from hub.transport.loops import new_event_loop
 from hub.transport.smtp import SmtpListener, SmtpSender, wrap_mail
 
 N = 200
@@ -58,9 +60,11 @@ def per_call_us(items: list, fn: Callable[[object], object],
     return best
 
 
-def smtp_data_us(mails: list[bytes], profile: cProfile.Profile | None = None) -> tuple[float, float]:
+def smtp_data_us(mails: list[bytes], profile: cProfile.Profile | None = None,
+                 event_loop: str = "auto") -> tuple[float, float]:
     """CPU of the listener's event-loop thread per mail (MAIL, RCPT, DATA over one kept session), and
-    of the sender's thread (each the best of three rounds)."""
+    of the sender's thread (each the best of three rounds); both on loops of that kind (hub.transport.loops,
+    as the relay's `event_loop`)."""
     ready, stop = threading.Event(), threading.Event()
     box: dict[str, object] = {}
 
@@ -83,7 +87,8 @@ def smtp_data_us(mails: list[bytes], profile: cProfile.Profile | None = None) ->
                 profile.disable()
             await li.stop()
 
-        asyncio.run(main())
+        with asyncio.Runner(loop_factory=lambda: new_event_loop(event_loop)) as runner:
+            runner.run(main())
 
     t = threading.Thread(target=serve, daemon=True)
     t.start()
@@ -108,7 +113,8 @@ def smtp_data_us(mails: list[bytes], profile: cProfile.Profile | None = None) ->
         await sender.close()
         box["best"], box["best_send"] = best, best_send
 
-    asyncio.run(send_all())
+    with asyncio.Runner(loop_factory=lambda: new_event_loop(event_loop)) as runner:
+        runner.run(send_all())
     stop.set()
     t.join(10)
     return float(box["best"]), float(box["best_send"])  # type: ignore[arg-type]
@@ -158,9 +164,12 @@ def main() -> int:
         assert out.status == "signal" and not out.errors, out.errors
 
     print(f"intake_signal_us: {per_call_us(ack_mails, signal, profs['signal']):.0f}")
-    listener_us, sender_us = smtp_data_us(mails, profs["smtp"])
+    listener_us, sender_us = smtp_data_us(mails, profs["smtp"])  # on the relay's default loop (uvloop)
     print(f"intake_smtp_data_us: {listener_us:.0f}")
     print(f"intake_smtp_send_us: {sender_us:.0f}")
+    listener_us, sender_us = smtp_data_us(mails, None, "asyncio")  # on asyncio's own, for comparison
+    print(f"intake_smtp_data_asyncio_loop_us: {listener_us:.0f}")
+    print(f"intake_smtp_send_asyncio_loop_us: {sender_us:.0f}")
     key = lab.sign_key
     sign = per_call_us(list(range(200)), lambda _: key.sign(b"x" * 32, padding.PKCS1v15(), hashes.SHA256()))  # type: ignore[union-attr]
     print(f"rsa2048_private_op_us: {sign:.0f}")

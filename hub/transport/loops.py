@@ -25,10 +25,15 @@ def check_event_loop(kind: str) -> None:
         raise ValueError('event_loop = "uvloop", but uvloop is not installed (pip install uvloop)')
 
 
+def resolve(kind: str) -> str:
+    """The loop that kind runs on here: "uvloop" or "asyncio"."""
+    check_event_loop(kind)
+    return "asyncio" if kind == "asyncio" or (kind == "auto" and not uvloop_available()) else "uvloop"
+
+
 def new_event_loop(kind: str = "auto") -> asyncio.AbstractEventLoop:
     """A new loop of that kind; "auto": uvloop where it is installed, else asyncio's own."""
-    check_event_loop(kind)
-    if kind == "asyncio" or (kind == "auto" and not uvloop_available()):
+    if resolve(kind) == "asyncio":
         return asyncio.new_event_loop()
     import uvloop
 

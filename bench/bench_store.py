@@ -118,7 +118,25 @@ def _relayed(store: Store, key: str) -> None:
 
 def _thread_cpu(tid: int) -> tuple[float, float]:
     """User and kernel CPU seconds of one thread of this process (Linux /proc; clock ticks)."""
-    f = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+    return _proc_cpu(Path(f"/proc/self/task/{tid}/stat"))
+
+
+def _server_cpu(store: Store) -> dict[int, float] | None:
+    """CPU seconds of each PostgreSQL server process behind `store`'s idle pooled connections, by pid (a
+    server on this machine: /proc; psycopg_pool's deque of them, private: a bench's look), None for
+    another store or server. Between operations every connection the store opened is idle in its pool."""
+    pool = getattr(getattr(store, "_pool", None), "_pool", None)
+    if pool is None:
+        return None
+    try:
+        pids = [c.info.backend_pid for c in list(pool)]
+        return {pid: sum(_proc_cpu(Path(f"/proc/{pid}/stat"))) for pid in pids}
+    except OSError:
+        return None
+
+
+def _proc_cpu(stat: Path) -> tuple[float, float]:
+    f = stat.read_text().rsplit(")", 1)[1].split()
     tck = os.sysconf("SC_CLK_TCK")
     return int(f[11]) / tck, int(f[12]) / tck
 
@@ -126,6 +144,7 @@ def _thread_cpu(tid: int) -> tuple[float, float]:
 def _relay_ops(store: Store, n: int = 1000, rounds: int = 3, threads: int = 4) -> dict[str, float]:
     writer = getattr(getattr(store, "_thread", None), "native_id", None)
     best: dict[str, float] = {}
+    server0 = _server_cpu(store)
     for r in range(rounds):
         per = n // threads
         w0 = _thread_cpu(writer) if writer else (0.0, 0.0)
@@ -149,6 +168,10 @@ def _relay_ops(store: Store, n: int = 1000, rounds: int = 3, threads: int = 4) -
             got["writer"] = got["user"] + got["kernel"]
         if not best or got["cpu"] < best["cpu"]:
             best = got
+    server1 = _server_cpu(store)  # the connections the threads opened are there now: all rounds, not best
+    if server0 is not None and server1:
+        used = sum(v - server0.get(pid, 0.0) for pid, v in server1.items())
+        best["server"] = used * 1e6 / (rounds * (n // threads) * threads)
     return best
 
 
@@ -171,6 +194,9 @@ def _report(prefix: str, store: Store) -> None:
         print(f"{prefix}_relay_ops_writer_cpu_us_per_msg: {ops['writer']:.0f}  (the writer thread: user "
               f"{ops['user']:.0f}, kernel {ops['kernel']:.0f}; {ops['commits']:.2f} commits per message)",
               flush=True)
+    if "server" in ops:
+        print(f"{prefix}_relay_ops_server_cpu_us_per_msg: {ops['server']:.0f}  (the PostgreSQL server's "
+              "processes of the store's connections, all 3 rounds)", flush=True)
 
 
 def main() -> None:

@@ -7,7 +7,11 @@ undelivered. Then the same store calls the CLI makes are timed on it:
 
 - list: `list_messages(state=["undelivered"], limit=50)` (what `hub queue list --state undelivered` reads)
   and the same for two states at once;
-- show: `get(short id)`, `timeline`, `blob_kinds`, `blob` (what `hub queue show ID` reads).
+- show: `get(short id)`, `timeline`, `blob_kinds`, `blob` (what `hub queue show ID` reads);
+- what a running relay reads again and again: claim_due's and sweep's look (nothing is due), stats() and
+  oldest() (each metrics scrape, each health check);
+- bench_store's relay_ops into this store: a relayed message's writes, each index of messages written
+  (CPU per message of this process, SQLite's writer thread, PostgreSQL's server processes).
 
 Prints `name: value` lines: medians in milliseconds over several look-ups of different messages, and
 the slowest one. PostgreSQL figures only when a server answers at $HUB_BENCH_PG. `HUB_BENCH_SCALE`
@@ -29,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import pg_url
+from bench.bench_store import _relay_ops
+from hub.metrics import AGES
 from hub.store import Store, open_store
 from hub.store.base import new_ids
 
@@ -201,6 +207,27 @@ def report(prefix: str, store: Store, n: int) -> None:
     med, worst = _time(lambda r: _show(store, r), refs)
     print(f"{prefix}_queue_show_{tag}_ms: {med:.1f}", flush=True)
     print(f"{prefix}_queue_show_{tag}_worst_ms: {worst:.1f}", flush=True)
+    # what a running relay reads of this store again and again: the worker's look for due messages (every
+    # poll, 50 ms in bench_relay) and for timed-out ones (each second; nothing is due in this store), and
+    # stats() and oldest() of every metrics scrape and health check
+    rounds = list(range(9))
+    for name, fn in (("claim_look", lambda _: store.claim_due("bench", 10)),
+                     ("sweep_look", lambda _: store.sweep()),
+                     ("stats", lambda _: store.stats()),
+                     ("oldest", lambda _: [store.oldest([s.value for s in st]) for st in AGES.values()])):
+        med, _ = _time(fn, rounds)
+        print(f"{prefix}_{name}_{tag}_ms: {med:.2f}", flush=True)
+    # a relayed message's writes (bench_store's) into this store: each index of messages is written
+    ops = _relay_ops(store, n=600, rounds=3)
+    name = f"{prefix}_relay_ops_{tag}"
+    print(f"{name}_cpu_us_per_msg: {ops['cpu']:.0f}  (this process; bench_store's relay_ops on this store, "
+          "best of 3 rounds of 600)", flush=True)
+    if "writer" in ops:
+        print(f"{name}_writer_cpu_us_per_msg: {ops['writer']:.0f}  (the writer thread: user "
+              f"{ops['user']:.0f}, kernel {ops['kernel']:.0f})", flush=True)
+    if "server" in ops:
+        print(f"{name}_server_cpu_us_per_msg: {ops['server']:.0f}  (the PostgreSQL server's processes of "
+              "this store's connections, all 3 rounds)", flush=True)
 
 
 def main() -> None:

@@ -86,7 +86,7 @@ def test_migration_is_idempotent(store_url: str) -> None:
     b = open_store(store_url)  # reopening neither fails nor loses data
     assert b.require(m.short_id).id == m.id
     versions = b._read(lambda tx: tx.all("SELECT version FROM hub_schema"))
-    assert [r["version"] for r in versions] == [1, 2]
+    assert [r["version"] for r in versions] == [1, 2, 3]
     b.close()
 
 

@@ -27,7 +27,7 @@ from hub.relay.lifecycle import Event, IllegalTransition, RetryPolicy, State
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 APPREC_LIMIT = timedelta(hours=96)  # HIS 80415 / HITS 1168: no AppRec 96 h after GenDate = alert
 DEFAULT_LEASE = timedelta(minutes=5)
 ORIGINAL = "original"
@@ -348,7 +348,50 @@ MIGRATIONS: dict[int, list[str]] = {
         )""",
         "CREATE INDEX kith_ids_message ON kith_ids (message_id)",
     ],
+    # issue 17: smaller indexes on messages, each of them written for every relayed message.
+    # - The other ids are NULL for most rows (an envelope's id only for network traffic, one direction
+    #   each; parent_id only for an operator's resend): the NULL rows leave their indexes. `col = ?`
+    #   implies `col IS NOT NULL`, so both planners use them for every lookup by these ids.
+    # - The one index on state, (state, next_attempt_at) over every row, is split by state in two
+    #   partial indexes that between them hold each row once: messages_due, the states claim_due,
+    #   claim_received and sweep look in (a few in flight), and messages_state (state, created_at), the
+    #   others (the million delivered and completed ones), for stats(), the operator's list by state and
+    #   oldest() in the order they read. A state change still moves one entry of one index.
+    # - sweep's AppRec deadline has a partial index: it read every awaiting_apprec row once a second.
+    # Each WHERE is ORs of `state = '...'`, and every query that is to use one names its states the same
+    # way (_state_in): SQLite proves `state = 'queued'` => `state = 'queued' OR ...` (and a query's OR
+    # written as the index's), never `x = ?` or `x IN (...)` => `x IN (...)`. PostgreSQL proves either.
+    3: [
+        "DROP INDEX messages_ebxml",
+        "DROP INDEX messages_out",
+        "DROP INDEX messages_kith",
+        "DROP INDEX messages_parent",
+        "DROP INDEX messages_due",
+        "CREATE INDEX messages_ebxml ON messages (ebxml_message_id) WHERE ebxml_message_id IS NOT NULL",
+        "CREATE INDEX messages_out ON messages (out_message_id) WHERE out_message_id IS NOT NULL",
+        "CREATE INDEX messages_kith ON messages (kith_msg_id) WHERE kith_msg_id IS NOT NULL",
+        "CREATE INDEX messages_parent ON messages (parent_id) WHERE parent_id IS NOT NULL",
+        "CREATE INDEX messages_due ON messages (state, next_attempt_at) WHERE {due_states}",
+        "CREATE INDEX messages_state ON messages (state, created_at) WHERE {other_states}",
+        "CREATE INDEX messages_apprec_due ON messages (state, apprec_due_at, created_at) "
+        "WHERE state = 'awaiting_apprec'",
+    ],
 }
+# The states of messages_due; every other state is in messages_state. A new State needs a migration
+# that adds it to one of the two (tests/test_store_schema.py checks they cover State).
+DUE_STATES = (State.RECEIVED, State.QUEUED, State.SENDING, State.AWAITING_ACK, State.RETRYING)
+OTHER_STATES = tuple(s for s in State if s not in DUE_STATES)
+
+
+def _state_in(states: Iterable[State | str]) -> str:
+    """`(state = 'a' OR state = 'b')`, the states checked and in State's order: the form the partial
+    indexes' WHERE has (the whole of one of them, or one branch per state)."""
+    want = {State(s) for s in states}
+    return "(" + (" OR ".join(f"state = '{s.value}'" for s in State if s in want) or "1 = 0") + ")"
+
+
+_DUE_STATES_SQL = _state_in(DUE_STATES)
+_OTHER_STATES_SQL = _state_in(OTHER_STATES)
 
 _VERSION_TABLE = (
     "CREATE TABLE IF NOT EXISTS hub_schema (version INTEGER PRIMARY KEY, applied_at {ts} NOT NULL)"
@@ -364,7 +407,7 @@ def migrate(tx: Tx, types: Mapping[str, str], now: datetime) -> int:
         raise StoreError(f"the store's schema version {have} is newer than this hub ({SCHEMA_VERSION})")
     for v in range(have + 1, SCHEMA_VERSION + 1):
         for stmt in MIGRATIONS[v]:
-            tx.execute(stmt.format(**types))
+            tx.execute(stmt.format(**types, due_states=_DUE_STATES_SQL, other_states=_OTHER_STATES_SQL))
         tx.execute("INSERT INTO hub_schema (version, applied_at) VALUES (?, ?)", (v, now))
     return SCHEMA_VERSION
 
@@ -385,13 +428,17 @@ _DUE_SQL = """(
     OR (state = 'awaiting_ack' AND attempts < max_retries + 1 AND next_attempt_at <= ?)
     OR (state = 'sending' AND attempts < max_retries + 1 AND lease_until <= ?)
 ) AND (expires_at IS NULL OR expires_at > ?)"""
+# The same shape, so that every branch is a search of a partial index (messages_due, messages_apprec_due):
+# `state IN (...)` implies neither index's WHERE for SQLite.
 _TIMEOUT_SQL = """(
-    (state IN ('queued', 'retrying', 'awaiting_ack') AND expires_at <= ?)
-    OR (state = 'awaiting_ack' AND next_attempt_at <= ? AND attempts >= max_retries + 1)
-    OR (state = 'retrying' AND attempts >= max_retries + 1)
+    (state = 'queued' AND expires_at <= ?)
+    OR (state = 'retrying' AND (expires_at <= ? OR attempts >= max_retries + 1))
+    OR (state = 'awaiting_ack'
+        AND (expires_at <= ? OR (next_attempt_at <= ? AND attempts >= max_retries + 1)))
     OR (state = 'sending' AND lease_until <= ?)
     OR (state = 'awaiting_apprec' AND apprec_due_at <= ?)
 )"""
+_TIMEOUT_PARAMS = _TIMEOUT_SQL.count("?")
 
 
 class Store(ABC):
@@ -430,10 +477,8 @@ class Store(ABC):
 
     def oldest(self, states: Iterable[str]) -> datetime | None:
         """When the oldest message in one of `states` was created (None: there is none)."""
-        states = list(states)
         row = self._read(lambda tx: tx.one(
-            f"SELECT created_at FROM messages WHERE state IN ({', '.join('?' * len(states))}) "
-            "ORDER BY created_at LIMIT 1", states))
+            f"SELECT created_at FROM messages WHERE {_state_in(states)} ORDER BY created_at LIMIT 1"))
         return None if row is None else row["created_at"]
 
     @abstractmethod
@@ -908,14 +953,15 @@ class Store(ABC):
         Returns each changed message with its events, once (so the relay tells the sender once).
         """
         t = aware(now) or utcnow()
-        if self._read_one(f"SELECT id FROM messages WHERE {_TIMEOUT_SQL} LIMIT 1", (t, t, t, t)) is None:
+        look = f"SELECT id FROM messages WHERE {_TIMEOUT_SQL} LIMIT 1"
+        if self._read_one(look, (t,) * _TIMEOUT_PARAMS) is None:
             return []  # a look first, as claim_due's: the worker sweeps every second
 
         def op(tx: Tx) -> list[Swept]:
             rows = tx.all(
                 f"SELECT * FROM messages WHERE {_TIMEOUT_SQL} "
                 f"ORDER BY updated_at LIMIT ?{self.skip_locked_clause}",
-                (t, t, t, t, limit),
+                (*(t,) * _TIMEOUT_PARAMS, limit),
             )
             out = []
             for row in rows:
@@ -1207,9 +1253,9 @@ class Store(ABC):
         and every message the relay has flagged `apprec_overdue` (so `stats` and this list agree)."""
         cutoff = (aware(now) or utcnow()) - after
         rows = self._read(lambda tx: tx.all(
-            "SELECT * FROM messages WHERE state = 'apprec_overdue' OR (state IN ('delivered', "
-            "'awaiting_apprec') AND COALESCE(gen_date, created_at) <= ?) "
-            "ORDER BY COALESCE(gen_date, created_at)", (cutoff,)))
+            "SELECT * FROM messages WHERE state = 'apprec_overdue' OR (state = 'delivered' AND "
+            "COALESCE(gen_date, created_at) <= ?) OR (state = 'awaiting_apprec' AND COALESCE(gen_date, "
+            "created_at) <= ?) ORDER BY COALESCE(gen_date, created_at)", (cutoff, cutoff)))
         return [Message.from_row(r) for r in rows]
 
     def counts_before(self, before: datetime) -> dict[str, int]:
@@ -1221,7 +1267,10 @@ class Store(ABC):
 
     def stats(self) -> dict[str, int]:
         """Messages per state; every state is present."""
-        rows = self._read(lambda tx: tx.all("SELECT state, COUNT(*) AS n FROM messages GROUP BY state"))
+        # each half a covering scan of one partial index (no index holds every row)
+        rows = self._read(lambda tx: tx.all(
+            f"SELECT state, COUNT(*) AS n FROM messages WHERE {_DUE_STATES_SQL} GROUP BY state UNION ALL "
+            f"SELECT state, COUNT(*) AS n FROM messages WHERE {_OTHER_STATES_SQL} GROUP BY state"))
         out = {s.value: 0 for s in State}
         out.update({r["state"]: int(r["n"]) for r in rows})
         return out
@@ -1239,9 +1288,8 @@ class Store(ABC):
         states = sorted(s.value for s in set(State) - keep)
 
         def op(tx: Tx) -> int:
-            marks = ", ".join("?" * len(states))
             ids = [r["id"] for r in tx.all(
-                f"SELECT id FROM messages WHERE state IN ({marks}) AND updated_at < ?", [*states, b])]
+                f"SELECT id FROM messages WHERE {_state_in(states)} AND updated_at < ?", [b])]
             for i in range(0, len(ids), 500):
                 chunk = ids[i:i + 500]
                 qs = ", ".join("?" * len(chunk))
@@ -1343,8 +1391,7 @@ def _filters(**f: Any) -> tuple[str, list[Any]]:  # noqa: ANN401
         states = [st] if isinstance(st, str) else list(st)
         for s in states:
             State(s)  # unknown state names are a usage error, not an empty answer
-        where.append(f"state IN ({', '.join('?' * len(states))})")
-        params += states
+        where.append(_state_in(states))
     for key, col in (("receiver", "receiver_her"), ("sender", "sender_her"), ("msg_type", "msg_type")):
         if f.get(key) is not None:
             where.append(f"{col} = ?")

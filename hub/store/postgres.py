@@ -25,7 +25,6 @@ import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -42,27 +41,35 @@ _SHORT_ID_KEY = "messages_short_id_key"  # PostgreSQL's name for the UNIQUE of m
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
-def _utc(v: Any) -> Any:  # noqa: ANN401
-    return v.astimezone(UTC) if isinstance(v, datetime) else v
+_SQL: dict[str, str] = {}  # the store's SQL (? placeholders) in psycopg's (%s): converted once a text
+
+
+def _pg_sql(sql: str) -> str:
+    out = _SQL.get(sql)
+    if out is None:
+        if len(_SQL) > 4096:  # statements with a variable number of rows: keep it bounded
+            _SQL.clear()
+        out = _SQL[sql] = sql.replace("%", "%%").replace("?", "%s")
+    return out
 
 
 class _Tx:
+    """Rows come as psycopg makes them (dict_row): its times are already aware and in UTC, as _setup sets
+    every connection's TimeZone to 'UTC' (psycopg then gives datetime.timezone.utc), so no pass over them."""
+
     def __init__(self, conn: psycopg.Connection[Row], store: Store,
                  pipe: psycopg.Pipeline | None = None) -> None:
         self.conn, self.store, self.pipe = conn, store, pipe
         self.sent = 0  # statements sent since the last wait: a later() read after one costs none
+        self._cur: psycopg.Cursor[Row] | None = None  # the writes' cursor: their results are never read
 
     def _wait(self) -> None:
         self.store.round_trips += 1
         self.sent = 0
 
-    @staticmethod
-    def _sql(sql: str) -> str:
-        return sql.replace("%", "%%").replace("?", "%s")
-
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         self.store.statements += 1
-        cur = self.conn.execute(self._sql(sql), list(params))
+        cur = self.conn.execute(_pg_sql(sql), params)
         if self.pipe is not None:
             self.pipe.sync()  # its count is read: it and the writes queued before it, in one round trip
         self._wait()
@@ -71,32 +78,35 @@ class _Tx:
     def write(self, sql: str, params: Sequence[Any] = ()) -> None:
         self.store.statements += 1
         self.sent += 1
-        self.conn.execute(self._sql(sql), list(params))  # pipelined: sent with the next wait
+        cur = self._cur
+        if cur is None:
+            cur = self._cur = self.conn.cursor()
+        cur.execute(_pg_sql(sql), params)  # pipelined: sent with the next wait
 
     def later(self, sql: str, params: Sequence[Any] = ()) -> Callable[[], list[Row]]:
         self.store.statements += 1
         self.sent += 1
-        cur = self.conn.execute(self._sql(sql), list(params))  # pipelined: read with the next wait
+        cur = self.conn.execute(_pg_sql(sql), params)  # pipelined: read with the next wait
         mark = self.store.round_trips
 
         def rows() -> list[Row]:
             if self.store.round_trips == mark and self.sent:  # (counted per store: approximate)
                 self._wait()
-            return [{k: _utc(v) for k, v in r.items()} for r in cur.fetchall()]
+            return cur.fetchall()
 
         return rows
 
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         self.store.statements += 1
-        rows = self.conn.execute(self._sql(sql), list(params)).fetchall()
+        rows = self.conn.execute(_pg_sql(sql), params).fetchall()
         self._wait()
-        return [{k: _utc(v) for k, v in r.items()} for r in rows]
+        return rows
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         self.store.statements += 1
-        r = self.conn.execute(self._sql(sql), list(params)).fetchone()
+        r = self.conn.execute(_pg_sql(sql), params).fetchone()
         self._wait()
-        return None if r is None else {k: _utc(v) for k, v in r.items()}
+        return r
 
 
 class PostgresStore(Store):

@@ -1,7 +1,7 @@
 """Build hook for the one compiled part: hub.validation._clean (Cython over lxml's public C API).
 
-Everything else is in pyproject.toml. The extension is optional: where it cannot be built (no C
-compiler), the install still succeeds and the validator uses the pure-Python clean test it replaces.
+Everything else is in pyproject.toml. The extension is required: an install without a C compiler fails
+here rather than running the validator without its fast path.
 """
 
 from __future__ import annotations
@@ -15,7 +15,4 @@ extensions = cythonize(
     language_level=3,
     quiet=True,
 )
-for ext in extensions:
-    ext.optional = True  # (cythonize's copies do not keep the flag: set it on what it returns)
-
 setup(ext_modules=extensions)

@@ -5,8 +5,9 @@ and AppRec code of hub.validation.catalog. The run-wide rule (MsgId unique) live
 
 A valid message must not pay for rules that walk the whole tree: each rule has a cheap "clean" test
 that may only err towards running the rule. For ident_rules and code_rules that test is compiled
-(hub/validation/_clean.pyx, one pass over libxml2's nodes); the Python one here serves installs
-without a C compiler.
+(hub/validation/_clean.pyx, one pass over libxml2's nodes) and required: an install that cannot build
+it fails. The Python clean tests here do the same work; the tests run check_list on them (with _clean
+set to None) and hold both to the same findings.
 
 Code lists are embedded (small, stable): only values evidenced in the official schemas' examples,
 STANDARDS.md or the KITH lists themselves. A value outside a list we know is a problem; an element
@@ -25,6 +26,7 @@ from hub.ascii import is_ascii_digits
 from hub.codes import APPREC_ERRORS
 from hub.messages.families import APPREC_10_NS, APPREC_11_NS, FAMILIES, MSGHEAD_NS
 from hub.messages.info import MessageInfo, Party, PatientInfo, TypeIdSeen, find, her_digits, xpath
+from hub.validation import _clean  # type: ignore[attr-defined]  # compiled by setup.py: required
 from hub.validation.catalog import rule
 from hub.validation.result import Problem
 
@@ -663,11 +665,6 @@ def check(info: MessageInfo, root: etree._Element, *, now: datetime | None = Non
     yield from check_list(info, root, now=now, seen=seen)
 
 
-try:  # the compiled clean test (setup.py); without it the Python one below does the same, slower
-    from hub.validation import _clean  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - an install without a C compiler
-    _clean = None
-
 # _clean.clean's view of the lists: S -> codes of coded elements and of TypeIds, TypeId lists by place,
 # and the fixed-place elements by (namespace, local name) whatever their parent (a superset: one-sided).
 _FIXED_BY_NAME = {(ns, local): CODE_LISTS[listed] for (ns, _parent, local), listed in _BY_PLACE.items()}
@@ -676,12 +673,12 @@ _CLEAN_ARGS = ({OID + listed: codes for listed, codes in CODE_LISTS.items()}, _S
 
 
 def fast_clean_missing() -> bool:
-    """The compiled clean test is not there: the Python one wants the TypeIds extraction read."""
+    """The compiled clean test is switched off (tests): the Python one wants the TypeIds extraction read."""
     return _clean is None
 
 
 def fast_clean(root: etree._Element) -> bool | None:
-    """True only if ident_rules and code_rules both find nothing; None without the compiled module."""
+    """True only if ident_rules and code_rules both find nothing; None with the compiled test switched off."""
     return None if _clean is None else _clean.clean(root, *_CLEAN_ARGS)
 
 
@@ -700,7 +697,7 @@ def check_list(info: MessageInfo, root: etree._Element, *, now: datetime | None 
         out += type_rules(info, root)
     out += party_rules(info, root)
     clean = fast_clean(root)
-    if clean is None:  # no compiled module: the Python clean tests, one per rule
+    if clean is None:  # the compiled test switched off: the Python clean tests, one per rule
         typed_listed_s = _ident_scan(root, _vet_typeids(seen) if seen else None)
         if typed_listed_s is None:
             out += ident_rules(root)

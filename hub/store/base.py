@@ -1388,10 +1388,8 @@ def _filters(**f: Any) -> tuple[str, list[Any]]:  # noqa: ANN401
     params: list[Any] = []
     st = f.get("state")
     if st is not None:
-        states = [st] if isinstance(st, str) else list(st)
-        for s in states:
-            State(s)  # unknown state names are a usage error, not an empty answer
-        where.append(_state_in(states))
+        # _state_in takes each through State(): an unknown name is a usage error, not an empty answer
+        where.append(_state_in([st] if isinstance(st, str) else st))
     for key, col in (("receiver", "receiver_her"), ("sender", "sender_her"), ("msg_type", "msg_type")):
         if f.get(key) is not None:
             where.append(f"{col} = ?")

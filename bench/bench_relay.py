@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import secrets
 import statistics
 import subprocess
@@ -273,10 +274,10 @@ def serve_peer(home: Path) -> int:
     settle_process()  # as Relay.run does
     try:
         print("ready", flush=True)
-        for line in sys.stdin:  # until stdin closes; "cpu" asks for thread_cpu()
+        for line in sys.stdin:  # until stdin closes; "cpu" asks for thread_cpu() and usage()
             if line.strip() == "cpu":
                 with out:
-                    sys.stdout.write(f"cpu {json.dumps(thread_cpu())}\n")
+                    sys.stdout.write(f"cpu {json.dumps({'threads': thread_cpu(), 'usage': usage()})}\n")
                     sys.stdout.flush()
     finally:
         stop.set()
@@ -371,7 +372,7 @@ def run_network(home: Path, stores: dict[str, str] | None = None,
     start: dict[str, float] = {}
     done: dict[str, float] = {}
     peer_statements = [0, 0]  # the peer's Store.statements and round_trips at its latest delivered line
-    peer_cpu: list[dict[str, float]] = []  # its thread_cpu() answers
+    peer_cpu: list[dict[str, dict[str, float]]] = []  # its thread_cpu() and usage() answers
     cpu_answered = threading.Event()
     lock, all_done = threading.Lock(), threading.Event()
     expect = [0]
@@ -427,22 +428,29 @@ def run_network(home: Path, stores: dict[str, str] | None = None,
             if not all_done.wait(600):
                 raise RuntimeError(f"network: only {len(done)} of {len(items)} delivered")
 
-        def peer_threads() -> dict[str, float]:
+        def peer_threads() -> dict[str, dict[str, float]]:
             assert peer.stdin is not None
             cpu_answered.clear()
             peer.stdin.write("cpu\n")
             peer.stdin.flush()
-            return peer_cpu[-1] if cpu_answered.wait(30) else {}
+            return peer_cpu[-1] if cpu_answered.wait(30) else {"threads": {}, "usage": {}}
 
         run(messages_with_ids(10), None)  # warm-up: sessions, schemas, certificates
         items = messages_with_ids(N_NET)
-        ta0, tb0 = thread_cpu(), peer_threads()
+        ta0, tb0, ua0 = thread_cpu(), peer_threads(), usage()
         cpu0 = time.process_time() + _cpu_of_descendants()
         sa0, sb0 = relay.store.statements, peer_statements[0]
         ra0, rb0 = relay.store.round_trips, peer_statements[1]
         run(items, None)
         cpu = time.process_time() + _cpu_of_descendants() - cpu0
-        ta, tb = _per_msg(ta0, thread_cpu(), N_NET), _per_msg(tb0, peer_threads(), N_NET)
+        ta, ua, tb1 = thread_cpu(), usage(), peer_threads()
+        # both relays' main processes: kernel time and context switches (threads that ended included)
+        u = {k: ua[k] - ua0[k] + tb1["usage"].get(k, 0.0) - tb0["usage"].get(k, 0.0)
+             for k in ("user", "sys", "switches")}
+        sw = {f"usage_switches_{side}_{k[9:]}": (after[k] - before.get(k, 0.0)) / N_NET
+              for side, before, after in (("a", ua0, ua), ("b", tb0["usage"], tb1["usage"]))
+              for k in after if k.startswith("switches")}
+        ta, tb = _per_msg(ta0, ta, N_NET), _per_msg(tb0["threads"], tb1["threads"], N_NET)
         sa, sb = relay.store.statements - sa0, peer_statements[0] - sb0
         ra, rb = relay.store.round_trips - ra0, peer_statements[1] - rb0
         rate = N_NET / (max(done.values()) - min(start.values()))
@@ -453,6 +461,9 @@ def run_network(home: Path, stores: dict[str, str] | None = None,
                 "store_statements_per_msg_b": sb / N_NET,
                 **({"store_round_trips_per_msg_a": ra / N_NET, "store_round_trips_per_msg_b": rb / N_NET}
                    if ra or rb else {}),
+                **({"usage_sys_share": u["sys"] / (u["user"] + u["sys"]),
+                    "usage_switches_per_msg": u["switches"] / N_NET, **sw}
+                   if u["user"] + u["sys"] > 0 else {}),
                 **{f"cpu_threads_a_{k}": v for k, v in ta.items()},
                 **{f"cpu_threads_b_{k}": v for k, v in tb.items()}}
     finally:
@@ -487,6 +498,23 @@ def thread_cpu() -> dict[str, float]:
         if kind is not None:
             out[kind] = out.get(kind, 0.0) + (int(f[11]) + int(f[12])) / tck
     out["other"] = time.process_time() - sum(out.values())
+    return out
+
+
+def usage() -> dict[str, float]:
+    """This process's user and kernel CPU seconds and context switches (voluntary: a thread waited for a
+    lock, the GIL, I/O; involuntary: preempted), every thread's so far, ended ones included."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    out = {"user": r.ru_utime, "sys": r.ru_stime, "switches": float(r.ru_nvcsw + r.ru_nivcsw)}
+    for th in threading.enumerate():  # the live threads' by THREAD_KINDS, as thread_cpu()
+        kind = THREAD_KINDS.get(re.split(r"[-_:]", th.name, maxsplit=1)[0])
+        try:
+            status = Path(f"/proc/self/task/{th.native_id}/status").read_text()
+        except (OSError, TypeError):
+            continue
+        if kind is not None:
+            n = sum(int(v) for v in re.findall(r"ctxt_switches:\s+(\d+)", status))
+            out[f"switches_{kind}"] = out.get(f"switches_{kind}", 0.0) + n
     return out
 
 
@@ -539,6 +567,18 @@ def _report(prefix: str, r: dict[str, float], rsa: float | None, cores: int, not
         print(f"{prefix}_cpu_ms_per_msg: {r['cpu_ms_per_msg']:.2f}")
         if rsa and rsa_ops:
             print(f"{prefix}_rsa_share_of_cpu: {rsa_ops * 1000 / rsa / r['cpu_ms_per_msg']:.3f}")
+    if "usage_sys_share" in r:
+        # of both relays' main processes: what the kernel does for them (fsync, sockets, waking threads)
+        # and how often their threads were switched out; the cost of the design, not of any one function
+        print(f"{prefix}_sys_share_of_cpu: {r['usage_sys_share']:.3f}  (kernel time of that CPU)")
+        print(f"{prefix}_context_switches_per_msg: {r['usage_switches_per_msg']:.0f}  (both relays' threads)")
+        for side, who in (("a", "the GP's relay"), ("b", "the hospital's relay")):
+            if f"usage_switches_{side}_" in r:
+                kinds = sorted((k for k in r if k.startswith(f"usage_switches_{side}_") and k[-1] != "_"),
+                               key=lambda k: -r[k])
+                parts = " ".join(f"{k.rsplit('_', 1)[1]}={r[k]:.0f}" for k in kinds)
+                print(f"{prefix}_context_switches_per_msg_{side}: {r[f'usage_switches_{side}_']:.0f}  "
+                      f"({who}; live threads by kind: {parts})")
     for side, who in (("a", "the GP's relay"), ("b", "the hospital's relay")):
         kinds = [k for k in r if k.startswith(f"cpu_threads_{side}_")]
         if kinds:
@@ -596,7 +636,8 @@ def main() -> int:
                     net2 = run_network(home, {"a": url(3), "b": url(4)}, processes=2)
                     # of the main processes only: not what the worker processes do
                     net2 = {k: v for k, v in net2.items()
-                            if not k.startswith(("store_statements", "store_round_trips", "cpu_threads"))}
+                            if not k.startswith(("store_statements", "store_round_trips", "cpu_threads",
+                                                 "usage_"))}
                     _report(f"relay_{name}_processes2", net2, rsa, cores,
                             "  (the same, two processes per relay; x"
                             f"{net2['msgs_per_s'] / net['msgs_per_s']:.2f} of one)", rsa_ops=3)

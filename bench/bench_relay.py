@@ -171,7 +171,7 @@ def run_backend(name: str, store_url: str, home: Path) -> dict[str, float]:
     relay = Relay(cfg)
     relay.tap.listeners.append(clock.tap)
     relay.start()
-    settle_process()  # as Relay.run does
+    settle_process(relay.cfg.cpu_affinity)  # as Relay.run does
     gp = relay.register.get(82001)
     assert gp is not None
     out: dict[str, float] = {}
@@ -271,7 +271,7 @@ def serve_peer(home: Path) -> int:
     else:
         relay.tap.listeners.append(tap)
     relay.start()
-    settle_process()  # as Relay.run does
+    settle_process(relay.cfg.cpu_affinity)  # as Relay.run does
     try:
         print("ready", flush=True)
         for line in sys.stdin:  # until stdin closes; "cpu" asks for thread_cpu() and usage()
@@ -403,7 +403,7 @@ def run_network(home: Path, stores: dict[str, str] | None = None,
     reader.start()
     relay = Relay(RelayConfig.from_dict(cfgs["a"], home / "a"))
     relay.start()
-    settle_process()  # as Relay.run does
+    settle_process(relay.cfg.cpu_affinity)  # as Relay.run does
     try:
         if not ready.wait(60):
             raise RuntimeError("the hospital's relay did not start")

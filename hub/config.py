@@ -241,6 +241,8 @@ class HubSettings(BaseSettings):
     cpa_dir: str | None = Field(None, description="Folder of CPA XML files.")
     event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
         "auto", description="The network edge's event loops (SMTP, HTTP); auto: uvloop where installed.")
+    cpu_affinity: str = Field("auto", description="auto: each relay process pinned to a core of its own "
+                              "(hub.relay.affinity); off; or the CPU list to choose from, e.g. 0,2-3.")
     identities: list[IdentitySection] = Field(default_factory=list, description="The relay's keys per own "
                                               "HER-id (PEM or PKCS#12); instead of pki.")
     trust: TrustSection | None = Field(None, description="Trust anchors and revocation; instead of pki.")

@@ -199,7 +199,7 @@ def worker_main(argv: list[str]) -> int:
         done.set()  # the main process stopped (or died): finish and go
 
     relay.start()
-    settle_process()
+    settle_process(cfg.cpu_affinity)
     threading.Thread(target=wakes, name="wakes", daemon=True).start()
     try:
         done.wait()

@@ -25,6 +25,7 @@ from hub.ebxml.mime import join_entity
 from hub.fsmode import private_dir
 from hub.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from hub.metrics import RelayMetrics, health
+from hub.relay import affinity
 from hub.relay import pipeline as pl
 from hub.relay import register as regmod
 from hub.relay.delivery import Deliverer, FolderDeliverer
@@ -72,6 +73,7 @@ class RelayConfig:
     security: Security = field(default_factory=Security)
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
     event_loop: str = "auto"  # of the network edge's loops (hub.transport.loops)
+    cpu_affinity: str = "auto"  # one core per relay process (hub.relay.affinity)
 
     @classmethod
     def load(cls, path: Path) -> RelayConfig:
@@ -108,11 +110,13 @@ class RelayConfig:
             smtp_relay=_hostport(s.smtp.relay), smtp_addresses=list(s.smtp.addresses),
             folder_poll=s.folders.poll, identity=s.identity, defer_s=w.defer_s,
             worker=wc, base=base, settings=s, postgres=s.postgres, event_loop=s.event_loop,
+            cpu_affinity=s.cpu_affinity,
         )
         try:
             cfg.security = Security.from_settings(s, base)
             cfg.smtp = SmtpSettings.from_section(s.smtp)
             check_event_loop(s.event_loop)
+            affinity.check_setting(s.cpu_affinity)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         if s.http.tls and not s.http.cert and cfg.security.tls is None:
@@ -338,6 +342,7 @@ class Relay:
         self.worker.stop()
         if self._own_store:
             self.store.close()
+        affinity.unpin()  # a process that hosted this relay for a while (tests, benchmarks): its cores back
         self.stopped.set()
 
     def run(self, duration: float | None = None, *, handle_signals: bool = True,
@@ -349,7 +354,7 @@ class Relay:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 old[sig] = signal.signal(sig, lambda *_: done.set())
         self.start()
-        settle_process()
+        settle_process(self.cfg.cpu_affinity)
         try:
             done.wait(duration)
         finally:
@@ -364,7 +369,7 @@ class Relay:
 SWITCH_INTERVAL_S = 0.001
 
 
-def settle_process() -> None:
+def settle_process(cpu_affinity: str = "auto") -> None:
     """Once a relay process has started (Relay.run, a worker process, bench_relay's relays):
 
     - what start-up made (modules, compiled schemas, keys, the register) lives as long as the process, so
@@ -373,10 +378,12 @@ def settle_process() -> None:
       115 ms gen2 pause was seen in a message's path under load);
     - a thread waiting for the GIL gets it within SWITCH_INTERVAL_S: the relay's store operations on
       PostgreSQL beside one busy thread 46 -> 18 ms per message, and bench_relay's p99 at half load,
-      in pairs of runs, SQLite 62/39/42 -> 19/28/37 ms, PostgreSQL 41/111/39 -> 70/46/29 ms."""
+      in pairs of runs, SQLite 62/39/42 -> 19/28/37 ms, PostgreSQL 41/111/39 -> 70/46/29 ms;
+    - its threads run on one core (`cpu_affinity`, hub.relay.affinity)."""
     gc.collect()
     gc.freeze()
     sys.setswitchinterval(SWITCH_INTERVAL_S)
+    affinity.pin_process(cpu_affinity)
 
 
 def pid_file(cfg: RelayConfig) -> Path:

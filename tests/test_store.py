@@ -370,6 +370,32 @@ def test_list_filters_and_stats(store: Store) -> None:
     assert st["received"] == 1 and st["rejected"] == 1 and sum(st.values()) == 2 and set(st) == set(State)
 
 
+def _grouped(store: Store) -> dict[str, int]:
+    """Messages per state as a plain GROUP BY over the table reads them (every state, 0 if none)."""
+    rows = store._read(lambda tx: tx.all("SELECT state, COUNT(*) AS n FROM messages GROUP BY state"))
+    return {s.value: 0 for s in State} | {r["state"]: int(r["n"]) for r in rows}
+
+
+def test_stats_counts_every_state_exactly(store: Store) -> None:
+    """stats() counts each state but `completed` by a search of its partial index, and `completed` as all
+    messages less those: a count in the wrong state, a state left out or counted twice shows here."""
+    assert store.stats() == {s.value: 0 for s in State}
+    want = {s.value: (i * 5) % 7 for i, s in enumerate(State)}  # 0..6; neighbours differ; some empty
+    ids = [store.put_received(f"<m{i}/>".encode(), _meta(), now=T0).id for i in range(sum(want.values()))]
+    assert store.stats() == {s.value: len(ids) if s is State.RECEIVED else 0 for s in State}
+    states = [state for state, n in want.items() for _ in range(n)]
+    for mid, state in zip(ids, states, strict=True):
+        store._write(lambda tx, m=mid, st=state: tx.execute(
+            "UPDATE messages SET state = ? WHERE id = ?", (st, m)))
+    assert _grouped(store) == want and want["completed"] > 0
+    assert store.stats() == want
+    # deleted rows leave the total and their state's count: completed, all final, is gone then
+    assert store.purge(T0 + H, actor="operator:ola", force=True) > want["completed"]
+    left = _grouped(store)
+    assert left["completed"] == 0 and sum(left.values()) > 0
+    assert store.stats() == left
+
+
 def test_purge_keeps_what_needs_attention(store: Store) -> None:
     done = store.put_received(b"a", now=T0)
     store.transition(done.id, Event.REJECT, now=T0)

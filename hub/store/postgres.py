@@ -33,7 +33,7 @@ from psycopg import sql as pgsql
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
-from hub.store.base import Row, Store, StoreError, T, Tx, migrate, utcnow
+from hub.store.base import STATS_BRANCHES_SQL, Row, Store, StoreError, T, Tx, migrate, utcnow
 
 TYPES = {"ts": "TIMESTAMPTZ", "blob": "BYTEA", "serial": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"}
 _MIGRATION_LOCK = 0x4855425F5354  # pg_advisory_xact_lock key: "HUB_ST"
@@ -114,6 +114,7 @@ class PostgresStore(Store):
     skip_locked_clause = " FOR UPDATE SKIP LOCKED"
     short_id_clash_fails = True  # retried in _write: no wait for the INSERT's count
     pipelined = True
+    stats_sql = STATS_BRANCHES_SQL  # its branches run in parallel; scalar subqueries would run one by one
 
     def __init__(self, conninfo: str, *, schema: str | None = None, retries: int = 3,
                  pool_min: int = 1, pool_max: int = 10, pool_timeout_s: float = 30.0) -> None:

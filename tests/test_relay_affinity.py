@@ -46,8 +46,9 @@ def test_setting_is_checked_where_the_configuration_is_read(tmp_path: Path) -> N
         RelayConfig.from_dict({**base, "cpu_affinity": "fast"}, tmp_path)
 
 
-def _status(cpus: str) -> str:
-    return f"Name:\tpython\nState:\tS (sleeping)\nCpus_allowed_list:\t{cpus}\nVmRSS:\t1 kB\n"
+def _status(cpus: str, kthread: str = "Kthread:\t0\n", ppid: int = 1234) -> str:
+    return (f"Name:\tpython\nState:\tS (sleeping)\nPPid:\t{ppid}\n{kthread}Cpus_allowed_list:\t{cpus}\n"
+            "VmRSS:\t1 kB\n")
 
 
 def test_choice_is_the_core_fewest_processes_are_pinned_to() -> None:
@@ -59,6 +60,21 @@ def test_choice_is_the_core_fewest_processes_are_pinned_to() -> None:
     assert affinity.choose([0, 1, 3], counts) == 1  # 1 and 3 tie: the lowest
     assert affinity.choose([0], counts) == 0
     assert affinity.choose([3, 1, 0], Counter()) == 0
+
+
+def test_kernel_threads_do_not_count() -> None:
+    """ksoftirqd/1, kworker/0:2 and their kind sit on every core in numbers that come and go: counted,
+    they decided which core a relay took, and two relays of one machine ended on the same core."""
+    assert affinity.pinned_counts([
+        _status("0", "Kthread:\t1\n", ppid=2), _status("0", "Kthread:\t1\n", ppid=2),
+        _status("1", "", ppid=2),  # a kernel before 6.x: no Kthread line, kthreadd's child
+        _status("1", "Kthread:\t1\n", ppid=0),  # kthreadd itself
+        _status("1"),
+    ]) == Counter({1: 1})
+    # on this machine: the kernel's per-core threads are there, and none of them counts
+    if LINUX:
+        kernel = [st for st in affinity.machine_statuses() if "Kthread:\t1" in st or "PPid:\t2\n" in st]
+        assert not affinity.pinned_counts(kernel)
 
 
 PIN = """

@@ -11,9 +11,9 @@ puts each on a core of its own.
 
 - `auto` (default): each process of the node (the main one and every worker process) is pinned to the
   core of its allowed set that the fewest single-core processes of this machine are pinned to (hub
-  processes of other nodes included), the lowest of those on a tie; under an flock, so that processes
-  starting together do not pick the same core. Nothing happens where the set has one core only, or
-  the platform has no sched_setaffinity (not Linux).
+  processes of other nodes included; not the kernel's own threads), the lowest of those on a tie;
+  under an flock, so that processes starting together do not pick the same core. Nothing happens where
+  the set has one core only, or the platform has no sched_setaffinity (not Linux).
 - `off`: the kernel schedules the process's threads over every allowed core.
 - a list such as `0,2-3`: the cores to choose from as `auto` does.
 
@@ -38,6 +38,10 @@ log = logging.getLogger("hub.relay")
 AFFINITY_ENV = "_HUB_AFFINITY_CPUS"  # the allowed set before pinning, for child processes
 LOCK_NAME = "hub-cpu-affinity.lock"  # in the temp folder: one per machine, whoever runs the node
 _CPUS = re.compile(r"^Cpus_allowed_list:\s*(\S+)", re.M)
+# the kernel's own threads (ksoftirqd/N, kworker/N:M, migration/N...) are pinned to every core, in numbers
+# that come and go: they are not load of the kind a relay should avoid ("Kthread: 1" since Linux 6.x;
+# before it, every kernel thread but kthreadd itself is kthreadd's child, PPid 2)
+_KTHREAD = re.compile(r"^(?:Kthread:\s*1|PPid:\s*2)\s*$", re.M)
 _before: frozenset[int] | None = None  # this process's allowed set before pin_process
 _lock = threading.Lock()
 
@@ -68,11 +72,12 @@ def check_setting(value: str) -> str:
 
 
 def pinned_counts(statuses: Iterable[str]) -> Counter[int]:
-    """Per core, how many of these processes (/proc/<pid>/status texts) are pinned to it alone."""
+    """Per core, how many of these processes (/proc/<pid>/status texts) are pinned to it alone; kernel
+    threads are not counted."""
     out: Counter[int] = Counter()
     for st in statuses:
         m = _CPUS.search(st)
-        if m is None:
+        if m is None or _KTHREAD.search(st):
             continue
         try:
             cpus = parse_cpus(m.group(1))
